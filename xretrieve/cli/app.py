@@ -1,0 +1,22 @@
+"""The ``xretrieve`` console script: one typer app, each command registered by its module."""
+
+from __future__ import annotations
+
+import typer
+
+from xretrieve.cli import embed, evaluate, export, mine, retrieval, train
+
+app = typer.Typer(
+    name="xretrieve",
+    help="Export, embed, mine bitext and evaluate multilingual sentence encoders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for module in (mine, retrieval, export, embed, train, evaluate):
+    module.register(app)
+
+
+def main() -> None:
+    app()

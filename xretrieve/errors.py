@@ -1,0 +1,29 @@
+"""The library's own exception types; the CLI turns them into a message and a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class XRetrieveError(Exception):
+    """Base class of every error the library raises on purpose (bad input, bad config, ...)."""
+
+
+class InputError(XRetrieveError):
+    """Bad input data: names the file, the 1-based line when known, and what was expected."""
+
+    def __init__(self, path: Path | str | None, message: str, line: int | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        self.detail = message
+        where = ""
+        if self.path is not None:
+            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
+        super().__init__(f"{where}{message}")
+
+
+class MissingDependencyError(XRetrieveError):
+    """An optional heavy dependency is not installed; the message says what to install."""
+
+    def __init__(self, package: str, purpose: str) -> None:
+        super().__init__(f"{purpose} needs the '{package}' package: pip install {package}")
