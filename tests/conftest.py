@@ -29,3 +29,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A random 2-layer, 32-wide XLM-R checkpoint with a real fast tokenizer (built once)."""
+    from tiny_models import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-xlmr"), "xlm-roberta")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A random 2-layer, 32-wide BERT checkpoint with a real fast WordPiece tokenizer."""
+    from tiny_models import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"), "bert")
