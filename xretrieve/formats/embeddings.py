@@ -1,0 +1,49 @@
+"""Precomputed embeddings: a ``.npy`` matrix whose rows follow the lines of a data file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.errors import InputError
+
+
+def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | str) -> Path:
+    """Where the embeddings of ``data_file`` live in a directory mirroring ``data_dir``:
+    ``DIR/bucc2018/de-en.test.de`` -> ``EMB/bucc2018/de-en.test.de.npy``."""
+    data_file = Path(data_file)
+    try:
+        relative = Path(os.path.relpath(data_file.resolve(), Path(data_dir).resolve()))
+    except ValueError:  # another drive on Windows
+        relative = Path("..")
+    if relative.parts[:1] == ("..",):
+        raise InputError(data_file, f"is not inside the data directory {data_dir}")
+    return Path(emb_dir) / relative.with_name(relative.name + ".npy")
+
+
+def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.ndarray:
+    """Load a ``.npy`` float16/float32 matrix as ``(rows, dim)`` float32 (C-contiguous).
+
+    Raises ``InputError`` when the file is missing or not a ``.npy`` array, is not a 2-D floating
+    matrix, or its row count (or dimension, when ``dim`` is given) does not match.
+    """
+    path = Path(path)
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(path, "embeddings file not found") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(path, f"not a readable .npy array ({error})") from None
+    if matrix.ndim != 2:
+        raise InputError(path, f"expected a 2-D (rows, dim) matrix, found shape {matrix.shape}")
+    if matrix.dtype not in (np.float16, np.float32, np.float64):
+        raise InputError(path, f"expected float16 or float32 values, found {matrix.dtype}")
+    if matrix.shape[0] != rows:
+        raise InputError(
+            path, f"has {matrix.shape[0]} rows but its data file has {rows} lines; they must match"
+        )
+    if dim is not None and matrix.shape[1] != dim:
+        raise InputError(path, f"has dimension {matrix.shape[1]}, expected {dim}")
+    return np.ascontiguousarray(matrix, dtype=np.float32)
