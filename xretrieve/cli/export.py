@@ -1,7 +1,118 @@
-"""Placeholder while the command is being written; replaced by its implementation."""
+"""``xretrieve export``: a Hugging Face encoder checkpoint -> a validated ONNX export directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors
+from xretrieve.errors import XRetrieveError
+
+
+def _parse_layers(layer: list[int] | None, layers: str | None) -> tuple[int, ...]:
+    values = list(layer or [])
+    if layers:
+        try:
+            values += [int(item) for item in layers.split(",") if item.strip()]
+        except ValueError:
+            raise XRetrieveError(
+                f"--layers takes comma-separated integers, not {layers!r}"
+            ) from None
+    return tuple(values) or (-1,)
+
+
+def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
+    rows = [
+        ["export", str(out)],
+        ["source", f"{manifest.source_checkpoint} ({manifest.source_hash})"],
+        [
+            "model",
+            f"{manifest.model_type}, {manifest.num_hidden_layers} layers, dim {manifest.dim}",
+        ],
+        ["layers", ", ".join(str(layer) for layer in manifest.layers)],
+        ["pooling", manifest.pooling.value + (", L2-normalised" if manifest.normalize else "")],
+        ["dtype / opset", f"{manifest.dtype.value} / {manifest.opset}"],
+        ["max length", str(manifest.max_length)],
+        ["files", ", ".join(manifest.onnx_files)],
+    ]
+    rows += [[f"fused {name}", str(count)] for name, count in manifest.fusion.items() if count]
+    figures = manifest.validation
+    if figures is not None:
+        rows += [
+            ["min cosine to torch", f"{figures.min_cosine:.6f}"],
+            ["mean cosine to torch", f"{figures.mean_cosine:.6f}"],
+            ["max abs diff", f"{figures.max_abs_diff:.3g}"],
+            ["validated on", f"{figures.provider}, batches {figures.batch_sizes}"],
+        ]
+    return rows
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the app."""
+    """Add ``export`` to the app."""
+
+    @app.command("export")
+    @reports_errors
+    def export(
+        checkpoint: Annotated[
+            Path,
+            typer.Argument(
+                help="Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer)."
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
+        layer: Annotated[
+            list[int] | None,
+            typer.Option(
+                "--layer",
+                help="Hidden layer to pool (0 = embeddings, -1 = last; repeat for several).",
+            ),
+        ] = None,
+        layers: Annotated[
+            str | None, typer.Option("--layers", help="Comma-separated layers, e.g. -1,-4,8.")
+        ] = None,
+        pooling: Annotated[str, typer.Option("--pooling", help="mean (masked) or cls.")] = "mean",
+        no_normalize: Annotated[
+            bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
+        ] = False,
+        dtype: Annotated[
+            str, typer.Option("--dtype", help="fp16 (for CUDA) or fp32 (for CPU).")
+        ] = "fp16",
+        opset: Annotated[
+            int | None, typer.Option("--opset", help="ONNX opset (default 17).")
+        ] = None,
+        no_optimize: Annotated[
+            bool,
+            typer.Option("--no-optimize", help="Skip ONNX Runtime's fusions (and their check)."),
+        ] = False,
+        text_prefix: Annotated[
+            str, typer.Option("--text-prefix", help="Prepended to every text, e.g. 'query: '.")
+        ] = "",
+        max_length: Annotated[
+            int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
+        ] = None,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="Print the manifest as JSON.")
+        ] = False,
+    ) -> None:
+        """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
+        against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
+        from exporters import DEFAULT_OPSET, ExportConfig, export_checkpoint
+
+        config = ExportConfig(
+            layers=_parse_layers(layer, layers),
+            pooling=pooling,
+            normalize=not no_normalize,
+            dtype=dtype,
+            opset=opset if opset is not None else DEFAULT_OPSET,
+            optimize=not no_optimize,
+            text_prefix=text_prefix,
+            max_length=max_length,
+        )
+        with progress_bars(not as_json) as progress:
+            manifest = export_checkpoint(checkpoint, out, config, progress)
+        if as_json:
+            print_json(manifest.to_json())
+        else:
+            print_table("xretrieve export", ["", "value"], _summary_rows(manifest, out))

@@ -1,0 +1,92 @@
+"""Hugging Face encoder checkpoint -> ONNX sentence-embedding model (pooled, normalised), with
+graph optimisation, fp16 conversion, validation against torch and a manifest.
+
+Names load lazily (PEP 562) so that ``import exporters`` does not import torch or onnxruntime:
+
+- ``ExportConfig``, ``Pooling``, ``Dtype``, ``DEFAULT_OPSET``, ``resolve_layers`` (exporters.config)
+- ``load_checkpoint``, ``PooledEncoder``, ``pool_hidden_states`` (exporters.wrapper; imports torch)
+- ``export_checkpoint`` (exporters.onnx_export)
+- ``optimize_graph``, ``FusionError`` (exporters.optimize)
+- ``validate_export``, ``ValidationReport``, ``ExportValidationError`` (exporters.validate)
+- ``Manifest``, ``read_manifest``, ``MANIFEST_NAME``, ``FORMAT_VERSION`` (exporters.manifest)
+- ``SUPPORTED_MODEL_TYPES``, ``read_checkpoint_config``, ``num_hidden_layers`` (exporters.checkpoint)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "DEFAULT_OPSET": "exporters.config",
+    "Dtype": "exporters.config",
+    "ExportConfig": "exporters.config",
+    "Pooling": "exporters.config",
+    "resolve_layers": "exporters.config",
+    "SUPPORTED_MODEL_TYPES": "exporters.checkpoint",
+    "read_checkpoint_config": "exporters.checkpoint",
+    "num_hidden_layers": "exporters.checkpoint",
+    "PooledEncoder": "exporters.wrapper",
+    "load_checkpoint": "exporters.wrapper",
+    "pool_hidden_states": "exporters.wrapper",
+    "export_checkpoint": "exporters.onnx_export",
+    "FusionError": "exporters.optimize",
+    "optimize_graph": "exporters.optimize",
+    "ExportValidationError": "exporters.validate",
+    "ValidationReport": "exporters.validate",
+    "validate_export": "exporters.validate",
+    "FORMAT_VERSION": "exporters.manifest",
+    "MANIFEST_NAME": "exporters.manifest",
+    "Manifest": "exporters.manifest",
+    "read_manifest": "exporters.manifest",
+}
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "Dtype",
+    "ExportConfig",
+    "ExportValidationError",
+    "FORMAT_VERSION",
+    "FusionError",
+    "MANIFEST_NAME",
+    "Manifest",
+    "PooledEncoder",
+    "Pooling",
+    "SUPPORTED_MODEL_TYPES",
+    "ValidationReport",
+    "export_checkpoint",
+    "load_checkpoint",
+    "num_hidden_layers",
+    "optimize_graph",
+    "pool_hidden_states",
+    "read_checkpoint_config",
+    "read_manifest",
+    "resolve_layers",
+    "validate_export",
+]
+
+if TYPE_CHECKING:
+    from exporters.checkpoint import (
+        SUPPORTED_MODEL_TYPES,
+        num_hidden_layers,
+        read_checkpoint_config,
+    )
+    from exporters.config import DEFAULT_OPSET, Dtype, ExportConfig, Pooling, resolve_layers
+    from exporters.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
+    from exporters.onnx_export import export_checkpoint
+    from exporters.optimize import FusionError, optimize_graph
+    from exporters.validate import ExportValidationError, ValidationReport, validate_export
+    from exporters.wrapper import PooledEncoder, load_checkpoint, pool_hidden_states
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exporters' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,83 @@
+"""What an export computes and how it is stored: plain values, no heavy imports."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from xretrieve.errors import XRetrieveError
+
+# ONNX opset of exported graphs: 17 has LayerNormalization as one operator and is what ONNX
+# Runtime's transformer optimizer fuses (Attention, SkipLayerNormalization, BiasGelu).
+DEFAULT_OPSET = 17
+
+
+class Pooling(str, enum.Enum):
+    """How token vectors become one sentence vector."""
+
+    MEAN = "mean"  # mean over the tokens the attention mask keeps (padding excluded)
+    CLS = "cls"  # the first token's vector (<s> / [CLS])
+
+
+class Dtype(str, enum.Enum):
+    """Weights and compute precision of an exported graph (inputs and outputs stay int64/float32)."""
+
+    FP16 = "fp16"  # for the CUDA execution provider
+    FP32 = "fp32"  # for the CPU execution provider (and reference checks)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Settings of ``export_checkpoint``.
+
+    ``layers``: hidden-state indices (0 = embeddings' output, -1 = last layer); the first is the
+    ``embeddings`` output, all of them (in order) form ``layer_embeddings`` when there are several.
+    ``max_length``: tokens per text the export is meant for; None takes it from the tokenizer
+    (``model_max_length``) capped by the model's position embeddings.
+    ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5)."""
+
+    layers: tuple[int, ...] = (-1,)
+    pooling: Pooling = Pooling.MEAN
+    normalize: bool = True
+    dtype: Dtype = Dtype.FP16
+    opset: int = DEFAULT_OPSET
+    optimize: bool = True
+    text_prefix: str = ""
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept plain strings/lists from callers but store the typed values.
+        object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        for name, kind in (("pooling", Pooling), ("dtype", Dtype)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                choices = ", ".join(member.value for member in kind)
+                raise XRetrieveError(f"{name} must be one of {choices}, not {value!r}") from None
+        if not self.layers:
+            raise XRetrieveError("at least one layer is needed")
+        if not 14 <= self.opset <= 23:
+            raise XRetrieveError(f"opset {self.opset} is not supported (14..23)")
+        if self.max_length is not None and self.max_length < 2:
+            raise XRetrieveError(f"max_length must be at least 2, not {self.max_length}")
+
+
+def resolve_layers(layers: tuple[int, ...] | list[int], num_hidden_layers: int) -> tuple[int, ...]:
+    """Hidden-state indices as non-negative ints: 0 is the embeddings' output, ``L`` (=
+    ``num_hidden_layers``) the last layer's; negative values count from the end (-1 = ``L``).
+    Order is kept; an empty list, duplicates and out-of-range values raise ``XRetrieveError``."""
+    if not layers:
+        raise XRetrieveError("at least one layer is needed")
+    resolved = []
+    for layer in layers:
+        index = layer + num_hidden_layers + 1 if layer < 0 else layer
+        if not 0 <= index <= num_hidden_layers:
+            raise XRetrieveError(
+                f"layer {layer} is out of range for a model with {num_hidden_layers} layers "
+                f"(valid: 0..{num_hidden_layers}, or -{num_hidden_layers + 1}..-1 from the end)"
+            )
+        resolved.append(index)
+    if len(set(resolved)) != len(resolved):
+        raise XRetrieveError(f"layers {tuple(layers)} name the same layer twice")
+    return tuple(resolved)

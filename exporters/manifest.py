@@ -1,0 +1,159 @@
+"""``manifest.json``: what an export directory holds and how it was made and checked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporters.config import Dtype, Pooling
+from xretrieve.errors import InputError
+from xretrieve.files import atomic_write
+
+MANIFEST_NAME = "manifest.json"
+MODEL_NAME = "model.onnx"
+# Bumped when a reader of an older export would misread it.
+FORMAT_VERSION = 1
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+EMBEDDINGS = "embeddings"
+LAYER_EMBEDDINGS = "layer_embeddings"
+
+
+@dataclass(frozen=True)
+class ValidationFigures:
+    """How closely the export matches the torch float32 model on the validation batches.
+
+    Cosines and absolute differences are per row over every output (``embeddings`` and, when
+    present, each layer of ``layer_embeddings``); ``lengths`` are the token counts of the
+    validation texts (padding excluded), ``batch_sizes`` the sizes of the batches run."""
+
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+    lengths: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    provider: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Mirror of ``manifest.json``. ``layers`` are resolved hidden-state indices (0 = embeddings'
+    output, ``num_hidden_layers`` = last); ``outputs`` names the ONNX outputs in order;
+    ``fusion`` counts fused operators in the final graph (empty when not optimised);
+    ``onnx_files`` lists the graph and, for large models, its external-data file."""
+
+    source_checkpoint: str
+    source_hash: str
+    model_type: str
+    num_hidden_layers: int
+    hidden_size: int
+    num_attention_heads: int
+    layers: tuple[int, ...]
+    pooling: Pooling
+    normalize: bool
+    dtype: Dtype
+    opset: int
+    optimized: bool
+    text_prefix: str
+    max_length: int
+    dim: int
+    pad_token_id: int
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    fusion: Mapping[str, int]
+    versions: Mapping[str, str]
+    created: str
+    onnx_files: tuple[str, ...]
+    validation: ValidationFigures | None = None
+    format_version: int = FORMAT_VERSION
+    model_file: str = MODEL_NAME
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON-ready values (enums as their strings, tuples as lists)."""
+        payload: dict[str, Any] = {"format_version": self.format_version}
+        for item in dataclasses.fields(self):
+            if item.name == "format_version":
+                continue
+            value = getattr(self, item.name)
+            if isinstance(value, ValidationFigures):
+                value = dataclasses.asdict(value)
+                value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+            elif isinstance(value, Pooling | Dtype):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            payload[item.name] = value
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> Manifest:
+        """Inverse of ``to_json``; unknown keys go to ``extra``. Raises ``KeyError``/``ValueError``
+        for a missing key or a bad value."""
+        names = {item.name for item in dataclasses.fields(cls)}
+        values = {key: value for key, value in payload.items() if key in names}
+        extra = {key: value for key, value in payload.items() if key not in names}
+        validation = values.get("validation")
+        if validation is not None:
+            validation = ValidationFigures(
+                min_cosine=float(validation["min_cosine"]),
+                mean_cosine=float(validation["mean_cosine"]),
+                max_abs_diff=float(validation["max_abs_diff"]),
+                lengths=tuple(validation["lengths"]),
+                batch_sizes=tuple(validation["batch_sizes"]),
+                provider=str(validation["provider"]),
+            )
+        return cls(
+            **{
+                **values,
+                "layers": tuple(int(layer) for layer in values["layers"]),
+                "pooling": Pooling(values["pooling"]),
+                "dtype": Dtype(values["dtype"]),
+                "inputs": tuple(values["inputs"]),
+                "outputs": tuple(values["outputs"]),
+                "onnx_files": tuple(values["onnx_files"]),
+                "fusion": dict(values["fusion"]),
+                "versions": dict(values["versions"]),
+                "validation": validation,
+                "extra": {**dict(values.get("extra", {})), **extra},
+            }
+        )
+
+
+def write_manifest(export_dir: Path, manifest: Manifest) -> Path:
+    """Write ``export_dir/manifest.json`` atomically; returns its path."""
+    path = Path(export_dir) / MANIFEST_NAME
+    with atomic_write(path) as handle:
+        json.dump(manifest.to_json(), handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return path
+
+
+def read_manifest(export_dir: Path | str) -> Manifest:
+    """The ``Manifest`` of an export directory; ``InputError`` when it is missing, not JSON, of a
+    newer format, or lacks keys."""
+    path = Path(export_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise InputError(export_dir, f"no {MANIFEST_NAME}: not an xretrieve export directory")
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise InputError(path, "expected a JSON object")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputError(
+            path,
+            f"format_version {version!r} is not supported (this xretrieve reads <= {FORMAT_VERSION})",
+        )
+    try:
+        return Manifest.from_json(payload)
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(path, f"incomplete or invalid manifest: {error!r}") from None

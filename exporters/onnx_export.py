@@ -1,0 +1,272 @@
+"""Checkpoint directory -> export directory: ONNX graph of the pooled encoder, optimised and
+(fp16) converted, tokenizer files, and a manifest with the validation figures.
+
+The steps, each its own function: load and check the checkpoint, trace the ``PooledEncoder`` to
+ONNX (TorchScript exporter), optimise/convert, save the tokenizer, validate against torch,
+write the manifest. All of it is built in a temporary directory that becomes ``out_dir`` only
+when validation passed."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import tempfile
+import time
+import warnings
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from exporters.checkpoint import (
+    check_tokenizer,
+    check_weights,
+    num_hidden_layers,
+    read_checkpoint_config,
+)
+from exporters.config import ExportConfig, resolve_layers
+from exporters.manifest import (
+    EMBEDDINGS,
+    FORMAT_VERSION,
+    INPUT_NAMES,
+    LAYER_EMBEDDINGS,
+    MODEL_NAME,
+    Manifest,
+    write_manifest,
+)
+from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.progress import ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+_STEPS = ("load", "trace", "optimize", "tokenizer", "validate")
+# RoBERTa-style models number positions from padding_idx + 1, so two of their position
+# embeddings can never be used.
+_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
+# Tokenizers without a limit report model_max_length as this sentinel (int(1e30)).
+_NO_LIMIT = 10**12
+
+
+def export_checkpoint(
+    checkpoint_dir: Path | str,
+    out_dir: Path | str,
+    config: ExportConfig | None = None,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Export a Hugging Face encoder checkpoint to ``out_dir`` and return its ``Manifest``.
+
+    ``out_dir`` receives ``model.onnx`` (plus ``model.onnx.data`` over 2 GiB), the tokenizer
+    files and ``manifest.json``, atomically: on any error nothing is left at ``out_dir`` (an
+    existing export there is replaced only on success). The graph's inputs are ``input_ids``
+    and ``attention_mask`` int64 ``[batch, sequence]``; its output ``embeddings`` float32
+    ``[batch, dim]`` (the first of ``config.layers``), plus ``layer_embeddings`` float32
+    ``[batch, n_layers, dim]`` when several layers are asked for.
+
+    Raises ``InputError`` for a bad checkpoint (missing files, remote code, pickle-only weights,
+    unsupported architecture), ``XRetrieveError`` for a bad setting (layer out of range,
+    max_length beyond the position embeddings), ``FusionError`` when the optimizer did not fuse
+    attention, and ``ExportValidationError`` (with the figures) when the export does not match
+    torch."""
+    from exporters.optimize import optimize_graph
+    from exporters.validate import validate_export
+    from exporters.wrapper import PooledEncoder, load_checkpoint
+    from xretrieve.cache import content_hash
+    from xretrieve.files import atomic_directory
+
+    checkpoint_dir = Path(checkpoint_dir).resolve()
+    out_dir = Path(out_dir)
+    config = config or ExportConfig()
+    report = progress or no_progress
+    started = time.perf_counter()
+
+    def step(name: str) -> None:
+        report("export", _STEPS.index(name), len(_STEPS))
+        logger.info(
+            "export %s: %s (%.1f s)", checkpoint_dir.name, name, time.perf_counter() - started
+        )
+
+    step("load")
+    checkpoint_config = read_checkpoint_config(checkpoint_dir)
+    check_weights(checkpoint_dir)
+    check_tokenizer(checkpoint_dir)
+    # Checked before the (possibly slow) model load; again below against the loaded config.
+    resolve_layers(config.layers, num_hidden_layers(checkpoint_config))
+    source_hash = content_hash(checkpoint_dir)
+    model, hf_config = load_checkpoint(checkpoint_dir, attn_implementation="eager")
+    layers = resolve_layers(config.layers, hf_config.num_hidden_layers)
+    tokenizer = _load_tokenizer(checkpoint_dir)
+    max_length = _resolve_max_length(config.max_length, tokenizer, hf_config)
+    if tokenizer.pad_token_id is None:
+        raise InputError(checkpoint_dir, "the tokenizer has no padding token")
+    wrapper = PooledEncoder(model, layers, config.pooling, config.normalize).eval()
+    outputs = (EMBEDDINGS,) if len(layers) == 1 else (EMBEDDINGS, LAYER_EMBEDDINGS)
+
+    with (
+        atomic_directory(out_dir) as staging,
+        tempfile.TemporaryDirectory(prefix="xretrieve-export-") as scratch,
+    ):
+        step("trace")
+        raw_path = Path(scratch) / "raw.onnx"
+        example = tokenizer(
+            ["a short one", "and a somewhat longer second sentence"],
+            padding=True,
+            return_tensors="pt",
+        )
+        trace_to_onnx(wrapper, raw_path, example, outputs, config.opset)
+
+        step("optimize")
+        fusion = optimize_graph(
+            raw_path,
+            staging / MODEL_NAME,
+            model_type=hf_config.model_type,
+            num_heads=hf_config.num_attention_heads,
+            hidden_size=hf_config.hidden_size,
+            layers_run=max(layers),
+            dtype=config.dtype,
+            optimize=config.optimize,
+        )
+
+        step("tokenizer")
+        tokenizer.model_max_length = max_length
+        tokenizer.save_pretrained(staging)
+
+        manifest = Manifest(
+            source_checkpoint=str(checkpoint_dir),
+            source_hash=source_hash,
+            model_type=hf_config.model_type,
+            num_hidden_layers=hf_config.num_hidden_layers,
+            hidden_size=hf_config.hidden_size,
+            num_attention_heads=hf_config.num_attention_heads,
+            layers=layers,
+            pooling=config.pooling,
+            normalize=config.normalize,
+            dtype=config.dtype,
+            opset=config.opset,
+            optimized=config.optimize,
+            text_prefix=config.text_prefix,
+            max_length=max_length,
+            dim=wrapper.dim,
+            pad_token_id=int(tokenizer.pad_token_id),
+            inputs=INPUT_NAMES,
+            outputs=outputs,
+            fusion=fusion,
+            versions=_library_versions(),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            onnx_files=tuple(
+                sorted(path.name for path in staging.iterdir() if path.name.startswith(MODEL_NAME))
+            ),
+            format_version=FORMAT_VERSION,
+        )
+        write_manifest(staging, manifest)
+
+        step("validate")
+        validation = validate_export(
+            staging, checkpoint_dir, reference=wrapper, check_source_hash=False
+        )
+        manifest = dataclasses.replace(manifest, validation=validation.figures)
+        write_manifest(staging, manifest)
+        _make_readable(staging)
+    report("export", len(_STEPS), len(_STEPS))
+    logger.info(
+        "exported %s to %s in %.1f s", checkpoint_dir, out_dir, time.perf_counter() - started
+    )
+    return manifest
+
+
+def trace_to_onnx(
+    wrapper: torch.nn.Module,
+    path: Path,
+    example: Any,
+    outputs: tuple[str, ...],
+    opset: int,
+) -> None:
+    """Trace ``wrapper`` (a ``PooledEncoder``) with the TorchScript exporter into a float32 graph
+    at ``path`` with dynamic batch and sequence axes. ``example`` holds ``input_ids`` and
+    ``attention_mask`` tensors; it must contain padding so that the traced mask arithmetic is
+    the general one."""
+    import torch
+
+    dynamic_axes: dict[str, dict[int, str]] = {
+        name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES
+    }
+    dynamic_axes.update({name: {0: "batch"} for name in outputs})
+    inputs = (example["input_ids"].long(), example["attention_mask"].long())
+    with warnings.catch_warnings():
+        # Tracer warnings about Python-level shape arithmetic in transformers' code: the
+        # validation on other batch sizes and lengths is what shows whether they matter.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper.eval(),
+            inputs,
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=list(outputs),
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _make_readable(directory: Path) -> None:
+    # Temporary files and directories are created private (0600/0700); an export is shared
+    # like any other output, so give it the usual permissions under the process umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for path in directory.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
+
+
+def _load_tokenizer(checkpoint_dir: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(
+            checkpoint_dir, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(checkpoint_dir, f"cannot load the tokenizer: {error}") from error
+
+
+def _resolve_max_length(requested: int | None, tokenizer: Any, hf_config: Any) -> int:
+    """Tokens per text: ``requested``, else the tokenizer's ``model_max_length``, never more than
+    the model's position embeddings allow."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    usable = positions - _POSITION_OFFSET.get(hf_config.model_type, 0) if positions else None
+    if requested is not None:
+        if usable is not None and requested > usable:
+            raise XRetrieveError(
+                f"max_length {requested} exceeds the {usable} positions the model has"
+            )
+        return requested
+    limit = getattr(tokenizer, "model_max_length", None)
+    candidates = [value for value in (limit, usable) if value is not None and value < _NO_LIMIT]
+    if not candidates:
+        raise XRetrieveError("neither tokenizer nor config gives a maximum length: set max_length")
+    return int(min(candidates))
+
+
+def _library_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "xretrieve"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            # onnxruntime is installed as onnxruntime-gpu (or -openvino, ...).
+            versions[package] = _module_version(package)
+    return versions
+
+
+def _module_version(package: str) -> str:
+    import importlib
+
+    try:
+        return str(importlib.import_module(package).__version__)
+    except (ImportError, AttributeError):
+        return "unknown"

@@ -1,0 +1,179 @@
+"""A Hugging Face encoder checkpoint as one sentence-embedding module: load it safely, pick hidden
+layers, pool inside the model so that only ``[batch, dim]`` vectors leave it.
+
+Shared by the ONNX exporter and the engine's torch backend, so that both compute the same thing.
+This module imports torch; ``import exporters`` does not (its names load lazily).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from exporters.checkpoint import (
+    LAYER_LISTS,
+    SUPPORTED_MODEL_TYPES,
+    check_weights,
+    read_checkpoint_config,
+)
+from exporters.config import Pooling, resolve_layers
+from xretrieve.errors import InputError
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "PooledEncoder",
+    "Pooling",
+    "load_checkpoint",
+    "pool_hidden_states",
+    "resolve_layers",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def load_checkpoint(
+    checkpoint_dir: Path | str, *, attn_implementation: str | None = "eager"
+) -> tuple[torch.nn.Module, Any]:
+    """Load a Hugging Face encoder checkpoint as ``(model, config)``: ``AutoModel`` in eval mode,
+    float32 weights from safetensors only, ``trust_remote_code=False``, local files only.
+
+    ``attn_implementation`` goes to transformers ("eager", "sdpa", or None for its default).
+    "eager" is the default because its graph is the one ONNX Runtime's transformer optimizer
+    fuses into its Attention operator; "sdpa" is faster for inference in torch itself.
+    Raises ``InputError`` for a missing directory, config.json or weights, pickle-only
+    weights, remote code (``auto_map``), or an unsupported ``model_type``."""
+    from transformers import AutoModel
+
+    checkpoint_dir = Path(checkpoint_dir)
+    read_checkpoint_config(checkpoint_dir)
+    check_weights(checkpoint_dir)
+    try:
+        model = AutoModel.from_pretrained(
+            checkpoint_dir,
+            trust_remote_code=False,
+            use_safetensors=True,
+            local_files_only=True,
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+        )
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise InputError(checkpoint_dir, f"cannot load the checkpoint: {error}") from error
+    model.eval()
+    return model, model.config
+
+
+def _truncated(model: torch.nn.Module, keep: int) -> torch.nn.Module:
+    """A view of ``model`` that runs only its first ``keep`` transformer layers and no pooler head.
+
+    Shares every parameter with ``model`` and leaves ``model`` unchanged: only the module
+    containers on the path to the layer list are copied."""
+    path = LAYER_LISTS[model.config.model_type]
+    view = copy.copy(model)
+    view._modules = dict(model._modules)
+    if "pooler" in view._modules:
+        # The pooler (dense + tanh on the first token) is a pre-training head, never used here.
+        view._modules["pooler"] = None
+    parent = view
+    for name in path[:-1]:
+        child = copy.copy(parent._modules[name])
+        child._modules = dict(child._modules)
+        parent._modules[name] = child
+        parent = child
+    parent._modules[path[-1]] = torch.nn.ModuleList(list(parent._modules[path[-1]])[:keep])
+    return view
+
+
+def pool_hidden_states(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling
+) -> torch.Tensor:
+    """``[batch, seq, dim]`` token vectors -> ``[batch, dim]`` float32: the masked mean over the
+    tokens ``attention_mask`` keeps (a row with none gives zeros, not NaN), or the first token."""
+    hidden = hidden.float()
+    if pooling is Pooling.CLS:
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    counts = mask.sum(dim=1).clamp(min=1.0)
+    return (hidden * mask).sum(dim=1) / counts
+
+
+class _PoolNormalize(torch.nn.Module):
+    """Pooling, optional projection and L2 normalisation of one layer's hidden states.
+
+    A module of its own so that its ONNX nodes carry a recognisable name scope: the fp16
+    conversion keeps them in float32 (sums over hundreds of tokens, and norms, are where
+    half precision loses most)."""
+
+    def __init__(
+        self, pooling: Pooling, normalize: bool, projection: torch.nn.Module | None
+    ) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.normalize = normalize
+        self.projection = projection
+
+    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooled = pool_hidden_states(hidden, attention_mask, self.pooling)
+        if self.projection is not None:
+            # In the model's own dtype, so that a half-precision model's head takes its input.
+            pooled = self.projection(pooled.to(hidden.dtype)).float()
+        if self.normalize:
+            # eps keeps an all-zero row at zero instead of dividing by zero.
+            pooled = torch.nn.functional.normalize(pooled, p=2.0, dim=-1, eps=1e-12)
+        return pooled
+
+
+class PooledEncoder(torch.nn.Module):
+    """Sentence embeddings from chosen hidden layers of an encoder.
+
+    ``forward(input_ids, attention_mask)`` with int64 ``[batch, seq]`` tensors returns
+    ``embeddings`` float32 ``[batch, dim]`` for ``layers[0]``, or, when several layers are listed,
+    ``(embeddings, layer_embeddings)`` with ``layer_embeddings`` float32 ``[batch, len(layers),
+    dim]`` in the listed order. Each layer's hidden states (transformers' ``hidden_states[l]``:
+    0 = the embeddings' output, L = the last layer) are pooled (masked mean or first token),
+    passed through ``projection`` when given (e.g. a trained ``nn.Linear`` head), then
+    L2-normalised when ``normalize``. Layers after the deepest listed one are not run.
+    ``layers`` may count from the end (-1 = last); ``XRetrieveError`` when out of range.
+
+    ``model`` is shared, not copied, and not modified."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        layers: tuple[int, ...],
+        pooling: Pooling,
+        normalize: bool,
+        projection: torch.nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = resolve_layers(tuple(layers), model.config.num_hidden_layers)
+        self.pooling = Pooling(pooling)
+        self.normalize = normalize
+        self.encoder = _truncated(model, max(self.layers))
+        self.head = _PoolNormalize(self.pooling, normalize, projection)
+        self.dim = (
+            projection.out_features
+            if isinstance(projection, torch.nn.Linear)
+            else model.config.hidden_size
+        )
+
+    @property
+    def projection(self) -> torch.nn.Module | None:
+        return self.head.projection
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True
+        )
+        # With no transformer layer to run (only layer 0 asked for), transformers records no
+        # hidden states; the output is then the embeddings' output itself.
+        hidden_states = outputs.hidden_states or (outputs.last_hidden_state,)
+        pooled = [self.head(hidden_states[layer], attention_mask) for layer in self.layers]
+        if len(pooled) == 1:
+            return pooled[0]
+        return pooled[0], torch.stack(pooled, dim=1)
