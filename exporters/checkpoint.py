@@ -100,3 +100,34 @@ def check_tokenizer(checkpoint_dir: Path) -> None:
     names = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
     if not any((checkpoint_dir / name).is_file() for name in names):
         raise InputError(checkpoint_dir, f"no tokenizer files (looked for {', '.join(names)})")
+
+
+# The image-text projection head a trained checkpoint may carry (written by xretrieve.trainer).
+PROJECTION_WEIGHTS = "projection.safetensors"
+PROJECTION_INFO = "projection.json"
+
+
+def read_projection_info(checkpoint_dir: Path, hidden_size: int) -> dict[str, Any]:
+    """``projection.json`` of a checkpoint ({in_dim, out_dim, pooling, layer, ...}) after the
+    checks: both projection files exist and ``in_dim`` equals the encoder's ``hidden_size``.
+    Raises ``InputError``."""
+    checkpoint_dir = Path(checkpoint_dir)
+    info_path = checkpoint_dir / PROJECTION_INFO
+    if not info_path.is_file() or not (checkpoint_dir / PROJECTION_WEIGHTS).is_file():
+        raise InputError(
+            checkpoint_dir,
+            f"no projection head ({PROJECTION_WEIGHTS} + {PROJECTION_INFO}): only checkpoints "
+            "trained with the image-text task have one",
+        )
+    info = _read_json(info_path)
+    for key in ("in_dim", "out_dim"):
+        if not isinstance(info.get(key), int) or info[key] < 1:
+            raise InputError(
+                info_path, f"expected a positive integer {key!r}, got {info.get(key)!r}"
+            )
+    if info["in_dim"] != hidden_size:
+        raise InputError(
+            info_path,
+            f"in_dim {info['in_dim']} does not match the encoder's hidden size {hidden_size}",
+        )
+    return info

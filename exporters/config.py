@@ -34,7 +34,10 @@ class ExportConfig:
     ``embeddings`` output, all of them (in order) form ``layer_embeddings`` when there are several.
     ``max_length``: tokens per text the export is meant for; None takes it from the tokenizer
     (``model_max_length``) capped by the model's position embeddings.
-    ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5)."""
+    ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5).
+    ``projection``: attach the checkpoint's trained image-text projection head
+    (``projection.safetensors`` + ``projection.json``, written by ``xretrieve train``) after
+    pooling, so that text embeddings land in the image-feature space."""
 
     layers: tuple[int, ...] = (-1,)
     pooling: Pooling = Pooling.MEAN
@@ -44,6 +47,7 @@ class ExportConfig:
     optimize: bool = True
     text_prefix: str = ""
     max_length: int | None = None
+    projection: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.

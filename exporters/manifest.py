@@ -69,6 +69,8 @@ class Manifest:
     created: str
     onnx_files: tuple[str, ...]
     validation: ValidationFigures | None = None
+    # The attached image-text projection head ({in_dim, out_dim, pooling, layer, task}), if any.
+    projection: Mapping[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -121,6 +123,7 @@ class Manifest:
                 "fusion": dict(values["fusion"]),
                 "versions": dict(values["versions"]),
                 "validation": validation,
+                "projection": dict(values["projection"]) if values.get("projection") else None,
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )

@@ -73,7 +73,7 @@ def export_checkpoint(
     torch."""
     from exporters.optimize import optimize_graph
     from exporters.validate import validate_export
-    from exporters.wrapper import PooledEncoder, load_checkpoint
+    from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
     from xretrieve.cache import content_hash
     from xretrieve.files import atomic_directory
 
@@ -102,7 +102,13 @@ def export_checkpoint(
     max_length = _resolve_max_length(config.max_length, tokenizer, hf_config)
     if tokenizer.pad_token_id is None:
         raise InputError(checkpoint_dir, "the tokenizer has no padding token")
-    wrapper = PooledEncoder(model, layers, config.pooling, config.normalize).eval()
+    projection, projection_info = None, None
+    if config.projection:
+        projection, projection_info = load_projection(checkpoint_dir, hf_config.hidden_size)
+        _check_projection_fits(projection_info, layers, config, hf_config.num_hidden_layers)
+    wrapper = PooledEncoder(
+        model, layers, config.pooling, config.normalize, projection=projection
+    ).eval()
     outputs = (EMBEDDINGS,) if len(layers) == 1 else (EMBEDDINGS, LAYER_EMBEDDINGS)
 
     with (
@@ -160,6 +166,7 @@ def export_checkpoint(
                 sorted(path.name for path in staging.iterdir() if path.name.startswith(MODEL_NAME))
             ),
             format_version=FORMAT_VERSION,
+            projection=projection_info,
         )
         write_manifest(staging, manifest)
 
@@ -175,6 +182,21 @@ def export_checkpoint(
         "exported %s to %s in %.1f s", checkpoint_dir, out_dir, time.perf_counter() - started
     )
     return manifest
+
+
+def _check_projection_fits(
+    info: dict[str, Any], layers: tuple[int, ...], config: ExportConfig, n_layers: int
+) -> None:
+    """The head was trained on one layer's pooled output; other layers or pooling would feed it
+    vectors it never saw."""
+    trained_layer = resolve_layers((int(info.get("layer", -1)),), n_layers)[0]
+    trained_pooling = info.get("pooling", "mean")
+    if layers != (trained_layer,) or config.pooling.value != trained_pooling:
+        raise XRetrieveError(
+            f"the projection head was trained on layer {trained_layer} with {trained_pooling} "
+            f"pooling; export it with exactly that layer and pooling (asked: layers "
+            f"{list(layers)}, {config.pooling.value} pooling)"
+        )
 
 
 def trace_to_onnx(

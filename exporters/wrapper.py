@@ -16,9 +16,11 @@ import torch
 
 from exporters.checkpoint import (
     LAYER_LISTS,
+    PROJECTION_WEIGHTS,
     SUPPORTED_MODEL_TYPES,
     check_weights,
     read_checkpoint_config,
+    read_projection_info,
 )
 from exporters.config import Pooling, resolve_layers
 from xretrieve.errors import InputError
@@ -28,11 +30,36 @@ __all__ = [
     "PooledEncoder",
     "Pooling",
     "load_checkpoint",
+    "load_projection",
     "pool_hidden_states",
     "resolve_layers",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def load_projection(
+    checkpoint_dir: Path | str, hidden_size: int
+) -> tuple[torch.nn.Linear, dict[str, Any]]:
+    """The checkpoint's image-text projection head as an ``nn.Linear(in_dim, out_dim)`` in eval
+    mode, with its ``projection.json`` info; ``InputError`` when missing or inconsistent."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    info = read_projection_info(Path(checkpoint_dir), hidden_size)
+    path = Path(checkpoint_dir) / PROJECTION_WEIGHTS
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise InputError(path, f"cannot read the projection weights: {error}") from None
+    shapes = {"weight": (info["out_dim"], info["in_dim"]), "bias": (info["out_dim"],)}
+    for name, shape in shapes.items():
+        if name not in tensors or tuple(tensors[name].shape) != shape:
+            found = tuple(tensors[name].shape) if name in tensors else "nothing"
+            raise InputError(path, f"expected {name!r} of shape {shape}, found {found}")
+    layer = torch.nn.Linear(info["in_dim"], info["out_dim"])
+    layer.load_state_dict({name: tensors[name].float() for name in shapes})
+    return layer.eval(), info
 
 
 def load_checkpoint(

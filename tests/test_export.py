@@ -294,6 +294,39 @@ def test_text_prefix_and_max_length_are_recorded(tiny_bert_checkpoint, tmp_path)
     assert AutoTokenizer.from_pretrained(out, local_files_only=True).model_max_length == 32
 
 
+def test_projection_head_is_exported_and_checked(tiny_xlmr_checkpoint, tmp_path):
+    from safetensors.numpy import save_file
+
+    checkpoint = tmp_path / "with-projection"
+    shutil.copytree(tiny_xlmr_checkpoint, checkpoint)
+    rng = np.random.default_rng(3)
+    weight = rng.standard_normal((5, 32)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    save_file({"weight": weight, "bias": bias}, str(checkpoint / "projection.safetensors"))
+    info = {"in_dim": 32, "out_dim": 5, "pooling": "mean", "layer": -1, "normalize": True}
+    (checkpoint / "projection.json").write_text(json.dumps(info))
+
+    manifest = export_checkpoint(
+        checkpoint, tmp_path / "proj", ExportConfig(dtype="fp32", projection=True)
+    )
+    assert manifest.dim == 5 and manifest.projection["out_dim"] == 5
+    assert read_manifest(tmp_path / "proj").projection == manifest.projection
+    feeds = _feeds(tmp_path / "proj", SAMPLE_SENTENCES)
+    embeddings = _run_onnx(tmp_path / "proj", feeds)["embeddings"]
+    pooled = _pool(
+        _torch_hidden_states(checkpoint, feeds)[-1], feeds["attention_mask"], "mean", False
+    )
+    projected = pooled @ weight.T + bias
+    expected = projected / np.linalg.norm(projected, axis=1, keepdims=True)
+    np.testing.assert_allclose(embeddings, expected, atol=2e-5)
+
+    with pytest.raises(XRetrieveError, match="trained on layer 2"):
+        export_checkpoint(checkpoint, tmp_path / "bad", ExportConfig(layers=(1,), projection=True))
+    with pytest.raises(InputError, match="no projection head"):
+        export_checkpoint(tiny_xlmr_checkpoint, tmp_path / "none", ExportConfig(projection=True))
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "none").exists()
+
+
 def test_wrapper_leaves_the_model_unchanged(tiny_xlmr_checkpoint):
     import torch
 

@@ -92,6 +92,14 @@ def register(app: typer.Typer) -> None:
         max_length: Annotated[
             int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
         ] = None,
+        projection: Annotated[
+            bool,
+            typer.Option(
+                "--projection",
+                help="Attach the checkpoint's trained image-text projection head "
+                "(projection.safetensors), so that text lands in the image-feature space.",
+            ),
+        ] = False,
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the manifest as JSON.")
         ] = False,
@@ -109,6 +117,7 @@ def register(app: typer.Typer) -> None:
             optimize=not no_optimize,
             text_prefix=text_prefix,
             max_length=max_length,
+            projection=projection,
         )
         with progress_bars(not as_json) as progress:
             manifest = export_checkpoint(checkpoint, out, config, progress)
