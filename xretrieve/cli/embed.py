@@ -1,7 +1,122 @@
-"""Placeholder while the command is being written; replaced by its implementation."""
+"""``xretrieve embed MODEL INPUT --out X.npy``: embed a text file, one sentence per line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from xretrieve.cli.common import print_json, progress_bars, reports_errors, stderr
+from xretrieve.errors import XRetrieveError
+
+
+def _parse_layers(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise XRetrieveError(
+            f"--layers takes comma-separated integers (e.g. -1 or 6,12), not {text!r}"
+        ) from None
+
 
 def register(app: typer.Typer) -> None:
-    """Add this module's command(s) to the app."""
+    """Add the ``embed`` command."""
+
+    @app.command("embed")
+    @reports_errors
+    def embed(
+        model: Annotated[
+            str,
+            typer.Argument(
+                metavar="MODEL",
+                help="An export directory, a Hugging Face checkpoint directory (exported on "
+                "first use, cached by content hash), or 'default' (multilingual-e5-small).",
+            ),
+        ],
+        input_path: Annotated[
+            Path,
+            typer.Argument(
+                metavar="INPUT",
+                help="UTF-8 text, one sentence per line; every line is embedded, empty ones too.",
+            ),
+        ],
+        out: Annotated[
+            Path, typer.Option("--out", "-o", help="Output .npy: float32 (lines, dim).")
+        ],
+        batch_tokens: Annotated[
+            int,
+            typer.Option(
+                min=1, help="Padded tokens per batch (batch size x longest sentence in it)."
+            ),
+        ] = 16384,
+        device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+        backend: Annotated[str, typer.Option(help="ort (ONNX Runtime) or torch.")] = "ort",
+        dtype: Annotated[
+            str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp16 or fp32.")
+        ] = "auto",
+        layers: Annotated[
+            str | None,
+            typer.Option(help="Hidden layers of a checkpoint, comma-separated (-1 = last)."),
+        ] = None,
+        all_layers: Annotated[
+            bool,
+            typer.Option(help="Write (lines, n_layers, dim): one vector per listed layer."),
+        ] = False,
+        json_output: Annotated[
+            bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+        ] = False,
+        progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    ) -> None:
+        """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
+        from xretrieve.encoding import embed_file, load_encoder
+
+        with progress_bars(progress) as report:
+            encoder = load_encoder(
+                model,
+                backend=backend,
+                device=device,
+                batch_tokens=batch_tokens,
+                dtype=dtype,
+                layers=_parse_layers(layers),
+                progress=report,
+            )
+            stderr.print(f"provider: {encoder.provider}", highlight=False)
+            result = embed_file(encoder, input_path, out, layer_outputs=all_layers, progress=report)
+        stats = result.stats
+        if stats.truncated:
+            stderr.print(
+                f"[yellow]{stats.truncated} of {stats.sentences} lines were longer than "
+                f"{stats.max_length} tokens and were truncated[/]",
+                highlight=False,
+            )
+        stderr.print(
+            f"embedded {stats.sentences} lines into {out} {result.shape} in {stats.seconds:.2f} s "
+            f"({stats.sentences_per_s:.0f} sentences/s, {stats.tokens_per_s:.0f} tokens/s)",
+            highlight=False,
+        )
+        if json_output:
+            print_json(
+                {
+                    "model": encoder.name,
+                    "provider": stats.provider,
+                    "backend": backend,
+                    "input": str(input_path),
+                    "output": str(out),
+                    "shape": list(result.shape),
+                    "sentences": stats.sentences,
+                    "dim": encoder.dim,
+                    "layers": list(encoder.layers),
+                    "truncated": stats.truncated,
+                    "max_length": stats.max_length,
+                    "seconds": round(stats.seconds, 4),
+                    "sentences_per_s": round(stats.sentences_per_s, 2),
+                    "tokens_per_s": round(stats.tokens_per_s, 2),
+                    "padding_efficiency": round(stats.padding_efficiency, 4),
+                    "batch_tokens": batch_tokens,
+                    "batches": stats.batches,
+                    "oom_splits": stats.oom_splits,
+                }
+            )

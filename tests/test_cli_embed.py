@@ -1,0 +1,106 @@
+"""``xretrieve embed`` through typer's CliRunner: output file, summary, bad input -> exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from xretrieve.cli.app import app
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path_factory.getbasetemp() / "cli-embed-cache"))
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, ["embed", *args])
+
+
+def test_embed_writes_rows_in_line_order_and_a_json_summary(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path
+) -> None:
+    lines = ["the cat", "", "Der Hund läuft " + "sehr " * 100, "le chat", "the cat"]
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "emb.npy"
+    result = _invoke(
+        str(tiny_xlmr_checkpoint),
+        str(source),
+        "--out",
+        str(out),
+        "--json",
+        "--no-progress",
+        "--batch-tokens",
+        "64",
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["provider"] == "CPUExecutionProvider"
+    assert summary["sentences"] == 5 and summary["dim"] == 32 and summary["truncated"] == 1
+    assert "provider: CPUExecutionProvider" in result.stderr
+    assert "1 of 5 lines were longer than 128 tokens" in result.stderr
+    embeddings = np.load(out)
+    assert embeddings.shape == (5, 32)
+    np.testing.assert_allclose(embeddings[0], embeddings[4], atol=1e-6)
+    assert not np.allclose(embeddings[0], embeddings[3], atol=1e-3)
+
+
+def test_torch_backend_with_all_layers(tiny_bert_checkpoint: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo three\n", encoding="utf-8")
+    out = tmp_path / "emb.npy"
+    result = _invoke(
+        str(tiny_bert_checkpoint),
+        str(source),
+        "-o",
+        str(out),
+        "--backend",
+        "torch",
+        "--layers",
+        "1,-1",
+        "--all-layers",
+        "--no-progress",
+    )
+    assert result.exit_code == 0, result.output
+    assert "provider: torch-cpu-fp32-sdpa" in result.stderr
+    assert np.load(out).shape == (2, 2, 32)
+
+
+def test_invalid_utf8_is_reported_with_its_line(tiny_xlmr_checkpoint: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_bytes(b"ok\nalso ok\n\xff\xfe broken\n")
+    out = tmp_path / "emb.npy"
+    result = _invoke(str(tiny_xlmr_checkpoint), str(source), "--out", str(out), "--no-progress")
+    assert result.exit_code == 2
+    assert "in.txt:3: invalid UTF-8" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "tpu"], "unknown device"),
+        (["--layers", "a,b"], "--layers takes comma-separated integers"),
+    ],
+)
+def test_bad_options_exit_2(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("x\n", encoding="utf-8")
+    result = _invoke(
+        str(tiny_xlmr_checkpoint), str(source), "--out", str(tmp_path / "e.npy"), *args
+    )
+    assert result.exit_code == 2 and message in result.stderr
+
+
+def test_missing_model_exits_2(tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("x\n", encoding="utf-8")
+    result = _invoke(str(tmp_path / "nope"), str(source), "--out", str(tmp_path / "e.npy"))
+    assert result.exit_code == 2 and "no such model directory" in result.stderr

@@ -1,0 +1,332 @@
+"""``load_encoder``: a model name or directory -> a ready ``SentenceEncoder``.
+
+A model is an export directory (manifest.json, used as is), a Hugging Face checkpoint directory
+(exported on first use into ``cache_dir()/exports/<content hash>-<settings>``), or the default
+model (multilingual-e5-small with the "query: " prefix)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from xretrieve.cache import cache_dir, content_hash
+from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
+from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, ort_cuda_usable
+from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
+from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from exporters import Manifest
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("ort", "torch")
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = ("auto", "fp16", "fp32")
+DEFAULT_MODEL_ALIASES = ("default", "intfloat/multilingual-e5-small")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's weights are: ``kind`` "export" (a directory with manifest.json) or
+    "checkpoint" (a Hugging Face directory); ``text_prefix`` is the prefix a checkpoint needs
+    (exports carry their own)."""
+
+    kind: str
+    path: Path
+    name: str
+    text_prefix: str = ""
+
+
+def resolve_device(device: str, backend: str) -> str:
+    """ "cuda" or "cpu" for a requested ``device`` ("auto" = cuda when the backend can use a GPU
+    here). Asking for "cuda" without a usable GPU raises ``XRetrieveError``."""
+    if device not in DEVICES:
+        raise XRetrieveError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if backend not in BACKENDS:
+        raise XRetrieveError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    usable = ort_cuda_usable() if backend == "ort" else torch.cuda.is_available()
+    if device == "cuda" and not usable:
+        what = "torch" if backend == "torch" else "torch/onnxruntime-gpu"
+        raise XRetrieveError(f"--device cuda was asked for, but {what} sees no usable CUDA GPU")
+    return "cuda" if usable else "cpu"
+
+
+def resolve_model(
+    model: str | Path | None, progress: ProgressCallback | None = None
+) -> ModelSource:
+    """Classify ``model``: None or a default-model name -> the default checkpoint (converted or
+    found on first use); a directory with manifest.json -> an export; with config.json -> a
+    checkpoint. Anything else raises ``InputError``."""
+    if model is None or str(model) in DEFAULT_MODEL_ALIASES:
+        from xretrieve.encoding.default_model import (
+            DEFAULT_MODEL,
+            DEFAULT_TEXT_PREFIX,
+            default_checkpoint,
+        )
+
+        path = default_checkpoint(progress)
+        return ModelSource("checkpoint", Path(path), DEFAULT_MODEL, DEFAULT_TEXT_PREFIX)
+    path = Path(model)
+    if (path / "manifest.json").is_file():
+        return ModelSource("export", path, path.name)
+    if (path / "config.json").is_file():
+        return ModelSource("checkpoint", path, path.name)
+    if not path.exists():
+        raise InputError(
+            path,
+            "no such model directory (give an export directory, a Hugging Face checkpoint "
+            f"directory, or '{DEFAULT_MODEL_ALIASES[0]}' for the default model)",
+        )
+    raise InputError(
+        path, "neither an export (no manifest.json) nor a checkpoint directory (no config.json)"
+    )
+
+
+def load_encoder(
+    model: str | Path | None = None,
+    *,
+    backend: str = "ort",
+    device: str = "auto",
+    batch_tokens: int = 16384,
+    layers: Sequence[int] | None = None,
+    dtype: str = "auto",
+    pooling: str = "mean",
+    text_prefix: str | None = None,
+    window: int = DEFAULT_WINDOW,
+    progress: ProgressCallback | None = None,
+) -> SentenceEncoder:
+    """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` "ort" or "torch".
+
+    ``device`` "auto" takes the GPU when usable; if ONNX Runtime then cannot load its CUDA
+    provider, it falls back to the CPU (logged). ``dtype`` "auto" is fp16 on CUDA and fp32 on
+    CPU; for an export directory its own dtype is used. ``layers`` (hidden-state indices, -1 =
+    last), ``pooling`` ("mean"|"cls") and ``text_prefix`` apply to checkpoints; an export's
+    must match when given. Checkpoints are L2-normalised. ``progress`` sees the default-model
+    conversion and first-use export."""
+    if dtype not in DTYPES:
+        raise XRetrieveError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    resolved_device = resolve_device(device, backend)
+    source = resolve_model(model, progress)
+    settings = _Settings(
+        layers=tuple(layers) if layers is not None else None,
+        pooling=pooling,
+        dtype=dtype,
+        text_prefix=text_prefix,
+        batch_tokens=batch_tokens,
+        window=window,
+    )
+    if backend == "torch":
+        return _torch_encoder(source, resolved_device, settings)
+    try:
+        return _ort_encoder(source, resolved_device, settings, progress)
+    except CudaProviderUnavailable as error:
+        if device != "auto":
+            raise
+        logger.warning("%s; falling back to the CPU", error)
+        return _ort_encoder(source, "cpu", settings, progress)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    layers: tuple[int, ...] | None
+    pooling: str
+    dtype: str
+    text_prefix: str | None
+    batch_tokens: int
+    window: int
+
+    def dtype_for(self, device: str) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "fp16" if device == "cuda" else "fp32"
+
+
+def _ort_encoder(
+    source: ModelSource, device: str, settings: _Settings, progress: ProgressCallback | None
+) -> SentenceEncoder:
+    if source.kind == "checkpoint":
+        export_dir = ensure_export(source, settings, device, progress)
+    else:
+        export_dir = source.path
+    manifest = _read_manifest(export_dir)
+    if source.kind == "export":
+        _check_export_settings(manifest, settings, export_dir)
+    if source.kind == "export" and manifest.dtype.value == "fp16" and device == "cpu":
+        logger.warning(
+            "%s is an fp16 export: on the CPU fp32 is faster and exact; export with --dtype fp32",
+            export_dir,
+        )
+    backend = OrtBackend(export_dir / manifest.model_file, device=device)
+    if backend.dim != manifest.dim:
+        raise XRetrieveError(
+            f"{export_dir}: model.onnx gives {backend.dim}-d vectors, the manifest says {manifest.dim}"
+        )
+    tokenizer = TextTokenizer.from_directory(
+        export_dir,
+        max_length=manifest.max_length,
+        pad_token_id=manifest.pad_token_id,
+        text_prefix=manifest.text_prefix,
+    )
+    return SentenceEncoder(
+        backend,
+        tokenizer,
+        name=source.name,
+        layers=tuple(manifest.layers),
+        batch_tokens=settings.batch_tokens,
+        window=settings.window,
+    )
+
+
+def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> SentenceEncoder:
+    from xretrieve.encoding.torch_backend import TorchBackend
+
+    if source.kind == "export":
+        manifest = _read_manifest(source.path)
+        _check_export_settings(manifest, settings, source.path)
+        checkpoint = _export_source_checkpoint(manifest, source.path)
+        layers, pooling = tuple(manifest.layers), manifest.pooling.value
+        normalize, text_prefix = manifest.normalize, manifest.text_prefix
+        max_length = manifest.max_length
+    else:
+        checkpoint = source.path
+        layers, pooling, normalize = settings.layers or (-1,), settings.pooling, True
+        text_prefix = _prefix(source, settings)
+        max_length = _checkpoint_max_length(checkpoint)
+    backend = TorchBackend(
+        checkpoint,
+        layers=layers,
+        pooling=pooling,
+        normalize=normalize,
+        device=device,
+        dtype=settings.dtype_for(device),
+    )
+    tokenizer = TextTokenizer.from_directory(
+        checkpoint, max_length=max_length, text_prefix=text_prefix
+    )
+    return SentenceEncoder(
+        backend,
+        tokenizer,
+        name=source.name,
+        layers=backend.layers,
+        batch_tokens=settings.batch_tokens,
+        window=settings.window,
+    )
+
+
+def _prefix(source: ModelSource, settings: _Settings) -> str:
+    return settings.text_prefix if settings.text_prefix is not None else source.text_prefix
+
+
+def export_key(source: ModelSource, settings: _Settings, device: str) -> str:
+    """``<content hash>-<layers>-<pooling>-<dtype>[-p<prefix hash>]``: one cached export per
+    distinct checkpoint content and export setting."""
+    from exporters import read_checkpoint_config, resolve_layers
+
+    num_layers = int(read_checkpoint_config(source.path)["num_hidden_layers"])
+    layers = resolve_layers(settings.layers or (-1,), num_layers)
+    key = "-".join(
+        (
+            content_hash(source.path),
+            "L" + "_".join(str(layer) for layer in layers),
+            settings.pooling,
+            settings.dtype_for(device),
+        )
+    )
+    prefix = _prefix(source, settings)
+    if prefix:
+        key += "-p" + hashlib.sha256(prefix.encode()).hexdigest()[:8]
+    return key
+
+
+def ensure_export(
+    source: ModelSource, settings: _Settings, device: str, progress: ProgressCallback | None
+) -> Path:
+    """The cached export of a checkpoint, made on first use. A file lock serialises processes
+    that need the same export; ``export_checkpoint`` writes the directory atomically."""
+    from filelock import FileLock
+
+    from exporters import ExportConfig, export_checkpoint
+
+    exports = cache_dir() / "exports"
+    out_dir = exports / export_key(source, settings, device)
+    if (out_dir / "manifest.json").is_file():
+        return out_dir
+    exports.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir.with_name(out_dir.name + ".lock"))):
+        if not (out_dir / "manifest.json").is_file():
+            config = ExportConfig(
+                layers=settings.layers or (-1,),
+                pooling=settings.pooling,
+                normalize=True,
+                dtype=settings.dtype_for(device),
+                text_prefix=_prefix(source, settings),
+            )
+            logger.info("exporting %s to %s (first use)", source.path, out_dir)
+            export_checkpoint(source.path, out_dir, config, progress)
+    return out_dir
+
+
+def _read_manifest(export_dir: Path) -> Manifest:
+    from exporters import read_manifest
+
+    return read_manifest(export_dir)
+
+
+def _check_export_settings(manifest: Manifest, settings: _Settings, export_dir: Path) -> None:
+    """An export's settings are fixed: refuse requests that contradict them."""
+    from exporters import resolve_layers
+
+    wrong = []
+    if settings.layers is not None:
+        layers = resolve_layers(settings.layers, manifest.num_hidden_layers)
+        if layers != tuple(manifest.layers):
+            wrong.append(f"layers {layers} (it has {tuple(manifest.layers)})")
+    if settings.text_prefix is not None and settings.text_prefix != manifest.text_prefix:
+        wrong.append(f"text prefix {settings.text_prefix!r} (it has {manifest.text_prefix!r})")
+    if wrong:
+        raise XRetrieveError(
+            f"{export_dir} is an export with fixed settings and cannot give "
+            + "; ".join(wrong)
+            + ": pass the checkpoint directory, or export it again"
+        )
+
+
+def _export_source_checkpoint(manifest: Manifest, export_dir: Path) -> Path:
+    """The checkpoint an export came from, if it is still there unchanged (for torch)."""
+    checkpoint = Path(manifest.source_checkpoint)
+    if (
+        not (checkpoint / "config.json").is_file()
+        or content_hash(checkpoint) != manifest.source_hash
+    ):
+        raise XRetrieveError(
+            f"the torch backend needs the checkpoint {export_dir} was exported from, and "
+            f"{checkpoint} is missing or changed: pass a checkpoint directory instead"
+        )
+    return checkpoint
+
+
+# RoBERTa-style models number positions from padding_idx + 1: two position embeddings are unused.
+_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
+
+
+def _checkpoint_max_length(checkpoint: Path) -> int:
+    """Tokens per text for a checkpoint run by torch, as an export of it would use: the
+    tokenizer's limit, capped by the position embeddings."""
+    from exporters import read_checkpoint_config
+
+    config = read_checkpoint_config(checkpoint)
+    limit = tokenizer_max_length(checkpoint)
+    positions = config.get("max_position_embeddings")
+    if positions:
+        limit = min(limit, int(positions) - _POSITION_OFFSET.get(config["model_type"], 0))
+    return limit

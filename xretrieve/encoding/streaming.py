@@ -1,0 +1,144 @@
+"""Embed a plain-text file (one sentence per line) into a ``.npy`` file, streaming: the file is
+read in windows of lines and the rows are written into a memory-mapped output, so memory stays
+bounded however large the input is."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
+from xretrieve.errors import InputError
+from xretrieve.progress import ProgressCallback
+
+_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class EmbedFileResult:
+    """``shape`` of the written array: ``(n_lines, dim)``, or ``(n_lines, n_layers, dim)``."""
+
+    input_path: Path
+    output_path: Path
+    shape: tuple[int, ...]
+    stats: EncodeStats
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a text file (a last line without a newline counts; an empty file has none), after
+    checking that it is UTF-8: ``InputError`` names the first line that is not."""
+    path = Path(path)
+    lines = 0
+    carry = b""
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    with handle:
+        while True:
+            block = handle.read(_BLOCK_BYTES)
+            data = carry + block
+            # Decode whole lines only, so that no multi-byte character is split between blocks.
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            complete, carry = data[:cut], data[cut:]
+            _check_utf8(path, complete, first_line=lines + 1)
+            lines += complete.count(b"\n")
+            if not block:
+                return lines + (1 if complete and not complete.endswith(b"\n") else 0)
+
+
+def _check_utf8(path: Path, data: bytes, first_line: int) -> None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        start = data.rfind(b"\n", 0, error.start) + 1
+        raise InputError(
+            path,
+            f"invalid UTF-8 (byte 0x{data[error.start]:02x} at column {error.start - start + 1}); "
+            "the input must be UTF-8 text, one sentence per line",
+            line=line,
+        ) from None
+
+
+def read_line_windows(path: Path, window: int) -> Iterator[list[str]]:
+    """The file's lines, ``window`` at a time, without their line ending (``\\n`` or ``\\r\\n``)
+    and without a leading byte-order mark; empty lines are kept (as "")."""
+    path = Path(path)
+    lines: list[str] = []
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                _check_utf8(path, raw, first_line=number)
+                raise  # unreachable: _check_utf8 raised InputError
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            lines.append(text.removesuffix("\n").removesuffix("\r"))
+            if len(lines) == window:
+                yield lines
+                lines = []
+    if lines:
+        yield lines
+
+
+def embed_file(
+    encoder: SentenceEncoder,
+    input_path: Path,
+    output_path: Path,
+    *,
+    layer_outputs: bool = False,
+    progress: ProgressCallback | None = None,
+) -> EmbedFileResult:
+    """Embed every line of ``input_path`` (UTF-8, one sentence per line, empty lines included)
+    and write float32 rows in line order to ``output_path`` (``.npy``) atomically: ``(n, dim)``,
+    or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two windows of
+    ``encoder.window`` sentences, never the whole input or output."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    n_lines = count_lines(input_path)
+    width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
+    shape = (n_lines, *width)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{output_path.name}.", suffix=".tmp", dir=output_path.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if n_lines == 0:
+            # open_memmap cannot map zero bytes of data.
+            with tmp.open("wb") as handle:
+                np.save(handle, np.empty(shape, dtype=np.float32))
+            stats = encoder.encode_stream(
+                iter(()), lambda start, rows: None, total=0, progress=progress
+            )
+        else:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+
+            def sink(start: int, rows: np.ndarray) -> None:
+                out[start : start + len(rows)] = rows
+
+            stats = encoder.encode_stream(
+                read_line_windows(input_path, encoder.window),
+                sink,
+                total=n_lines,
+                progress=progress,
+                layer_outputs=layer_outputs,
+            )
+            if stats.sentences != n_lines:
+                raise InputError(input_path, "the file changed while it was being embedded")
+            out.flush()
+            del out
+        os.replace(tmp, output_path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return EmbedFileResult(input_path, output_path, shape, stats)

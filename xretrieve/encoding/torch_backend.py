@@ -1,0 +1,74 @@
+"""torch backend on the exporter's ``PooledEncoder`` (so pooling is one piece of code): fp16 with
+scaled-dot-product attention on CUDA, fp32 on CPU. The peer the ONNX Runtime path is measured
+against, and the fallback when ONNX Runtime cannot run a model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.errors import XRetrieveError
+
+logger = logging.getLogger(__name__)
+
+
+class TorchBackend:
+    """A checkpoint run by torch: ``PooledEncoder(model, layers, pooling, normalize)`` in
+    ``dtype`` ("fp16" or "fp32") on ``device`` ("cuda" or "cpu"), SDPA attention."""
+
+    def __init__(
+        self,
+        checkpoint_dir: Path,
+        *,
+        layers: Sequence[int],
+        pooling: str,
+        normalize: bool,
+        device: str = "cpu",
+        dtype: str = "fp32",
+    ) -> None:
+        import torch
+
+        from exporters import PooledEncoder, load_checkpoint
+
+        if device not in ("cuda", "cpu"):
+            raise XRetrieveError(f"unknown device {device!r} (cuda or cpu)")
+        if dtype not in ("fp16", "fp32"):
+            raise XRetrieveError(f"unknown dtype {dtype!r} (fp16 or fp32)")
+        model, config = load_checkpoint(checkpoint_dir, attn_implementation="sdpa")
+        encoder = PooledEncoder(model, tuple(layers), pooling, normalize)
+        torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
+        self._torch = torch
+        self._device = torch.device(device)
+        self.module = encoder.to(device=self._device, dtype=torch_dtype).eval()
+        self.dim = int(encoder.dim)
+        self.n_layers = len(encoder.layers)
+        self.layers = tuple(encoder.layers)
+        self.config = config
+        self.provider = f"torch-{device}-{dtype}-sdpa"
+        logger.info("torch backend on %s (%s, SDPA attention)", device, dtype)
+
+    def run(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
+        cuda = self._device.type == "cuda"
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids)
+            mask = torch.from_numpy(attention_mask)
+            if cuda:
+                ids = ids.pin_memory().to(self._device, non_blocking=True)
+                mask = mask.pin_memory().to(self._device, non_blocking=True)
+            outputs = self.module(ids, mask)
+            if isinstance(outputs, tuple):
+                return outputs[0].float().cpu().numpy(), outputs[1].float().cpu().numpy()
+            return outputs.float().cpu().numpy(), None
+
+    def is_out_of_memory(self, error: BaseException) -> bool:
+        return isinstance(error, self._torch.cuda.OutOfMemoryError)
+
+    def release_memory(self) -> None:
+        if self._device.type == "cuda":
+            self._torch.cuda.empty_cache()
