@@ -1,0 +1,624 @@
+"""The Trainer: the state of one training run (encoder, heads, optimizer, scheduler, sampler,
+RNGs, keep-best bookkeeping) and the loop that advances it.
+
+Each optimizer step draws ``grad_accum`` micro-batches, each from a task chosen by the sampler,
+and sums their (task-weighted) losses; then clips, steps AdamW and the linear schedule. Every
+``eval_every`` steps each task with validation data is scored; every ``save_every`` steps (and at
+each new best) a checkpoint is written. Ctrl-C saves a resumable checkpoint of the last completed
+step before the KeyboardInterrupt propagates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xretrieve.errors import InputError
+from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.trainer.checkpoint import (
+    checkpoint_dir,
+    latest_resumable,
+    load_heads,
+    load_trainer_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from xretrieve.trainer.config import Precision, TrainConfig, dump_config
+from xretrieve.trainer.sampling import TaskSampler, task_probabilities
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "train_summary.json"
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """Reported every ``log_every`` steps: mean loss over those steps, learning rate, and
+    throughput in real (non-padding) tokens per second of training."""
+
+    step: int
+    max_steps: int
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    task_counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One line of metrics.jsonl: flat ``TASK/METRIC`` values (and retrieval ``tatoeba/...``)."""
+
+    step: int
+    metrics: dict[str, float]
+    score: float | None
+    best_score: float | None
+    is_best: bool
+    checkpoint: str | None
+    train_loss: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    steps: int
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_score: float | None
+    stopped_early: bool
+    history: tuple[EvalRecord, ...] = field(default_factory=tuple)
+
+
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: 0 -> 1 over the warm-up, then 1 -> 0 at ``max_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (max_steps - step) / max(1, max_steps - warmup_steps))
+
+    return factor
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Any:
+    """transformers draws tqdm bars while loading and saving weights; the library never prints."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
+    """A local Hugging Face checkpoint: safetensors weights only, no remote code."""
+    with quiet_transformers():
+        return _load_encoder_and_tokenizer(source)
+
+
+def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    source = Path(source)
+    if not (source / "config.json").is_file():
+        raise InputError(source, "not a Hugging Face checkpoint folder (no config.json)")
+    hf_config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+    if getattr(hf_config, "auto_map", None):
+        raise InputError(
+            source / "config.json", "checkpoints needing custom code (auto_map) are refused"
+        )
+    encoder = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False)
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError(source, "the trainer needs a fast tokenizer (tokenizer.json)")
+    return encoder, tokenizer
+
+
+class Trainer:
+    """One training run. Library code: reports through ``progress`` ("train", step, max_steps),
+    ``on_log`` and ``on_eval`` callbacks, and writes ``metrics.jsonl`` in the output folder."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        device: str = "auto",
+        progress: ProgressCallback | None = None,
+        on_log: Callable[[StepLog], None] | None = None,
+        on_eval: Callable[[EvalRecord], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.device_name = device
+        self.progress = progress or no_progress
+        self.on_log = on_log
+        self.on_eval = on_eval
+        self.output_dir = Path(config.output_dir)
+        self.history: list[EvalRecord] = []
+
+    # ----- set-up -------------------------------------------------------------------------------
+    def _setup(self, resume_from: Path | None) -> None:
+        import torch
+
+        from xretrieve.trainer.tasks import TextSettings, build_task
+
+        config = self.config
+        if self.device_name == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(self.device_name)
+        set_seed(config.seed)
+        source = resume_from or config.base
+        if source is None:
+            from xretrieve.encoding.default_model import default_checkpoint
+
+            source = default_checkpoint()
+        self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
+        hf = self.encoder.config
+        text = TextSettings(
+            tokenizer=self.tokenizer,
+            max_length=config.max_length,
+            pad_id=int(
+                self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+            ),
+            use_token_types=getattr(hf, "type_vocab_size", 0) > 1,
+            hidden_size=int(hf.hidden_size),
+            dropout=float(getattr(hf, "hidden_dropout_prob", 0.1)),
+            vocab_size=int(hf.vocab_size),
+        )
+        self.tasks = [build_task(task, text) for task in config.tasks]
+        if resume_from is not None:
+            load_heads(resume_from, self.tasks)
+        self.encoder.to(self.device)
+        for task in self.tasks:
+            task.to(self.device)
+        self.precision = self._precision()
+        self.optimizer = self._optimizer()
+        optim = config.optim
+        warmup = optim.warmup_steps
+        if warmup is None:
+            warmup = int(math.ceil(optim.warmup_ratio * optim.max_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_schedule(warmup, optim.max_steps)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision is Precision.FP16)
+        sizes = [len(task.train_features) for task in self.tasks]
+        probabilities = task_probabilities(
+            sizes, config.sampling.strategy, config.sampling.temperature, config.sampling.cap
+        )
+        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
+        self.sampler = TaskSampler(sizes, batch_sizes, probabilities, config.seed)
+        logger.info(
+            "tasks: %s",
+            ", ".join(
+                f"{t.name} ({n} train, p={p:.3f})"
+                for t, n, p in zip(self.tasks, sizes, probabilities, strict=True)
+            ),
+        )
+        self.step = 0
+        self.best_score: float | None = None
+        self.best_checkpoint: Path | None = None
+        self.bad_evals = 0
+        if resume_from is not None:
+            self._load_state(load_trainer_state(resume_from))
+        self._resume_point = self._snapshot()
+
+    def _precision(self) -> Precision:
+        import torch
+
+        wanted = self.config.optim.precision
+        if self.device.type != "cuda":
+            if wanted not in (Precision.AUTO, Precision.FP32):
+                logger.warning("%s autocast needs a GPU; training in fp32 on CPU", wanted.value)
+            return Precision.FP32
+        if wanted is Precision.AUTO:
+            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+        return wanted
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        if self.precision is Precision.BF16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.precision is Precision.FP16:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _optimizer(self) -> Any:
+        """AdamW; biases and normalisation weights get no weight decay; heads may have their own
+        learning rate."""
+        import torch
+
+        optim = self.config.optim
+        head_lr = optim.head_learning_rate or optim.learning_rate
+        groups: dict[tuple[float, float], list[Any]] = {}
+        named = [(name, p, optim.learning_rate) for name, p in self.encoder.named_parameters()]
+        for task in self.tasks:
+            named += [(name, p, head_lr) for name, p in task.head.named_parameters()]
+        for name, parameter, lr in named:
+            if not parameter.requires_grad:
+                continue
+            no_decay = parameter.ndim < 2 or "norm" in name.lower()
+            groups.setdefault((lr, 0.0 if no_decay else optim.weight_decay), []).append(parameter)
+        param_groups = [
+            {"params": params, "lr": lr, "weight_decay": decay}
+            for (lr, decay), params in groups.items()
+        ]
+        return torch.optim.AdamW(
+            param_groups,
+            lr=optim.learning_rate,
+            betas=optim.betas,
+            eps=optim.eps,
+            fused=True,
+        )
+
+    # ----- state --------------------------------------------------------------------------------
+    def _snapshot(self) -> dict[str, Any]:
+        """RNG and sampler state at the end of the last completed step (what resume needs)."""
+        import torch
+
+        numpy_state = np.random.get_state(legacy=False)
+        snapshot = {
+            "python_rng": random.getstate(),
+            "numpy_rng": {
+                **numpy_state,
+                "state": {
+                    "key": numpy_state["state"]["key"].tolist(),
+                    "pos": numpy_state["state"]["pos"],
+                },
+            },
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.state_dict(),
+        }
+        if torch.cuda.is_available():
+            snapshot["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return snapshot
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "format_version": 1,
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "best_score": self.best_score,
+            "best_checkpoint": None if self.best_checkpoint is None else self.best_checkpoint.name,
+            "bad_evals": self.bad_evals,
+            **self._resume_point,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        import torch
+
+        self.step = int(state["step"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            raise InputError(
+                None,
+                f"the checkpoint's optimizer state does not fit this run's model/tasks: {error}",
+            ) from None
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best_score = state["best_score"]
+        best = state["best_checkpoint"]
+        self.best_checkpoint = None if best is None else self.output_dir / best
+        self.bad_evals = int(state["bad_evals"])
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+        except ValueError as error:
+            raise InputError(None, str(error)) from None
+        random.setstate(_to_tuple(state["python_rng"]))
+        numpy_state = dict(state["numpy_rng"])
+        numpy_state["state"] = {
+            "key": np.asarray(numpy_state["state"]["key"], dtype=np.uint32),
+            "pos": numpy_state["state"]["pos"],
+        }
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def save(self) -> Path:
+        """Write ``checkpoint-STEP`` with the state of the last completed step."""
+        path = checkpoint_dir(self.output_dir, self.step)
+        save_checkpoint(
+            path, self.encoder, self.tokenizer, self.tasks, self._state(), dump_config(self.config)
+        )
+        logger.info("saved %s", path)
+        return path
+
+    # ----- loop ---------------------------------------------------------------------------------
+    def train(self, resume: Path | bool = False) -> TrainResult:
+        """Run to ``max_steps`` (or early stop). ``resume``: True = the newest resumable checkpoint
+        in the output folder (a fresh start if there is none), a Path = that checkpoint."""
+        resume_from: Path | None = None
+        if resume is True:
+            resume_from = latest_resumable(self.output_dir)
+        elif isinstance(resume, Path | str) and resume is not False:
+            resume_from = Path(resume)
+        self._setup(resume_from)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            logger.info("resuming from %s at step %d", resume_from, self.step)
+            self._drop_records_after(self.step)
+        try:
+            return self._loop(resume_from)
+        except KeyboardInterrupt:
+            # Parameters are those of the last completed step unless Ctrl-C landed inside the
+            # optimizer update itself; partial accumulated gradients are simply dropped.
+            self.optimizer.zero_grad(set_to_none=True)
+            path = self.save()
+            logger.warning("interrupted: saved resumable checkpoint %s", path)
+            raise
+
+    def _drop_records_after(self, step: int) -> None:
+        """Evaluations logged after the resumed checkpoint (a run that crashed later) would be
+        repeated by the resumed run: keep metrics.jsonl a single history."""
+        from xretrieve.files import atomic_write
+
+        path = self.output_dir / METRICS_FILE
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        if len(kept) != len(lines):
+            with atomic_write(path) as handle:
+                handle.write("".join(line + "\n" for line in kept))
+
+    def _loop(self, resume_from: Path | None) -> TrainResult:
+        import torch
+
+        config = self.config
+        optim, evaluation = config.optim, config.evaluation
+        save_every = evaluation.save_every or evaluation.eval_every
+        self.encoder.train()
+        for task in self.tasks:
+            task.head.train()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        start = time.perf_counter()
+        window_loss = torch.zeros((), device=self.device)
+        window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
+        eval_loss_sum, eval_loss_steps = 0.0, 0
+        task_counts = {task.name: 0 for task in self.tasks}
+        last_checkpoint = resume_from
+        stopped_early = False
+        self.progress("train", self.step, optim.max_steps)
+        while self.step < optim.max_steps:
+            for _ in range(optim.grad_accum):
+                index, rows = self.sampler.next()
+                task = self.tasks[index]
+                batch = task.collate([task.train_features[i] for i in rows], train=True)
+                window_tokens += int(batch["attention_mask"].sum())
+                batch = {
+                    key: value.to(self.device, non_blocking=True) for key, value in batch.items()
+                }
+                with self.autocast():
+                    loss = task.loss(self.encoder, batch)
+                scaled = loss * (task.config.loss_weight / optim.grad_accum)
+                self.scaler.scale(scaled).backward()
+                window_loss += loss.detach() / optim.grad_accum
+                task_counts[task.name] += 1
+            if optim.max_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, optim.max_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            window_steps += 1
+            self._resume_point = self._snapshot()
+            self.progress("train", self.step, optim.max_steps)
+            last = self.step == optim.max_steps
+            if window_steps == evaluation.log_every or last:
+                mean_loss = float(window_loss) / window_steps
+                eval_loss_sum += mean_loss * window_steps
+                eval_loss_steps += window_steps
+                elapsed = time.perf_counter() - window_start
+                if self.on_log is not None:
+                    self.on_log(
+                        StepLog(
+                            step=self.step,
+                            max_steps=optim.max_steps,
+                            loss=mean_loss,
+                            learning_rate=self.scheduler.get_last_lr()[0],
+                            tokens_per_second=window_tokens / max(elapsed, 1e-9),
+                            task_counts=dict(task_counts),
+                        )
+                    )
+                window_loss = torch.zeros((), device=self.device)
+                window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
+            do_eval = self.step % evaluation.eval_every == 0 or last
+            do_save = self.step % save_every == 0 or last
+            paused_at = time.perf_counter()  # evaluation and saving do not count as training time
+            metrics: dict[str, float] = {}
+            score, is_best = None, False
+            if do_eval:
+                metrics = self.evaluate()
+                score = self._score(metrics)
+                is_best = self._update_best(score)
+                do_save = do_save or (is_best and evaluation.keep_best)
+            saved: Path | None = None
+            if do_save:
+                if is_best and evaluation.keep_best:
+                    # Set before saving: the best pointer is part of the saved trainer state.
+                    self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
+                saved = last_checkpoint = self.save()
+                if config.retrieval is not None:
+                    from xretrieve.trainer.retrieval import evaluate_retrieval
+
+                    metrics.update(evaluate_retrieval(saved, config.retrieval))
+                keep = (
+                    [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
+                )
+                prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
+            if do_eval or (saved is not None and config.retrieval is not None):
+                train_loss = eval_loss_sum / eval_loss_steps if eval_loss_steps else None
+                eval_loss_sum, eval_loss_steps = 0.0, 0
+                self._record(
+                    EvalRecord(
+                        step=self.step,
+                        metrics=metrics,
+                        score=score,
+                        best_score=self.best_score,
+                        is_best=is_best,
+                        checkpoint=None if saved is None else saved.name,
+                        train_loss=train_loss,
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
+            window_start += time.perf_counter() - paused_at
+            if (
+                do_eval
+                and evaluation.patience is not None
+                and self.bad_evals >= evaluation.patience
+            ):
+                stopped_early = True
+                if saved is None:
+                    last_checkpoint = self.save()
+                logger.info("early stopping at step %d", self.step)
+                break
+        result = TrainResult(
+            output_dir=self.output_dir,
+            steps=self.step,
+            last_checkpoint=last_checkpoint,
+            best_checkpoint=self.best_checkpoint,
+            best_score=self.best_score,
+            stopped_early=stopped_early,
+            history=tuple(self.history),
+        )
+        self._write_summary(result)
+        return result
+
+    def evaluate(self) -> dict[str, float]:
+        """Every task's validation metrics as ``TASK/METRIC`` -> value (percent)."""
+        import torch
+
+        from xretrieve.trainer.tasks import RunContext
+
+        run = RunContext(self.device, self.config.evaluation.eval_batch_size, self.autocast)
+        metrics: dict[str, float] = {}
+        self.encoder.eval()
+        try:
+            with torch.no_grad():
+                for task in self.tasks:
+                    task.head.eval()
+                    if task.has_validation:
+                        for name, value in task.evaluate(self.encoder, run).items():
+                            metrics[f"{task.name}/{name}"] = float(value)
+        finally:
+            self.encoder.train()
+            for task in self.tasks:
+                task.head.train()
+        return metrics
+
+    def _score(self, metrics: dict[str, float]) -> float | None:
+        wanted = self.config.evaluation.metric
+        if wanted == "mean":
+            mains = [
+                metrics[f"{task.name}/{task.main_metric}"]
+                for task in self.tasks
+                if f"{task.name}/{task.main_metric}" in metrics
+            ]
+            return float(np.mean(mains)) if mains else None
+        if wanted not in metrics:
+            raise InputError(
+                None,
+                f"evaluation.metric '{wanted}' is not among the metrics: {', '.join(sorted(metrics))}",
+            )
+        return metrics[wanted]
+
+    def _update_best(self, score: float | None) -> bool:
+        if score is None:
+            return False
+        greater = self.config.evaluation.greater_is_better
+        better = self.best_score is None or (
+            score > self.best_score if greater else score < self.best_score
+        )
+        if better:
+            self.best_score = score
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return better
+
+    def _record(self, record: EvalRecord) -> None:
+        self.history.append(record)
+        line = json.dumps(
+            {
+                "step": record.step,
+                "train_loss": record.train_loss,
+                "score": record.score,
+                "best_score": record.best_score,
+                "is_best": record.is_best,
+                "checkpoint": record.checkpoint,
+                "elapsed_s": round(record.elapsed_s, 3),
+                "metrics": record.metrics,
+            }
+        )
+        with open(self.output_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+        if self.on_eval is not None:
+            self.on_eval(record)
+
+    def _write_summary(self, result: TrainResult) -> None:
+        from xretrieve.files import atomic_write
+
+        summary = {
+            "steps": result.steps,
+            "last_checkpoint": None
+            if result.last_checkpoint is None
+            else str(result.last_checkpoint),
+            "best_checkpoint": None
+            if result.best_checkpoint is None
+            else str(result.best_checkpoint),
+            "best_score": result.best_score,
+            "metric": self.config.evaluation.metric,
+            "stopped_early": result.stopped_early,
+        }
+        with atomic_write(self.output_dir / SUMMARY_FILE) as handle:
+            json.dump(summary, handle, indent=2)
+
+
+def _to_tuple(value: Any) -> Any:
+    """torch.save keeps tuples, but be tolerant of lists from other serialisers."""
+    if isinstance(value, list):
+        return tuple(_to_tuple(item) for item in value)
+    return value
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: Path | bool = False,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+    on_log: Callable[[StepLog], None] | None = None,
+    on_eval: Callable[[EvalRecord], None] | None = None,
+) -> TrainResult:
+    """Run a whole training job from a config (see Trainer)."""
+    trainer = Trainer(config, device=device, progress=progress, on_log=on_log, on_eval=on_eval)
+    return trainer.train(resume=resume)

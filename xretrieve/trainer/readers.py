@@ -1,0 +1,584 @@
+"""Readers for training data: JSON Lines (every task), SQuAD-style JSON, CoNLL-style columns and
+plain text, with field-name presets for the common public releases.
+
+Readers only parse and check; they return frozen example records. Every problem is an InputError
+naming the file and the 1-based line: missing fields, unknown labels, answers that do not occur in
+their context, empty files.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xretrieve.errors import InputError
+from xretrieve.trainer.config import TaskConfig, TaskType
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Field names (dotted paths into each record) and labels of a public release."""
+
+    type: TaskType
+    fields: Mapping[str, str | tuple[str, ...]]
+    labels: tuple[str, ...] | None = None
+    skip_labels: tuple[str, ...] = ()
+    format: str = "jsonl"
+    allow_unanswerable: bool = False
+
+
+PRESETS: dict[str, Preset] = {
+    # MultiNLI 1.0 release (multinli_1.0_*.jsonl); "-" marks pairs without annotator consensus.
+    "mnli": Preset(
+        TaskType.PAIR_CLASSIFICATION,
+        {"text_a": "sentence1", "text_b": "sentence2", "label": "gold_label"},
+        ("entailment", "neutral", "contradiction"),
+        skip_labels=("-",),
+    ),
+    # XNLI / MNLI as exported by Hugging Face datasets: integer labels in this order.
+    "xnli": Preset(
+        TaskType.PAIR_CLASSIFICATION,
+        {"text_a": "premise", "text_b": "hypothesis", "label": "label"},
+        ("entailment", "neutral", "contradiction"),
+    ),
+    # ANLI release (R1/R2/R3 train.jsonl, dev.jsonl): labels "e", "n", "c".
+    "anli": Preset(
+        TaskType.PAIR_CLASSIFICATION,
+        {"text_a": "context", "text_b": "hypothesis", "label": "label"},
+        ("e", "n", "c"),
+    ),
+    # QQP as in GLUE (Hugging Face export): label 1 = duplicate.
+    "qqp": Preset(
+        TaskType.PAIR_CLASSIFICATION,
+        {"text_a": "question1", "text_b": "question2", "label": "label"},
+        ("0", "1"),
+    ),
+    # HellaSwag release (hellaswag_train.jsonl): ctx, four endings, integer label.
+    "hellaswag": Preset(
+        TaskType.MULTIPLE_CHOICE, {"context": "ctx", "choices": "endings", "label": "label"}
+    ),
+    # Cosmos QA release: context, question, answer0..answer3, integer label.
+    "cosmosqa": Preset(
+        TaskType.MULTIPLE_CHOICE,
+        {
+            "context": "context",
+            "question": "question",
+            "choices": ("answer0", "answer1", "answer2", "answer3"),
+            "label": "label",
+        },
+    ),
+    # CommonsenseQA release (train_rand_split.jsonl): choices are {label, text}, answerKey a letter.
+    "commonsenseqa": Preset(
+        TaskType.MULTIPLE_CHOICE,
+        {"question": "question.stem", "choices": "question.choices", "label": "answerKey"},
+    ),
+    # SQuAD v1.1 / v2.0: the official nested JSON, or one question per line (HF export).
+    "squad": Preset(
+        TaskType.EXTRACTIVE_QA,
+        {"id": "id", "question": "question", "context": "context", "answers": "answers"},
+        format="squad",
+    ),
+    "squad_v2": Preset(
+        TaskType.EXTRACTIVE_QA,
+        {"id": "id", "question": "question", "context": "context", "answers": "answers"},
+        format="squad",
+        allow_unanswerable=True,
+    ),
+    # CCG supertagging: one sentence per line, tokens and supertags as lists or space-separated.
+    "ccg": Preset(TaskType.TAGGING, {"words": "tokens", "tags": "tags"}),
+    # CoNLL-style columns: word first, tag last, blank line between sentences.
+    "conll": Preset(TaskType.TAGGING, {"words": "0", "tags": "-1"}, format="conll"),
+    "image_text": Preset(TaskType.IMAGE_TEXT, {"caption": "caption", "image": "image"}),
+    # Plain text, one passage per line (a .jsonl file uses the "text" field).
+    "mlm": Preset(TaskType.MLM, {"text": "text"}, format="text"),
+}
+
+_DEFAULT_FIELDS: dict[TaskType, dict[str, str | tuple[str, ...]]] = {
+    TaskType.PAIR_CLASSIFICATION: {"text_a": "text_a", "text_b": "text_b", "label": "label"},
+    TaskType.MULTIPLE_CHOICE: {"context": "context", "choices": "choices", "label": "label"},
+    TaskType.EXTRACTIVE_QA: dict(PRESETS["squad"].fields),
+    TaskType.TAGGING: {"words": "words", "tags": "tags"},
+    TaskType.IMAGE_TEXT: dict(PRESETS["image_text"].fields),
+    TaskType.MLM: {"text": "text"},
+}
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """Sentence(-pair) classification: ``text_b`` is None for single sentences."""
+
+    text_a: str
+    text_b: str | None
+    label: int
+
+
+@dataclass(frozen=True)
+class ChoiceExample:
+    """Multiple choice: each choice is scored against ``context`` (and ``question``)."""
+
+    context: str
+    question: str
+    choices: tuple[str, ...]
+    label: int
+
+
+@dataclass(frozen=True)
+class QAExample:
+    """Extractive QA; ``answers`` are (text, character start) pairs, empty when unanswerable."""
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class TagExample:
+    words: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ImageTextExample:
+    """A caption and the row of its image in the task's image feature matrix."""
+
+    caption: str
+    image: int
+
+
+@dataclass(frozen=True)
+class TextExample:
+    text: str
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """What a reader returns: the examples and the label names (classification/tagging)."""
+
+    examples: tuple[Any, ...]
+    labels: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def resolve_fields(task: TaskConfig) -> dict[str, str | tuple[str, ...]]:
+    """The preset's (or the type's default) field names with the task's overrides on top."""
+    base = PRESETS[task.preset].fields if task.preset else _DEFAULT_FIELDS[task.type]
+    fields = dict(base)
+    fields.update(task.fields)
+    return fields
+
+
+def task_labels(task: TaskConfig) -> tuple[str, ...] | None:
+    if task.labels is not None:
+        return task.labels
+    return PRESETS[task.preset].labels if task.preset else None
+
+
+def read_task_file(
+    task: TaskConfig, path: Path, labels: tuple[str, ...] | None, limit: int | None
+) -> TaskData:
+    """Read one data file of ``task``. ``labels`` fixes the label set (a validation file is read
+    with the training file's labels); ``limit`` keeps the first examples only."""
+    fields = resolve_fields(task)
+    preset = PRESETS[task.preset] if task.preset else None
+    if task.type is TaskType.PAIR_CLASSIFICATION:
+        data = _read_pairs(path, fields, labels, preset.skip_labels if preset else (), limit)
+    elif task.type is TaskType.MULTIPLE_CHOICE:
+        data = _read_choices(path, fields, limit)
+    elif task.type is TaskType.EXTRACTIVE_QA:
+        allow = task.allow_unanswerable
+        if allow is None:
+            allow = preset.allow_unanswerable if preset else False
+        data = _read_qa(path, fields, allow, limit)
+    elif task.type is TaskType.TAGGING:
+        conll = (preset is not None and preset.format == "conll") or path.suffix == ".conll"
+        data = _read_tags(path, fields, labels, conll, limit)
+    elif task.type is TaskType.IMAGE_TEXT:
+        data = _read_image_text(path, fields, limit)
+    else:
+        data = _read_text(path, fields, limit)
+    if not data.examples:
+        raise InputError(path, "no examples in file")
+    return data
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line, record) for each non-blank line; bad JSON or a non-object is an error."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(path, f"invalid JSON: {error.msg}", line_no) from None
+            if not isinstance(record, dict):
+                raise InputError(path, "each line must be a JSON object", line_no)
+            yield line_no, record
+
+
+def get_field(record: Mapping[str, Any], name: str, path: Path, line: int | None) -> Any:
+    """The value at dotted ``name`` in ``record``; a missing field is an InputError."""
+    value: Any = record
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            raise InputError(path, f"missing field '{name}'", line)
+        value = value[part]
+    return value
+
+
+def _text(value: Any, name: str, path: Path, line: int | None) -> str:
+    if not isinstance(value, str):
+        raise InputError(path, f"field '{name}' must be a string, got {type(value).__name__}", line)
+    return value
+
+
+def _label_index(
+    value: Any, labels: tuple[str, ...], name: str, path: Path, line: int | None
+) -> int:
+    """Integer labels index the label list; strings must be one of its names."""
+    if isinstance(value, bool):
+        value = str(value).lower()
+    if isinstance(value, int):
+        if 0 <= value < len(labels):
+            return value
+        raise InputError(
+            path, f"label {value} in field '{name}' is out of range 0..{len(labels) - 1}", line
+        )
+    if isinstance(value, str) and value in labels:
+        return labels.index(value)
+    raise InputError(
+        path, f"unknown label {value!r} in field '{name}'; expected one of {list(labels)}", line
+    )
+
+
+def _read_pairs(
+    path: Path,
+    fields: Mapping[str, Any],
+    labels: tuple[str, ...] | None,
+    skip_labels: tuple[str, ...],
+    limit: int | None,
+) -> TaskData:
+    raw: list[tuple[str, str | None, Any, int]] = []
+    single = fields.get("text_b") in (None, "")
+    for line, record in iter_jsonl(path):
+        label = get_field(record, fields["label"], path, line)
+        if isinstance(label, str) and label in skip_labels:
+            continue
+        text_a = _text(
+            get_field(record, fields["text_a"], path, line), fields["text_a"], path, line
+        )
+        text_b = None
+        if not single:
+            text_b = _text(
+                get_field(record, fields["text_b"], path, line), fields["text_b"], path, line
+            )
+        raw.append((text_a, text_b, label, line))
+        if limit is not None and len(raw) >= limit:
+            break
+    if labels is None:
+        # Without a declared label set, the sorted labels of the training file define it.
+        if any(isinstance(item[2], int) and not isinstance(item[2], bool) for item in raw):
+            labels = tuple(str(i) for i in range(max(int(item[2]) for item in raw) + 1))
+        else:
+            labels = tuple(sorted({str(item[2]) for item in raw}))
+    examples = tuple(
+        PairExample(a, b, _label_index(label, labels, fields["label"], path, line))
+        for a, b, label, line in raw
+    )
+    return TaskData(examples, labels)
+
+
+def _read_choices(path: Path, fields: Mapping[str, Any], limit: int | None) -> TaskData:
+    examples = []
+    for line, record in iter_jsonl(path):
+        context = ""
+        if fields.get("context"):
+            context = _text(
+                get_field(record, fields["context"], path, line), fields["context"], path, line
+            )
+        question = ""
+        if fields.get("question"):
+            question = _text(
+                get_field(record, fields["question"], path, line), fields["question"], path, line
+            )
+        choice_field = fields["choices"]
+        if isinstance(choice_field, tuple):
+            values = [get_field(record, name, path, line) for name in choice_field]
+        else:
+            values = get_field(record, choice_field, path, line)
+            if not isinstance(values, list):
+                raise InputError(path, f"field '{choice_field}' must be a list of choices", line)
+        choice_keys: list[str] = []
+        choices: list[str] = []
+        for i, value in enumerate(values):
+            if isinstance(value, Mapping):  # CommonsenseQA: {"label": "A", "text": "..."}
+                choices.append(_text(value.get("text"), f"{choice_field}[{i}].text", path, line))
+                choice_keys.append(str(value.get("label", i)))
+            else:
+                choices.append(_text(value, f"{choice_field}[{i}]", path, line))
+                choice_keys.append(str(i))
+        if len(choices) < 2:
+            raise InputError(path, "a multiple-choice example needs at least two choices", line)
+        label = get_field(record, fields["label"], path, line)
+        if isinstance(label, str) and label.strip().isdigit() and label not in choice_keys:
+            label = int(label)
+        if isinstance(label, int) and not isinstance(label, bool):
+            index = label if 0 <= label < len(choices) else -1
+        else:
+            index = choice_keys.index(label) if label in choice_keys else -1
+        if index < 0:
+            raise InputError(
+                path,
+                f"label {label!r} in field '{fields['label']}' names none of the "
+                f"{len(choices)} choices",
+                line,
+            )
+        examples.append(ChoiceExample(context, question, tuple(choices), index))
+        if limit is not None and len(examples) >= limit:
+            break
+    return TaskData(tuple(examples))
+
+
+def _read_qa(
+    path: Path, fields: Mapping[str, Any], allow_unanswerable: bool, limit: int | None
+) -> TaskData:
+    records = _squad_records(path) if path.suffix == ".json" else iter_jsonl(path)
+    examples = []
+    for line, record in records:
+        qid = str(get_field(record, fields["id"], path, line))
+        question = _text(
+            get_field(record, fields["question"], path, line), fields["question"], path, line
+        )
+        context = _text(
+            get_field(record, fields["context"], path, line), fields["context"], path, line
+        )
+        answers = _answers(get_field(record, fields["answers"], path, line), fields, path, line)
+        if record.get("is_impossible"):
+            answers = ()
+        for text, start in answers:
+            if context[start : start + len(text)] != text:
+                raise InputError(
+                    path,
+                    f"answer {text!r} of question {qid} does not occur in its context at "
+                    f"character {start}",
+                    line,
+                )
+        if not answers and not allow_unanswerable:
+            raise InputError(
+                path,
+                f"question {qid} has no answer; set allow_unanswerable = true (or the "
+                "squad_v2 preset) for SQuAD 2.0-style data",
+                line,
+            )
+        examples.append(QAExample(qid, question, context, answers))
+        if limit is not None and len(examples) >= limit:
+            break
+    return TaskData(tuple(examples))
+
+
+def _answers(
+    value: Any, fields: Mapping[str, Any], path: Path, line: int | None
+) -> tuple[tuple[str, int], ...]:
+    """SQuAD JSON: [{"text", "answer_start"}]; HF export: {"text": [...], "answer_start": [...]}."""
+    name = fields["answers"]
+    if isinstance(value, Mapping):
+        texts, starts = value.get("text"), value.get("answer_start")
+        if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+            raise InputError(
+                path, f"field '{name}' needs equal-length 'text' and 'answer_start' lists", line
+            )
+        pairs = list(zip(texts, starts, strict=True))
+    elif isinstance(value, list):
+        pairs = []
+        for item in value:
+            if not isinstance(item, Mapping) or "text" not in item or "answer_start" not in item:
+                raise InputError(
+                    path, f"each entry of '{name}' needs 'text' and 'answer_start'", line
+                )
+            pairs.append((item["text"], item["answer_start"]))
+    else:
+        raise InputError(path, f"field '{name}' must be a list or a mapping of answers", line)
+    answers = []
+    for text, start in pairs:
+        if not isinstance(text, str) or isinstance(start, bool) or not isinstance(start, int):
+            raise InputError(path, f"bad answer entry {text!r}/{start!r} in '{name}'", line)
+        answers.append((text, start))
+    return tuple(answers)
+
+
+def _squad_records(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """Flatten the official SQuAD JSON into one record per question; the line of each question
+    is found from its id so errors point into pretty-printed files too."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(path, f"invalid JSON: {error.msg}", error.lineno) from None
+    if not isinstance(document, Mapping) or not isinstance(document.get("data"), list):
+        raise InputError(path, "SQuAD JSON needs a top-level 'data' list")
+    for article in document["data"]:
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph.get("context")
+            for qa in paragraph.get("qas", []):
+                record = dict(qa)
+                record["context"] = context
+                qid = str(qa.get("id", ""))
+                offset = text.find(f'"{qid}"') if qid else -1
+                line = text.count("\n", 0, offset) + 1 if offset >= 0 else None
+                yield line, record
+
+
+def _word_list(value: Any, name: str, path: Path, line: int | None) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise InputError(path, f"field '{name}' must be a list of strings or a string", line)
+
+
+def _read_tags(
+    path: Path,
+    fields: Mapping[str, Any],
+    labels: tuple[str, ...] | None,
+    conll: bool,
+    limit: int | None,
+) -> TaskData:
+    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int]] = []
+    rows = _conll_sentences(path, fields) if conll else None
+    if rows is None:
+        rows = []
+        for line, record in iter_jsonl(path):
+            words = _word_list(
+                get_field(record, fields["words"], path, line), fields["words"], path, line
+            )
+            tags = _word_list(
+                get_field(record, fields["tags"], path, line), fields["tags"], path, line
+            )
+            rows.append((words, tags, line))
+            if limit is not None and len(rows) >= limit:
+                break
+    for words, tags, line in rows:
+        if len(words) != len(tags):
+            raise InputError(path, f"{len(words)} words but {len(tags)} tags", line)
+        if not words:
+            raise InputError(path, "a tagging example needs at least one word", line)
+        sentences.append((words, tags, line))
+        if limit is not None and len(sentences) >= limit:
+            break
+    inferred = labels is None
+    if labels is None:
+        labels = tuple(sorted({tag for _, tags, _ in sentences for tag in tags}))
+    else:
+        known = set(labels)
+        for _, tags, line in sentences:
+            unknown = [tag for tag in tags if tag not in known]
+            if unknown:
+                raise InputError(
+                    path, f"unknown tag {unknown[0]!r}; the task's tags are {list(labels)}", line
+                )
+    examples = tuple(TagExample(words, tags) for words, tags, _ in sentences)
+    return TaskData(examples, labels, {"inferred_labels": inferred})
+
+
+def _conll_sentences(
+    path: Path, fields: Mapping[str, Any]
+) -> list[tuple[tuple[str, ...], tuple[str, ...], int]]:
+    word_col, tag_col = int(fields["words"]), int(fields["tags"])
+    sentences = []
+    words: list[str] = []
+    tags: list[str] = []
+    start = 1
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    for line_no, line in enumerate(lines + [""], start=1):
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if words:
+                sentences.append((tuple(words), tuple(tags), start))
+            words, tags = [], []
+            continue
+        if not words:
+            start = line_no
+        columns = line.split()
+        try:
+            words.append(columns[word_col])
+            tags.append(columns[tag_col])
+        except IndexError:
+            raise InputError(
+                path, f"expected columns {word_col} and {tag_col}, got {len(columns)}", line_no
+            ) from None
+    return sentences
+
+
+def _read_image_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> TaskData:
+    examples = []
+    lines = []
+    for line, record in iter_jsonl(path):
+        caption = _text(
+            get_field(record, fields["caption"], path, line), fields["caption"], path, line
+        )
+        image = get_field(record, fields["image"], path, line)
+        if isinstance(image, bool) or not isinstance(image, int) or image < 0:
+            raise InputError(
+                path,
+                f"field '{fields['image']}' must be a row index (int >= 0), got {image!r}",
+                line,
+            )
+        examples.append(ImageTextExample(caption, image))
+        lines.append(line)
+        if limit is not None and len(examples) >= limit:
+            break
+    return TaskData(tuple(examples), extra={"lines": tuple(lines)})
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def _read_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> TaskData:
+    examples = []
+    if path.suffix == ".jsonl":
+        for line, record in iter_jsonl(path):
+            text = _text(get_field(record, fields["text"], path, line), fields["text"], path, line)
+            if text.strip():
+                examples.append(TextExample(text))
+            if limit is not None and len(examples) >= limit:
+                break
+        return TaskData(tuple(examples))
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    with handle:
+        for line in handle:
+            text = _SPACE.sub(" ", line).strip()
+            if text:
+                examples.append(TextExample(text))
+            if limit is not None and len(examples) >= limit:
+                break
+    return TaskData(tuple(examples))
+
+
+def check_image_rows(path: Path, data: TaskData, n_rows: int) -> None:
+    """Every caption's image row must exist in the feature matrix."""
+    lines = data.extra.get("lines", ())
+    for i, example in enumerate(data.examples):
+        if example.image >= n_rows:
+            raise InputError(
+                path,
+                f"caption refers to image row {example.image} but the feature file has "
+                f"{n_rows} rows",
+                lines[i] if i < len(lines) else None,
+            )
