@@ -1,0 +1,179 @@
+"""Evaluation results on disk: ``results.jsonl`` (append-only while running, compacted at the end),
+``results.csv``, and the bootstrap samples behind each confidence interval.
+
+Resuming: a unit (checkpoint, layer, task, language) is finished when ``results.jsonl`` holds
+every metric of its task; its rows are appended in one write and fsync'd after the unit's
+bootstrap samples are on disk. A torn last line (a run killed mid-write) is ignored on reading
+and cut off before the next append.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.files import atomic_write, save_npy
+
+logger = logging.getLogger(__name__)
+
+ERROR_METRIC = "error"
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One measured number (or one failure, ``metric == "error"``, with ``error`` set).
+
+    ``layer`` is the hidden-state index (0 = embeddings' output, L = last layer); ``value``,
+    ``ci_low`` and ``ci_high`` are percent for accuracies, F1 and recalls; ``ci_*`` are None
+    where no interval is computed; ``n`` counts what the metric averages over (query pairs,
+    gold pairs, captions)."""
+
+    checkpoint: str
+    checkpoint_hash: str
+    layer: int
+    task: str
+    lang: str
+    metric: str
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    error: str | None = None
+
+    @property
+    def unit(self) -> tuple[str, int, str, str]:
+        return (self.checkpoint_hash, self.layer, self.task, self.lang)
+
+
+COLUMNS = tuple(field.name for field in fields(ResultRow))
+
+
+def row_to_json(row: ResultRow) -> str:
+    return json.dumps(asdict(row), ensure_ascii=False, sort_keys=False)
+
+
+def row_from_dict(payload: dict) -> ResultRow:
+    """A ``ResultRow`` from a parsed line; ``KeyError``/``TypeError``/``ValueError`` when malformed."""
+    values = {name: payload[name] for name in COLUMNS if name in payload}
+    row = ResultRow(**values)
+    if not isinstance(row.layer, int) or not isinstance(row.metric, str):
+        raise ValueError("bad types")
+    return row
+
+
+class ResultsLog:
+    """``results.jsonl`` of one output directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[ResultRow]:
+        """Every well-formed row in file order; malformed or torn lines are skipped (logged)."""
+        if not self.path.exists():
+            return []
+        rows = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(row_from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                logger.warning("%s:%d: ignoring a malformed or torn line", self.path, number)
+        return rows
+
+    def append(self, rows: Sequence[ResultRow]) -> None:
+        """Append ``rows`` in one write, then flush and fsync."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._cut_torn_tail()
+        payload = "".join(row_to_json(row) + "\n" for row in rows).encode("utf-8")
+        with self.path.open("ab") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _cut_torn_tail(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            handle.seek(0)
+            data = handle.read()
+            keep = data.rfind(b"\n") + 1
+            handle.truncate(keep)
+            logger.warning("%s: cut a torn last line (%d bytes)", self.path, size - keep)
+
+    def compact(self, order: Callable[[ResultRow], tuple]) -> list[ResultRow]:
+        """Rewrite the file atomically with the current rows only, sorted by ``order``: the last
+        row of each (unit, metric) wins, and a unit's error rows are dropped once it succeeded."""
+        rows = latest_rows(self.read())
+        rows.sort(key=order)
+        with atomic_write(self.path) as handle:
+            handle.writelines(row_to_json(row) + "\n" for row in rows)
+        return rows
+
+
+def latest_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
+    """The last row of each (unit, metric); error rows of units that also have results dropped."""
+    latest: dict[tuple, ResultRow] = {}
+    for row in rows:
+        latest[(*row.unit, row.metric)] = row
+    succeeded = {key[:4] for key, row in latest.items() if row.metric != ERROR_METRIC}
+    return [
+        row
+        for key, row in latest.items()
+        if not (row.metric == ERROR_METRIC and key[:4] in succeeded)
+    ]
+
+
+def finished_units(
+    rows: Iterable[ResultRow], metrics_of: Callable[[str], frozenset[str]]
+) -> set[tuple[str, int, str, str]]:
+    """Units whose rows cover every metric ``metrics_of(task)`` names."""
+    seen: dict[tuple[str, int, str, str], set[str]] = {}
+    for row in rows:
+        if row.metric != ERROR_METRIC:
+            seen.setdefault(row.unit, set()).add(row.metric)
+    return {unit for unit, metrics in seen.items() if metrics_of(unit[2]) <= metrics}
+
+
+def write_csv(path: Path | str, rows: Sequence[ResultRow]) -> None:
+    """``results.csv``: the columns of ``ResultRow``, empty cells for None."""
+    with atomic_write(Path(path)) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            writer.writerow(["" if value is None else value for value in asdict(row).values()])
+
+
+class SampleStore:
+    """Bootstrap samples, ``(resamples,)`` float32 per (unit, metric), under
+    ``RESULTS_DIR/bootstrap/<checkpoint_hash>/layer<L>/<task>.<lang>.<metric>.npy``."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+
+    def path(self, checkpoint_hash: str, layer: int, task: str, lang: str, metric: str) -> Path:
+        return self.directory / checkpoint_hash / f"layer{layer}" / f"{task}.{lang}.{metric}.npy"
+
+    def save(self, row: ResultRow, samples: np.ndarray) -> None:
+        save_npy(self.path(*row.unit, row.metric), np.asarray(samples, dtype=np.float32))
+
+    def load(self, row: ResultRow) -> np.ndarray | None:
+        path = self.path(*row.unit, row.metric)
+        try:
+            return np.load(path, allow_pickle=False).astype(np.float64)
+        except (FileNotFoundError, ValueError, OSError):
+            return None

@@ -1,0 +1,516 @@
+"""``evaluate``: checkpoints -> results.jsonl, results.csv, leaderboard.md, plots.
+
+For each checkpoint the runner
+
+1. plans: its content hash, the layers to score, and the embedding-cache directory (``plan_model``);
+2. skips units (checkpoint, layer, task, language) already in ``results.jsonl`` (resume);
+3. for each pending (task, language): loads the data (a missing or bad file becomes an error row
+   for that language only), encodes the texts missing from the cache in one pass for all
+   layers, and hands the embeddings to a scoring thread, so that kNN and margin scoring of one
+   language overlap with encoding of the next (the engine already tokenises in the background);
+4. appends each unit's rows (and bootstrap samples) as soon as it is scored.
+
+The encoder is created only when some text is not cached: a re-run with nothing new never loads
+or exports the model. Reports are rebuilt from ``results.jsonl`` at the end of every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from xretrieve.cache import cache_dir, content_hash
+from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.evaluation.bootstrap import percentile_interval
+from xretrieve.evaluation.embedding_cache import LayerEmbeddingCache
+from xretrieve.evaluation.results import (
+    ERROR_METRIC,
+    ResultRow,
+    ResultsLog,
+    SampleStore,
+    finished_units,
+)
+from xretrieve.evaluation.tasks import ScoringSettings, Task, get_task
+from xretrieve.files import atomic_write
+from xretrieve.progress import ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    from xretrieve.encoding.encoder import Encoder
+
+logger = logging.getLogger(__name__)
+
+# Scored units allowed to wait for the scoring thread: bounds the embeddings held in memory.
+MAX_PENDING_UNITS = 2
+
+EncoderFactory = Callable[[str, "tuple[int, ...] | None"], "Encoder"]
+"""``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own)."""
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What will be evaluated for one model argument.
+
+    ``checkpoint_hash`` identifies the weights (``content_hash``, or an export's
+    ``source_hash``); ``store_id`` also covers the settings that change vectors (pooling,
+    dtype, prefix, backend). ``encoder_layers`` is passed to the encoder factory (None for an
+    export, whose layers are fixed); ``cache_layers`` are the layers its output axis holds, and
+    ``layers`` those scored (a subset)."""
+
+    model: str
+    name: str
+    checkpoint_hash: str
+    store_id: str
+    layers: tuple[int, ...]
+    encoder_layers: tuple[int, ...] | None
+    cache_layers: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Inputs of ``evaluate``. ``layers``: None (each model's default: the last layer of a
+    checkpoint, the first exported layer of an export), ``"all"`` (hidden states 1..L, or every
+    exported layer), or hidden-state indices (-1 = last). ``langs``: None for every language
+    found under ``data_dir``."""
+
+    models: tuple[str, ...]
+    data_dir: Path
+    out_dir: Path
+    tasks: tuple[str, ...] = ("bucc", "tatoeba")
+    langs: tuple[str, ...] | None = None
+    baseline: str | None = None
+    layers: str | tuple[int, ...] | None = None
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    backend: str = "ort"
+    device: str = "auto"
+    batch_tokens: int = 16384
+    cache_root: Path | None = None
+    resource_groups: dict[str, str] | None = None
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class EvaluationSummary:
+    """What a run did: ``rows`` are every current row in scope (results and errors),
+    ``failures`` the error rows; counts of scored, skipped (already finished) and failed units,
+    distinct texts encoded and encoder calls; ``files`` written."""
+
+    rows: tuple[ResultRow, ...]
+    failures: tuple[ResultRow, ...]
+    plans: tuple[ModelPlan, ...]
+    scored_units: int
+    skipped_units: int
+    encoded_texts: int
+    forward_calls: int
+    files: tuple[Path, ...]
+
+
+def default_encoder_factory(backend: str, device: str, batch_tokens: int) -> EncoderFactory:
+    """``load_encoder`` with fixed backend, device and token budget."""
+
+    def factory(model: str, layers: tuple[int, ...] | None) -> Encoder:
+        from xretrieve.encoding import load_encoder
+
+        return load_encoder(
+            model, backend=backend, device=device, batch_tokens=batch_tokens, layers=layers
+        )
+
+    return factory
+
+
+def parse_layers(spec: str | None) -> str | tuple[int, ...] | None:
+    """``None``/"" -> None, "all" -> "all", "8,12,-1" -> (8, 12, -1); ``InputError`` otherwise."""
+    if spec is None or not spec.strip():
+        return None
+    if spec.strip().lower() == "all":
+        return "all"
+    try:
+        return tuple(int(part) for part in spec.split(",") if part.strip())
+    except ValueError:
+        raise InputError(
+            None, f"--layers must be 'all' or integers like 8,12,-1, not {spec!r}"
+        ) from None
+
+
+def _settings_id(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def plan_model(
+    model: str, layers: str | tuple[int, ...] | None, *, backend: str, device: str
+) -> ModelPlan:
+    """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
+    it: hash, layers and cache id. ``InputError``/``XRetrieveError`` for a bad model or layers."""
+    from exporters import read_checkpoint_config, read_manifest, resolve_layers
+    from xretrieve.encoding.load import resolve_device, resolve_model
+
+    source = resolve_model(model)
+    resolved_device = resolve_device(device, backend)
+    if source.kind == "export":
+        manifest = read_manifest(source.path)
+        available = tuple(manifest.layers)
+        if layers is None:
+            wanted: tuple[int, ...] = available[:1]
+        elif layers == "all":
+            wanted = available
+        else:
+            wanted = resolve_layers(tuple(layers), manifest.num_hidden_layers)
+            absent = [layer for layer in wanted if layer not in available]
+            if absent:
+                raise XRetrieveError(
+                    f"{source.path} is an export of layers {available}; layers {absent} are not "
+                    "in it: pass the checkpoint directory to sweep other layers"
+                )
+        settings = {
+            "kind": "export",
+            "pooling": manifest.pooling.value,
+            "normalize": manifest.normalize,
+            "dtype": manifest.dtype.value,
+            "prefix": manifest.text_prefix,
+            "max_length": manifest.max_length,
+            "dim": manifest.dim,
+            "extra": manifest.extra,
+            "backend": backend,
+        }
+        checkpoint_hash = manifest.source_hash
+        return ModelPlan(
+            model=str(model),
+            name=source.name,
+            checkpoint_hash=checkpoint_hash,
+            store_id=f"{checkpoint_hash}-{_settings_id(settings)}",
+            layers=wanted,
+            encoder_layers=None,
+            cache_layers=available,
+        )
+    num_layers = int(read_checkpoint_config(source.path)["num_hidden_layers"])
+    if layers is None:
+        wanted = (num_layers,)
+    elif layers == "all":
+        wanted = tuple(range(1, num_layers + 1))
+    else:
+        wanted = resolve_layers(tuple(layers), num_layers)
+    settings = {
+        "kind": "checkpoint",
+        "pooling": "mean",
+        "normalize": True,
+        "dtype": "fp16" if resolved_device == "cuda" else "fp32",
+        "prefix": source.text_prefix,
+        "backend": backend,
+    }
+    checkpoint_hash = content_hash(source.path)
+    return ModelPlan(
+        model=str(model),
+        name=source.name,
+        checkpoint_hash=checkpoint_hash,
+        store_id=f"{checkpoint_hash}-{_settings_id(settings)}",
+        layers=wanted,
+        encoder_layers=wanted,
+        cache_layers=wanted,
+    )
+
+
+def _unique_names(plans: list[ModelPlan]) -> list[ModelPlan]:
+    """Disambiguate equal display names with their parent directory (then an index)."""
+    from dataclasses import replace
+
+    names = [plan.name for plan in plans]
+    out = []
+    for index, plan in enumerate(plans):
+        name = plan.name
+        if names.count(name) > 1:
+            parent = Path(plan.model).parent.name
+            name = f"{parent}/{name}" if parent else f"{name}#{index + 1}"
+        out.append(replace(plan, name=name))
+    return out
+
+
+class _LazyEncoder:
+    """Creates the real encoder on first use, so fully cached runs never load a model."""
+
+    def __init__(self, factory: EncoderFactory, plan: ModelPlan) -> None:
+        self._factory = factory
+        self._plan = plan
+        self._encoder: Encoder | None = None
+        self.name = plan.name
+
+    def _get(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self._factory(self._plan.model, self._plan.encoder_layers)
+            if tuple(self._encoder.layers) != self._plan.cache_layers:
+                logger.debug(
+                    "encoder layers %s, planned %s", self._encoder.layers, self._plan.cache_layers
+                )
+        return self._encoder
+
+    @property
+    def dim(self) -> int:
+        return self._get().dim
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return self._plan.cache_layers
+
+    def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
+        return self._get().encode(texts, progress)
+
+    def encode_layers(
+        self, texts: Sequence[str], progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        return self._get().encode_layers(texts, progress)
+
+
+def _check_run_settings(out_dir: Path, config: EvaluationConfig) -> None:
+    """Bootstrap samples and mining settings must not change under a resumed output directory."""
+    settings = {
+        "resamples": config.scoring.resamples,
+        "seed": config.scoring.seed,
+        "mining": {
+            "k": config.scoring.mining.k,
+            "margin": config.scoring.mining.margin.name,
+            "mode": config.scoring.mining.mode.name,
+        },
+        "bucc_tune_split": config.scoring.bucc_tune_split,
+        "bucc_eval_split": config.scoring.bucc_eval_split,
+    }
+    path = out_dir / "run.json"
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            previous = None
+        if previous is not None and previous != settings:
+            raise XRetrieveError(
+                f"{out_dir} holds results scored with other settings ({previous}); use a new "
+                "--out directory, or the same settings to resume"
+            )
+    with atomic_write(path) as handle:
+        json.dump(settings, handle, indent=2)
+
+
+def _task_languages(
+    tasks: list[Task], data_dir: Path, langs: tuple[str, ...] | None, scoring: ScoringSettings
+) -> list[tuple[Task, str]]:
+    units = []
+    found_any: set[str] = set()
+    for task in tasks:
+        available = task.languages(data_dir, scoring)
+        found_any.update(available)
+        chosen = available if langs is None else [lang for lang in langs if lang in available]
+        units.extend((task, lang) for lang in chosen)
+    if langs is not None:
+        unknown = [lang for lang in langs if lang not in found_any]
+        if unknown:
+            raise InputError(
+                data_dir,
+                f"no data for language(s) {', '.join(unknown)} in tasks "
+                f"{', '.join(task.name for task in tasks)}",
+            )
+    if not units:
+        raise InputError(
+            data_dir, f"no data for tasks {', '.join(task.name for task in tasks)} found here"
+        )
+    return units
+
+
+def _row(plan: ModelPlan, layer: int, task: Task, lang: str, **values) -> ResultRow:
+    return ResultRow(
+        checkpoint=plan.name,
+        checkpoint_hash=plan.checkpoint_hash,
+        layer=layer,
+        task=task.name,
+        lang=lang,
+        **values,
+    )
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, XRetrieveError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _log_failure(
+    log: ResultsLog,
+    plan: ModelPlan,
+    layers: Sequence[int],
+    task: Task,
+    lang: str,
+    error: BaseException,
+) -> None:
+    logger.error("%s %s/%s: %s", plan.name, task.name, lang, error)
+    text = _error_text(error)
+    log.append(
+        [
+            _row(plan, layer, task, lang, metric=ERROR_METRIC, value=None, error=text)
+            for layer in layers
+        ]
+    )
+
+
+def _score_unit(
+    plan: ModelPlan,
+    layer: int,
+    task: Task,
+    lang: str,
+    data: object,
+    embeddings: list[np.ndarray],
+    scoring: ScoringSettings,
+    log: ResultsLog,
+    samples: SampleStore,
+) -> list[ResultRow]:
+    try:
+        measurements = task.score(data, embeddings, scoring)
+    except Exception as error:  # one language's failure must not stop the others
+        logger.error("%s layer %d %s/%s: %s", plan.name, layer, task.name, lang, error)
+        rows = [
+            _row(plan, layer, task, lang, metric=ERROR_METRIC, value=None, error=_error_text(error))
+        ]
+        log.append(rows)
+        return rows
+    rows = []
+    for measurement in measurements:
+        low = high = None
+        if measurement.samples is not None:
+            low, high = percentile_interval(measurement.samples)
+        value = measurement.value
+        row = _row(
+            plan,
+            layer,
+            task,
+            lang,
+            metric=measurement.metric,
+            value=None if value is None or math.isinf(value) else float(value),
+            ci_low=low,
+            ci_high=high,
+            n=measurement.n,
+        )
+        if measurement.samples is not None:
+            samples.save(row, measurement.samples)
+        rows.append(row)
+    log.append(rows)
+    return rows
+
+
+def evaluate(
+    config: EvaluationConfig,
+    *,
+    encoder_factory: EncoderFactory | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvaluationSummary:
+    """Evaluate ``config.models`` on ``config.tasks``; see the module docstring.
+
+    Raises ``XRetrieveError`` for problems with the whole run (no data, a bad model, changed
+    settings in ``out_dir``); a language's missing or bad data is recorded as an error row."""
+    from xretrieve.evaluation.report import write_reports
+
+    progress = progress or no_progress
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_settings(out_dir, config)
+    tasks = [get_task(name) for name in config.tasks]
+    units = _task_languages(tasks, Path(config.data_dir), config.langs, config.scoring)
+    models = list(config.models)
+    if config.baseline is not None and config.baseline not in models:
+        models.insert(0, config.baseline)
+    plans = _unique_names(
+        [plan_model(m, config.layers, backend=config.backend, device=config.device) for m in models]
+    )
+    factory = encoder_factory or default_encoder_factory(
+        config.backend, config.device, config.batch_tokens
+    )
+    cache_root = config.cache_root or cache_dir() / "embeddings"
+    log = ResultsLog(out_dir / "results.jsonl")
+    samples = SampleStore(out_dir / "bootstrap")
+    done = finished_units(log.read(), lambda name: get_task(name).metrics)
+
+    scored = skipped = encoded = calls = 0
+    total_units = len(plans) * len(units)
+    finished = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xretrieve-score") as scorer:
+        pending: list[Future] = []
+        for plan in plans:
+            cache = LayerEmbeddingCache(
+                cache_root, plan.store_id, _LazyEncoder(factory, plan), plan.cache_layers
+            )
+            model_error: XRetrieveError | None = None
+            for task, lang in units:
+                todo = [
+                    layer
+                    for layer in plan.layers
+                    if (plan.checkpoint_hash, layer, task.name, lang) not in done
+                ]
+                skipped += len(plan.layers) - len(todo)
+                if not todo:
+                    finished += 1
+                    progress("evaluate", finished, total_units)
+                    continue
+                try:
+                    data = task.load(Path(config.data_dir), lang, config.scoring)
+                    corpora = task.corpora(data)
+                except XRetrieveError as error:
+                    _log_failure(log, plan, todo, task, lang, error)
+                    finished += 1
+                    progress("evaluate", finished, total_units)
+                    continue
+                if model_error is None:
+                    stage = f"embed {plan.name} {task.name}/{lang}"
+                    try:
+                        cache.ensure(
+                            [text for corpus in corpora for text in corpus.texts],
+                            lambda _s, done_, total, stage=stage: progress(stage, done_, total),
+                        )
+                    except XRetrieveError as error:
+                        # The model itself failed (load, export, encode): every later unit of
+                        # this model fails the same way; the other models still run.
+                        model_error = error
+                if model_error is not None:
+                    _log_failure(log, plan, todo, task, lang, model_error)
+                    finished += 1
+                    progress("evaluate", finished, total_units)
+                    continue
+                for layer in todo:
+                    embeddings = [cache.embed(corpus.texts, layer) for corpus in corpora]
+                    pending.append(
+                        scorer.submit(
+                            _score_unit,
+                            plan,
+                            layer,
+                            task,
+                            lang,
+                            data,
+                            embeddings,
+                            config.scoring,
+                            log,
+                            samples,
+                        )
+                    )
+                    scored += 1
+                while len(pending) > MAX_PENDING_UNITS:
+                    pending.pop(0).result()
+                finished += 1
+                progress("evaluate", finished, total_units)
+            encoded += cache.encoded_texts
+            calls += cache.forward_calls
+        for future in pending:
+            future.result()
+
+    files, rows = write_reports(out_dir, config, plans, tasks)
+    failures = tuple(row for row in rows if row.metric == ERROR_METRIC)
+    return EvaluationSummary(
+        rows=tuple(rows),
+        failures=failures,
+        plans=tuple(plans),
+        scored_units=scored,
+        skipped_units=skipped,
+        encoded_texts=encoded,
+        forward_calls=calls,
+        files=tuple(files),
+    )
