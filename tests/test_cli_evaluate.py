@@ -102,3 +102,44 @@ def test_cli_evaluate_reports_a_failed_language_and_exits_1(setup) -> None:
     assert "tatoeba/swh" in result.output and "invalid UTF-8" in result.output
     rows = ResultsLog(root / "out-bad" / "results.jsonl").read()
     assert {r.lang for r in rows if r.metric == "accuracy_en2xx"} == {"deu"}
+
+
+def test_image_text_scores_the_projected_view_of_a_checkpoint_with_a_head(setup, tmp_path) -> None:
+    import shutil
+
+    from evaluation_data import write_image_text
+    from safetensors.numpy import save_file
+
+    from xretrieve.encoding import load_encoder
+    from xretrieve.evaluation.image_text import image_text_recall, read_image_text
+
+    root, _, base, _ = setup
+    checkpoint = tmp_path / "multimodal"
+    shutil.copytree(base, checkpoint)
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((8, 32)).astype(np.float32)
+    save_file({"weight": weight, "bias": np.zeros(8, np.float32)},
+              str(checkpoint / "projection.safetensors"))  # fmt: skip
+    (checkpoint / "projection.json").write_text(
+        json.dumps({"in_dim": 32, "out_dim": 8, "pooling": "mean", "layer": -1})
+    )
+    data = tmp_path / "data"
+    write_image_text(data, ["deu", "eng"], n_images=6, dim=8)
+    out = tmp_path / "out"
+    args = ["evaluate", str(checkpoint), "--data-dir", str(data), "--tasks", "image-text",
+            "--out", str(out), "--device", "cpu", "--resamples", "50", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + result.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    got = {(r["lang"], r["metric"]): r["value"] for r in rows}
+
+    encoder = load_encoder(checkpoint, device="cpu", projection=True)
+    assert encoder.dim == 8
+    for lang in ("deu", "eng"):
+        pair = read_image_text(data, lang)
+        expected = image_text_recall(
+            encoder.encode(pair.captions.texts), pair.image_features, pair.caption_images,
+            device="cpu",
+        )  # fmt: skip
+        assert got[(lang, "t2i_r1")] == pytest.approx(expected.text_to_image[0])
+        assert got[(lang, "i2t_r5")] == pytest.approx(expected.image_to_text[1])

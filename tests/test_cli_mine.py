@@ -162,8 +162,11 @@ def test_bundled_sample_exists() -> None:
     ("mutate", "fragment"),
     [
         (lambda d, e: (d / "de-en.test.en").unlink(), "de-en.test.en: file not found"),
-        # --src-file/--tgt-file sniff the format: a line without a tab makes a plain-text corpus.
-        (lambda d, e: (d / "de-en.test.en").write_text("e1\tok\ne2 no tab\n"), "plain-text corpus"),
+        # --src-file/--tgt-file sniff the format from the first line: TSV, then strict per line.
+        (
+            lambda d, e: (d / "de-en.test.en").write_text("e1\tok\ne2 no tab\n"),
+            "de-en.test.en:2: expected 'id<TAB>sentence', found no tab",
+        ),
         (lambda d, e: np.save(e / "de-en.test.en.npy", np.zeros((3, 32))), "has 3 rows"),
         (lambda d, e: np.save(e / "de-en.test.en.npy", np.zeros((65, 8))), "has dimension 8"),
         (lambda d, e: (d / "de-en.test.gold").write_text("nope\tx\n"), "id 'nope' does not exist"),

@@ -103,6 +103,7 @@ def load_encoder(
     pooling: str = "mean",
     text_prefix: str | None = None,
     window: int = DEFAULT_WINDOW,
+    projection: bool = False,
     progress: ProgressCallback | None = None,
 ) -> SentenceEncoder:
     """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` "ort" or "torch".
@@ -111,8 +112,9 @@ def load_encoder(
     provider, it falls back to the CPU (logged). ``dtype`` "auto" is fp16 on CUDA and fp32 on
     CPU; for an export directory its own dtype is used. ``layers`` (hidden-state indices, -1 =
     last), ``pooling`` ("mean"|"cls") and ``text_prefix`` apply to checkpoints; an export's
-    must match when given. Checkpoints are L2-normalised. ``progress`` sees the default-model
-    conversion and first-use export."""
+    must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
+    vectors through the checkpoint's trained image-text projection head (image-feature space).
+    ``progress`` sees the default-model conversion and first-use export."""
     if dtype not in DTYPES:
         raise XRetrieveError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     resolved_device = resolve_device(device, backend)
@@ -124,6 +126,7 @@ def load_encoder(
         text_prefix=text_prefix,
         batch_tokens=batch_tokens,
         window=window,
+        projection=projection,
     )
     if backend == "torch":
         return _torch_encoder(source, resolved_device, settings)
@@ -144,6 +147,7 @@ class _Settings:
     text_prefix: str | None
     batch_tokens: int
     window: int
+    projection: bool = False
 
     def dtype_for(self, device: str) -> str:
         if self.dtype != "auto":
@@ -197,16 +201,19 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
         layers, pooling = tuple(manifest.layers), manifest.pooling.value
         normalize, text_prefix = manifest.normalize, manifest.text_prefix
         max_length = manifest.max_length
+        projection = manifest.projection is not None
     else:
         checkpoint = source.path
         layers, pooling, normalize = settings.layers or (-1,), settings.pooling, True
         text_prefix = _prefix(source, settings)
         max_length = _checkpoint_max_length(checkpoint)
+        projection = settings.projection
     backend = TorchBackend(
         checkpoint,
         layers=layers,
         pooling=pooling,
         normalize=normalize,
+        projection=projection,
         device=device,
         dtype=settings.dtype_for(device),
     )
@@ -230,9 +237,9 @@ def _prefix(source: ModelSource, settings: _Settings) -> str:
 def export_key(source: ModelSource, settings: _Settings, device: str) -> str:
     """``<content hash>-<layers>-<pooling>-<dtype>[-p<prefix hash>]``: one cached export per
     distinct checkpoint content and export setting."""
-    from exporters import read_checkpoint_config, resolve_layers
+    from exporters import num_hidden_layers, read_checkpoint_config, resolve_layers
 
-    num_layers = int(read_checkpoint_config(source.path)["num_hidden_layers"])
+    num_layers = num_hidden_layers(read_checkpoint_config(source.path))
     layers = resolve_layers(settings.layers or (-1,), num_layers)
     key = "-".join(
         (
@@ -245,6 +252,8 @@ def export_key(source: ModelSource, settings: _Settings, device: str) -> str:
     prefix = _prefix(source, settings)
     if prefix:
         key += "-p" + hashlib.sha256(prefix.encode()).hexdigest()[:8]
+    if settings.projection:
+        key += "-proj"
     return key
 
 
@@ -270,6 +279,7 @@ def ensure_export(
                 normalize=True,
                 dtype=settings.dtype_for(device),
                 text_prefix=_prefix(source, settings),
+                projection=settings.projection,
             )
             logger.info("exporting %s to %s (first use)", source.path, out_dir)
             export_checkpoint(source.path, out_dir, config, progress)
@@ -293,6 +303,8 @@ def _check_export_settings(manifest: Manifest, settings: _Settings, export_dir: 
             wrong.append(f"layers {layers} (it has {tuple(manifest.layers)})")
     if settings.text_prefix is not None and settings.text_prefix != manifest.text_prefix:
         wrong.append(f"text prefix {settings.text_prefix!r} (it has {manifest.text_prefix!r})")
+    if settings.projection and manifest.projection is None:
+        wrong.append("the image-text projection head (it has none)")
     if wrong:
         raise XRetrieveError(
             f"{export_dir} is an export with fixed settings and cannot give "

@@ -28,17 +28,20 @@ class TorchBackend:
         normalize: bool,
         device: str = "cpu",
         dtype: str = "fp32",
+        projection: bool = False,
     ) -> None:
         import torch
 
         from exporters import PooledEncoder, load_checkpoint
+        from exporters.wrapper import load_projection
 
         if device not in ("cuda", "cpu"):
             raise XRetrieveError(f"unknown device {device!r} (cuda or cpu)")
         if dtype not in ("fp16", "fp32"):
             raise XRetrieveError(f"unknown dtype {dtype!r} (fp16 or fp32)")
         model, config = load_checkpoint(checkpoint_dir, attn_implementation="sdpa")
-        encoder = PooledEncoder(model, tuple(layers), pooling, normalize)
+        head = load_projection(checkpoint_dir, config.hidden_size)[0] if projection else None
+        encoder = PooledEncoder(model, tuple(layers), pooling, normalize, projection=head)
         torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
         self._torch = torch
         self._device = torch.device(device)

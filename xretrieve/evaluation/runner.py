@@ -51,8 +51,9 @@ logger = logging.getLogger(__name__)
 # Scored units allowed to wait for the scoring thread: bounds the embeddings held in memory.
 MAX_PENDING_UNITS = 2
 
-EncoderFactory = Callable[[str, "tuple[int, ...] | None"], "Encoder"]
-"""``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own)."""
+EncoderFactory = Callable[..., "Encoder"]
+"""``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own); called
+with ``projection=True`` as well for the image-text view of a checkpoint with a projection head."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class ModelPlan:
     layers: tuple[int, ...]
     encoder_layers: tuple[int, ...] | None
     cache_layers: tuple[int, ...]
+    # A checkpoint trained with the image-text task: its projected view (the head's layer and
+    # cache id), used by tasks that score in the image-feature space.
+    projection_layer: int | None = None
+    projection_store_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,16 @@ class EvaluationSummary:
 def default_encoder_factory(backend: str, device: str, batch_tokens: int) -> EncoderFactory:
     """``load_encoder`` with fixed backend, device and token budget."""
 
-    def factory(model: str, layers: tuple[int, ...] | None) -> Encoder:
+    def factory(model: str, layers: tuple[int, ...] | None, projection: bool = False) -> Encoder:
         from xretrieve.encoding import load_encoder
 
         return load_encoder(
-            model, backend=backend, device=device, batch_tokens=batch_tokens, layers=layers
+            model,
+            backend=backend,
+            device=device,
+            batch_tokens=batch_tokens,
+            layers=layers,
+            projection=projection,
         )
 
     return factory
@@ -149,7 +159,8 @@ def plan_model(
 ) -> ModelPlan:
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
     it: hash, layers and cache id. ``InputError``/``XRetrieveError`` for a bad model or layers."""
-    from exporters import read_checkpoint_config, read_manifest, resolve_layers
+    from exporters import num_hidden_layers, read_checkpoint_config, read_manifest, resolve_layers
+    from exporters.checkpoint import PROJECTION_INFO
     from xretrieve.encoding.load import resolve_device, resolve_model
 
     source = resolve_model(model)
@@ -190,7 +201,7 @@ def plan_model(
             encoder_layers=None,
             cache_layers=available,
         )
-    num_layers = int(read_checkpoint_config(source.path)["num_hidden_layers"])
+    num_layers = num_hidden_layers(read_checkpoint_config(source.path))
     if layers is None:
         wanted = (num_layers,)
     elif layers == "all":
@@ -206,6 +217,15 @@ def plan_model(
         "backend": backend,
     }
     checkpoint_hash = content_hash(source.path)
+    projection_layer = projection_store_id = None
+    info_path = source.path / PROJECTION_INFO
+    if info_path.is_file():
+        try:
+            trained_layer = int(json.loads(info_path.read_text(encoding="utf-8")).get("layer", -1))
+        except (ValueError, TypeError, AttributeError) as error:
+            raise InputError(info_path, f"not a valid projection description: {error}") from None
+        projection_layer = resolve_layers((trained_layer,), num_layers)[0]
+        projection_store_id = f"{checkpoint_hash}-{_settings_id({**settings, 'projection': True})}"
     return ModelPlan(
         model=str(model),
         name=source.name,
@@ -214,6 +234,8 @@ def plan_model(
         layers=wanted,
         encoder_layers=wanted,
         cache_layers=wanted,
+        projection_layer=projection_layer,
+        projection_store_id=projection_store_id,
     )
 
 
@@ -235,19 +257,22 @@ def _unique_names(plans: list[ModelPlan]) -> list[ModelPlan]:
 class _LazyEncoder:
     """Creates the real encoder on first use, so fully cached runs never load a model."""
 
-    def __init__(self, factory: EncoderFactory, plan: ModelPlan) -> None:
+    def __init__(self, factory: EncoderFactory, plan: ModelPlan, projection: bool = False) -> None:
         self._factory = factory
         self._plan = plan
+        self._projection = projection
         self._encoder: Encoder | None = None
         self.name = plan.name
+        self._layers = (plan.projection_layer,) if projection else plan.cache_layers
 
     def _get(self) -> Encoder:
         if self._encoder is None:
-            self._encoder = self._factory(self._plan.model, self._plan.encoder_layers)
-            if tuple(self._encoder.layers) != self._plan.cache_layers:
-                logger.debug(
-                    "encoder layers %s, planned %s", self._encoder.layers, self._plan.cache_layers
-                )
+            if self._projection:
+                self._encoder = self._factory(self._plan.model, self._layers, projection=True)
+            else:
+                self._encoder = self._factory(self._plan.model, self._plan.encoder_layers)
+            if tuple(self._encoder.layers) != self._layers:
+                logger.debug("encoder layers %s, planned %s", self._encoder.layers, self._layers)
         return self._encoder
 
     @property
@@ -256,7 +281,7 @@ class _LazyEncoder:
 
     @property
     def layers(self) -> tuple[int, ...]:
-        return self._plan.cache_layers
+        return self._layers
 
     def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
         return self._get().encode(texts, progress)
@@ -437,17 +462,32 @@ def evaluate(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xretrieve-score") as scorer:
         pending: list[Future] = []
         for plan in plans:
-            cache = LayerEmbeddingCache(
+            text_cache = LayerEmbeddingCache(
                 cache_root, plan.store_id, _LazyEncoder(factory, plan), plan.cache_layers
             )
+            caches = [text_cache]
+            projected_cache = None
+            if plan.projection_store_id is not None:
+                projected_cache = LayerEmbeddingCache(
+                    cache_root,
+                    plan.projection_store_id,
+                    _LazyEncoder(factory, plan, projection=True),
+                    (plan.projection_layer,),
+                )
+                caches.append(projected_cache)
             model_error: XRetrieveError | None = None
             for task, lang in units:
+                # Image-text scoring needs caption vectors in the image space: the projected
+                # view, at the one layer the head was trained on.
+                projected = getattr(task, "uses_projection", False) and projected_cache is not None
+                cache = projected_cache if projected else text_cache
+                unit_layers = (plan.projection_layer,) if projected else plan.layers
                 todo = [
                     layer
-                    for layer in plan.layers
+                    for layer in unit_layers
                     if (plan.checkpoint_hash, layer, task.name, lang) not in done
                 ]
-                skipped += len(plan.layers) - len(todo)
+                skipped += len(unit_layers) - len(todo)
                 if not todo:
                     finished += 1
                     progress("evaluate", finished, total_units)
@@ -497,8 +537,8 @@ def evaluate(
                     pending.pop(0).result()
                 finished += 1
                 progress("evaluate", finished, total_units)
-            encoded += cache.encoded_texts
-            calls += cache.forward_calls
+            encoded += sum(c.encoded_texts for c in caches)
+            calls += sum(c.forward_calls for c in caches)
         for future in pending:
             future.result()
 

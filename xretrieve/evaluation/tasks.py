@@ -247,6 +247,8 @@ class ImageTextTask:
     ways; the primary metric is ``r1_mean``, the mean of both directions' Recall@1."""
 
     name = "image-text"
+    # Scored on the projected view of checkpoints that carry an image-text projection head.
+    uses_projection = True
     label = "Image-text R@1"
     primary_metric = "r1_mean"
     metrics = frozenset(

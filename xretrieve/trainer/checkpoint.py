@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from exporters.checkpoint import PROJECTION_INFO
+from exporters.checkpoint import PROJECTION_WEIGHTS as PROJECTION_FILE
 from xretrieve.errors import InputError
 from xretrieve.files import atomic_directory
 
 HEADS_FILE = "heads.safetensors"
 HEADS_INFO = "heads.json"
-PROJECTION_FILE = "projection.safetensors"
-PROJECTION_INFO = "projection.json"
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
