@@ -11,7 +11,9 @@ dtype. Each configuration runs in its own process so that peak memory is its own
 
 ``--model`` is a checkpoint directory or a random XLM-R size (tiny: 256 wide, 4 layers; base-random:
 XLM-R base shape; large-random: XLM-R large shape). Sentence lengths are drawn from a log-normal
-with median ~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128].
+with median ~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. The measuring code is
+``xretrieve.benchmarking`` (shared with ``xretrieve bench``); this script adds the random models,
+one process per configuration and the FLOP estimate.
 """
 
 from __future__ import annotations
@@ -19,13 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,107 +56,34 @@ def build_random_checkpoint(size: str, out_dir: Path) -> Path:
     )
 
 
-def make_sentences(n: int, seed: int, median_tokens: float, sigma: float) -> list[str]:
-    """``n`` sentences of common words (one token each for XLM-R-style vocabularies), whose
-    lengths follow a log-normal around ``median_tokens`` (special tokens included)."""
-    rng = np.random.default_rng(seed)
-    lengths = np.clip(np.round(rng.lognormal(np.log(median_tokens), sigma, size=n)), 3, 128)
-    words = (
-        "the of and to in is was for on that with as by at from this be are it an not or have "
-        "der die und den von zu das mit sich des auf ist im dem nicht ein eine als auch "
-        "le la les de des et un une est en du que qui dans pour pas sur au "
-        "cat dog house tree water city river book car sun moon day night small big red green"
-    ).split()
-    return [" ".join(rng.choice(words, size=int(length) - 2)) for length in lengths]
-
-
 def matmul_params(config: dict) -> int:
     """Weights used in matrix multiplies per token: QKV + output projections and the FFN."""
     hidden, inter = config["hidden_size"], config["intermediate_size"]
     return config["num_hidden_layers"] * (4 * hidden * hidden + 2 * hidden * inter)
 
 
-class GpuMemoryPeak:
-    """Peak device memory in use, sampled every 5 ms (ONNX Runtime's arena is invisible to
-    torch's allocator statistics, so the whole device is watched; run nothing else on it)."""
-
-    def __init__(self) -> None:
-        import torch
-
-        self._torch = torch
-        free, total = torch.cuda.mem_get_info()
-        self.baseline = total - free
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            free, total = self._torch.cuda.mem_get_info()
-            self.peak = max(self.peak, total - free)
-            time.sleep(0.005)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return self.peak - self.baseline
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process. On Linux VmHWM of /proc/self/status: getrusage's
-    ru_maxrss also counts the parent's resident set at fork time, before exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def worker(spec: dict) -> dict:
-    """One configuration, in this process: load, warm up, time ``repeats`` runs (best kept)."""
+    """One configuration, in this process: ``xretrieve.benchmarking.bench_embedding`` plus the
+    FLOP estimate from the padded-token and attention-cell counts computed by the parent."""
     import torch
 
-    from xretrieve.encoding import load_encoder
-    from xretrieve.encoding.batching import padding_stats, plan_batches
+    from xretrieve.benchmarking import EmbedSetting, bench_embedding, peak_rss_bytes
 
     texts = json.loads(Path(spec["texts"]).read_text(encoding="utf-8"))
-    cuda = spec["device"] == "cuda"
-    gpu_peak = GpuMemoryPeak() if cuda else None
-    encoder = load_encoder(
-        spec["model"],
-        backend=spec["backend"],
-        device=spec["device"],
-        dtype=spec["dtype"],
-        batch_tokens=spec["batch_tokens"],
+    setting = EmbedSetting(
+        spec["backend"], spec["dtype"], spec["device"], spec["batch_tokens"], spec["repeats"]
     )
-    encoder.encode(texts[: min(len(texts), 512)])  # warm-up: kernels, arena, autotuning
-    best = None
-    for _ in range(spec["repeats"]):
-        encoder.encode(texts)
-        if cuda:
-            torch.cuda.synchronize()
-        stats = encoder.last_stats
-        if best is None or stats.seconds < best.seconds:
-            best = stats
-    real, padded, attention_cells = 0, 0, 0
-    for start in range(0, len(texts), encoder.window):
-        lengths = encoder.tokenizer.tokenize(texts[start : start + encoder.window]).lengths
-        stats_window = padding_stats(lengths, plan_batches(lengths, encoder.batch_tokens))
-        real, padded = real + stats_window[0], padded + stats_window[1]
-        attention_cells += stats_window[2]
+    best = bench_embedding(spec["model"], setting, texts)
     config = spec["config"]
     # 2 FLOPs per multiply-add; attention scores and their weighted sum: 2 * 2 * s^2 * hidden
     # per sequence and layer.
-    flops = 2 * matmul_params(config) * padded + 4 * config["hidden_size"] * (
-        config["num_hidden_layers"] * attention_cells
+    flops = 2 * matmul_params(config) * best.padded_tokens + 4 * config["hidden_size"] * (
+        config["num_hidden_layers"] * spec["attention_cells"]
     )
     result = {
-        "backend": spec["backend"],
-        "dtype": spec["dtype"],
-        "device": spec["device"],
+        "backend": best.backend,
+        "dtype": best.dtype,
+        "device": best.device,
         "provider": best.provider,
         "sentences": best.sentences,
         "seconds": round(best.seconds, 4),
@@ -166,11 +91,13 @@ def worker(spec: dict) -> dict:
         "tokens_per_s": round(best.tokens_per_s, 1),
         "padding_efficiency": round(best.padding_efficiency, 4),
         "batches": best.batches,
+        "batch_p50_ms": round(best.batch_p50_ms, 3),
+        "batch_p95_ms": round(best.batch_p95_ms, 3),
         "achieved_tflops": round(flops / best.seconds / 1e12, 4),
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
     }
-    if gpu_peak is not None:
-        result["peak_gpu_mb"] = round(gpu_peak.stop() / 2**20, 1)
+    if best.peak_gpu_mb is not None:
+        result["peak_gpu_mb"] = round(best.peak_gpu_mb, 1)
         if spec["backend"] == "torch":
             result["peak_torch_allocated_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         name = torch.cuda.get_device_name()
@@ -181,31 +108,19 @@ def worker(spec: dict) -> dict:
     return result
 
 
-def machine() -> dict:
-    import onnxruntime
-    import torch
-    import transformers
+def attention_cells(checkpoint: Path, texts: list[str], batch_tokens: int) -> int:
+    """Sum over batches of ``batch_size * padded_length ** 2``, batched as the encoder does
+    (length-sorted windows of ``DEFAULT_WINDOW`` sentences cut by the token budget)."""
+    from xretrieve.encoding.batching import padding_stats, plan_batches
+    from xretrieve.encoding.encoder import DEFAULT_WINDOW
+    from xretrieve.encoding.tokenize import TextTokenizer
 
-    info = {
-        "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        # Other processes on the machine skew CPU figures: the 1/5/15-minute load averages.
-        "load_average": [round(load, 2) for load in os.getloadavg()],
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return info
+    tokenizer = TextTokenizer.from_directory(checkpoint)
+    cells = 0
+    for start in range(0, len(texts), DEFAULT_WINDOW):
+        lengths = tokenizer.tokenize(texts[start : start + DEFAULT_WINDOW]).lengths
+        cells += padding_stats(lengths, plan_batches(lengths, batch_tokens))[2]
+    return cells
 
 
 def export_once(checkpoint: Path, out_dir: Path, dtype: str) -> Path:
@@ -238,6 +153,9 @@ def main() -> None:
 
     import torch
 
+    from xretrieve.benchmarking import machine_info as machine
+    from xretrieve.benchmarking import make_sentences
+
     machine_info = machine()
     device = args.device
     if device == "auto":
@@ -252,6 +170,7 @@ def main() -> None:
         texts = make_sentences(args.sentences, args.seed, args.median_tokens, args.sigma)
         texts_path = tmp_dir / "texts.json"
         texts_path.write_text(json.dumps(texts), encoding="utf-8")
+        cells = attention_cells(checkpoint, texts, args.batch_tokens)
         backends, dtypes = args.backends.split(","), args.dtypes.split(",")
         exports = {}
         if "ort" in backends:
@@ -269,6 +188,7 @@ def main() -> None:
                     "repeats": args.repeats,
                     "texts": str(texts_path),
                     "config": config,
+                    "attention_cells": cells,
                 }
                 env = {**os.environ, "XRETRIEVE_CACHE": str(tmp_dir / "cache")}
                 run = subprocess.run(

@@ -88,5 +88,7 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(f"{value:.2f}" if isinstance(value, float) else str(value) for value in row))
+        table.add_row(
+            *(f"{value:.2f}" if isinstance(value, float) else str(value) for value in row)
+        )
     stdout.print(table)
