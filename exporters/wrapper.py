@@ -37,6 +37,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# Architectures without a pooler head (and without the add_pooling_layer argument).
+_NO_POOLER_TYPES = {"distilbert"}
+
 
 def load_projection(
     checkpoint_dir: Path | str, hidden_size: int
@@ -76,8 +79,11 @@ def load_checkpoint(
     from transformers import AutoModel
 
     checkpoint_dir = Path(checkpoint_dir)
-    read_checkpoint_config(checkpoint_dir)
+    config = read_checkpoint_config(checkpoint_dir)
     check_weights(checkpoint_dir)
+    # Sentence embeddings never use the pooler head; not building it also keeps transformers
+    # from reporting its weights as missing for checkpoints saved without one.
+    extra = {} if config.get("model_type") in _NO_POOLER_TYPES else {"add_pooling_layer": False}
     try:
         model = AutoModel.from_pretrained(
             checkpoint_dir,
@@ -86,6 +92,7 @@ def load_checkpoint(
             local_files_only=True,
             dtype=torch.float32,
             attn_implementation=attn_implementation,
+            **extra,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise InputError(checkpoint_dir, f"cannot load the checkpoint: {error}") from error
