@@ -209,6 +209,60 @@ def tune_threshold(
     return threshold, 100 * f1
 
 
+@dataclass(frozen=True)
+class BuccScoring:
+    """``result`` plus what it was computed from on the evaluation split: its id-level
+    ``candidates`` and, when it has gold, ``correct`` (one bool per candidate), e.g. for a
+    bootstrap over its sentences."""
+
+    result: BuccResult
+    candidates: Candidates
+    correct: np.ndarray | None
+
+
+def score_bucc(
+    tune: BuccSplit,
+    tune_src_emb: np.ndarray,
+    tune_tgt_emb: np.ndarray,
+    evaluation: BuccSplit,
+    eval_src_emb: np.ndarray,
+    eval_tgt_emb: np.ndarray,
+    config: MiningConfig = DEFAULT_CONFIG,
+    *,
+    progress: ProgressCallback | None = None,
+) -> BuccScoring:
+    """``evaluate_bucc`` that also returns the evaluation split's scored candidates."""
+    threshold, tune_f1 = tune_threshold(tune, tune_src_emb, tune_tgt_emb, config, progress=progress)
+    mining = mine_corpora(
+        evaluation.src, evaluation.tgt, eval_src_emb, eval_tgt_emb, config, progress=progress
+    )
+    candidates = id_candidates(mining, evaluation.src, evaluation.tgt)
+    if evaluation.gold is None:
+        n_extracted = int((candidates.score >= threshold).sum())
+        result = BuccResult(
+            threshold, None, None, None, tune_f1, None, len(candidates), n_extracted, None
+        )
+        return BuccScoring(result, candidates, None)
+    correct = gold_mask(candidates, evaluation.gold, evaluation.src, evaluation.tgt)
+    n_gold = len(evaluation.gold)
+    precision, recall, f1, n_extracted = precision_recall_f1(
+        candidates.score, correct, n_gold, threshold
+    )
+    _, oracle = optimize_threshold(candidates.score, correct, n_gold)
+    result = BuccResult(
+        threshold=threshold,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        tune_f1=tune_f1,
+        oracle_f1=100 * oracle,
+        n_candidates=len(candidates),
+        n_extracted=n_extracted,
+        n_gold=n_gold,
+    )
+    return BuccScoring(result, candidates, correct)
+
+
 def evaluate_bucc(
     tune: BuccSplit,
     tune_src_emb: np.ndarray,
@@ -225,30 +279,13 @@ def evaluate_bucc(
     Embeddings are (lines, d) float with rows aligned with ``split.src.texts`` /
     ``split.tgt.texts``. Without evaluation gold only the threshold and counts are known.
     """
-    threshold, tune_f1 = tune_threshold(tune, tune_src_emb, tune_tgt_emb, config, progress=progress)
-    mining = mine_corpora(
-        evaluation.src, evaluation.tgt, eval_src_emb, eval_tgt_emb, config, progress=progress
-    )
-    candidates = id_candidates(mining, evaluation.src, evaluation.tgt)
-    if evaluation.gold is None:
-        n_extracted = int((candidates.score >= threshold).sum())
-        return BuccResult(
-            threshold, None, None, None, tune_f1, None, len(candidates), n_extracted, None
-        )
-    correct = gold_mask(candidates, evaluation.gold, evaluation.src, evaluation.tgt)
-    n_gold = len(evaluation.gold)
-    precision, recall, f1, n_extracted = precision_recall_f1(
-        candidates.score, correct, n_gold, threshold
-    )
-    _, oracle = optimize_threshold(candidates.score, correct, n_gold)
-    return BuccResult(
-        threshold=threshold,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        tune_f1=tune_f1,
-        oracle_f1=100 * oracle,
-        n_candidates=len(candidates),
-        n_extracted=n_extracted,
-        n_gold=n_gold,
-    )
+    return score_bucc(
+        tune,
+        tune_src_emb,
+        tune_tgt_emb,
+        evaluation,
+        eval_src_emb,
+        eval_tgt_emb,
+        config,
+        progress=progress,
+    ).result

@@ -132,26 +132,16 @@ class BuccTask:
     def score(
         self, data: BuccData, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
-        from xretrieve.bucc import (
-            gold_mask,
-            id_candidates,
-            mine_corpora,
-            precision_recall_f1,
-            tune_threshold,
-        )
+        from xretrieve.bucc import score_bucc
 
-        tune_src, tune_tgt, eval_src, eval_tgt = embeddings
-        # The steps of xretrieve.bucc.evaluate_bucc, kept apart so that the evaluation split's
-        # candidates (needed for the bootstrap) are mined once; tests check equality with it.
-        threshold, tune_f1 = tune_threshold(data.tune, tune_src, tune_tgt, settings.mining)
-        evaluation = data.evaluation
-        mining = mine_corpora(evaluation.src, evaluation.tgt, eval_src, eval_tgt, settings.mining)
-        candidates = id_candidates(mining, evaluation.src, evaluation.tgt)
+        # One mining of the evaluation split serves the point estimate and the bootstrap.
+        scoring = score_bucc(data.tune, *embeddings[:2], data.evaluation, *embeddings[2:],
+                             settings.mining)  # fmt: skip
+        evaluation, result, candidates = data.evaluation, scoring.result, scoring.candidates
         gold = evaluation.gold or frozenset()
-        correct = gold_mask(candidates, gold, evaluation.src, evaluation.tgt)
-        precision, recall, f1, _ = precision_recall_f1(
-            candidates.score, correct, len(gold), threshold
-        )
+        correct = scoring.correct
+        threshold, f1 = result.threshold, result.f1
+        precision, recall, tune_f1 = result.precision, result.recall, result.tune_f1
         rows, tp, fp, fn = bucc_item_counts(
             candidates.src_row, candidates.score >= threshold, correct, gold, evaluation.src
         )
