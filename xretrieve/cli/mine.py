@@ -38,10 +38,14 @@ def sample_data_dir() -> Path:
 
 
 def embedding_source(
-    model: str | None, emb_dir: Path | None, data_dir: Path | None
+    model: str | None,
+    emb_dir: Path | None,
+    data_dir: Path | None,
+    progress: ProgressCallback | None = None,
 ) -> EmbeddingSource:
     """The ``EmbeddingSource`` for ``--model`` or ``--emb-dir`` (the default model when neither
-    is given). ``--emb-dir`` mirrors ``data_dir``."""
+    is given). ``--emb-dir`` mirrors ``data_dir``. ``progress`` sees the first-use conversion
+    and export of a model."""
     from xretrieve.embeddings import DirectorySource, EncoderSource
 
     if emb_dir is not None:
@@ -52,7 +56,7 @@ def embedding_source(
         return DirectorySource(emb_dir, data_dir)
     from xretrieve.encoding import load_encoder
 
-    return EncoderSource(load_encoder(model))
+    return EncoderSource(load_encoder(model, progress=progress))
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,9 @@ def _embed_inputs(
     model: str | None,
     emb_dir: Path | None,
     progress: ProgressCallback,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, EmbeddingSource | None]:
+    """Source and target embeddings, and the source they came from (None for --src/tgt-emb),
+    so that a tuning split is embedded by the same, already loaded, encoder."""
     from xretrieve.embeddings import embed_pair
     from xretrieve.formats import read_embeddings
 
@@ -146,9 +152,9 @@ def _embed_inputs(
             raise XRetrieveError("give either --model or --src-emb/--tgt-emb, not both")
         src_matrix = read_embeddings(src_emb, rows=len(inputs.src))
         tgt_matrix = read_embeddings(tgt_emb, rows=len(inputs.tgt), dim=src_matrix.shape[1])
-        return src_matrix, tgt_matrix
-    source = embedding_source(model, emb_dir, inputs.data_dir)
-    return embed_pair(source, inputs.src, inputs.tgt, progress)
+        return src_matrix, tgt_matrix, None
+    source = embedding_source(model, emb_dir, inputs.data_dir, progress)
+    return (*embed_pair(source, inputs.src, inputs.tgt, progress), source)
 
 
 def run_mine(
@@ -191,11 +197,13 @@ def run_mine(
     inputs = _read_inputs(src_lang, tgt_lang, src_file, tgt_file, data_dir, split, gold_file)
     summary: dict[str, Any] = {"input": inputs.label}
     with progress_bars(show_progress) as progress:
-        src_matrix, tgt_matrix = _embed_inputs(inputs, src_emb, tgt_emb, model, emb_dir, progress)
+        src_matrix, tgt_matrix, source = _embed_inputs(
+            inputs, src_emb, tgt_emb, model, emb_dir, progress
+        )
         threshold_source = "given" if threshold is not None else "none"
         if tune_split is not None:
             tune = read_bucc_split(data_dir, src_lang, tune_split)
-            source = embedding_source(model, emb_dir, data_dir)
+            source = source or embedding_source(model, emb_dir, data_dir, progress)
             tune_src, tune_tgt = embed_pair(source, tune.src, tune.tgt, progress)
             threshold, tune_f1 = tune_threshold(tune, tune_src, tune_tgt, config, progress=progress)
             threshold_source = "tuned"

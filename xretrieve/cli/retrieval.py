@@ -45,7 +45,7 @@ def run_bucc(
         )
         for lang in langs
     }
-    source = embedding_source(model, emb_dir, data_dir)
+    source = embedding_source(model, emb_dir, data_dir, progress)
     results = {}
     for lang, (tune, evaluation) in splits.items():
         tune_src, tune_tgt = embed_pair(source, tune.src, tune.tgt, progress)
@@ -71,7 +71,7 @@ def run_tatoeba(
     from xretrieve.tatoeba import evaluate_tatoeba
 
     pairs = {lang: read_tatoeba(data_dir, lang) for lang in langs}
-    source = embedding_source(model, emb_dir, data_dir)
+    source = embedding_source(model, emb_dir, data_dir, progress)
     results = {}
     for lang, pair in pairs.items():
         xx_emb, en_emb = embed_pair(source, pair.src, pair.eng, progress)
