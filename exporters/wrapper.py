@@ -7,8 +7,10 @@ This module imports torch; ``import exporters`` does not (its names load lazily)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,24 @@ logger = logging.getLogger(__name__)
 
 # Architectures without a pooler head (and without the add_pooling_layer argument).
 _NO_POOLER_TYPES = {"distilbert"}
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Without transformers' load report (it lists the unused pooler's weights as unexpected or
+    missing) and weight-loading bar on stderr; errors still raise. Restores both settings."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_projection(
@@ -85,15 +105,16 @@ def load_checkpoint(
     # from reporting its weights as missing for checkpoints saved without one.
     extra = {} if config.get("model_type") in _NO_POOLER_TYPES else {"add_pooling_layer": False}
     try:
-        model = AutoModel.from_pretrained(
-            checkpoint_dir,
-            trust_remote_code=False,
-            use_safetensors=True,
-            local_files_only=True,
-            dtype=torch.float32,
-            attn_implementation=attn_implementation,
-            **extra,
-        )
+        with _quiet_transformers():
+            model = AutoModel.from_pretrained(
+                checkpoint_dir,
+                trust_remote_code=False,
+                use_safetensors=True,
+                local_files_only=True,
+                dtype=torch.float32,
+                attn_implementation=attn_implementation,
+                **extra,
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise InputError(checkpoint_dir, f"cannot load the checkpoint: {error}") from error
     model.eval()
