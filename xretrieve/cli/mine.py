@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -250,7 +251,11 @@ def run_mine(
         [[key, "-" if value is None else value] for key, value in summary.items()],
     )
     if rows:
-        preview = [[row[0], row[-2][:60], row[-1][:60]] for row in rows[:PREVIEW_PAIRS]]
+        preview = [
+            [row[0], textwrap.shorten(row[-2], 60, placeholder=" …"),
+             textwrap.shorten(row[-1], 60, placeholder=" …")]
+            for row in rows[:PREVIEW_PAIRS]
+        ]  # fmt: skip
         print_table(f"first {len(preview)} pairs", ["score", "source", "target"], preview)
     else:
         stdout.print("no pair reaches the threshold")
