@@ -205,3 +205,13 @@ def test_tsv_line_without_tab_in_data_dir(planted) -> None:
     result = invoke("--data-dir", str(root / "data"), "--emb-dir", str(root / "emb"))
     assert result.exit_code == 2
     assert "de-en.test.en:2: expected 'id<TAB>sentence'" in " ".join(result.stderr.split())
+
+
+def test_error_messages_are_printed_literally(tmp_path: Path) -> None:
+    # A rich-markup-looking file name must reach stderr unchanged, not be parsed as a style tag.
+    missing = tmp_path / "[[tasks]].txt"
+    result = CliRunner().invoke(
+        app, ["mine", "--src-file", str(missing), "--tgt-file", str(missing)]
+    )
+    assert result.exit_code == 2
+    assert "[[tasks]].txt" in result.stderr

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -42,7 +43,10 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except XRetrieveError as error:
-            stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            # escape: messages quote user text and config syntax such as "[[tasks]]".
+            stderr.print(
+                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(EXIT_INPUT_ERROR) from None
         except KeyboardInterrupt:
             stderr.print("[yellow]interrupted[/]")
