@@ -104,3 +104,53 @@ def test_missing_model_exits_2(tmp_path: Path) -> None:
     source.write_text("x\n", encoding="utf-8")
     result = _invoke(str(tmp_path / "nope"), str(source), "--out", str(tmp_path / "e.npy"))
     assert result.exit_code == 2 and "no such model directory" in result.stderr
+
+
+def test_output_equal_to_the_input_is_refused(tiny_xlmr_checkpoint: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("keep me\n", encoding="utf-8")
+    for out in (source, tmp_path / "." / "in.txt"):
+        result = _invoke(str(tiny_xlmr_checkpoint), str(source), "--out", str(out), "--no-progress")
+        assert result.exit_code == 2, result.output
+        assert "is the input file" in result.stderr
+    assert source.read_text(encoding="utf-8") == "keep me\n"
+
+
+def _temp_files(directory: Path) -> list[Path]:
+    return [path for path in directory.iterdir() if path.name.endswith(".tmp")]
+
+
+def test_too_little_free_space_is_refused_before_writing(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\n", encoding="utf-8")
+    out = tmp_path / "out" / "emb.npy"
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    result = _invoke(str(tiny_xlmr_checkpoint), str(source), "--out", str(out), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "not enough free space" in result.stderr and "emb.npy" in result.stderr
+    assert not out.exists() and _temp_files(out.parent) == []
+
+
+def test_disk_full_while_reserving_the_output_exits_2_and_leaves_nothing(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    def full(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\n", encoding="utf-8")
+    out = tmp_path / "emb.npy"
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    result = _invoke(str(tiny_xlmr_checkpoint), str(source), "--out", str(out), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert "no space left on the device" in result.stderr
+    assert not out.exists() and _temp_files(tmp_path) == []

@@ -91,3 +91,12 @@ def test_failed_embedding_leaves_no_output(tmp_path: Path, encoder: SentenceEnco
 def test_missing_input_is_an_input_error(tmp_path: Path, encoder: SentenceEncoder) -> None:
     with pytest.raises(InputError, match="cannot read"):
         embed_file(encoder, tmp_path / "nope.txt", tmp_path / "emb.npy")
+
+
+def test_the_memory_mapped_output_is_allocated_before_it_is_written(tmp_path: Path) -> None:
+    # A sparse file would only run out of space on a write through the map (SIGBUS).
+    path = tmp_path / "out.npy"
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(4096, 64))
+    streaming._reserve_blocks(path)
+    assert path.stat().st_blocks * 512 >= path.stat().st_size
+    del out

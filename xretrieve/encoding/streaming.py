@@ -5,7 +5,9 @@ bounded however large the input is."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,10 +104,12 @@ def embed_file(
     or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two windows of
     ``encoder.window`` sentences, never the whole input or output."""
     input_path, output_path = Path(input_path), Path(output_path)
+    check_output_path(input_path, output_path)
     n_lines = count_lines(input_path)
     width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
     shape = (n_lines, *width)
     output_path.parent.mkdir(parents=True, exist_ok=True)
+    _check_free_space(output_path, 4 * int(np.prod(shape)) + _NPY_HEADER_BYTES)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{output_path.name}.", suffix=".tmp", dir=output_path.parent
     )
@@ -121,6 +125,7 @@ def embed_file(
             )
         else:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            _reserve_blocks(tmp)
 
             def sink(start: int, rows: np.ndarray) -> None:
                 out[start : start + len(rows)] = rows
@@ -137,8 +142,54 @@ def embed_file(
             out.flush()
             del out
         os.replace(tmp, output_path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(
+                output_path, f"no space left on the device to write the embeddings ({shape})"
+            ) from None
         raise
     return EmbedFileResult(input_path, output_path, shape, stats)
+
+
+# np.lib.format pads the header of a .npy file to a multiple of 64 bytes; 4 KiB is ample.
+_NPY_HEADER_BYTES = 4096
+
+
+def check_output_path(input_path: Path, output_path: Path) -> None:
+    """Refuse an output that would replace the input file (``embed X --out X``)."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    same = output_path.resolve() == input_path.resolve()
+    if not same and output_path.exists() and input_path.exists():
+        same = os.path.samefile(output_path, input_path)
+    if same:
+        raise InputError(
+            output_path, "is the input file: writing the embeddings there would destroy it"
+        )
+
+
+def _check_free_space(output_path: Path, needed: int) -> None:
+    """Refuse to start when the output's file system cannot hold ``needed`` bytes: a memory-mapped
+    write into a full disk is a SIGBUS, not an error the process can report."""
+    free = shutil.disk_usage(output_path.parent).free
+    if free < needed:
+        raise InputError(
+            output_path,
+            f"not enough free space for the embeddings: {needed / 2**20:.1f} MiB needed, "
+            f"{free / 2**20:.1f} MiB free",
+        )
+
+
+def _reserve_blocks(path: Path) -> None:
+    """Allocate every block of the (sparse) memory-mapped output now, so that the disk filling
+    up later raises ENOSPC here instead of SIGBUS on a write through the map."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the free-space check must do
+        return
+    with path.open("r+b") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # file system without it
+                return
+            raise
