@@ -154,3 +154,62 @@ def test_disk_full_while_reserving_the_output_exits_2_and_leaves_nothing(
     assert result.exit_code == 2, result.output
     assert "no space left on the device" in result.stderr
     assert not out.exists() and _temp_files(tmp_path) == []
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_xlmr_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from exporters import ExportConfig, export_checkpoint
+
+    out = tmp_path_factory.mktemp("sigterm") / "export"
+    export_checkpoint(tiny_xlmr_checkpoint, out, ExportConfig(dtype="fp32"))
+    return out
+
+
+def test_sigterm_during_embed_exits_143_and_leaves_no_temp_file(
+    tiny_export: Path, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "big.txt"
+    line = "Der Hund läuft in den Park und spielt mit dem Ball, the cat sat on the mat\n"
+    source.write_text(line * 200_000, encoding="utf-8")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from xretrieve.cli.app import main; main()",
+            "embed",
+            str(tiny_export),
+            str(source),
+            "--out",
+            str(out_dir / "emb.npy"),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        # The temporary output appears once the lines are counted and embedding starts.
+        while not _temp_files(out_dir) and process.poll() is None:
+            assert time.monotonic() < deadline, "embed never started writing"
+            time.sleep(0.05)
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr.decode()
+    assert "terminated" in stderr.decode()
+    assert list(out_dir.iterdir()) == []

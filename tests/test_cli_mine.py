@@ -215,3 +215,30 @@ def test_error_messages_are_printed_literally(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "[[tasks]].txt" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
+def test_non_finite_threshold_is_refused(planted, value: str) -> None:
+    root, _ = planted
+    result = invoke(*bucc_args(root), "--threshold", value, "--json")
+    assert result.exit_code == 2, result.output
+    assert "finite number" in result.output
+    assert "NaN" not in result.stdout and "Infinity" not in result.stdout
+
+
+def _strict_json(text: str):
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_never_holds_nan_or_infinity(capsys: pytest.CaptureFixture[str]) -> None:
+    from xretrieve.cli.common import print_json
+
+    print_json({"f1": float("nan"), "rows": [1.5, float("inf"), {"low": -float("inf")}], "k": 4})
+    assert _strict_json(capsys.readouterr().out) == {
+        "f1": None,
+        "rows": [1.5, None, {"low": None}],
+        "k": 4,
+    }

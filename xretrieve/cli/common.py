@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -32,16 +35,45 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as a KeyboardInterrupt so that every clean-up path
+    written for Ctrl-C (temporary files removed, the trainer's resumable checkpoint) runs."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises ``Terminated`` in the main thread (once: a second SIGTERM
+    during the clean-up is ignored); the previous handler is restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def reports_errors(command: F) -> F:
-    """Turn the library's own errors into one line on stderr and exit code 2, and Ctrl-C into
-    exit code 130, instead of a traceback."""
+    """Turn the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit
+    code 130 and SIGTERM into 143 (after the same clean-up), instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return command(*args, **kwargs)
+        except Terminated:
+            stderr.print("[yellow]terminated[/]")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except XRetrieveError as error:
             # escape: messages quote user text and config syntax such as "[[tasks]]".
             stderr.print(
@@ -81,9 +113,30 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
         yield report
 
 
+def finite_float(value: float | None) -> float | None:
+    """A typer callback for float options: NaN and infinities are refused (exit 2)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, not {value}")
+    return value
+
+
+def json_safe(payload: Any) -> Any:
+    """``payload`` with every NaN or infinite float replaced by None: JSON has no such numbers."""
+    if isinstance(payload, float):
+        return payload if math.isfinite(payload) else None
+    if isinstance(payload, dict):
+        return {key: json_safe(value) for key, value in payload.items()}
+    if isinstance(payload, list | tuple):
+        return [json_safe(value) for value in payload]
+    return payload
+
+
 def print_json(payload: Any) -> None:
-    """Machine-readable output: one JSON document on stdout."""
-    typer.echo(json.dumps(payload, indent=2, sort_keys=False, ensure_ascii=False))
+    """Machine-readable output: one JSON document on stdout (non-finite numbers as null)."""
+    text = json.dumps(
+        json_safe(payload), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False
+    )
+    typer.echo(text)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

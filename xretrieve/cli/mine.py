@@ -20,7 +20,14 @@ import numpy as np
 import typer
 
 from xretrieve.bucc import CorpusMining
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors, stdout
+from xretrieve.cli.common import (
+    finite_float,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    stdout,
+)
 from xretrieve.embeddings import EmbeddingSource
 from xretrieve.errors import XRetrieveError
 from xretrieve.formats import Corpus
@@ -291,7 +298,8 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[
             float | None,
             typer.Option(
-                help=f"Keep pairs with score >= this (ratio margin default: {DEFAULT_RATIO_THRESHOLD})"
+                help=f"Keep pairs with score >= this (ratio margin default: {DEFAULT_RATIO_THRESHOLD})",
+                callback=finite_float,
             ),
         ] = None,
         tune_split: Annotated[
