@@ -163,3 +163,9 @@ def test_readme_multitask_example_parses(tmp_path: Path) -> None:
         "ccg",
         "image_text",
     } <= presets
+
+
+def test_toml_config_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_bytes("\ufeff".encode() + TOML.encode())
+    assert load_config(path).seed == 7

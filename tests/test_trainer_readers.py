@@ -189,3 +189,18 @@ def test_declared_tags_reject_unknown(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="unknown tag 'X'"):
         _read(task, path)
+
+
+def test_a_utf8_byte_order_mark_is_read_like_every_other_reader(tmp_path: Path) -> None:
+    bom = "\ufeff".encode()
+    task, path = _task(
+        tmp_path,
+        [{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}],
+        preset="mnli",
+    )
+    path.write_bytes(bom + path.read_bytes())
+    assert [e.label for e in _read(task, path).examples] == [1]
+    conll = tmp_path / "train.conll"
+    conll.write_bytes(bom + b"John NNP B-PER\nruns VBZ O\n")
+    task = config_from_dict({"tasks": [{"preset": "conll", "train": str(conll)}]}).tasks[0]
+    assert [e.words for e in _read(task, conll).examples] == [("John", "runs")]

@@ -170,7 +170,7 @@ def load_config(path: Path | str) -> TrainConfig:
     """Read a TOML (``.toml``) or YAML (``.yaml``/``.yml``) config file into a TrainConfig."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise InputError(path, f"cannot read config: {error.strerror}") from None
     if path.suffix == ".toml":

@@ -209,7 +209,7 @@ def read_task_file(
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based line, record) for each non-blank line; bad JSON or a non-object is an error."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
     with handle:
@@ -419,7 +419,7 @@ def _squad_records(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
     """Flatten the official SQuAD JSON into one record per question; the line of each question
     is found from its id so errors point into pretty-printed files too."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
     try:
@@ -501,7 +501,7 @@ def _conll_sentences(
     tags: list[str] = []
     start = 1
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
     for line_no, line in enumerate(lines + [""], start=1):
@@ -558,7 +558,7 @@ def _read_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> Task
                 break
         return TaskData(tuple(examples))
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, encoding="utf-8-sig")
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
     with handle:
