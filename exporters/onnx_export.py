@@ -31,6 +31,7 @@ from exporters.manifest import (
     FORMAT_VERSION,
     INPUT_NAMES,
     LAYER_EMBEDDINGS,
+    MANIFEST_NAME,
     MODEL_NAME,
     Manifest,
     write_manifest,
@@ -61,7 +62,8 @@ def export_checkpoint(
 
     ``out_dir`` receives ``model.onnx`` (plus ``model.onnx.data`` over 2 GiB), the tokenizer
     files and ``manifest.json``, atomically: on any error nothing is left at ``out_dir`` (an
-    existing export there is replaced only on success). The graph's inputs are ``input_ids``
+    existing export there is replaced only on success; anything else there is refused, see
+    ``check_export_target``). The graph's inputs are ``input_ids``
     and ``attention_mask`` int64 ``[batch, sequence]``; its output ``embeddings`` float32
     ``[batch, dim]`` (the first of ``config.layers``), plus ``layer_embeddings`` float32
     ``[batch, n_layers, dim]`` when several layers are asked for.
@@ -91,6 +93,7 @@ def export_checkpoint(
 
     step("load")
     checkpoint_config = read_checkpoint_config(checkpoint_dir)
+    check_export_target(checkpoint_dir, out_dir)
     check_weights(checkpoint_dir)
     check_tokenizer(checkpoint_dir)
     # Checked before the (possibly slow) model load; again below against the loaded config.
@@ -182,6 +185,71 @@ def export_checkpoint(
         "exported %s to %s in %.1f s", checkpoint_dir, out_dir, time.perf_counter() - started
     )
     return manifest
+
+
+# What an export directory holds besides manifest.json and its ONNX files: the files a
+# tokenizer's save_pretrained writes, and the integrity record of a cached export.
+_TOKENIZER_FILE_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "chat_template")
+_TOKENIZER_FILE_NAMES = frozenset({"vocab.txt", "vocab.json", "merges.txt"})
+_TOKENIZER_FILE_SUFFIXES = (".model",)
+_INTEGRITY_RECORD = ".xretrieve-digests.json"
+
+
+def check_export_target(checkpoint_dir: Path, out_dir: Path) -> None:
+    """Refuse an ``out_dir`` whose replacement would destroy something that is not an export:
+    the checkpoint itself (``out_dir`` equal to it, inside it, or holding it), a file, or a
+    non-empty directory that is not an earlier export or holds files no export writes. An
+    empty directory and an earlier export (replaced atomically on success) are accepted.
+    Raises ``XRetrieveError``."""
+    from exporters.manifest import read_manifest
+
+    source, target = Path(checkpoint_dir).resolve(), Path(out_dir).resolve()
+    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+        raise XRetrieveError(
+            f"--out {out_dir} would overwrite the checkpoint {checkpoint_dir} being exported: "
+            "choose a directory outside it"
+        )
+    if not os.path.lexists(out_dir):
+        return
+    if not Path(out_dir).is_dir():
+        raise XRetrieveError(f"--out {out_dir} exists and is not a directory")
+    entries = sorted(Path(out_dir).iterdir())
+    if not entries:
+        return
+    if not (Path(out_dir) / MANIFEST_NAME).is_file():
+        raise XRetrieveError(
+            f"--out {out_dir} is a non-empty directory that is not an xretrieve export (no "
+            f"{MANIFEST_NAME}); an export replaces its directory: choose a new or empty one"
+        )
+    try:
+        manifest = read_manifest(out_dir)
+    except InputError as error:
+        raise XRetrieveError(
+            f"--out {out_dir} holds an unreadable manifest ({error.detail}): it is not replaced; "
+            "choose a new or empty directory"
+        ) from None
+    foreign = [
+        entry.name
+        for entry in entries
+        if not (entry.is_file() and _is_export_file(entry.name, manifest.onnx_files))
+    ]
+    if foreign:
+        raise XRetrieveError(
+            f"--out {out_dir} is an earlier export but also holds {', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}, which an export does not write; replacing "
+            "it would delete them: move them or choose another directory"
+        )
+
+
+def _is_export_file(name: str, onnx_files: tuple[str, ...]) -> bool:
+    return (
+        name in (MANIFEST_NAME, _INTEGRITY_RECORD)
+        or name in onnx_files
+        or name.startswith(MODEL_NAME)
+        or name.startswith(_TOKENIZER_FILE_PREFIXES)
+        or name in _TOKENIZER_FILE_NAMES
+        or name.endswith(_TOKENIZER_FILE_SUFFIXES)
+    )
 
 
 def _check_projection_fits(

@@ -597,6 +597,62 @@ def test_cli_errors_exit_2(tiny_xlmr_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_export_never_replaces_the_checkpoint_or_foreign_files(tiny_xlmr_checkpoint, tmp_path):
+    from xretrieve.cli.app import app
+
+    runner = CliRunner()
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(tiny_xlmr_checkpoint, checkpoint)
+    (checkpoint / "NOTES.md").write_text("x\n")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "NOTES.md").write_text("mine\n")
+    before = {path: _tree(path) for path in (checkpoint, notes)}
+    cases = [
+        (checkpoint, "would overwrite the checkpoint"),
+        (checkpoint / ".", "would overwrite the checkpoint"),
+        (checkpoint / "export", "would overwrite the checkpoint"),
+        (tmp_path, "would overwrite the checkpoint"),  # the checkpoint is inside it
+        (notes, "not an xretrieve export"),
+        (notes / "NOTES.md", "not a directory"),
+    ]
+    for out, message in cases:
+        result = runner.invoke(
+            app, ["export", str(checkpoint), "--out", str(out), "--dtype", "fp32"]
+        )
+        assert result.exit_code == 2, (out, result.output)
+        assert message in result.stderr, (out, result.stderr)
+    assert {path: _tree(path) for path in (checkpoint, notes)} == before
+    assert not (checkpoint / "export").exists()
+
+
+def test_an_earlier_export_is_replaced_only_when_it_holds_nothing_else(
+    tiny_xlmr_checkpoint, tmp_path
+):
+    from exporters.onnx_export import check_export_target
+
+    out = tmp_path / "export"
+    out.mkdir()  # an empty directory is fine
+    _export(tiny_xlmr_checkpoint, out, dtype="fp32", optimize=False)
+    check_export_target(tiny_xlmr_checkpoint, out)  # an earlier export: replaceable
+    (out / "NOTES.md").write_text("keep\n")
+    with pytest.raises(XRetrieveError, match=r"also holds NOTES\.md"):
+        _export(tiny_xlmr_checkpoint, out, dtype="fp32", optimize=False)
+    assert (out / "NOTES.md").read_text() == "keep\n"
+    (out / "NOTES.md").unlink()
+    (out / "manifest.json").write_text("{broken")
+    with pytest.raises(XRetrieveError, match="unreadable manifest"):
+        check_export_target(tiny_xlmr_checkpoint, out)
+
+
 # ---------------------------------------------------------------- GPU
 
 
