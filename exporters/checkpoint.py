@@ -4,6 +4,7 @@ config of a built-in architecture, no remote code, and safetensors weights."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,47 @@ def check_weights(checkpoint_dir: Path) -> None:
             ".save_pretrained(dir, safe_serialization=True)) and export again",
         )
     raise InputError(checkpoint_dir, "no model.safetensors (or model.safetensors.index.json)")
+
+
+# Weights of heads that sit on top of an encoder (pre-training and task heads); a checkpoint
+# saved from e.g. XLMRobertaForMaskedLM carries them, and an encoder rightly leaves them unused.
+_HEAD_PREFIXES = (
+    "pooler.",
+    "lm_head.",
+    "cls.",
+    "vocab_transform.",
+    "vocab_layer_norm.",
+    "vocab_projector.",
+    "classifier.",
+    "pre_classifier.",
+    "qa_outputs.",
+)
+
+
+def check_loaded_weights(
+    checkpoint_dir: Path, missing: Iterable[str], unexpected: Iterable[str]
+) -> None:
+    """Raise ``InputError`` naming the tensors when loading left encoder parameters without a
+    stored value (they would be random) or stored tensors unused that are no known head's:
+    ``missing``/``unexpected`` are transformers' ``missing_keys``/``unexpected_keys``. The pooler
+    is never used for sentence embeddings, so its absence is not an error."""
+    missing = sorted(name for name in missing if not name.startswith("pooler."))
+    unexpected = sorted(name for name in unexpected if not name.startswith(_HEAD_PREFIXES))
+    problems = []
+    if missing:
+        problems.append(f"missing {_names(missing)} (they would be random)")
+    if unexpected:
+        problems.append(f"unexpected {_names(unexpected)} (no parameter of the model takes them)")
+    if problems:
+        raise InputError(
+            Path(checkpoint_dir) / "model.safetensors",
+            "weights do not match the architecture in config.json: " + "; ".join(problems),
+        )
+
+
+def _names(names: list[str], shown: int = 8) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def check_tokenizer(checkpoint_dir: Path) -> None:

@@ -20,6 +20,7 @@ from exporters.checkpoint import (
     LAYER_LISTS,
     PROJECTION_WEIGHTS,
     SUPPORTED_MODEL_TYPES,
+    check_loaded_weights,
     check_weights,
     read_checkpoint_config,
     read_projection_info,
@@ -95,7 +96,7 @@ def load_checkpoint(
     "eager" is the default because its graph is the one ONNX Runtime's transformer optimizer
     fuses into its Attention operator; "sdpa" is faster for inference in torch itself.
     Raises ``InputError`` for a missing directory, config.json or weights, pickle-only
-    weights, remote code (``auto_map``), or an unsupported ``model_type``."""
+    weights, weights that do not match the architecture (missing or unexpected tensors), remote code (``auto_map``), or an unsupported ``model_type``."""
     from transformers import AutoModel
 
     checkpoint_dir = Path(checkpoint_dir)
@@ -106,17 +107,19 @@ def load_checkpoint(
     extra = {} if config.get("model_type") in _NO_POOLER_TYPES else {"add_pooling_layer": False}
     try:
         with _quiet_transformers():
-            model = AutoModel.from_pretrained(
+            model, info = AutoModel.from_pretrained(
                 checkpoint_dir,
                 trust_remote_code=False,
                 use_safetensors=True,
                 local_files_only=True,
                 dtype=torch.float32,
                 attn_implementation=attn_implementation,
+                output_loading_info=True,
                 **extra,
             )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise InputError(checkpoint_dir, f"cannot load the checkpoint: {error}") from error
+    check_loaded_weights(checkpoint_dir, info["missing_keys"], info["unexpected_keys"])
     model.eval()
     return model, model.config
 

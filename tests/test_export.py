@@ -4,6 +4,7 @@ independently of the exporter's wrapper (masked mean of hidden_states[l], then L
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -651,6 +652,48 @@ def test_an_earlier_export_is_replaced_only_when_it_holds_nothing_else(
     (out / "manifest.json").write_text("{broken")
     with pytest.raises(XRetrieveError, match="unreadable manifest"):
         check_export_target(tiny_xlmr_checkpoint, out)
+
+
+@pytest.mark.parametrize(
+    ("drop", "add", "message"),
+    [
+        (
+            ("embeddings.word_embeddings.weight",),
+            (),
+            r"missing embeddings\.word_embeddings\.weight",
+        ),
+        ((), ("encoder.layer.9.output.dense.weight",), r"unexpected encoder\.layer\.9\.output"),
+    ],
+)
+def test_checkpoint_with_missing_or_unexpected_tensors_is_refused(
+    tiny_xlmr_checkpoint, tmp_path, drop, add, message
+):
+    from tiny_models import edit_weights
+
+    from xretrieve.cli.app import app
+
+    checkpoint = tmp_path / "ck"
+    shutil.copytree(tiny_xlmr_checkpoint, checkpoint)
+    edit_weights(checkpoint, drop=drop, add=add)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["export", str(checkpoint), "--out", str(out), "--dtype", "fp32", "--no-optimize"]
+    )
+    assert result.exit_code == 2, result.output
+    assert re.search(message, result.stderr), result.stderr
+    assert "model.safetensors" in result.stderr and not out.exists()
+
+
+def test_pretraining_head_weights_are_not_unexpected(tiny_xlmr_checkpoint, tmp_path):
+    from tiny_models import edit_weights
+
+    checkpoint = tmp_path / "mlm"
+    shutil.copytree(tiny_xlmr_checkpoint, checkpoint)
+    edit_weights(checkpoint, add=("lm_head.bias", "lm_head.dense.weight"))
+    manifest = export_checkpoint(
+        checkpoint, tmp_path / "out", ExportConfig(dtype="fp32", optimize=False)
+    )
+    assert manifest.validation is not None
 
 
 # ---------------------------------------------------------------- GPU

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import trainer_data
+from tiny_models import edit_weights
 
 from xretrieve.errors import InputError
 from xretrieve.trainer import Trainer, config_from_dict
@@ -296,6 +297,12 @@ def test_bad_base_and_bad_image_rows(tiny_xlmr_checkpoint, tmp_path: Path) -> No
     task = trainer_data.write_pair_task(tmp_path / "data")
     with pytest.raises(InputError, match="auto_map"):
         Trainer(_config(remote, tmp_path / "out", [task])).train()
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_xlmr_checkpoint, damaged)
+    edit_weights(damaged, drop=("embeddings.word_embeddings.weight",), add=("stray.weight",))
+    with pytest.raises(InputError, match="missing embeddings.word_embeddings.weight") as info:
+        Trainer(_config(damaged, tmp_path / "out", [task])).train()
+    assert "unexpected stray.weight" in str(info.value)
     image_task = trainer_data.write_image_text_task(tmp_path / "images", n_images=4)
     np.save(tmp_path / "images/images.npy", np.zeros((2, 12), dtype=np.float32))
     with pytest.raises(InputError, match="image row 2 but the feature file has 2 rows") as info:

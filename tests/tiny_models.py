@@ -149,3 +149,18 @@ SAMPLE_SENTENCES = [
     "",
     "An unusually long sentence " * 8,
 ]
+
+
+def edit_weights(checkpoint: Path, drop: tuple[str, ...] = (), add: tuple[str, ...] = ()) -> None:
+    """Rewrite ``checkpoint/model.safetensors`` without the tensors ``drop`` and with a small
+    extra tensor under each name of ``add`` (a damaged or mismatched checkpoint)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(checkpoint) / "model.safetensors"
+    tensors = load_file(str(path))
+    for name in drop:
+        del tensors[name]
+    for name in add:
+        tensors[name] = torch.zeros(3)
+    save_file(tensors, str(path), metadata={"format": "pt"})

@@ -122,6 +122,8 @@ def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
 def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    from exporters.checkpoint import check_loaded_weights
+
     source = Path(source)
     if not (source / "config.json").is_file():
         raise InputError(source, "not a Hugging Face checkpoint folder (no config.json)")
@@ -130,7 +132,10 @@ def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
         raise InputError(
             source / "config.json", "checkpoints needing custom code (auto_map) are refused"
         )
-    encoder = AutoModel.from_pretrained(source, use_safetensors=True, trust_remote_code=False)
+    encoder, info = AutoModel.from_pretrained(
+        source, use_safetensors=True, trust_remote_code=False, output_loading_info=True
+    )
+    check_loaded_weights(source, info["missing_keys"], info["unexpected_keys"])
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     if not getattr(tokenizer, "is_fast", False):
         raise InputError(source, "the trainer needs a fast tokenizer (tokenizer.json)")
