@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from tiny_models import make_tiny_checkpoint
 
 from xretrieve.bucc import evaluate_bucc
 from xretrieve.embeddings import EncoderSource, embed_pair
+from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.evaluation import (
     JOSHI_CLASSES,
     EvaluationConfig,
@@ -140,7 +142,7 @@ def test_numbers_equal_bucc_and_tatoeba_scoring(tmp_path: Path, checkpoints) -> 
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert list(json.loads(lines[0])) == [
         "checkpoint", "checkpoint_hash", "layer", "task", "lang", "metric", "value", "ci_low",
-        "ci_high", "n", "error",
+        "ci_high", "n", "error", "settings",
     ]  # fmt: skip
     csv_lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert len(csv_lines) == len(lines) + 1
@@ -201,6 +203,48 @@ def test_resumed_run_equals_uninterrupted(tmp_path: Path, checkpoints) -> None:
     assert (tmp_path / "full" / "leaderboard.md").read_text() == (
         tmp_path / "resumed" / "leaderboard.md"
     ).read_text()
+
+
+def _scoring(k: int) -> ScoringSettings:
+    return ScoringSettings(resamples=200, device="cpu", mining=MiningConfig(k=k, device="cpu"))
+
+
+@pytest.mark.parametrize("run_json", ["deleted", "corrupt"])
+def test_changed_k_never_reuses_rows_scored_with_another_k(
+    tmp_path: Path, checkpoints, run_json: str
+) -> None:
+    data = make_dataset(tmp_path / "data")
+    config = _config(tmp_path, checkpoints, data, tasks=("bucc",), scoring=_scoring(1))
+    evaluate(config, encoder_factory=Factory())
+    run = tmp_path / "out" / "run.json"
+    with pytest.raises(XRetrieveError, match="other settings"):
+        evaluate(replace(config, scoring=_scoring(8)), encoder_factory=Factory())
+    if run_json == "deleted":
+        run.unlink()
+    else:
+        run.write_text("{not json")
+    summary = evaluate(replace(config, scoring=_scoring(8)), encoder_factory=Factory())
+    assert summary.skipped_units == 0 and summary.scored_units > 0
+    fresh = evaluate(
+        replace(config, scoring=_scoring(8), out_dir=tmp_path / "fresh"), encoder_factory=Factory()
+    )
+
+    def values(rows):
+        return sorted((r.checkpoint, r.lang, r.metric, r.value) for r in rows)
+
+    assert values(summary.rows) == values(fresh.rows)
+    assert json.loads(run.read_text())["mining"]["k"] == 8
+
+
+def test_a_failed_run_does_not_pin_the_settings_of_the_next(tmp_path: Path, checkpoints) -> None:
+    data = make_dataset(tmp_path / "data")
+    bad = _config(tmp_path, checkpoints, data, models=(str(tmp_path / "no-such-model"),))
+    with pytest.raises(InputError, match="no-such-model"):
+        evaluate(bad, encoder_factory=Factory())
+    assert not (tmp_path / "out" / "run.json").exists()
+    corrected = _config(tmp_path, checkpoints, data, tasks=("bucc",), scoring=_scoring(2))
+    summary = evaluate(corrected, encoder_factory=Factory())
+    assert summary.scored_units > 0 and not summary.failures
 
 
 def test_bad_or_missing_language_data_fails_only_that_language(tmp_path: Path, checkpoints) -> None:
@@ -367,3 +411,15 @@ def test_layer_cache_embeds_distinct_texts_once(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "m" / "layer2")
     again = LayerEmbeddingCache(tmp_path, "m", encoder, (1, 2))
     assert again.ensure(texts) == 4  # a layer lost: re-encoded for all layers in one pass
+
+
+def test_result_rows_never_write_nan_or_infinity() -> None:
+    from xretrieve.evaluation.results import ResultRow, row_to_json
+
+    row = ResultRow("m", "h", 2, "bucc", "de", "f1", float("nan"), ci_low=float("-inf"), n=3)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    payload = json.loads(row_to_json(row), parse_constant=refuse)
+    assert payload["value"] is None and payload["ci_low"] is None and payload["n"] == 3

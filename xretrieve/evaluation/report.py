@@ -380,8 +380,13 @@ def write_reports(
     write_csv(out_dir / "results.csv", all_rows)
     in_scope = {(p.checkpoint_hash, layer) for p in plans for layer in p.layers}
     task_names = {task.name for task in tasks}
+    settings = config.scoring.fingerprint()  # rows scored otherwise are history, not results
     rows = [
-        r for r in all_rows if (r.checkpoint_hash, r.layer) in in_scope and r.task in task_names
+        r
+        for r in all_rows
+        if (r.checkpoint_hash, r.layer) in in_scope
+        and r.task in task_names
+        and r.settings == settings
     ]
     scores = primary_scores(
         rows, {t.name: t.primary_metric for t in tasks}, SampleStore(out_dir / "bootstrap")

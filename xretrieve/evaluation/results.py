@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -33,7 +34,8 @@ class ResultRow:
     ``layer`` is the hidden-state index (0 = embeddings' output, L = last layer); ``value``,
     ``ci_low`` and ``ci_high`` are percent for accuracies, F1 and recalls; ``ci_*`` are None
     where no interval is computed; ``n`` counts what the metric averages over (query pairs,
-    gold pairs, captions)."""
+    gold pairs, captions); ``settings`` identifies the scoring settings (k, margin, mode,
+    splits, bootstrap) the row was computed with."""
 
     checkpoint: str
     checkpoint_hash: str
@@ -46,6 +48,8 @@ class ResultRow:
     ci_high: float | None = None
     n: int | None = None
     error: str | None = None
+    # ScoringSettings.fingerprint() of the run that scored it (None in rows of older versions).
+    settings: str | None = None
 
     @property
     def unit(self) -> tuple[str, int, str, str]:
@@ -56,7 +60,12 @@ COLUMNS = tuple(field.name for field in fields(ResultRow))
 
 
 def row_to_json(row: ResultRow) -> str:
-    return json.dumps(asdict(row), ensure_ascii=False, sort_keys=False)
+    """One JSON line; a NaN or infinite number becomes null (JSON has neither)."""
+    values = {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in asdict(row).items()
+    }
+    return json.dumps(values, ensure_ascii=False, sort_keys=False, allow_nan=False)
 
 
 def row_from_dict(payload: dict) -> ResultRow:
@@ -126,25 +135,27 @@ class ResultsLog:
 
 
 def latest_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
-    """The last row of each (unit, metric); error rows of units that also have results dropped."""
+    """The last row of each (unit, settings, metric); error rows of a unit that also has
+    results under the same settings dropped."""
     latest: dict[tuple, ResultRow] = {}
     for row in rows:
-        latest[(*row.unit, row.metric)] = row
-    succeeded = {key[:4] for key, row in latest.items() if row.metric != ERROR_METRIC}
+        latest[(*row.unit, row.settings, row.metric)] = row
+    succeeded = {key[:5] for key, row in latest.items() if row.metric != ERROR_METRIC}
     return [
         row
         for key, row in latest.items()
-        if not (row.metric == ERROR_METRIC and key[:4] in succeeded)
+        if not (row.metric == ERROR_METRIC and key[:5] in succeeded)
     ]
 
 
 def finished_units(
-    rows: Iterable[ResultRow], metrics_of: Callable[[str], frozenset[str]]
+    rows: Iterable[ResultRow], metrics_of: Callable[[str], frozenset[str]], settings: str
 ) -> set[tuple[str, int, str, str]]:
-    """Units whose rows cover every metric ``metrics_of(task)`` names."""
+    """Units whose rows scored with ``settings`` (a ``ScoringSettings.fingerprint()``) cover
+    every metric ``metrics_of(task)`` names."""
     seen: dict[tuple[str, int, str, str], set[str]] = {}
     for row in rows:
-        if row.metric != ERROR_METRIC:
+        if row.metric != ERROR_METRIC and row.settings == settings:
             seen.setdefault(row.unit, set()).add(row.metric)
     return {unit for unit, metrics in seen.items() if metrics_of(unit[2]) <= metrics}
 

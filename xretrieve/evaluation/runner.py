@@ -292,32 +292,34 @@ class _LazyEncoder:
         return self._get().encode_layers(texts, progress)
 
 
-def _check_run_settings(out_dir: Path, config: EvaluationConfig) -> None:
-    """Bootstrap samples and mining settings must not change under a resumed output directory."""
-    settings = {
-        "resamples": config.scoring.resamples,
-        "seed": config.scoring.seed,
-        "mining": {
-            "k": config.scoring.mining.k,
-            "margin": config.scoring.mining.margin.name,
-            "mode": config.scoring.mining.mode.name,
-        },
-        "bucc_tune_split": config.scoring.bucc_tune_split,
-        "bucc_eval_split": config.scoring.bucc_eval_split,
-    }
-    path = out_dir / "run.json"
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            previous = None
-        if previous is not None and previous != settings:
-            raise XRetrieveError(
-                f"{out_dir} holds results scored with other settings ({previous}); use a new "
-                "--out directory, or the same settings to resume"
-            )
-    with atomic_write(path) as handle:
-        json.dump(settings, handle, indent=2)
+RUN_FILE = "run.json"
+
+
+def _check_run_settings(out_dir: Path, scoring: ScoringSettings) -> None:
+    """Bootstrap samples and mining settings must not change under a resumed output directory
+    (each row also records its settings, so a missing or damaged run.json never mixes them)."""
+    path = out_dir / RUN_FILE
+    if not path.exists():
+        return
+    try:
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        logger.warning("%s is not valid JSON; rows record their own settings", path)
+        return
+    if previous != scoring.to_json():
+        raise XRetrieveError(
+            f"{out_dir} holds results scored with other settings ({previous}); use a new "
+            "--out directory, or the same settings to resume"
+        )
+
+
+def _record_run_settings(out_dir: Path, scoring: ScoringSettings, log: ResultsLog) -> None:
+    """Write run.json once the directory holds a result scored with ``scoring``: a run that
+    scored nothing (a bad model path, say) must not pin the settings of the next one."""
+    fingerprint = scoring.fingerprint()
+    if any(row.settings == fingerprint and row.metric != ERROR_METRIC for row in log.read()):
+        with atomic_write(out_dir / RUN_FILE) as handle:
+            json.dump(scoring.to_json(), handle, indent=2)
 
 
 def _task_languages(
@@ -345,13 +347,16 @@ def _task_languages(
     return units
 
 
-def _row(plan: ModelPlan, layer: int, task: Task, lang: str, **values) -> ResultRow:
+def _row(
+    plan: ModelPlan, layer: int, task: Task, lang: str, settings: ScoringSettings, **values
+) -> ResultRow:
     return ResultRow(
         checkpoint=plan.name,
         checkpoint_hash=plan.checkpoint_hash,
         layer=layer,
         task=task.name,
         lang=lang,
+        settings=settings.fingerprint(),
         **values,
     )
 
@@ -368,13 +373,14 @@ def _log_failure(
     layers: Sequence[int],
     task: Task,
     lang: str,
+    scoring: ScoringSettings,
     error: BaseException,
 ) -> None:
     logger.error("%s %s/%s: %s", plan.name, task.name, lang, error)
     text = _error_text(error)
     log.append(
         [
-            _row(plan, layer, task, lang, metric=ERROR_METRIC, value=None, error=text)
+            _row(plan, layer, task, lang, scoring, metric=ERROR_METRIC, value=None, error=text)
             for layer in layers
         ]
     )
@@ -395,9 +401,8 @@ def _score_unit(
         measurements = task.score(data, embeddings, scoring)
     except Exception as error:  # one language's failure must not stop the others
         logger.error("%s layer %d %s/%s: %s", plan.name, layer, task.name, lang, error)
-        rows = [
-            _row(plan, layer, task, lang, metric=ERROR_METRIC, value=None, error=_error_text(error))
-        ]
+        text = _error_text(error)
+        rows = [_row(plan, layer, task, lang, scoring, metric=ERROR_METRIC, value=None, error=text)]
         log.append(rows)
         return rows
     rows = []
@@ -411,6 +416,7 @@ def _score_unit(
             layer,
             task,
             lang,
+            scoring,
             metric=measurement.metric,
             value=None if value is None or math.isinf(value) else float(value),
             ci_low=low,
@@ -439,7 +445,7 @@ def evaluate(
     progress = progress or no_progress
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_settings(out_dir, config)
+    _check_run_settings(out_dir, config.scoring)
     tasks = [get_task(name) for name in config.tasks]
     units = _task_languages(tasks, Path(config.data_dir), config.langs, config.scoring)
     models = list(config.models)
@@ -454,7 +460,9 @@ def evaluate(
     cache_root = config.cache_root or cache_dir() / "embeddings"
     log = ResultsLog(out_dir / "results.jsonl")
     samples = SampleStore(out_dir / "bootstrap")
-    done = finished_units(log.read(), lambda name: get_task(name).metrics)
+    done = finished_units(
+        log.read(), lambda name: get_task(name).metrics, config.scoring.fingerprint()
+    )
 
     scored = skipped = encoded = calls = 0
     total_units = len(plans) * len(units)
@@ -496,7 +504,7 @@ def evaluate(
                     data = task.load(Path(config.data_dir), lang, config.scoring)
                     corpora = task.corpora(data)
                 except XRetrieveError as error:
-                    _log_failure(log, plan, todo, task, lang, error)
+                    _log_failure(log, plan, todo, task, lang, config.scoring, error)
                     finished += 1
                     progress("evaluate", finished, total_units)
                     continue
@@ -512,7 +520,7 @@ def evaluate(
                         # this model fails the same way; the other models still run.
                         model_error = error
                 if model_error is not None:
-                    _log_failure(log, plan, todo, task, lang, model_error)
+                    _log_failure(log, plan, todo, task, lang, config.scoring, model_error)
                     finished += 1
                     progress("evaluate", finished, total_units)
                     continue
@@ -542,6 +550,7 @@ def evaluate(
         for future in pending:
             future.result()
 
+    _record_run_settings(out_dir, config.scoring, log)
     files, rows = write_reports(out_dir, config, plans, tasks)
     failures = tuple(row for row in rows if row.metric == ERROR_METRIC)
     return EvaluationSummary(

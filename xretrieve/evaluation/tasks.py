@@ -6,6 +6,8 @@ scores embeddings; it never encodes, caches or writes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,27 @@ class ScoringSettings:
     mining: MiningConfig = field(default_factory=MiningConfig)
     bucc_tune_split: str = "training"
     bucc_eval_split: str = "test"
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings that change a unit's numbers (the kNN device does not), as stored in
+        ``run.json``."""
+        return {
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "mining": {
+                "k": self.mining.k,
+                "margin": self.mining.margin.name,
+                "mode": self.mining.mode.name,
+            },
+            "bucc_tune_split": self.bucc_tune_split,
+            "bucc_eval_split": self.bucc_eval_split,
+        }
+
+    def fingerprint(self) -> str:
+        """12 hex digits of sha256 over ``to_json()``: stored with every result row, so that a
+        row scored under other settings is never taken for a finished unit."""
+        payload = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
