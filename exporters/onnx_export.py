@@ -37,6 +37,7 @@ from exporters.manifest import (
     write_manifest,
 )
 from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.integrity import DIRECTORY_RECORD
 from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
@@ -192,7 +193,6 @@ def export_checkpoint(
 _TOKENIZER_FILE_PREFIXES = ("tokenizer", "special_tokens_map", "added_tokens", "chat_template")
 _TOKENIZER_FILE_NAMES = frozenset({"vocab.txt", "vocab.json", "merges.txt"})
 _TOKENIZER_FILE_SUFFIXES = (".model",)
-_INTEGRITY_RECORD = ".xretrieve-digests.json"
 
 
 def check_export_target(checkpoint_dir: Path, out_dir: Path) -> None:
@@ -243,7 +243,7 @@ def check_export_target(checkpoint_dir: Path, out_dir: Path) -> None:
 
 def _is_export_file(name: str, onnx_files: tuple[str, ...]) -> bool:
     return (
-        name in (MANIFEST_NAME, _INTEGRITY_RECORD)
+        name in (MANIFEST_NAME, DIRECTORY_RECORD)
         or name in onnx_files
         or name.startswith(MODEL_NAME)
         or name.startswith(_TOKENIZER_FILE_PREFIXES)

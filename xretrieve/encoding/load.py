@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, ort_cuda_usable
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
 from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.progress import ProgressCallback
 
 if TYPE_CHECKING:
@@ -261,18 +263,29 @@ def ensure_export(
     source: ModelSource, settings: _Settings, device: str, progress: ProgressCallback | None
 ) -> Path:
     """The cached export of a checkpoint, made on first use. A file lock serialises processes
-    that need the same export; ``export_checkpoint`` writes the directory atomically."""
+    that need the same export; ``export_checkpoint`` writes the directory atomically, and the
+    digests of its files are recorded: a cached export whose files changed since (a damaged
+    ``model.onnx``, say) is exported again, with a warning."""
     from filelock import FileLock
 
     from exporters import ExportConfig, export_checkpoint
 
     exports = cache_dir() / "exports"
     out_dir = exports / export_key(source, settings, device)
-    if (out_dir / "manifest.json").is_file():
+    record = out_dir / DIRECTORY_RECORD
+    if (out_dir / "manifest.json").is_file() and verify_record(record) is None:
         return out_dir
     exports.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out_dir.with_name(out_dir.name + ".lock"))):
-        if not (out_dir / "manifest.json").is_file():
+        problem = verify_record(record) if out_dir.exists() else None
+        if problem is not None or not (out_dir / "manifest.json").is_file():
+            if out_dir.exists():
+                logger.warning(
+                    "cached export %s failed its integrity check (%s): exporting it again",
+                    out_dir,
+                    problem,
+                )
+                shutil.rmtree(out_dir)
             config = ExportConfig(
                 layers=settings.layers or (-1,),
                 pooling=settings.pooling,
@@ -283,6 +296,7 @@ def ensure_export(
             )
             logger.info("exporting %s to %s (first use)", source.path, out_dir)
             export_checkpoint(source.path, out_dir, config, progress)
+            write_directory_record(out_dir)
     return out_dir
 
 

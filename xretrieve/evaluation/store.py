@@ -3,11 +3,14 @@
 One store holds the vectors of one model (export settings included) at one layer, so a key is
 just the text. Layout of a store directory::
 
-    shard-<uuid>.npy    float32 (rows, dim) vectors
-    shard-<uuid>.keys   rows * 20 bytes: the sha1 digest of each row's UTF-8 text
+    shard-<uuid>.npy     float32 (rows, dim) vectors
+    shard-<uuid>.keys    rows * 20 bytes: the sha1 digest of each row's UTF-8 text
+    shard-<uuid>.sha256  size, mtime and sha256 of the two (``xretrieve.integrity``)
 
-A shard is written ``.npy`` first, ``.keys`` second, both atomically; a shard without its
-``.keys`` file (a run killed in between) is ignored and its vectors are recomputed. Two
+A shard is written ``.npy``, ``.keys``, then ``.sha256``, each atomically; a shard without its
+``.sha256`` file (a run killed in between, or an older xretrieve) is ignored and its vectors are
+recomputed. A shard whose files no longer match their digests (damaged on disk, edited) is
+deleted with a warning, and its vectors recomputed. Two
 processes may add to the same store: shards have unique names and a text found in two shards
 has the same vector in both.
 """
@@ -25,6 +28,7 @@ import numpy as np
 
 from xretrieve.errors import XRetrieveError
 from xretrieve.files import atomic_write, save_npy
+from xretrieve.integrity import remove_files, verify_record, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +56,18 @@ class EmbeddingStore:
     def _load(self) -> None:
         if not self.directory.is_dir():
             return
-        for keys_path in sorted(self.directory.glob("shard-*.keys")):
-            vectors_path = keys_path.with_suffix(".npy")
+        for record in sorted(self.directory.glob("shard-*.sha256")):
+            vectors_path, keys_path = record.with_suffix(".npy"), record.with_suffix(".keys")
+            problem = verify_record(record)
+            if problem is not None:
+                logger.warning(
+                    "embedding cache shard %s is damaged (%s): deleted, its vectors will be "
+                    "recomputed",
+                    vectors_path,
+                    problem,
+                )
+                remove_files((record, vectors_path, keys_path))
+                continue
             try:
                 vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
                 keys = keys_path.read_bytes()
@@ -105,6 +119,10 @@ class EmbeddingStore:
         save_npy(self.directory / f"{name}.npy", vectors)
         with atomic_write(self.directory / f"{name}.keys", "wb") as handle:
             handle.write(b"".join(keys))
+        write_record(
+            self.directory / f"{name}.sha256",
+            (self.directory / f"{name}.npy", self.directory / f"{name}.keys"),
+        )
         with self._lock:
             self.dim = int(vectors.shape[1])
             self._register(vectors, b"".join(keys))
