@@ -169,12 +169,35 @@ def test_embedding_path_mirrors_data_dir(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_read_embeddings_returns_float32(tmp_path: Path, dtype: type) -> None:
+def test_read_embeddings_maps_without_copying(tmp_path: Path, dtype: type) -> None:
     matrix = np.arange(12, dtype=dtype).reshape(3, 4)
     np.save(tmp_path / "e.npy", matrix)
     loaded = read_embeddings(tmp_path / "e.npy", rows=3, dim=4)
-    assert loaded.dtype == np.float32 and loaded.flags.c_contiguous
-    np.testing.assert_array_equal(loaded, matrix.astype(np.float32))
+    assert isinstance(loaded, np.memmap) and loaded.dtype == dtype
+    assert not loaded.flags.writeable
+    np.testing.assert_array_equal(loaded, matrix)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "bad", "hint"),
+    [
+        (np.float32, np.nan, ""),
+        (np.float32, -np.inf, ""),
+        (np.float16, np.inf, "float16 overflow"),
+    ],
+)
+def test_read_embeddings_refuses_non_finite_rows(
+    tmp_path: Path, dtype: type, bad: float, hint: str
+) -> None:
+    matrix = np.ones((40_000, 4), dtype=dtype)  # past the first block of the scan
+    matrix[20_001, 2] = bad
+    matrix[30_000, 0] = bad
+    np.save(tmp_path / "e.npy", matrix)
+    with pytest.raises(
+        InputError, match="row 20001 .line 20002 of its data file. holds NaN"
+    ) as caught:
+        read_embeddings(tmp_path / "e.npy", rows=40_000)
+    assert caught.value.path == tmp_path / "e.npy" and hint in str(caught.value)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xretrieve.errors import XRetrieveError
-from xretrieve.knn import _torch_both_ways, knn, knn_both_ways, l2_normalize, resolve_backend
+from xretrieve.knn import knn, knn_both_ways, l2_normalize, resolve_backend
 
 
 def brute_force_knn(queries: np.ndarray, database: np.ndarray, k: int):
@@ -62,47 +62,42 @@ def test_k_is_clamped_to_database_size(data) -> None:
     assert_same_knn((bwd_sims, bwd_ids), brute_force_knn(tgt, src[:3], 3))
 
 
-@pytest.mark.parametrize(
-    ("n_src", "n_tgt", "k_fwd", "k_bwd", "block_queries", "block_database"),
-    [
-        (301, 257, 4, 4, 64, 50),
-        (60, 47, 6, 3, 7, 5),  # k above a tile's width; last tiles narrower than k
-        (301, 257, 1, 1, 301, 257),  # one tile
-        (90, 100, 5, 2, 89, 3),
-    ],
-)
-def test_torch_blocked_merge_matches_brute_force(
-    data, n_src: int, n_tgt: int, k_fwd: int, k_bwd: int, block_queries: int, block_database: int
-) -> None:
-    """The GPU algorithm (tiles, running top-k merges both ways, fp32 refinement) run on CPU."""
-    import torch
-
-    src, tgt = data[0][:n_src], data[1][:n_tgt]
-    fwd_sims, fwd_ids, bwd_sims, bwd_ids = _torch_both_ways(
-        src,
-        tgt,
-        k_fwd,
-        k_bwd,
-        "cpu",
-        normalize=False,
-        block_queries=block_queries,
-        block_database=block_database,
-        compute_dtype=torch.float32,
-    )
-    assert_same_knn((fwd_sims, fwd_ids), brute_force_knn(src, tgt, k_fwd))
-    assert_same_knn((bwd_sims, bwd_ids), brute_force_knn(tgt, src, k_bwd))
-
-
-def test_torch_path_reports_progress(data) -> None:
-    import torch
+def test_chunk_engine_reports_progress(data) -> None:
+    from xretrieve.chunk_search import Precision, chunk_knn_both_ways, plan_search
+    from xretrieve.row_blocks import RowMatrix
 
     src, tgt = data
     calls = []
-    _torch_both_ways(
-        src, tgt, 2, 2, "cpu", normalize=True, block_queries=100, block_database=100,
-        compute_dtype=torch.float32, progress=lambda *args: calls.append(args),
-    )  # fmt: skip
-    assert calls[0] == ("kNN tiles", 0, 12) and calls[-1] == ("kNN tiles", 12, 12)
+    plan = plan_search(301, 257, 24, 2, device="cpu", memory_budget=1 << 30,
+                       precision=Precision.FP16, chunk=4, block_rows=100)  # fmt: skip
+    chunk_knn_both_ways(RowMatrix(src), RowMatrix(tgt), 2, 2, plan, normalize=True,
+                        progress=lambda *args: calls.append(args))  # fmt: skip
+    tiles = [call for call in calls if call[0] == "kNN candidates"]
+    assert tiles[0] == ("kNN candidates", 0, 12) and tiles[-1] == ("kNN candidates", 12, 12)
+    assert ("kNN forward", 301, 301) in calls and ("kNN backward", 257, 257) in calls
+
+
+@pytest.mark.parametrize("block_rows", [None, 40, 7])
+def test_cpu_streams_memory_maps_of_fp16_and_fp32(tmp_path, data, block_rows) -> None:
+    """Memory-mapped inputs, float16 and float32, several database blocks merged in a heap."""
+    src, tgt = data
+    np.save(tmp_path / "src.npy", src.astype(np.float16))
+    np.save(tmp_path / "tgt.npy", tgt)
+    src_map = np.load(tmp_path / "src.npy", mmap_mode="r")
+    tgt_map = np.load(tmp_path / "tgt.npy", mmap_mode="r")
+    got = knn_both_ways(src_map, tgt_map, 4, device="cpu", block_rows=block_rows)
+    src16 = src.astype(np.float16).astype(np.float32)
+    assert_same_knn(got[:2], brute_force_knn(src16, tgt, 4))
+    assert_same_knn(got[2:], brute_force_knn(tgt, src16, 4))
+
+
+def test_row_selection_searches_only_selected_rows(data) -> None:
+    from xretrieve.row_blocks import RowMatrix
+
+    src, tgt = data
+    rows = np.array([5, 0, 17, 200, 3])
+    got = knn(RowMatrix(src).select(rows), tgt, 3, device="cpu", block_rows=2)
+    assert_same_knn(got, brute_force_knn(src[rows], tgt, 3))
 
 
 def test_bad_arguments(data) -> None:
@@ -142,6 +137,18 @@ def test_gpu_both_ways_matches_faiss_cpu() -> None:
         np.testing.assert_allclose(got_sims, want_sims, atol=1e-5)
     # fp16 products may reorder neighbours closer than fp16 resolution.
     assert (got[1] == want[1]).mean() > 0.995 and (got[3] == want[3]).mean() > 0.995
+
+
+@pytest.mark.gpu
+def test_gpu_is_exact_on_near_duplicates_and_streams_under_a_small_budget() -> None:
+    from test_chunk_search import near_duplicates
+
+    src, tgt = near_duplicates()
+    want = knn_both_ways(src, tgt, 4, device="cpu")
+    for budget in (None, 2_000_000):
+        got = knn_both_ways(src, tgt, 4, device="cuda", gpu_memory=budget)
+        np.testing.assert_allclose(got[0], want[0], atol=1e-6)
+        np.testing.assert_allclose(got[2], want[2], atol=1e-6)
 
 
 @pytest.mark.gpu

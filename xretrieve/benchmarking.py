@@ -6,8 +6,10 @@
   peak GPU memory (CUDA only) sampled while it runs.
 - kNN + margin: ``bench_knn_margin(src, tgt, k, methods)`` runs exact kNN both ways and the
   ratio margin with ``max`` selection (``xretrieve.margin.mine``'s two steps, timed apart) with
-  each method of ``knn_methods()`` (numpy brute force, FAISS CPU, torch CPU, and torch CUDA /
-  FAISS GPU only where a GPU exists) and checks the mined pairs agree with the first method.
+  each method of ``knn_methods()`` (numpy brute force, FAISS CPU, the chunk engine on the CPU,
+  and where a GPU exists the engine on it beside the peers: a bare torch fp16 loop, FAISS GPU
+  flat, sentence-transformers' ``semantic_search``), with per-phase times and peak GPU memory,
+  and checks the mined pairs and the neighbours agree with the first method.
 
 Nothing here prints; results are frozen dataclasses, ``report_dict`` turns them into JSON-ready
 dicts and ``plot_report`` draws them (matplotlib, Agg) into a PNG written atomically.
@@ -35,7 +37,7 @@ from xretrieve.progress import ProgressCallback, no_progress
 logger = logging.getLogger(__name__)
 
 KnnResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-KnnMethod = Callable[[np.ndarray, np.ndarray, int], KnnResult]
+KnnMethod = Callable[[np.ndarray, np.ndarray, int, ProgressCallback], KnnResult]
 
 BACKENDS = ("ort", "torch")
 DTYPES = ("fp16", "fp32")
@@ -64,18 +66,48 @@ def make_sentences(
     return [" ".join(rng.choice(WORDS, size=int(length) - 2)) for length in lengths]
 
 
-def make_knn_data(n_src: int, n_tgt: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``(n_src, dim)`` and ``(n_tgt, dim)`` float32 L2-normalised random rows; half of the
-    smaller side are planted noisy translation pairs (so mining has something to find), the
-    targets shuffled."""
-    from xretrieve.knn import l2_normalize
+def make_knn_data(
+    n_src: int,
+    n_tgt: int,
+    dim: int,
+    seed: int = 0,
+    *,
+    dtype: type = np.float32,
+    device: str = "cpu",
+    block_rows: int = 262144,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_src, dim)`` and ``(n_tgt, dim)`` L2-normalised random rows of ``dtype`` (float32 or
+    float16); half of the smaller side are planted noisy translation pairs (so mining has
+    something to find), the targets shuffled. Generated block by block with torch on
+    ``device`` (a GPU makes 4M x 1024 take seconds); the same seed gives the same rows on the
+    same kind of device."""
+    import torch
 
-    rng = np.random.default_rng(seed)
-    src = rng.standard_normal((n_src, dim), dtype=np.float32)
-    tgt = rng.standard_normal((n_tgt, dim), dtype=np.float32)
+    generator = torch.Generator(device=device).manual_seed(seed)
     planted = min(n_src, n_tgt) // 2
-    tgt[:planted] = src[:planted] + 0.5 * rng.standard_normal((planted, dim), dtype=np.float32)
-    return l2_normalize(src), l2_normalize(tgt[rng.permutation(n_tgt)])
+    src = np.empty((n_src, dim), dtype=dtype)
+    tgt = np.empty((n_tgt, dim), dtype=dtype)
+    # Generated target row j lands at row position[j]: a shuffle without a second copy.
+    position = np.argsort(np.random.default_rng(seed).permutation(n_tgt))
+
+    def normal(rows: int) -> torch.Tensor:
+        return torch.randn((rows, dim), generator=generator, device=device)
+
+    def store(values: torch.Tensor) -> np.ndarray:
+        values = torch.nn.functional.normalize(values, dim=1)
+        return values.to(torch.float16 if dtype == np.float16 else torch.float32).cpu().numpy()
+
+    for start in range(0, max(n_src, n_tgt), block_rows):
+        src_rows = normal(max(0, min(n_src, start + block_rows) - start))
+        if len(src_rows):
+            src[start : start + len(src_rows)] = store(src_rows)
+        tgt_rows = normal(max(0, min(n_tgt, start + block_rows) - start))
+        pairs = max(0, min(planted, start + block_rows) - start)
+        if pairs:
+            tgt_rows[:pairs] = src_rows[:pairs] + 0.5 * normal(pairs)
+        if len(tgt_rows):
+            tgt[position[start : start + len(tgt_rows)]] = store(tgt_rows)
+    return src, tgt
 
 
 def parse_names(value: str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
@@ -333,66 +365,160 @@ def numpy_topk(
     return sims, ids
 
 
-def _numpy_both_ways(src: np.ndarray, tgt: np.ndarray, k: int) -> KnnResult:
+def _numpy_both_ways(
+    src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback
+) -> KnnResult:
     return (*numpy_topk(src, tgt, min(k, len(tgt))), *numpy_topk(tgt, src, min(k, len(src))))
 
 
-def _faiss_cpu_both_ways(src: np.ndarray, tgt: np.ndarray, k: int) -> KnnResult:
+def _faiss_cpu_both_ways(
+    src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback
+) -> KnnResult:
     from xretrieve.knn import knn_both_ways
 
-    return knn_both_ways(src, tgt, k, device="cpu")
+    return knn_both_ways(src, tgt, k, device="cpu", progress=progress)
 
 
-def _torch_cpu_both_ways(src: np.ndarray, tgt: np.ndarray, k: int) -> KnnResult:
+def _chunk_engine(device: str, kernel_name: str | None, gpu_memory: int | None) -> KnnMethod:
+    """xretrieve's chunk-maxima engine on ``device``: fp32 products on the CPU (emulating fp16
+    there only costs time), fp16 on a GPU with the named kernel (None: as ``knn_both_ways``
+    chooses)."""
+
+    def search(src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback) -> KnnResult:
+        from xretrieve.chunk_search import Kernel, Precision, chunk_knn_both_ways, plan_search
+        from xretrieve.knn import default_gpu_memory, knn_both_ways
+        from xretrieve.row_blocks import RowMatrix
+
+        if device == "cuda" and kernel_name is None:
+            return knn_both_ways(
+                src, tgt, k, device="cuda", gpu_memory=gpu_memory, progress=progress
+            )
+        on_gpu = device == "cuda"
+        budget = gpu_memory if gpu_memory is not None else (
+            default_gpu_memory(device) if on_gpu else 1 << 30
+        )  # fmt: skip
+        plan = plan_search(
+            len(src), len(tgt), src.shape[1], k, device=device, memory_budget=budget,
+            precision=Precision.FP16 if on_gpu else Precision.FP32,
+            kernel=Kernel(kernel_name or "torch"),
+        )  # fmt: skip
+        return chunk_knn_both_ways(
+            RowMatrix(src), RowMatrix(tgt), min(k, len(tgt)), min(k, len(src)), plan,
+            normalize=False, progress=progress,
+        )  # fmt: skip
+
+    return search
+
+
+def _torch_loop_cuda(
+    src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback
+) -> KnnResult:
+    """Peer: the bare torch fp16 loop a user would write, one product and a row ``topk`` per
+    query block and direction (not exact: fp16 similarities choose and report)."""
     import torch
 
-    from xretrieve.knn import _torch_both_ways
+    x = torch.from_numpy(src).cuda().half()
+    y = torch.from_numpy(tgt).cuda().half()
 
-    # The GPU tile algorithm run on the CPU in fp32: one product per tile serves both directions.
-    return _torch_both_ways(
-        src, tgt, min(k, len(tgt)), min(k, len(src)), "cpu", normalize=False,
-        block_queries=4096, block_database=8192, compute_dtype=torch.float32,
-    )  # fmt: skip
+    def one_way(queries: torch.Tensor, database: torch.Tensor, kk: int):
+        sims, ids = [], []
+        for start in range(0, len(queries), 16384):
+            top = (queries[start : start + 16384] @ database.T).topk(kk, dim=1)
+            sims.append(top.values.float())
+            ids.append(top.indices)
+        return torch.cat(sims).cpu().numpy(), torch.cat(ids).cpu().numpy()
 
-
-def _torch_cuda_both_ways(src: np.ndarray, tgt: np.ndarray, k: int) -> KnnResult:
-    from xretrieve.knn import knn_both_ways
-
-    return knn_both_ways(src, tgt, k, device="cuda")
-
-
-def _faiss_gpu_both_ways(src: np.ndarray, tgt: np.ndarray, k: int) -> KnnResult:
-    from xretrieve.knn import _faiss_gpu_knn
-
-    fwd = _faiss_gpu_knn(src, tgt, min(k, len(tgt)), None, no_progress, "fwd")
-    bwd = _faiss_gpu_knn(tgt, src, min(k, len(src)), None, no_progress, "bwd")
-    return (*fwd, *bwd)
+    with torch.inference_mode():
+        return (*one_way(x, y, min(k, len(tgt))), *one_way(y, x, min(k, len(src))))
 
 
-def knn_methods(include_numpy: bool = True) -> dict[str, KnnMethod]:
+def _faiss_gpu_both_ways(
+    src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback
+) -> KnnResult:
+    """Peer: FAISS GPU flat search (``GpuIndexFlatIP``, fp32) per direction."""
+    import faiss
+
+    resources = faiss.StandardGpuResources()
+    found = []
+    for queries, database in ((src, tgt), (tgt, src)):
+        index = faiss.GpuIndexFlatIP(resources, database.shape[1])
+        index.add(np.ascontiguousarray(database, dtype=np.float32))
+        sims, ids = index.search(
+            np.ascontiguousarray(queries, dtype=np.float32), min(k, len(database))
+        )
+        found += [sims, ids]
+        del index
+    return tuple(found)
+
+
+def _semantic_search_both_ways(
+    src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback
+) -> KnnResult:
+    """Peer: sentence-transformers' ``util.semantic_search`` (torch, on the GPU when there is
+    one) per direction, its list of dicts turned into arrays."""
+    import torch
+    from sentence_transformers import util
+
+    device = "cuda" if gpu_available() else "cpu"
+    x, y = torch.from_numpy(src).to(device), torch.from_numpy(tgt).to(device)
+    found = []
+    for queries, database in ((x, y), (y, x)):
+        kk = min(k, len(database))
+        hits = util.semantic_search(queries, database, top_k=kk)
+        found.append(np.array([[hit["score"] for hit in row] for row in hits], np.float32))
+        found.append(np.array([[hit["corpus_id"] for hit in row] for row in hits], np.int64))
+    return tuple(found)
+
+
+def _sentence_transformers_installed() -> bool:
+    try:
+        import sentence_transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def knn_methods(
+    include_numpy: bool = True, gpu_memory: int | None = None, include_peers: bool = True
+) -> dict[str, KnnMethod]:
     """The kNN-both-ways methods usable here, in run order: ``numpy`` (brute-force peer,
-    optional), ``faiss_cpu`` (``mine(device="cpu")``'s search), ``torch_cpu``, then
-    ``torch_cuda`` (``mine(device="cuda")``'s search) if torch sees a GPU and ``faiss_gpu``
-    (``faiss.knn_gpu`` per direction) if ``faiss.get_num_gpus() > 0``."""
+    optional), ``faiss_cpu`` (``mine(device="cpu")``'s search), ``torch_cpu`` (the chunk engine
+    in fp32 on the CPU); where torch sees a GPU ``torch_cuda`` (``mine(device="cuda")``'s
+    search under ``gpu_memory``), ``torch_cuda_torch_kernel`` (the same with the unfused torch
+    reduction, when Triton is there to compare with) and the peers ``torch_loop_cuda``;
+    ``faiss_gpu`` if ``faiss.get_num_gpus() > 0``; ``semantic_search`` if sentence-transformers
+    is installed. ``include_peers=False`` keeps xretrieve's own methods only."""
     import faiss
 
     found: dict[str, KnnMethod] = {}
     if include_numpy:
         found["numpy"] = _numpy_both_ways
-    found["faiss_cpu"] = _faiss_cpu_both_ways
-    found["torch_cpu"] = _torch_cpu_both_ways
+    if include_peers:
+        found["faiss_cpu"] = _faiss_cpu_both_ways
+    found["torch_cpu"] = _chunk_engine("cpu", None, None)
     if gpu_available():
-        found["torch_cuda"] = _torch_cuda_both_ways
-    if hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+        from xretrieve.chunk_max_kernel import triton_available
+
+        found["torch_cuda"] = _chunk_engine("cuda", None, gpu_memory)
+        if triton_available():
+            found["torch_cuda_torch_kernel"] = _chunk_engine("cuda", "torch", gpu_memory)
+        if include_peers:
+            found["torch_loop_cuda"] = _torch_loop_cuda
+    if include_peers and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
         found["faiss_gpu"] = _faiss_gpu_both_ways
+    if include_peers and _sentence_transformers_installed():
+        found["semantic_search"] = _semantic_search_both_ways
     return found
 
 
 @dataclass(frozen=True)
 class KnnMarginResult:
     """One method's median over ``runs`` (seconds each) of kNN both ways + ratio margin + max
-    selection; ``pairs`` mined, and the fraction of the reference method's pairs it also mined
-    (fp16 GPU products may flip near-ties)."""
+    selection; ``phases`` the median seconds of each stage the method reported (xretrieve's
+    engine: candidates, forward and backward re-scoring) plus ``margin``; ``pairs`` mined, the
+    fraction of the reference method's pairs it also mined, ``exact_neighbours`` the fraction
+    of its k-nearest ids equal to the reference's (1.0 for an exact search apart from ties),
+    and the peak GPU memory it allocated (None without a GPU)."""
 
     method: str
     seconds: float
@@ -401,20 +527,75 @@ class KnnMarginResult:
     runs: tuple[float, ...]
     pairs: int
     pair_agreement: float
+    exact_neighbours: float
+    phases: dict[str, float]
+    peak_gpu_mb: float | None
+
+
+class _PhaseClock:
+    """A progress callback timing the stages a search reports, each from its first report to
+    the next stage's (CUDA synchronised at every change, so device work is charged to the
+    stage that queued it)."""
+
+    def __init__(self, cuda: bool) -> None:
+        self.cuda = cuda
+        self.stage: str | None = None
+        self.started = 0.0
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        if stage != self.stage:
+            self.close()
+            self.stage, self.started = stage, time.perf_counter()
+
+    def close(self) -> None:
+        if self.stage is not None:
+            if self.cuda:
+                _synchronize("cuda")
+            elapsed = time.perf_counter() - self.started
+            self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + elapsed
+            self.stage = None
 
 
 def _mine_with(
     search: KnnMethod, src: np.ndarray, tgt: np.ndarray, k: int
-) -> tuple[set[tuple[int, int]], float, float]:
+) -> tuple[set[tuple[int, int]], KnnResult, float, float, dict[str, float]]:
     from xretrieve.margin import Margin, Mode, select_pairs
 
+    cuda = gpu_available()
+    clock = _PhaseClock(cuda)
+    if cuda:
+        _synchronize("cuda")
     start = time.perf_counter()
-    fwd_sims, fwd_ids, bwd_sims, bwd_ids = search(src, tgt, k)
+    neighbours = search(src, tgt, k, clock)
+    clock.close()
     knn_done = time.perf_counter()
-    pairs = select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, Margin.RATIO, Mode.MAX)
+    pairs = select_pairs(*neighbours, Margin.RATIO, Mode.MAX)
     end = time.perf_counter()
+    clock.seconds["margin"] = end - knn_done
     mined = set(zip(pairs.src_index.tolist(), pairs.tgt_index.tolist(), strict=True))
-    return mined, end - start, knn_done - start
+    return mined, neighbours, end - start, knn_done - start, clock.seconds
+
+
+def _peak_gpu_reset() -> None:
+    if gpu_available():
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gpu_mb() -> float | None:
+    if not gpu_available():
+        return None
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _same_ids(got: KnnResult, want: KnnResult) -> float:
+    equal = sum(int((g == w).sum()) for g, w in ((got[1], want[1]), (got[3], want[3])))
+    return equal / max(1, want[1].size + want[3].size)
 
 
 def bench_knn_margin(
@@ -427,23 +608,26 @@ def bench_knn_margin(
     progress: ProgressCallback | None = None,
 ) -> dict[str, KnnMarginResult]:
     """Time each of ``methods`` on L2-normalised ``src`` (n, d) / ``tgt`` (m, d) float32 after a
-    warm-up on 256 rows (CUDA context, thread pools). Pair agreement is against the first
-    method. Progress: stage "knn + margin", done = methods finished."""
+    warm-up on 256 rows (CUDA context, thread pools, kernel compilation). Pair and neighbour
+    agreement are against the first method. Progress: stage "knn + margin", done = methods
+    finished."""
     if repeats < 1 or k < 1:
         raise XRetrieveError("need at least one repeat and k >= 1 to benchmark")
     progress = progress or no_progress
     results: dict[str, KnnMarginResult] = {}
-    reference: set[tuple[int, int]] | None = None
+    reference: tuple[set[tuple[int, int]], KnnResult] | None = None
     progress("knn + margin", 0, len(methods))
     for done, (name, search) in enumerate(methods.items(), start=1):
         _mine_with(search, src[:256], tgt[:256], k)
-        totals, knn_times = [], []
+        _peak_gpu_reset()
+        totals, knn_times, phase_runs = [], [], []
         for _ in range(repeats):
-            mined, total, knn_time = _mine_with(search, src, tgt, k)
+            mined, neighbours, total, knn_time, phases = _mine_with(search, src, tgt, k)
             totals.append(total)
             knn_times.append(knn_time)
+            phase_runs.append(phases)
         if reference is None:
-            reference = mined
+            reference = (mined, neighbours)
         seconds, knn_seconds = statistics.median(totals), statistics.median(knn_times)
         results[name] = KnnMarginResult(
             method=name,
@@ -452,8 +636,15 @@ def bench_knn_margin(
             margin_seconds=seconds - knn_seconds,
             runs=tuple(totals),
             pairs=len(mined),
-            pair_agreement=len(mined & reference) / max(len(reference), 1),
+            pair_agreement=len(mined & reference[0]) / max(len(reference[0]), 1),
+            exact_neighbours=_same_ids(neighbours, reference[1]),
+            phases={
+                stage: statistics.median(run.get(stage, 0.0) for run in phase_runs)
+                for stage in phase_runs[0]
+            },
+            peak_gpu_mb=_peak_gpu_mb(),
         )
+        del neighbours
         progress("knn + margin", done, len(methods))
     return results
 

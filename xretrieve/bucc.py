@@ -34,6 +34,7 @@ from xretrieve.errors import InputError
 from xretrieve.formats import BuccSplit, Corpus, distinct_texts
 from xretrieve.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig, mine
 from xretrieve.progress import ProgressCallback
+from xretrieve.row_blocks import Rows, select_rows
 
 
 @dataclass(frozen=True)
@@ -87,14 +88,15 @@ class BuccResult:
 def mine_corpora(
     src: Corpus,
     tgt: Corpus,
-    src_emb: np.ndarray,
-    tgt_emb: np.ndarray,
+    src_emb: Rows,
+    tgt_emb: Rows,
     config: MiningConfig = DEFAULT_CONFIG,
     *,
     progress: ProgressCallback | None = None,
 ) -> CorpusMining:
     """Mine over the distinct texts of ``src`` and ``tgt``; ``src_emb`` (len(src), d) and
-    ``tgt_emb`` (len(tgt), d) have one row per corpus line (a duplicate's first row is used)."""
+    ``tgt_emb`` (len(tgt), d) have one row per corpus line (a duplicate's first row is used),
+    in memory or memory-mapped."""
     if src_emb.shape[0] != len(src) or tgt_emb.shape[0] != len(tgt):
         raise ValueError(
             f"embeddings have {src_emb.shape[0]} and {tgt_emb.shape[0]} rows, "
@@ -107,7 +109,10 @@ def mine_corpora(
         )
     src_rows, src_inverse = distinct_texts(src.texts)
     tgt_rows, tgt_inverse = distinct_texts(tgt.texts)
-    pairs = mine(src_emb[src_rows], tgt_emb[tgt_rows], config, progress=progress)
+    # A memory-mapped file stays on disk: the distinct rows are read block by block.
+    pairs = mine(
+        select_rows(src_emb, src_rows), select_rows(tgt_emb, tgt_rows), config, progress=progress
+    )
     return CorpusMining(src_rows, src_inverse, tgt_rows, tgt_inverse, pairs)
 
 

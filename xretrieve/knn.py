@@ -1,16 +1,18 @@
 """Exact inner-product k-nearest-neighbour search, one way (``knn``) or both ways (``knn_both_ways``).
 
-Backends, chosen by ``device``:
+Inputs are ``np.ndarray`` matrices, memory maps (``np.load(..., mmap_mode="r")``) or
+``RowMatrix`` row selections, float16/float32 alike; they are read block by block, so a search
+over files larger than memory keeps only its blocks resident. Backends, chosen by ``device``:
 
-- ``"cpu"``: FAISS ``IndexFlatIP`` (exact, BLAS), queries searched in blocks so the working memory
-  stays bounded and progress can be reported.
-- ``"cuda"`` with a CUDA build of torch: a blocked fp16 matrix product + ``topk`` on the GPU. It was
-  measured faster than FAISS's exact GPU search on an H100 (400k x 400k x 1024, k=4: torch fp16
-  1.9 s, ``GpuIndexFlatIP`` fp32 7.2 s, ``faiss.knn_gpu`` fp16 13.0 s). Both matrices are uploaded
-  once; each tile of products serves the forward top-k (along rows) and the backward top-k (along
-  columns), so ``knn_both_ways`` multiplies once. The k best similarities are then recomputed in
-  fp32 from fp32 copies of the rows, so the returned values match the CPU path to fp32 rounding;
-  only the choice among neighbours closer than fp16 resolution can differ.
+- ``"cpu"``: FAISS exact search (``faiss.knn``, BLAS), query blocks against database blocks
+  merged in a ``faiss.ResultHeap``; with one database block (the usual case) this is exactly
+  FAISS ``IndexFlatIP``.
+- ``"cuda"`` with a CUDA build of torch: ``xretrieve.chunk_search``, which computes every
+  product tile once in fp16 for both directions, reduces it to chunk maxima (a fused Triton
+  kernel when Triton works, else torch), re-scores the candidates in fp32 and proves each row's
+  top k exact, searching the few unproven rows again in fp32. The result equals the fp32 exact
+  search apart from exact ties. ``gpu_memory`` bounds the device memory it uses (default: 80 %
+  of the free memory); blocks stream through when the data do not fit.
 - ``"cuda"`` with a CPU-only torch but a GPU build of FAISS: ``faiss.knn_gpu`` per query block.
 - ``"auto"``: ``"cuda"`` when torch or FAISS sees a GPU, else ``"cpu"``.
 
@@ -22,26 +24,22 @@ GPU-only FAISS functions are called only when ``faiss.get_num_gpus() > 0``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import os
 
 import numpy as np
 
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
-
-if TYPE_CHECKING:
-    import torch
+from xretrieve.row_blocks import RowMatrix, Rows, as_row_matrix
 
 logger = logging.getLogger(__name__)
 
 # Rows of queries per FAISS CPU search call: bounds FAISS's (block, database) distance tiles.
 CPU_BLOCK_ROWS = 16384
-# Elements of one (query block, database block) product tile on the GPU: 2^28 fp16 = 512 MiB.
-GPU_TILE_ELEMENTS = 1 << 28
-GPU_DATABASE_BLOCK = 32768
-# fp16 overflows at 65504; inputs whose products could exceed this are multiplied in fp32.
-FP16_SAFE_PRODUCT = 3.0e4
+# Host memory for one database block on the CPU path, at most.
+CPU_DATABASE_BYTES = 4 << 30
+# Share of the free GPU memory a search takes when no budget is given.
+GPU_MEMORY_SHARE = 0.8
 
 
 def _faiss():
@@ -89,9 +87,7 @@ def _cuda_name(device: str) -> str:
     return "cuda" if device == "auto" else device
 
 
-def _check_pair(queries: np.ndarray, database: np.ndarray, k: int) -> None:
-    if queries.ndim != 2 or database.ndim != 2:
-        raise ValueError(f"expected 2-D matrices, got {queries.shape} and {database.shape}")
+def _check_pair(queries: RowMatrix, database: RowMatrix, k: int) -> None:
     if queries.shape[1] != database.shape[1]:
         raise ValueError(f"dimensions differ: {queries.shape[1]} vs {database.shape[1]}")
     if database.shape[0] == 0 or queries.shape[0] == 0:
@@ -108,53 +104,47 @@ def l2_normalize(matrix: np.ndarray) -> np.ndarray:
     return matrix / norms
 
 
+def default_gpu_memory(device: str) -> int:
+    """Bytes a search may take on ``device``: ``GPU_MEMORY_SHARE`` of its free memory."""
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return int(free * GPU_MEMORY_SHARE)
+
+
 def knn(
-    queries: np.ndarray,
-    database: np.ndarray,
+    queries: Rows,
+    database: Rows,
     k: int,
     *,
     device: str = "auto",
     block_rows: int | None = None,
     normalize: bool = False,
+    gpu_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product kNN of each query row among the database rows.
 
     ``queries`` (n, d) and ``database`` (m, d) float; with ``normalize`` both are L2-normalised
     first (cosine similarity). Returns ``sims`` (n, min(k, m)) float32, best first, and ``ids``
-    (n, min(k, m)) int64 database rows. ``block_rows`` bounds the queries per step.
+    (n, min(k, m)) int64 database rows. ``block_rows`` caps the rows per block (tests);
+    ``gpu_memory`` the bytes of device memory on the GPU path.
     """
-    _check_pair(queries, database, k)
-    k = min(k, database.shape[0])
-    progress = progress or no_progress
-    backend = resolve_backend(device)
-    if backend == "torch-cuda":
-        sims, ids, _, _ = _torch_both_ways(
-            queries,
-            database,
-            k,
-            0,
-            _cuda_name(device),
-            normalize=normalize,
-            block_queries=block_rows,
-            block_database=block_rows,
-            progress=progress,
-        )
-        return sims, ids
-    queries, database = _as_float32(queries, database, normalize)
-    if backend == "faiss-gpu":
-        return _faiss_gpu_knn(queries, database, k, block_rows, progress, "kNN")
-    return _faiss_cpu_knn(queries, database, k, block_rows, progress, "kNN")
+    fwd_sims, fwd_ids, _, _ = _search(
+        queries, database, k, 0, device, block_rows, normalize, gpu_memory, progress
+    )
+    return fwd_sims, fwd_ids
 
 
 def knn_both_ways(
-    src: np.ndarray,
-    tgt: np.ndarray,
+    src: Rows,
+    tgt: Rows,
     k: int,
     *,
     device: str = "auto",
     block_rows: int | None = None,
     normalize: bool = False,
+    gpu_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward (each ``src`` row among ``tgt``) and backward (each ``tgt`` row among ``src``) kNN.
@@ -163,60 +153,149 @@ def knn_both_ways(
     ``bwd_sims`` (m, min(k, n)) float32, ``bwd_ids`` (m, min(k, n)) int64 rows of ``src``; each
     best first. On the torch GPU path every product tile is computed once for both directions.
     """
+    return _search(src, tgt, k, k, device, block_rows, normalize, gpu_memory, progress)
+
+
+def _search(
+    src: Rows,
+    tgt: Rows,
+    k: int,
+    k_back: int,
+    device: str,
+    block_rows: int | None,
+    normalize: bool,
+    gpu_memory: int | None,
+    progress: ProgressCallback | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    src, tgt = as_row_matrix(src), as_row_matrix(tgt)
     _check_pair(src, tgt, k)
-    k_fwd, k_bwd = min(k, tgt.shape[0]), min(k, src.shape[0])
+    k_fwd, k_bwd = min(k, tgt.shape[0]), min(k_back, src.shape[0])
     progress = progress or no_progress
     backend = resolve_backend(device)
-    logger.debug("kNN both ways %s x %s, k=%d, on %s", src.shape, tgt.shape, k, backend)
+    logger.debug("kNN %s x %s, k=%d/%d, on %s", src.shape, tgt.shape, k_fwd, k_bwd, backend)
     if backend == "torch-cuda":
-        return _torch_both_ways(
-            src,
-            tgt,
-            k_fwd,
-            k_bwd,
-            _cuda_name(device),
-            normalize=normalize,
-            block_queries=block_rows,
-            block_database=block_rows,
-            progress=progress,
+        return _chunk_search_cuda(
+            src, tgt, k_fwd, k_bwd, _cuda_name(device), block_rows, normalize, gpu_memory, progress
         )
-    src, tgt = _as_float32(src, tgt, normalize)
-    search = _faiss_gpu_knn if backend == "faiss-gpu" else _faiss_cpu_knn
-    fwd_sims, fwd_ids = search(src, tgt, k_fwd, block_rows, progress, "kNN forward")
-    bwd_sims, bwd_ids = search(tgt, src, k_bwd, block_rows, progress, "kNN backward")
+    if backend == "faiss-gpu":
+        search = _faiss_gpu_knn
+    else:
+        search = _faiss_cpu_knn
+    fwd_sims, fwd_ids = search(src, tgt, k_fwd, block_rows, normalize, progress, "kNN forward")
+    if not k_bwd:
+        return fwd_sims, fwd_ids, _empty_sims(tgt), _empty_ids(tgt)
+    bwd_sims, bwd_ids = search(tgt, src, k_bwd, block_rows, normalize, progress, "kNN backward")
     return fwd_sims, fwd_ids, bwd_sims, bwd_ids
 
 
-def _as_float32(a: np.ndarray, b: np.ndarray, normalize: bool) -> tuple[np.ndarray, np.ndarray]:
-    if normalize:
-        return l2_normalize(a), l2_normalize(b)
-    return (
-        np.ascontiguousarray(a, dtype=np.float32),
-        np.ascontiguousarray(b, dtype=np.float32),
+def _empty_sims(matrix: RowMatrix) -> np.ndarray:
+    return np.empty((matrix.shape[0], 0), dtype=np.float32)
+
+
+def _empty_ids(matrix: RowMatrix) -> np.ndarray:
+    return np.empty((matrix.shape[0], 0), dtype=np.int64)
+
+
+def _chunk_search_cuda(
+    src: RowMatrix,
+    tgt: RowMatrix,
+    k_fwd: int,
+    k_bwd: int,
+    device: str,
+    block_rows: int | None,
+    normalize: bool,
+    gpu_memory: int | None,
+    progress: ProgressCallback,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from xretrieve.chunk_max_kernel import triton_available, triton_kernel_works
+    from xretrieve.chunk_search import (
+        DEFAULT_CHUNK,
+        Kernel,
+        Precision,
+        chunk_knn_both_ways,
+        plan_search,
     )
+
+    fused = triton_available() and triton_kernel_works(device, DEFAULT_CHUNK)
+    plan = plan_search(
+        src.shape[0],
+        tgt.shape[0],
+        src.shape[1],
+        max(k_fwd, k_bwd),
+        device=device,
+        memory_budget=gpu_memory if gpu_memory is not None else default_gpu_memory(device),
+        precision=Precision.FP16,
+        kernel=Kernel.TRITON if fused else Kernel.TORCH,
+        block_rows=block_rows,
+    )
+    logger.debug("chunk search plan %s", plan)
+    return chunk_knn_both_ways(src, tgt, k_fwd, k_bwd, plan, normalize=normalize, progress=progress)
+
+
+def _normalized_block(matrix: RowMatrix, start: int, stop: int, normalize: bool) -> np.ndarray:
+    block = matrix.block(start, stop)
+    return l2_normalize(block) if normalize else block
+
+
+def _available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return CPU_DATABASE_BYTES
+
+
+def _cpu_database_rows(database: RowMatrix, block_rows: int | None) -> int:
+    """Database rows per block on the CPU: all of them when they fit in the smaller of
+    ``CPU_DATABASE_BYTES`` and a quarter of the available memory."""
+    budget = min(CPU_DATABASE_BYTES, _available_memory() // 4)
+    rows = max(1, budget // (4 * database.shape[1]))
+    return min(database.shape[0], rows, block_rows or rows)
 
 
 def _faiss_cpu_knn(
-    queries: np.ndarray,
-    database: np.ndarray,
+    queries: RowMatrix,
+    database: RowMatrix,
     k: int,
     block_rows: int | None,
+    normalize: bool,
     progress: ProgressCallback,
     stage: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     faiss = _faiss()
-    index = faiss.IndexFlatIP(database.shape[1])
-    index.add(database)
-    return _blocked_search(
-        lambda block: index.search(block, k), queries, k, block_rows, progress, stage
-    )
+    n, m = queries.shape[0], database.shape[0]
+    query_rows = block_rows or CPU_BLOCK_ROWS
+    database_rows = _cpu_database_rows(database, block_rows)
+    single = database_rows >= m
+    resident = _normalized_block(database, 0, m, normalize) if single else None
+    sims = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    progress(stage, 0, n)
+    for q0 in range(0, n, query_rows):
+        q1 = min(q0 + query_rows, n)
+        block = _normalized_block(queries, q0, q1, normalize)
+        if single:
+            sims[q0:q1], ids[q0:q1] = faiss.knn(block, resident, k, faiss.METRIC_INNER_PRODUCT)
+        else:
+            heap = faiss.ResultHeap(q1 - q0, k, keep_max=True)
+            for d0 in range(0, m, database_rows):
+                d1 = min(d0 + database_rows, m)
+                part = _normalized_block(database, d0, d1, normalize)
+                found_sims, found_ids = faiss.knn(
+                    block, part, min(k, d1 - d0), faiss.METRIC_INNER_PRODUCT
+                )
+                heap.add_result(found_sims, found_ids + d0)
+            heap.finalize()
+            sims[q0:q1], ids[q0:q1] = heap.D, heap.I
+        progress(stage, q1, n)
+    return sims, ids
 
 
 def _faiss_gpu_knn(
-    queries: np.ndarray,
-    database: np.ndarray,
+    queries: RowMatrix,
+    database: RowMatrix,
     k: int,
     block_rows: int | None,
+    normalize: bool,
     progress: ProgressCallback,
     stage: str,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -224,135 +303,17 @@ def _faiss_gpu_knn(
     if faiss.get_num_gpus() <= 0:  # never reach a GPU-only FAISS call without a GPU
         raise XRetrieveError("faiss sees no GPU")
     resources = faiss.StandardGpuResources()
-
-    def search(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return faiss.knn_gpu(resources, block, database, k, metric=faiss.METRIC_INNER_PRODUCT)
-
-    return _blocked_search(search, queries, k, block_rows, progress, stage)
-
-
-def _blocked_search(
-    search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    queries: np.ndarray,
-    k: int,
-    block_rows: int | None,
-    progress: ProgressCallback,
-    stage: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    n = queries.shape[0]
-    block_rows = block_rows or CPU_BLOCK_ROWS
+    n, m = queries.shape[0], database.shape[0]
+    resident = _normalized_block(database, 0, m, normalize)
+    query_rows = block_rows or CPU_BLOCK_ROWS
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
     progress(stage, 0, n)
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        sims[start:stop], ids[start:stop] = search(queries[start:stop])
-        progress(stage, stop, n)
+    for q0 in range(0, n, query_rows):
+        q1 = min(q0 + query_rows, n)
+        block = _normalized_block(queries, q0, q1, normalize)
+        sims[q0:q1], ids[q0:q1] = faiss.knn_gpu(
+            resources, block, resident, k, metric=faiss.METRIC_INNER_PRODUCT
+        )
+        progress(stage, q1, n)
     return sims, ids
-
-
-def _torch_both_ways(
-    src: np.ndarray,
-    tgt: np.ndarray,
-    k_fwd: int,
-    k_bwd: int,
-    device: str,
-    *,
-    normalize: bool,
-    block_queries: int | None = None,
-    block_database: int | None = None,
-    compute_dtype: torch.dtype | None = None,
-    progress: ProgressCallback = no_progress,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Blocked matmul + top-k with torch on ``device``; ``k_bwd == 0`` skips the backward search.
-
-    Tiles of (block_queries, block_database) products are computed in ``compute_dtype`` (fp16 on
-    CUDA unless products could overflow, fp32 on CPU); running top-k lists are merged per tile
-    (forward: per query block over database blocks; backward: per database row over query
-    blocks); the final k similarities are recomputed in fp32 and re-sorted.
-    """
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(src, dtype=np.float32)).to(device)
-    y = torch.from_numpy(np.ascontiguousarray(tgt, dtype=np.float32)).to(device)
-    if normalize:
-        x = torch.nn.functional.normalize(x, dim=1)
-        y = torch.nn.functional.normalize(y, dim=1)
-    if compute_dtype is None:
-        on_gpu = x.device.type == "cuda"
-        bound = float(x.norm(dim=1).max()) * float(y.norm(dim=1).max())
-        compute_dtype = torch.float16 if on_gpu and bound < FP16_SAFE_PRODUCT else torch.float32
-    xc = x.to(compute_dtype) if compute_dtype != torch.float32 else x
-    yc = y.to(compute_dtype) if compute_dtype != torch.float32 else y
-    n, m = x.shape[0], y.shape[0]
-    block_database = min(m, block_database or GPU_DATABASE_BLOCK)
-    block_queries = min(n, block_queries or max(1, GPU_TILE_ELEMENTS // block_database))
-
-    fwd_sims = torch.empty((n, k_fwd), dtype=torch.float32, device=x.device)
-    fwd_ids = torch.empty((n, k_fwd), dtype=torch.int64, device=x.device)
-    bwd_sims = torch.full((m, k_bwd), -torch.inf, dtype=torch.float32, device=x.device)
-    bwd_ids = torch.full((m, k_bwd), -1, dtype=torch.int64, device=x.device)
-    n_tiles = -(-n // block_queries) * -(-m // block_database)
-    done = 0
-    progress("kNN tiles", 0, n_tiles)
-    with torch.inference_mode():
-        for q0 in range(0, n, block_queries):
-            q1 = min(q0 + block_queries, n)
-            run_sims = torch.full((q1 - q0, k_fwd), -torch.inf, device=x.device)
-            run_ids = torch.full((q1 - q0, k_fwd), -1, dtype=torch.int64, device=x.device)
-            for d0 in range(0, m, block_database):
-                d1 = min(d0 + block_database, m)
-                tile = xc[q0:q1] @ yc[d0:d1].T
-                sims, ids = tile.topk(min(k_fwd, d1 - d0), dim=1)
-                run_sims, run_ids = _merge(run_sims, run_ids, sims.float(), ids + d0, k_fwd)
-                if k_bwd:
-                    # A contiguous transpose first: top-k along the strided axis of a tile reads
-                    # memory uncoalesced on the GPU, while the copy costs one pass.
-                    sims, ids = tile.T.contiguous().topk(min(k_bwd, q1 - q0), dim=1)
-                    bwd_sims[d0:d1], bwd_ids[d0:d1] = _merge(
-                        bwd_sims[d0:d1], bwd_ids[d0:d1], sims.float(), ids + q0, k_bwd
-                    )
-                done += 1
-                progress("kNN tiles", done, n_tiles)
-            fwd_sims[q0:q1], fwd_ids[q0:q1] = _refine(x[q0:q1], y, run_ids)
-        for d0 in range(0, m if k_bwd else 0, block_queries):
-            d1 = min(d0 + block_queries, m)
-            bwd_sims[d0:d1], bwd_ids[d0:d1] = _refine(y[d0:d1], x, bwd_ids[d0:d1])
-    return (
-        fwd_sims.cpu().numpy(),
-        fwd_ids.cpu().numpy(),
-        bwd_sims.cpu().numpy(),
-        bwd_ids.cpu().numpy(),
-    )
-
-
-def _merge(
-    run_sims: torch.Tensor,
-    run_ids: torch.Tensor,
-    new_sims: torch.Tensor,
-    new_ids: torch.Tensor,
-    k: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep the k best of a running top-k list and a new one (both (rows, <=k))."""
-    import torch
-
-    sims = torch.cat((run_sims, new_sims), dim=1)
-    ids = torch.cat((run_ids, new_ids), dim=1)
-    best_sims, best = sims.topk(k, dim=1)
-    return best_sims, ids.gather(1, best)
-
-
-def _refine(
-    queries: torch.Tensor, database: torch.Tensor, ids: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """fp32 similarities of each query with its k candidate rows, re-sorted best first."""
-    sims = _row_dots(queries, database, ids)
-    order = sims.argsort(dim=1, descending=True, stable=True)
-    return sims.gather(1, order), ids.gather(1, order)
-
-
-def _row_dots(queries: torch.Tensor, database: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """``sims[i, j] = queries[i] . database[ids[i, j]]`` in fp32: (n, d), (m, d), (n, k) -> (n, k)."""
-    import torch
-
-    return torch.einsum("nd,nkd->nk", queries.float(), database[ids].float())

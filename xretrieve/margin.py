@@ -29,6 +29,7 @@ import numpy as np
 
 from xretrieve.knn import knn_both_ways
 from xretrieve.progress import ProgressCallback
+from xretrieve.row_blocks import Rows
 
 
 class Margin(enum.Enum):
@@ -51,12 +52,14 @@ class Mode(enum.Enum):
 @dataclass(frozen=True)
 class MiningConfig:
     """``k`` neighbours per side for the margin (clamped to the other side's size), margin
-    function, selection mode, and kNN device (auto|cpu|cuda)."""
+    function, selection mode, kNN device (auto|cpu|cuda), and the bytes of device memory the
+    GPU search may use (None: 80 % of the free memory)."""
 
     k: int = 4
     margin: Margin = Margin.RATIO
     mode: Mode = Mode.MAX
     device: str = "auto"
+    gpu_memory: int | None = None
 
 
 DEFAULT_CONFIG = MiningConfig()
@@ -185,13 +188,14 @@ def greedy_one_to_one(src: np.ndarray, tgt: np.ndarray, score: np.ndarray) -> np
 
 
 def mine(
-    src_emb: np.ndarray,
-    tgt_emb: np.ndarray,
+    src_emb: Rows,
+    tgt_emb: Rows,
     config: MiningConfig = DEFAULT_CONFIG,
     *,
     progress: ProgressCallback | None = None,
 ) -> MinedPairs:
-    """Mine pairs between ``src_emb`` (n, d) and ``tgt_emb`` (m, d) float embeddings.
+    """Mine pairs between ``src_emb`` (n, d) and ``tgt_emb`` (m, d) float embeddings (arrays,
+    memory maps or ``RowMatrix`` row selections).
 
     Rows are L2-normalised (cosine similarity), exact kNN runs both ways with ``config.k``
     neighbours on ``config.device``, then ``select_pairs`` applies the margin and mode.
@@ -200,6 +204,12 @@ def mine(
     if config.k < 1:
         raise ValueError(f"k must be at least 1, got {config.k}")
     fwd_sims, fwd_ids, bwd_sims, bwd_ids = knn_both_ways(
-        src_emb, tgt_emb, config.k, device=config.device, normalize=True, progress=progress
+        src_emb,
+        tgt_emb,
+        config.k,
+        device=config.device,
+        normalize=True,
+        gpu_memory=config.gpu_memory,
+        progress=progress,
     )
     return select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, config.margin, config.mode)

@@ -24,11 +24,17 @@ def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | 
 
 
 def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.ndarray:
-    """Load a ``.npy`` float16/float32 matrix as ``(rows, dim)`` float32 (C-contiguous).
+    """Open a ``.npy`` float16/float32 (or float64) matrix of ``(rows, dim)`` as a read-only
+    memory map, checked: nothing is copied into memory, so files larger than RAM can be searched
+    (``xretrieve.row_blocks`` reads them block by block).
 
     Raises ``InputError`` when the file is missing or not a ``.npy`` array, is not a 2-D floating
-    matrix, or its row count (or dimension, when ``dim`` is given) does not match.
+    matrix, its row count (or dimension, when ``dim`` is given) does not match, or a row holds
+    NaN or an infinity (named by its 0-based row; in a float16 file an infinity is usually an
+    overflow). The finiteness check streams over the file once.
     """
+    from xretrieve.row_blocks import find_non_finite
+
     path = Path(path)
     try:
         matrix = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -46,4 +52,16 @@ def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.n
         )
     if dim is not None and matrix.shape[1] != dim:
         raise InputError(path, f"has dimension {matrix.shape[1]}, expected {dim}")
-    return np.ascontiguousarray(matrix, dtype=np.float32)
+    bad_row = find_non_finite(matrix)
+    if bad_row is not None:
+        hint = (
+            " (float16 overflow? write the embeddings as float32)"
+            if matrix.dtype == np.float16
+            else ""
+        )
+        raise InputError(
+            path,
+            f"row {bad_row} (line {bad_row + 1} of its data file) holds NaN or infinite "
+            f"values{hint}; embeddings must be finite",
+        )
+    return matrix

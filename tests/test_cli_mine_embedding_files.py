@@ -1,0 +1,74 @@
+"""``mine`` over precomputed embedding files: float16 and float32 alike, bad values refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mining_fixtures import write_planted_split
+from typer.testing import CliRunner
+
+from xretrieve.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def split(tmp_path: Path) -> tuple[Path, Path]:
+    write_planted_split(tmp_path / "data", tmp_path / "emb", "test")
+    return tmp_path / "data" / "bucc2018", tmp_path / "emb" / "bucc2018"
+
+
+def mine(data: Path, src_emb: Path, tgt_emb: Path, *extra: str):
+    return runner.invoke(
+        app,
+        [
+            "mine", "--no-progress", "--device", "cpu", "--json", "--threshold", "1.0",
+            "--src-file", str(data / "de-en.test.de"), "--tgt-file", str(data / "de-en.test.en"),
+            "--src-emb", str(src_emb), "--tgt-emb", str(tgt_emb), *extra,
+        ],
+    )  # fmt: skip
+
+
+def test_float16_files_mine_like_float32(split, tmp_path: Path) -> None:
+    data, emb = split
+    src, tgt = np.load(emb / "de-en.test.de.npy"), np.load(emb / "de-en.test.en.npy")
+    np.save(tmp_path / "src16.npy", src.astype(np.float16))
+    np.save(tmp_path / "tgt16.npy", tgt.astype(np.float16))
+    full = mine(data, emb / "de-en.test.de.npy", emb / "de-en.test.en.npy")
+    half = mine(data, tmp_path / "src16.npy", tmp_path / "tgt16.npy")
+    assert full.exit_code == 0 and half.exit_code == 0, full.output + half.output
+    assert json.loads(half.stdout)["pairs"] == json.loads(full.stdout)["pairs"] > 0
+
+
+@pytest.mark.parametrize(("side", "value"), [("src", np.nan), ("tgt", np.inf)])
+def test_non_finite_embeddings_exit_2_naming_file_and_row(split, tmp_path: Path, side, value):
+    data, emb = split
+    paths = {"src": emb / "de-en.test.de.npy", "tgt": emb / "de-en.test.en.npy"}
+    matrix = np.load(paths[side])
+    matrix[3, 1] = value
+    bad = tmp_path / f"{side}.npy"
+    np.save(bad, matrix)
+    paths[side] = bad
+    result = mine(data, paths["src"], paths["tgt"])
+    assert result.exit_code == 2, result.output
+    assert f"{bad}: row 3 (line 4 of its data file) holds NaN or infinite" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_float16_overflow_is_named(split, tmp_path: Path) -> None:
+    data, emb = split
+    with np.errstate(over="ignore"):  # beyond float16's 65504
+        matrix = (np.load(emb / "de-en.test.en.npy") * 1e6).astype(np.float16)
+    np.save(tmp_path / "tgt16.npy", matrix)
+    result = mine(data, emb / "de-en.test.de.npy", tmp_path / "tgt16.npy")
+    assert result.exit_code == 2 and "float16 overflow" in result.stderr
+
+
+def test_dimension_mismatch_exit_2(split, tmp_path: Path) -> None:
+    data, emb = split
+    np.save(tmp_path / "tgt.npy", np.load(emb / "de-en.test.en.npy")[:, :5])
+    result = mine(data, emb / "de-en.test.de.npy", tmp_path / "tgt.npy")
+    assert result.exit_code == 2 and "tgt.npy" in result.stderr and "dimension" in result.stderr
