@@ -30,6 +30,9 @@ BLOCK_M = 128
 BLOCK_N = 128
 BLOCK_K = 64
 GROUP_M = 8
+# Hopper-sized launch: two warpgroups per 128 x 128 block, three-stage software pipeline.
+NUM_WARPS = 8
+NUM_STAGES = 3
 
 
 def triton_available() -> bool:
@@ -146,6 +149,8 @@ def chunk_maxima_triton(
         BLOCK_K=block_k,
         CHUNK=chunk,
         GROUP_M=GROUP_M,
+        num_warps=NUM_WARPS,
+        num_stages=NUM_STAGES,
     )
     return fwd, bwd
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -55,7 +56,7 @@ FP16_SAFE_PRODUCT = 3.0e4
 DEFAULT_CHUNK = 32
 DEFAULT_SPARE_CHUNKS = 8
 # Fewest rows of a streamed block when the budget alone would allow fewer.
-MIN_STREAM_ROWS = 1024
+MIN_STREAM_ROWS = 256
 # Shares of the memory budget: resident rows, one product tile, one re-scoring gather.
 _ROWS_SHARE, _TILE_SHARE, _GATHER_SHARE = 0.55, 0.2, 0.1
 
@@ -224,10 +225,14 @@ class _Uploader:
             return self._fp32_cache[key]
         import torch
 
-        # The stored dtype travels (half the bytes for float16 files); the device converts.
-        block = torch.from_numpy(matrix.native_block(start, stop)).to(self.device).float()
+        # The stored dtype travels (half the bytes for float16 files) without a host copy; the
+        # device converts and normalises in place, so one block costs one fp32 copy there.
+        with matrix.native_rows(start, stop) as native, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            block = torch.from_numpy(native).to(self.device, copy=True)
+        block = block.float()
         if self.normalize:
-            block = torch.nn.functional.normalize(block, dim=1)
+            block.div_(block.norm(dim=1, keepdim=True).clamp_min_(1e-12))
         if self.plan.cache_blocks:
             self._fp32_cache[key] = block
         return block

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,22 @@ class RowMatrix:
         if index.size:
             _release_pages(self.array, int(index.min()), int(index.max()) + 1)
         return block
+
+    @contextmanager
+    def native_rows(self, start: int, stop: int) -> Iterator[np.ndarray]:
+        """Rows ``start:stop`` in the stored dtype, without a copy where the rows are one
+        contiguous float16/float32 slice (read-only: copy before changing it); the pages of a
+        memory map are released on exit. For uploads to a device, which copy anyway."""
+        if self.rows is not None or self.array.dtype == np.float64:
+            yield self.native_block(start, stop)
+            return
+        view = self.array[start:stop]
+        if not view.flags.c_contiguous:
+            view = np.ascontiguousarray(view)
+        try:
+            yield view
+        finally:
+            _release_pages(self.array, start, stop)
 
     def blocks(self, block_rows: int = DEFAULT_BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, block)`` for consecutive blocks of at most ``block_rows`` rows."""
