@@ -12,11 +12,45 @@ from typing import IO
 
 import numpy as np
 
+from xretrieve.errors import InputError
+
 
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def check_output_path(path: Path, *, directory: bool = False, option: str = "--out") -> Path:
+    """Refuse, before any work, an output that cannot be written: ``path`` is an existing
+    directory (for a file output) or an existing file (for a ``directory`` output), a directory
+    output is the current directory or contains it (it is replaced as a whole), or the nearest
+    existing parent is a file or not writable. Returns ``path``; raises ``InputError`` naming it.
+
+    Writability is ``os.access`` on that parent (so root passes where the permissions say no,
+    as it would when writing; a read-only file system fails for everyone)."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        path = Path(os.path.abspath(path))
+    if directory:
+        if path.exists() and not path.is_dir():
+            raise InputError(path, f"{option} must be a directory; this is a file")
+        if Path.cwd().resolve().is_relative_to(path.resolve()):
+            raise InputError(
+                path,
+                f"{option} is the current directory or contains it; it is replaced as a whole: "
+                "give a new directory (or an earlier export) instead",
+            )
+    elif path.is_dir():
+        raise InputError(path, f"{option} is a directory; give a file path in it instead")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"cannot create {option}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write {option}: the directory {parent} is not writable")
+    return path
 
 
 @contextlib.contextmanager

@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
         from xretrieve.encoding import embed_file, load_encoder
+        from xretrieve.files import check_output_path
 
+        check_output_path(out)
         with progress_bars(progress) as report:
             encoder = load_encoder(
                 model,

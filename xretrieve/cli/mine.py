@@ -187,6 +187,7 @@ def run_mine(
         tune_threshold,
     )
     from xretrieve.embeddings import embed_pair
+    from xretrieve.files import check_output_path
     from xretrieve.formats import read_bucc_split
 
     if threshold is not None and tune_split is not None:
@@ -195,6 +196,8 @@ def run_mine(
         raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
     if tune_split is not None and src_emb is not None and emb_dir is None:
         raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+    if out is not None:
+        check_output_path(out)
     inputs = _read_inputs(src_lang, tgt_lang, src_file, tgt_file, data_dir, split, gold_file)
     summary: dict[str, Any] = {"input": inputs.label}
     with progress_bars(show_progress) as progress:

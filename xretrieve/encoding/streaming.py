@@ -15,6 +15,7 @@ import numpy as np
 
 from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
 from xretrieve.errors import InputError
+from xretrieve.files import check_output_path
 from xretrieve.progress import ProgressCallback
 
 _BLOCK_BYTES = 8 << 20
@@ -101,7 +102,7 @@ def embed_file(
     and write float32 rows in line order to ``output_path`` (``.npy``) atomically: ``(n, dim)``,
     or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two windows of
     ``encoder.window`` sentences, never the whole input or output."""
-    input_path, output_path = Path(input_path), Path(output_path)
+    input_path, output_path = Path(input_path), check_output_path(output_path)
     n_lines = count_lines(input_path)
     width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
     shape = (n_lines, *width)
