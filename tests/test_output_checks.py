@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from xretrieve import files
 from xretrieve.cli.app import app
 from xretrieve.errors import InputError
-from xretrieve import files
 
 
 @pytest.fixture()

@@ -21,6 +21,25 @@ def _umask() -> int:
     return current
 
 
+def default_permissions(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open()`` (file) or ``mkdir()`` (directory) would have
+    under the process umask; for a directory, every file and folder in it too. ``mkstemp`` and
+    ``mkdtemp`` create 0600/0700, and safetensors writes its files 0600: outputs are shared like
+    any other file (0644 under the usual umask 022)."""
+    umask = _umask()
+    path = Path(path)
+    if not path.is_dir():
+        os.chmod(path, 0o666 & ~umask)
+        return
+    os.chmod(path, 0o777 & ~umask)
+    for root, dirs, names in os.walk(path):
+        for names_here, mode in ((dirs, 0o777), (names, 0o666)):
+            for name in names_here:
+                entry = os.path.join(root, name)
+                if not os.path.islink(entry):  # chmod would change the link's target
+                    os.chmod(entry, mode & ~umask)
+
+
 def check_output_path(path: Path, *, directory: bool = False, option: str = "--out") -> Path:
     """Refuse, before any work, an output that cannot be written: ``path`` is an existing
     directory (for a file output) or an existing file (for a ``directory`` output), a directory
@@ -65,8 +84,7 @@ def atomic_write(path: Path, mode: str = "w", encoding: str | None = "utf-8") ->
     try:
         with os.fdopen(fd, mode, encoding=encoding) as handle:
             yield handle
-        # mkstemp creates 0600; give the result the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
+        default_permissions(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -89,7 +107,7 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        default_permissions(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors, stderr
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    stderr,
+)
 from xretrieve.margin import Margin, MiningConfig, Mode
 
 
@@ -73,7 +80,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Embedding cache directory (default: <cache dir>/embeddings)."),
         ] = None,
         plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Evaluate checkpoints on BUCC / Tatoeba / image-text; write results.jsonl, results.csv,
         leaderboard.md, groups.csv and plots/ under --out. Exit code 1 if any language failed."""
@@ -184,7 +193,9 @@ def _register_bench(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print JSON, not tables.")
         ] = False,
         plot: Annotated[Path | None, typer.Option(help="Also write a bar chart PNG here.")] = None,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Embedding throughput (per backend, dtype and batch budget) and kNN + margin speed
         (FAISS CPU, torch CPU; torch CUDA and FAISS GPU where a GPU exists), side by side."""

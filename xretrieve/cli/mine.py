@@ -20,7 +20,15 @@ import numpy as np
 import typer
 
 from xretrieve.bucc import CorpusMining
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors, stdout
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    stdout,
+    threshold_text,
+)
 from xretrieve.embeddings import EmbeddingSource
 from xretrieve.errors import XRetrieveError
 from xretrieve.formats import Corpus
@@ -158,6 +166,20 @@ def _embed_inputs(
     return (*embed_pair(source, inputs.src, inputs.tgt, progress), source)
 
 
+# The summary table's labels say what its counts count (the JSON keeps the short keys).
+_LABELS = {
+    "candidates": "candidates (pairs of distinct texts kept by --mode, any score)",
+    "pairs": "pairs (candidates with score >= threshold)",
+    "rows": "rows (pairs, one per id of a repeated text: lines of --out)",
+}
+
+
+def _shown(key: str, value: Any) -> Any:
+    if value is None:
+        return "-"
+    return threshold_text(value) if key == "threshold" else value
+
+
 def run_mine(
     *,
     src_lang: str,
@@ -251,7 +273,7 @@ def run_mine(
     print_table(
         f"mine {inputs.label}",
         ["measure", "value"],
-        [[key, "-" if value is None else value] for key, value in summary.items()],
+        [[_LABELS.get(key, key), _shown(key, value)] for key, value in summary.items()],
     )
     if rows:
         preview = [
@@ -308,7 +330,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="JSON summary on stdout.")
         ] = False,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
         run_mine(

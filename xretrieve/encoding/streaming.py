@@ -15,7 +15,7 @@ import numpy as np
 
 from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
 from xretrieve.errors import InputError
-from xretrieve.files import check_output_path
+from xretrieve.files import check_output_path, default_permissions
 from xretrieve.progress import ProgressCallback
 
 _BLOCK_BYTES = 8 << 20
@@ -137,6 +137,7 @@ def embed_file(
                 raise InputError(input_path, "the file changed while it was being embedded")
             out.flush()
             del out
+        default_permissions(tmp)
         os.replace(tmp, output_path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
