@@ -79,7 +79,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Embedding cache directory (default: <cache dir>/embeddings)."),
         ] = None,
-        plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+        plots: Annotated[
+            bool, typer.Option("--plots/--no-plots", help="Write plots/*.png with the reports.")
+        ] = True,
         show_progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
         ] = True,
