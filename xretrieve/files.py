@@ -52,9 +52,12 @@ def check_output_path(path: Path, *, directory: bool = False, option: str = "--o
     if not path.name or path.name in (".", ".."):
         path = Path(os.path.abspath(path))
     if directory:
+        inside = False
         if path.exists() and not path.is_dir():
             raise InputError(path, f"{option} must be a directory; this is a file")
-        if Path.cwd().resolve().is_relative_to(path.resolve()):
+        with contextlib.suppress(OSError):  # no current directory (deleted): nothing to protect
+            inside = Path.cwd().resolve().is_relative_to(path.resolve())
+        if inside:
             raise InputError(
                 path,
                 f"{option} is the current directory or contains it; it is replaced as a whole: "
