@@ -157,6 +157,32 @@ def read_manifest(export_dir: Path | str) -> Manifest:
             f"format_version {version!r} is not supported (this xretrieve reads <= {FORMAT_VERSION})",
         )
     try:
-        return Manifest.from_json(payload)
+        manifest = Manifest.from_json(payload)
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(path, f"incomplete or invalid manifest: {error!r}") from None
+    _check_values(path, manifest)
+    return manifest
+
+
+# Integer fields and their smallest valid value (max_length counts the two special tokens).
+_MINIMUM = {"max_length": 2, "pad_token_id": 0, "dim": 1, "num_hidden_layers": 1, "opset": 1}
+
+
+def _check_values(path: Path, manifest: Manifest) -> None:
+    """Types and ranges a hand-edited manifest can break; an ``InputError`` names the key. Bounds
+    that need the model (positions, vocabulary) are checked where the tokenizer is loaded."""
+    for key, minimum in _MINIMUM.items():
+        value = getattr(manifest, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InputError(path, f"'{key}' must be an integer >= {minimum}, got {value!r}")
+    bad_layers = [
+        layer for layer in manifest.layers if not 0 <= layer <= manifest.num_hidden_layers
+    ]
+    if not manifest.layers or bad_layers:
+        raise InputError(
+            path,
+            f"'layers' must be hidden-state indices 0..{manifest.num_hidden_layers}, "
+            f"got {list(manifest.layers)}",
+        )
+    if not isinstance(manifest.text_prefix, str):
+        raise InputError(path, f"'text_prefix' must be a string, got {manifest.text_prefix!r}")

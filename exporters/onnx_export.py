@@ -78,10 +78,10 @@ def export_checkpoint(
     from exporters.validate import validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
     from xretrieve.cache import content_hash
-    from xretrieve.files import atomic_directory
+    from xretrieve.files import atomic_directory, check_output_path
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
-    out_dir = Path(out_dir)
+    out_dir = check_output_path(Path(out_dir), directory=True)
     config = config or ExportConfig()
     report = progress or no_progress
     started = time.perf_counter()

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors, stderr
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    stderr,
+)
 from xretrieve.margin import Margin, MiningConfig, Mode
 
 
@@ -72,8 +79,12 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="Embedding cache directory (default: <cache dir>/embeddings)."),
         ] = None,
-        plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        plots: Annotated[
+            bool, typer.Option("--plots/--no-plots", help="Write plots/*.png with the reports.")
+        ] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Evaluate checkpoints on BUCC / Tatoeba / image-text; write results.jsonl, results.csv,
         leaderboard.md, groups.csv and plots/ under --out. Exit code 1 if any language failed."""
@@ -184,13 +195,18 @@ def _register_bench(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print JSON, not tables.")
         ] = False,
         plot: Annotated[Path | None, typer.Option(help="Also write a bar chart PNG here.")] = None,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Embedding throughput (per backend, dtype and batch budget) and kNN + margin speed
         (FAISS CPU, torch CPU; torch CUDA and FAISS GPU where a GPU exists), side by side."""
         from xretrieve import benchmarking
+        from xretrieve.files import check_output_path
         from xretrieve.formats import read_text_corpus
 
+        if plot is not None:
+            check_output_path(plot, option="--plot")
         backend_names = benchmarking.parse_names(backends, benchmarking.BACKENDS, "--backends")
         if dtypes is None:
             dtype_names = ("fp16", "fp32") if benchmarking.gpu_available() else ("fp32",)

@@ -103,6 +103,13 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the manifest as JSON.")
         ] = False,
+        progress: Annotated[
+            bool,
+            typer.Option(
+                "--progress/--no-progress",
+                help="Progress bar on stderr (default: on, unless --json).",
+            ),
+        ] = True,
     ) -> None:
         """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
         against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
@@ -119,8 +126,8 @@ def register(app: typer.Typer) -> None:
             max_length=max_length,
             projection=projection,
         )
-        with progress_bars(not as_json) as progress:
-            manifest = export_checkpoint(checkpoint, out, config, progress)
+        with progress_bars(progress and not as_json) as report:
+            manifest = export_checkpoint(checkpoint, out, config, report)
         if as_json:
             print_json(manifest.to_json())
         else:

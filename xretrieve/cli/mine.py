@@ -21,12 +21,14 @@ import typer
 
 from xretrieve.bucc import CorpusMining
 from xretrieve.cli.common import (
+    PROGRESS_HELP,
     finite_float,
     print_json,
     print_table,
     progress_bars,
     reports_errors,
     stdout,
+    threshold_text,
 )
 from xretrieve.embeddings import EmbeddingSource
 from xretrieve.errors import XRetrieveError
@@ -165,6 +167,20 @@ def _embed_inputs(
     return (*embed_pair(source, inputs.src, inputs.tgt, progress), source)
 
 
+# The summary table's labels say what its counts count (the JSON keeps the short keys).
+_LABELS = {
+    "candidates": "candidates (pairs of distinct texts kept by --mode, any score)",
+    "pairs": "pairs (candidates with score >= threshold)",
+    "rows": "rows (pairs, one per id of a repeated text: lines of --out)",
+}
+
+
+def _shown(key: str, value: Any) -> Any:
+    if value is None:
+        return "-"
+    return threshold_text(value) if key == "threshold" else value
+
+
 def run_mine(
     *,
     src_lang: str,
@@ -194,6 +210,7 @@ def run_mine(
         tune_threshold,
     )
     from xretrieve.embeddings import embed_pair
+    from xretrieve.files import check_output_path
     from xretrieve.formats import read_bucc_split
 
     if threshold is not None and tune_split is not None:
@@ -202,6 +219,8 @@ def run_mine(
         raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
     if tune_split is not None and src_emb is not None and emb_dir is None:
         raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+    if out is not None:
+        check_output_path(out)
     inputs = _read_inputs(src_lang, tgt_lang, src_file, tgt_file, data_dir, split, gold_file)
     summary: dict[str, Any] = {"input": inputs.label}
     with progress_bars(show_progress) as progress:
@@ -255,7 +274,7 @@ def run_mine(
     print_table(
         f"mine {inputs.label}",
         ["measure", "value"],
-        [[key, "-" if value is None else value] for key, value in summary.items()],
+        [[_LABELS.get(key, key), _shown(key, value)] for key, value in summary.items()],
     )
     if rows:
         preview = [
@@ -313,7 +332,9 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="JSON summary on stdout.")
         ] = False,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
         run_mine(

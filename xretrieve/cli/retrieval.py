@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    threshold_text,
+)
 from xretrieve.cli.mine import embedding_source
 from xretrieve.errors import XRetrieveError
 from xretrieve.margin import Margin, MiningConfig, Mode
@@ -103,7 +110,9 @@ def register(app: typer.Typer) -> None:
         mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
         json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """BUCC 2018 mining: threshold tuned on one split, P/R/F1 (percent) on another."""
         config = MiningConfig(k=k, margin=margin, mode=mode, device=device)
@@ -123,7 +132,8 @@ def register(app: typer.Typer) -> None:
             return
         columns = ["lang", "threshold", "precision", "recall", "f1", "tune_f1", "oracle_f1"]
         rows = [
-            [lang] + ["-" if r[c] is None else r[c] for c in columns[1:]]
+            [lang, "-" if r["threshold"] is None else threshold_text(r["threshold"])]
+            + ["-" if r[c] is None else r[c] for c in columns[2:]]
             for lang, r in results.items()
         ]
         print_table(f"BUCC 2018 ({tune_split} -> {eval_split})", columns, rows)
@@ -141,7 +151,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
         json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Tatoeba top-1 retrieval accuracy (percent) in both directions."""
         with progress_bars(show_progress) as progress:

@@ -69,6 +69,19 @@ class Backend(Protocol):
         ...
 
 
+def _memory_words(provider: str) -> tuple[str, str]:
+    """What ran out ("GPU memory" or, on the CPU, "memory") and what to do about it."""
+    if "cuda" in provider.lower() or "gpu" in provider.lower():
+        return (
+            "GPU memory",
+            "free GPU memory, lower the model's max length, or run with --device cpu",
+        )
+    return (
+        "memory",
+        "free memory (other processes, a smaller --batch-tokens) or lower the max length",
+    )
+
+
 @dataclass(frozen=True)
 class EncodeStats:
     """What one encoding run did. ``real_tokens`` counts tokens with special tokens and
@@ -308,15 +321,15 @@ class SentenceEncoder:
                 raise
             self.backend.release_memory()
             batch, length = input_ids.shape
+            memory, advice = _memory_words(self.provider)
             if batch == 1:
                 raise XRetrieveError(
-                    f"out of GPU memory on a single sentence of {length} tokens "
-                    f"({self.provider}); free GPU memory, lower the model's max length, or run "
-                    "with --device cpu"
+                    f"out of {memory} on a single sentence of {length} tokens "
+                    f"({self.provider}); {advice}"
                 ) from error
             self._oom_tokens = min(self._oom_tokens or input_ids.size, input_ids.size)
             logger.warning(
-                "out of GPU memory on a batch of %d x %d tokens: retrying in halves", batch, length
+                "out of %s on a batch of %d x %d tokens: retrying in halves", memory, batch, length
             )
             return self._run_halves(input_ids, attention_mask)
 

@@ -183,6 +183,7 @@ def _ort_encoder(
         pad_token_id=manifest.pad_token_id,
         text_prefix=manifest.text_prefix,
     )
+    _check_manifest_bounds(manifest, export_dir, tokenizer, tokenizer_max_length(export_dir))
     return SentenceEncoder(
         backend,
         tokenizer,
@@ -222,6 +223,8 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
     tokenizer = TextTokenizer.from_directory(
         checkpoint, max_length=max_length, text_prefix=text_prefix
     )
+    if source.kind == "export":
+        _check_manifest_bounds(manifest, source.path, tokenizer, _checkpoint_max_length(checkpoint))
     return SentenceEncoder(
         backend,
         tokenizer,
@@ -324,6 +327,27 @@ def _check_export_settings(manifest: Manifest, settings: _Settings, export_dir: 
             f"{export_dir} is an export with fixed settings and cannot give "
             + "; ".join(wrong)
             + ": pass the checkpoint directory, or export it again"
+        )
+
+
+def _check_manifest_bounds(
+    manifest: Manifest, export_dir: Path, tokenizer: TextTokenizer, max_positions: int
+) -> None:
+    """Values of a (hand-edited) manifest that the model cannot take, refused at load rather
+    than as an ONNX Runtime or torch error in the middle of a run. ``max_positions``: the most
+    tokens the model takes (an export's tokenizer_config.json records what it was made for)."""
+    path = Path(export_dir) / "manifest.json"
+    if manifest.max_length > max_positions:
+        raise InputError(
+            path,
+            f"'max_length' {manifest.max_length} exceeds the {max_positions} tokens the model "
+            "takes (its position embeddings)",
+        )
+    if manifest.pad_token_id >= tokenizer.vocab_size:
+        raise InputError(
+            path,
+            f"'pad_token_id' {manifest.pad_token_id} is outside the tokenizer's vocabulary "
+            f"(ids 0..{tokenizer.vocab_size - 1})",
         )
 
 
