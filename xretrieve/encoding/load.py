@@ -127,7 +127,7 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.
 
 
 def load_encoder(
-    model: str | Path | None = None,
+    model: str | Path | None = "default",
     *,
     backend: str = "ort",
     device: str = "auto",
