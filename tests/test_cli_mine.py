@@ -215,3 +215,19 @@ def test_error_messages_are_printed_literally(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "[[tasks]].txt" in result.stderr
+
+
+def test_no_bundled_sample_for_other_pairs_says_what_is_bundled() -> None:
+    result = invoke("--src", "fr", "--tgt", "en")
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "no bundled sample for fr-en (only de-en is bundled)" in message
+    assert "--src-file" in message and "--data-dir" in message
+
+
+def test_embeddings_without_their_texts_do_not_fall_back_to_the_sample(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.eye(4, dtype=np.float32))
+    np.save(tmp_path / "b.npy", np.eye(4, dtype=np.float32))
+    result = invoke("--src-emb", str(tmp_path / "a.npy"), "--tgt-emb", str(tmp_path / "b.npy"))
+    assert result.exit_code == 2
+    assert "--src-emb/--tgt-emb need the texts they embed" in " ".join(result.stderr.split())
