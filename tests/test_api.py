@@ -115,7 +115,9 @@ def test_mine_texts_maps_back_to_input_rows_and_embeds_each_text_once(planted) -
         tgt_texts[pairs.tgt_index[0]],
     )
     # Planted pairs are row i <-> row i among the first 12; all of them are mined.
-    planted_pairs = [(s, t) for s, t in zip(pairs.src_index, pairs.tgt_index) if s < 12]
+    planted_pairs = [
+        (s, t) for s, t in zip(pairs.src_index, pairs.tgt_index, strict=True) if s < 12
+    ]
     assert len(planted_pairs) == 12 and all(s == t for s, t in planted_pairs)
 
 
