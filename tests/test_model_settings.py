@@ -178,3 +178,20 @@ def test_uncached_model_id_offline_is_a_clear_error(isolated: Path, monkeypatch)
     assert "nobody/no-such-model: no such local directory, not in the Hugging Face cache" in message
     assert "HF_HUB_OFFLINE is set" in message
     assert "Traceback" not in result.output
+
+
+def test_evaluate_text_prefix_changes_the_checkpoints_cache_id(
+    tiny_xlmr_checkpoint: Path, isolated: Path
+) -> None:
+    from xretrieve.evaluation.runner import plan_model
+
+    own = plan_model(str(tiny_xlmr_checkpoint), None, backend="ort", device="cpu")
+    prefixed = plan_model(
+        str(tiny_xlmr_checkpoint), None, backend="ort", device="cpu", text_prefix="query: "
+    )
+    assert own.checkpoint_hash == prefixed.checkpoint_hash
+    assert own.store_id != prefixed.store_id
+    base = _base(tiny_xlmr_checkpoint, isolated / "base", {"text_prefix": "query: "})
+    carried = plan_model(str(base), None, backend="ort", device="cpu")
+    explicit = plan_model(str(base), None, backend="ort", device="cpu", text_prefix="query: ")
+    assert carried.store_id == explicit.store_id
