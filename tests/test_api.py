@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import xretrieve
 from xretrieve.cli.app import app
 from xretrieve.errors import XRetrieveError
-from xretrieve.margin import Margin, MiningConfig, Mode, select_pairs
+from xretrieve.margin import Margin, MiningConfig, Mode
 from xretrieve.mining import DEFAULT_RATIO_THRESHOLD
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -146,8 +146,10 @@ def test_enums_or_strings_and_bad_values(planted) -> None:
     by_name = xretrieve.mine_embeddings(src, tgt, margin="distance", mode="intersect")
     np.testing.assert_array_equal(by_enum.src_index, by_name.src_index)
     # No default threshold for the distance margin: every intersecting pair is kept.
-    fwd = select_pairs  # the same selection on kNN output is tested in test_margin
-    assert fwd is not None and len(by_name) > 0
+    everything = xretrieve.mine_embeddings(
+        src, tgt, margin="distance", mode="intersect", threshold=-10.0
+    )
+    assert len(by_name) == len(everything) > 0
     with pytest.raises(XRetrieveError, match="margin must be one of ratio, distance, absolute"):
         xretrieve.mine_embeddings(src, tgt, margin="cosine")
     with pytest.raises(XRetrieveError, match="dimension 16, tgt_emb 8"):
