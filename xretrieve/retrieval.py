@@ -55,6 +55,7 @@ def evaluate_bucc(
     config = mining_config(k, margin, mode, device)
     data_dir = Path(data_dir)
     langs = _languages(langs)
+    _check_layout_folder(data_dir / "bucc2018", "bucc2018/{xx}-en.{split}.{xx,en,gold}")
     units = [(lang, split) for lang in langs for split in dict.fromkeys((tune_split, eval_split))]
     _check_files_exist(
         path for lang, split in units for path in bucc_paths(data_dir, lang, split)[:2]
@@ -99,6 +100,7 @@ def evaluate_tatoeba(
 
     data_dir = Path(data_dir)
     langs = _languages(langs)
+    _check_layout_folder(data_dir / "tatoeba", "tatoeba/tatoeba.{xxx}-eng.{xxx,eng}")
     _check_files_exist(path for lang in langs for path in tatoeba_paths(data_dir, lang))
     pairs = _read_all(langs, lambda lang: read_tatoeba(data_dir, lang))
     source = embedding_source(
@@ -133,6 +135,11 @@ def _model_or_directory(
     """With ``emb_dir`` the API's default ``model="default"`` steps aside; anything else given
     with it is an error (``embedding_source``)."""
     return None if emb_dir is not None and model == "default" else model
+
+
+def _check_layout_folder(folder: Path, layout: str) -> None:
+    if not folder.is_dir():
+        raise InputError(folder, f"no such directory: the data directory must hold {layout}")
 
 
 def _check_files_exist(paths: Iterable[Path]) -> None:

@@ -70,12 +70,14 @@ def hub_snapshot(model_id: str, revision: str | None = None) -> Path:
             None, f"{model_id}: not available from the Hugging Face hub ({reason})"
         ) from None
     except LocalEntryNotFoundError:
-        how = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face hub cannot be reached"
+        if offline:
+            how = "HF_HUB_OFFLINE is set: unset it to download the model once"
+        else:
+            how = "the Hugging Face hub cannot be reached: download the model once online"
         raise InputError(
             None,
             f"{model_id}: no such local directory, not in the Hugging Face cache {cache}, and "
-            f"{how}: download it once online (or unset HF_HUB_OFFLINE), or give a local "
-            "checkpoint directory",
+            f"{how}, or give a local checkpoint directory",
         ) from None
     except (OSError, ValueError) as error:
         raise InputError(
