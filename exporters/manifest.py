@@ -71,6 +71,8 @@ class Manifest:
     validation: ValidationFigures | None = None
     # The attached image-text projection head ({in_dim, out_dim, pooling, layer, task}), if any.
     projection: Mapping[str, Any] | None = None
+    # A calibrated margin threshold for mining with this model ({margin, k, threshold, ...}).
+    mining_threshold: Mapping[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -124,9 +126,21 @@ class Manifest:
                 "versions": dict(values["versions"]),
                 "validation": validation,
                 "projection": dict(values["projection"]) if values.get("projection") else None,
+                "mining_threshold": _mining_threshold(values.get("mining_threshold")),
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )
+
+
+def _mining_threshold(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from xretrieve.encoding.model_settings import check_mining_threshold
+
+    try:
+        return dict(check_mining_threshold(value, None))
+    except InputError as error:
+        raise ValueError(str(error)) from None
 
 
 def write_manifest(export_dir: Path, manifest: Manifest) -> Path:

@@ -73,6 +73,10 @@ def register(app: typer.Typer) -> None:
         resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
         seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 12345,
         backend: Annotated[str, typer.Option(help="Encoder backend: ort or torch.")] = "ort",
+        text_prefix: Annotated[
+            str | None,
+            typer.Option(help="Prepended to every text (default: each checkpoint's own prefix)."),
+        ] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         batch_tokens: Annotated[int, typer.Option(min=1, help="Tokens per batch.")] = 16384,
         cache: Annotated[
@@ -115,6 +119,7 @@ def register(app: typer.Typer) -> None:
             cache_root=cache,
             resource_groups=load_resource_groups(resource_groups) if resource_groups else None,
             plots=plots,
+            text_prefix=text_prefix,
         )
         with progress_bars(show_progress) as progress:
             summary = evaluate(config, progress=progress)
@@ -189,6 +194,10 @@ def _register_bench(app: typer.Typer) -> None:
         ] = 10000,
         k: Annotated[int, typer.Option(min=1, help="Neighbours for the margin.")] = 4,
         device: Annotated[str, typer.Option(help="Encoder device: auto, cpu or cuda.")] = "auto",
+        text_prefix: Annotated[
+            str | None,
+            typer.Option(help="Prepended to every text (default: the model's own prefix)."),
+        ] = None,
         repeats: Annotated[int, typer.Option(min=1, help="Timed runs each (fastest kept).")] = 1,
         seed: Annotated[int, typer.Option(help="Seed of the generated sentences and vectors.")] = 0,
         json_output: Annotated[
@@ -228,6 +237,7 @@ def _register_bench(app: typer.Typer) -> None:
             knn_size=knn_size,
             k=k,
             seed=seed,
+            text_prefix=text_prefix,
         )
         with progress_bars(show_progress) as progress:
             report = benchmarking.run_bench(config, progress=progress)

@@ -87,8 +87,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--no-optimize", help="Skip ONNX Runtime's fusions (and their check)."),
         ] = False,
         text_prefix: Annotated[
-            str, typer.Option("--text-prefix", help="Prepended to every text, e.g. 'query: '.")
-        ] = "",
+            str | None,
+            typer.Option(
+                "--text-prefix",
+                help="Prepended to every text, e.g. 'query: ' (default: the checkpoint's own, "
+                "from its xretrieve.json or the default model's).",
+            ),
+        ] = None,
         max_length: Annotated[
             int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
         ] = None,

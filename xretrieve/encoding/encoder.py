@@ -9,9 +9,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -153,6 +153,7 @@ class SentenceEncoder:
         layers: tuple[int, ...],
         batch_tokens: int = 16384,
         window: int = DEFAULT_WINDOW,
+        mining_threshold: Mapping[str, Any] | None = None,
     ) -> None:
         if batch_tokens < 1 or window < 1:
             raise XRetrieveError("batch_tokens and window must be positive")
@@ -163,6 +164,8 @@ class SentenceEncoder:
         self.dim = backend.dim
         self.batch_tokens = batch_tokens
         self.window = window
+        # The model's calibrated margin threshold ({margin, k, threshold, ...}), if it has one.
+        self.mining_threshold = mining_threshold
         self.last_stats: EncodeStats | None = None
         # Padded-token size of the smallest batch that ran out of memory: later batches at least
         # this big are split before running instead of failing again.

@@ -209,6 +209,9 @@ class Trainer:
 
             source = default_checkpoint()
         self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
+        from xretrieve.encoding.model_settings import read_model_settings
+
+        self.text_prefix = read_model_settings(source).text_prefix
         hf = self.encoder.config
         check_max_length(config, hf, Path(source))
         text = TextSettings(
@@ -379,7 +382,13 @@ class Trainer:
         """Write ``checkpoint-STEP`` with the state of the last completed step."""
         path = checkpoint_dir(self.output_dir, self.step)
         save_checkpoint(
-            path, self.encoder, self.tokenizer, self.tasks, self._state(), dump_config(self.config)
+            path,
+            self.encoder,
+            self.tokenizer,
+            self.tasks,
+            self._state(),
+            dump_config(self.config),
+            text_prefix=self.text_prefix,
         )
         logger.info("saved %s", path)
         return path
