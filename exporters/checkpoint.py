@@ -73,12 +73,18 @@ def num_hidden_layers(config: dict[str, Any]) -> int:
 
 
 def check_weights(checkpoint_dir: Path) -> None:
-    """Raise ``InputError`` unless the weights are in safetensors files; pickle-only weights
-    (pytorch_model.bin) are refused, never loaded, because unpickling can run code."""
+    """Raise ``InputError`` unless the weights are in safetensors files that are whole (see
+    ``check_safetensors``); pickle-only weights (pytorch_model.bin) are refused, never loaded,
+    because unpickling can run code."""
     checkpoint_dir = Path(checkpoint_dir)
-    if (checkpoint_dir / "model.safetensors").is_file() or (
-        checkpoint_dir / "model.safetensors.index.json"
-    ).is_file():
+    single = checkpoint_dir / "model.safetensors"
+    index = checkpoint_dir / "model.safetensors.index.json"
+    if single.is_file():
+        check_safetensors(single)
+        return
+    if index.is_file():
+        for shard in _index_shards(index):
+            check_safetensors(checkpoint_dir / shard)
         return
     pickled = [
         name
@@ -134,6 +140,108 @@ def check_loaded_weights(
 def _names(names: list[str], shown: int = 8) -> str:
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+# The element sizes of safetensors dtypes, in bytes (the format's own list).
+_SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+# safetensors itself refuses headers above 100 MB.
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise ``InputError`` naming ``path`` unless it is a whole safetensors file: an 8-byte
+    little-endian header length, a JSON header of ``{name: {dtype, shape, data_offsets}}``, and
+    tensor data that covers exactly the rest of the file. Reads only the header, so it is cheap
+    on multi-GB weights; it finds empty, truncated and overwritten files before a loader fails
+    on them with a traceback."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else 0
+            if len(prefix) < 8 or not 0 < length <= min(size - 8, _SAFETENSORS_MAX_HEADER):
+                raise InputError(
+                    path,
+                    f"not a safetensors file ({size} bytes, "
+                    + ("empty" if size == 0 else "no valid header length")
+                    + "): the weights are corrupt or truncated; copy or save them again",
+                )
+            raw = handle.read(length)
+    except OSError as error:
+        raise InputError(path, f"cannot read the weights: {error.strerror}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise InputError(
+            path, "not a safetensors file (its header is not JSON): the weights are corrupt"
+        )
+    data_size = size - 8 - length
+    end = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        problem = _tensor_entry_problem(entry, data_size)
+        if problem:
+            raise InputError(
+                path, f"tensor {name!r}: {problem}: the weights are truncated or corrupt"
+            )
+        end = max(end, entry["data_offsets"][1])
+    if end != data_size:
+        raise InputError(
+            path,
+            f"the header describes {end} bytes of tensor data, the file holds {data_size}: "
+            "the weights are truncated or corrupt; copy or save them again",
+        )
+
+
+def _tensor_entry_problem(entry: Any, data_size: int) -> str | None:
+    if not isinstance(entry, dict):
+        return "not a tensor description"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        return f"bad dtype {dtype!r}"
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return f"bad shape {shape!r}"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        return f"bad data_offsets {offsets!r}"
+    if offsets[1] > data_size:
+        return f"data ends at byte {offsets[1]}, beyond the {data_size} bytes in the file"
+    item = _SAFETENSORS_DTYPE_BYTES.get(dtype)
+    if item is None:  # a dtype newer than this list (sub-byte floats): its size is not checked
+        return None
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * item != offsets[1] - offsets[0]:
+        return (
+            f"shape {shape} needs {count * item} bytes, data_offsets give {offsets[1] - offsets[0]}"
+        )
+    return None
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard files a ``model.safetensors.index.json`` names (its ``weight_map`` values)."""
+    weight_map = _read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise InputError(index, "expected a non-empty 'weight_map' object")
+    shards = sorted({str(name) for name in weight_map.values()})
+    for shard in shards:
+        if Path(shard).name != shard:
+            raise InputError(index, f"shard {shard!r} is not a file name in the checkpoint")
+    return shards
 
 
 def check_tokenizer(checkpoint_dir: Path) -> None:

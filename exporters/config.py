@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from xretrieve.errors import XRetrieveError
 
@@ -34,7 +36,10 @@ class ExportConfig:
     ``embeddings`` output, all of them (in order) form ``layer_embeddings`` when there are several.
     ``max_length``: tokens per text the export is meant for; None takes it from the tokenizer
     (``model_max_length``) capped by the model's position embeddings.
-    ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5).
+    ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5); None
+    takes the checkpoint's own (its ``xretrieve.json``, or the default model's "query: ").
+    ``mining_threshold``: a calibrated margin threshold {margin, k, threshold, ...} stored in the
+    manifest; None takes the checkpoint's own when the prefix is the checkpoint's own.
     ``projection``: attach the checkpoint's trained image-text projection head
     (``projection.safetensors`` + ``projection.json``, written by ``xretrieve train``) after
     pooling, so that text embeddings land in the image-feature space."""
@@ -45,9 +50,10 @@ class ExportConfig:
     dtype: Dtype = Dtype.FP16
     opset: int = DEFAULT_OPSET
     optimize: bool = True
-    text_prefix: str = ""
+    text_prefix: str | None = None
     max_length: int | None = None
     projection: bool = False
+    mining_threshold: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.

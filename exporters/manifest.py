@@ -71,6 +71,8 @@ class Manifest:
     validation: ValidationFigures | None = None
     # The attached image-text projection head ({in_dim, out_dim, pooling, layer, task}), if any.
     projection: Mapping[str, Any] | None = None
+    # A calibrated margin threshold for mining with this model ({margin, k, threshold, ...}).
+    mining_threshold: Mapping[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -124,9 +126,21 @@ class Manifest:
                 "versions": dict(values["versions"]),
                 "validation": validation,
                 "projection": dict(values["projection"]) if values.get("projection") else None,
+                "mining_threshold": _mining_threshold(values.get("mining_threshold")),
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )
+
+
+def _mining_threshold(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    from xretrieve.encoding.model_settings import check_mining_threshold
+
+    try:
+        return dict(check_mining_threshold(value, None))
+    except InputError as error:
+        raise ValueError(str(error)) from None
 
 
 def write_manifest(export_dir: Path, manifest: Manifest) -> Path:
@@ -157,6 +171,32 @@ def read_manifest(export_dir: Path | str) -> Manifest:
             f"format_version {version!r} is not supported (this xretrieve reads <= {FORMAT_VERSION})",
         )
     try:
-        return Manifest.from_json(payload)
+        manifest = Manifest.from_json(payload)
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(path, f"incomplete or invalid manifest: {error!r}") from None
+    _check_values(path, manifest)
+    return manifest
+
+
+# Integer fields and their smallest valid value (max_length counts the two special tokens).
+_MINIMUM = {"max_length": 2, "pad_token_id": 0, "dim": 1, "num_hidden_layers": 1, "opset": 1}
+
+
+def _check_values(path: Path, manifest: Manifest) -> None:
+    """Types and ranges a hand-edited manifest can break; an ``InputError`` names the key. Bounds
+    that need the model (positions, vocabulary) are checked where the tokenizer is loaded."""
+    for key, minimum in _MINIMUM.items():
+        value = getattr(manifest, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise InputError(path, f"'{key}' must be an integer >= {minimum}, got {value!r}")
+    bad_layers = [
+        layer for layer in manifest.layers if not 0 <= layer <= manifest.num_hidden_layers
+    ]
+    if not manifest.layers or bad_layers:
+        raise InputError(
+            path,
+            f"'layers' must be hidden-state indices 0..{manifest.num_hidden_layers}, "
+            f"got {list(manifest.layers)}",
+        )
+    if not isinstance(manifest.text_prefix, str):
+        raise InputError(path, f"'text_prefix' must be a string, got {manifest.text_prefix!r}")

@@ -78,10 +78,10 @@ def export_checkpoint(
     from exporters.validate import validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
     from xretrieve.cache import content_hash
-    from xretrieve.files import atomic_directory
+    from xretrieve.files import atomic_directory, check_output_path
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
-    out_dir = Path(out_dir)
+    out_dir = check_output_path(Path(out_dir), directory=True)
     config = config or ExportConfig()
     report = progress or no_progress
     started = time.perf_counter()
@@ -100,6 +100,7 @@ def export_checkpoint(
     # Checked before the (possibly slow) model load; again below against the loaded config.
     resolve_layers(config.layers, num_hidden_layers(checkpoint_config))
     source_hash = content_hash(checkpoint_dir)
+    text_prefix, mining_threshold = _prefix_and_threshold(checkpoint_dir, config)
     model, hf_config = load_checkpoint(checkpoint_dir, attn_implementation="eager")
     layers = resolve_layers(config.layers, hf_config.num_hidden_layers)
     tokenizer = _load_tokenizer(checkpoint_dir)
@@ -157,7 +158,7 @@ def export_checkpoint(
             dtype=config.dtype,
             opset=config.opset,
             optimized=config.optimize,
-            text_prefix=config.text_prefix,
+            text_prefix=text_prefix,
             max_length=max_length,
             dim=wrapper.dim,
             pad_token_id=int(tokenizer.pad_token_id),
@@ -171,6 +172,7 @@ def export_checkpoint(
             ),
             format_version=FORMAT_VERSION,
             projection=projection_info,
+            mining_threshold=mining_threshold,
         )
         write_manifest(staging, manifest)
 
@@ -250,6 +252,22 @@ def _is_export_file(name: str, onnx_files: tuple[str, ...]) -> bool:
         or name in _TOKENIZER_FILE_NAMES
         or name.endswith(_TOKENIZER_FILE_SUFFIXES)
     )
+
+
+def _prefix_and_threshold(
+    checkpoint_dir: Path, config: ExportConfig
+) -> tuple[str, dict[str, Any] | None]:
+    """The text prefix and calibrated threshold of the export: the config's when given, else the
+    checkpoint's own (``read_model_settings``). A checkpoint's threshold holds only with its own
+    prefix and without a projection head."""
+    from xretrieve.encoding.model_settings import read_model_settings
+
+    own = read_model_settings(checkpoint_dir)
+    prefix = own.text_prefix if config.text_prefix is None else config.text_prefix
+    threshold = config.mining_threshold
+    if threshold is None and prefix == own.text_prefix and not config.projection:
+        threshold = own.mining_threshold
+    return prefix, dict(threshold) if threshold is not None else None
 
 
 def _check_projection_fits(

@@ -139,7 +139,7 @@ def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkey
     monkeypatch.setitem(
         sys.modules, "xretrieve.encoding", types.SimpleNamespace(load_encoder=load_encoder)
     )
-    monkeypatch.setattr("xretrieve.cli.mine.sample_data_dir", lambda: sample)
+    monkeypatch.setattr("xretrieve.mining.sample_data_dir", lambda: sample)
     result = invoke("--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -149,7 +149,7 @@ def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkey
 
 
 def test_bundled_sample_exists() -> None:
-    from xretrieve.cli.mine import sample_data_dir
+    from xretrieve.mining import sample_data_dir
 
     folder = sample_data_dir() / "bucc2018"
     if not folder.exists():
@@ -242,3 +242,19 @@ def test_json_output_never_holds_nan_or_infinity(capsys: pytest.CaptureFixture[s
         "rows": [1.5, None, {"low": None}],
         "k": 4,
     }
+
+
+def test_no_bundled_sample_for_other_pairs_says_what_is_bundled() -> None:
+    result = invoke("--src", "fr", "--tgt", "en")
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "no bundled sample for fr-en (only de-en is bundled)" in message
+    assert "--src-file" in message and "--data-dir" in message
+
+
+def test_embeddings_without_their_texts_do_not_fall_back_to_the_sample(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.eye(4, dtype=np.float32))
+    np.save(tmp_path / "b.npy", np.eye(4, dtype=np.float32))
+    result = invoke("--src-emb", str(tmp_path / "a.npy"), "--tgt-emb", str(tmp_path / "b.npy"))
+    assert result.exit_code == 2
+    assert "--src-emb/--tgt-emb need the texts they embed" in " ".join(result.stderr.split())

@@ -112,3 +112,28 @@ def test_tatoeba_errors(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "has 49 rows but its data file has 50" in result.stderr
     result = runner.invoke(app, [*args[:-1], " , ", "--emb-dir", str(tmp_path / "emb")])
     assert result.exit_code == 2 and "--langs names no language" in result.stderr
+
+
+def test_bucc_reports_every_missing_language_before_any_work(bucc_root: Path, monkeypatch) -> None:
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("no encoder may be loaded before the data is checked")
+
+    monkeypatch.setitem(
+        sys.modules, "xretrieve.encoding", types.SimpleNamespace(load_encoder=no_encoder)
+    )
+    result = bucc(bucc_root)  # the default --langs de,fr,ru,zh; only de and fr exist
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    for name in ("ru-en.training.ru", "ru-en.test.ru", "zh-en.training.zh", "zh-en.test.zh"):
+        assert f"{name}: file not found" in message
+    assert "nothing was scored" in message
+
+
+def test_bucc_reports_every_missing_embeddings_file(bucc_root: Path) -> None:
+    for name in ("de-en.test.de.npy", "fr-en.training.en.npy"):
+        (bucc_root / "emb" / "bucc2018" / name).unlink()
+    result = bucc(bucc_root, "--langs", "de,fr", "--emb-dir", str(bucc_root / "emb"))
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "de-en.test.de.npy: embeddings file not found" in message
+    assert "fr-en.training.en.npy: embeddings file not found" in message

@@ -623,7 +623,7 @@ def test_export_never_replaces_the_checkpoint_or_foreign_files(tiny_xlmr_checkpo
         (checkpoint / "export", "would overwrite the checkpoint"),
         (tmp_path, "would overwrite the checkpoint"),  # the checkpoint is inside it
         (notes, "not an xretrieve export"),
-        (notes / "NOTES.md", "not a directory"),
+        (notes / "NOTES.md", "must be a directory; this is a file"),
     ]
     for out, message in cases:
         result = runner.invoke(

@@ -282,6 +282,7 @@ def bench_embedding(
     setting: EmbedSetting,
     texts: Sequence[str],
     *,
+    text_prefix: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> EmbedResult:
     """Load ``model`` (see ``xretrieve.encoding.load_encoder``; None = the default model) with
@@ -303,6 +304,7 @@ def bench_embedding(
             device=device,
             dtype=setting.dtype,
             batch_tokens=setting.batch_tokens,
+            text_prefix=text_prefix,
         )
         encoder.encode(texts[: min(len(texts), 512)])
         best, best_latencies = None, np.zeros(0)
@@ -678,6 +680,8 @@ class BenchConfig:
     knn_size: int = 10000
     k: int = 4
     seed: int = 0
+    # Prepended to every text (None: the model's own prefix).
+    text_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -706,7 +710,13 @@ def run_bench(config: BenchConfig, progress: ProgressCallback | None = None) -> 
                 setting = EmbedSetting(backend, dtype, config.device, batch_tokens, config.repeats)
                 try:
                     embedded.append(
-                        bench_embedding(config.model, setting, config.texts, progress=progress)
+                        bench_embedding(
+                            config.model,
+                            setting,
+                            config.texts,
+                            text_prefix=config.text_prefix,
+                            progress=progress,
+                        )
                     )
                 except XRetrieveError:
                     raise

@@ -91,3 +91,45 @@ def embed_pair(
             f"embedding dimension {tgt_emb.shape[1]} differs from the source's {src_emb.shape[1]}",
         )
     return src_emb, tgt_emb
+
+
+def embedding_source(
+    model: str | Path | TextEncoder | None,
+    emb_dir: Path | None,
+    data_dir: Path | None,
+    *,
+    text_prefix: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> EncoderSource | DirectorySource:
+    """The ``EmbeddingSource`` of the ``--model`` / ``--emb-dir`` choice: ``DirectorySource``
+    for ``emb_dir`` (mirroring ``data_dir``), else an ``EncoderSource`` of ``model`` (a loaded
+    encoder, or a name for ``xretrieve.encoding.load_encoder``; None is the default model).
+    ``progress`` sees the first-use conversion and export of a model."""
+    if emb_dir is not None:
+        if model is not None:
+            raise XRetrieveError("give either --model or --emb-dir, not both")
+        if text_prefix is not None:
+            raise XRetrieveError("--text-prefix applies to --model, not to --emb-dir embeddings")
+        if data_dir is None:
+            raise XRetrieveError("--emb-dir mirrors a data directory: give --data-dir too")
+        return DirectorySource(emb_dir, data_dir)
+    return EncoderSource(resolve_encoder(model, text_prefix=text_prefix, progress=progress))
+
+
+def resolve_encoder(
+    model: str | Path | TextEncoder | None,
+    *,
+    text_prefix: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> TextEncoder:
+    """``model`` itself when it is an encoder object (has ``encode``), else
+    ``xretrieve.encoding.load_encoder(model, text_prefix=..., progress=...)``."""
+    if model is not None and not isinstance(model, str | Path):
+        if text_prefix is not None:
+            raise XRetrieveError("text_prefix applies to a model name, not to a loaded encoder")
+        return model  # type: ignore[return-value]
+    from xretrieve.encoding import load_encoder
+
+    if text_prefix is None:
+        return load_encoder(model, progress=progress)
+    return load_encoder(model, text_prefix=text_prefix, progress=progress)

@@ -23,6 +23,7 @@ selected pair and thresholds are applied by the caller (``>=``, as BUCC's extrac
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,25 @@ class MinedPairs:
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
+
+    def above(self, threshold: float | None) -> MinedPairs:
+        """The pairs with ``score >= threshold`` (compared in float64; None keeps all)."""
+        if threshold is None:
+            return self
+        keep = self.score.astype(np.float64) >= threshold
+        return MinedPairs(self.src_index[keep], self.tgt_index[keep], self.score[keep])
+
+    def to_rows(
+        self, src_texts: Sequence[str], tgt_texts: Sequence[str]
+    ) -> list[tuple[float, str, str]]:
+        """``(score, source text, target text)`` per pair, best first; ``src_texts`` and
+        ``tgt_texts`` are what the indices point into."""
+        return [
+            (float(score), src_texts[src], tgt_texts[tgt])
+            for src, tgt, score in zip(
+                self.src_index.tolist(), self.tgt_index.tolist(), self.score.tolist(), strict=True
+            )
+        ]
 
 
 def apply_margin(sims: np.ndarray, neighbourhood: np.ndarray, margin: Margin) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from xretrieve.cli import embed, evaluate, export, mine, retrieval, train
+from xretrieve.cli.common import Command
 
 app = typer.Typer(
     name="xretrieve",
@@ -16,6 +17,8 @@ app = typer.Typer(
 
 for module in (mine, retrieval, export, embed, train, evaluate):
     module.register(app)
+for command in app.registered_commands:
+    command.cls = Command  # typer fills in its own TyperCommand at registration
 
 
 def main() -> None:

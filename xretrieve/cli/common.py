@@ -6,14 +6,17 @@ import contextlib
 import functools
 import json
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +27,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperCommand
 
 from xretrieve.errors import XRetrieveError
 from xretrieve.progress import ProgressCallback
@@ -32,6 +36,8 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+PROGRESS_HELP = "Progress bars on stderr (--no-progress: none, e.g. for logs and scripts)."
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -131,6 +137,29 @@ def json_safe(payload: Any) -> Any:
     return payload
 
 
+class Command(TyperCommand):
+    """typer's command with plainer help: usage lines name arguments as ``CHECKPOINT`` (required)
+    or ``[MODEL]`` (optional) rather than ``{checkpoint}``, and on/off flags show no ``<bool>``
+    value they do not take."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name or "").upper()
+                name = name if param.required else f"[{name}]"
+                pieces.append(name + ("..." if param.nargs != 1 else ""))
+        return pieces
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        for param in params:
+            flag = param.param_type_name == "option" and getattr(param, "is_flag", False)
+            if flag and param.metavar is None:
+                param.metavar = ""  # typer shows a flag's metavar as its value type
+        return params
+
+
 def print_json(payload: Any) -> None:
     """Machine-readable output: one JSON document on stdout (non-finite numbers as null)."""
     text = json.dumps(
@@ -139,8 +168,16 @@ def print_json(payload: Any) -> None:
     typer.echo(text)
 
 
+def threshold_text(value: float) -> str:
+    """A mining threshold for a table: six significant digits, since margin scores of real
+    candidates differ in the third decimal and beyond (the JSON output keeps every digit)."""
+    return f"{value:.6g}"
+
+
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    """People-readable output: a rich table on stdout; floats with two decimals."""
+    """People-readable output: a rich table on stdout; floats with two decimals (pass a string
+    for more). On a terminal the table fits its width; written to a file or a pipe (where rich
+    would assume 80 columns) it keeps its natural width, unless COLUMNS says otherwise."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -148,4 +185,9 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         table.add_row(
             *(f"{value:.2f}" if isinstance(value, float) else str(value) for value in row)
         )
-    stdout.print(table)
+    if stdout.is_terminal or "COLUMNS" in os.environ:
+        stdout.print(table)
+        return
+    unbounded = stdout.options.update(width=1 << 16, max_width=1 << 16)
+    width = max(Measurement.get(stdout, unbounded, table).maximum, stdout.width)
+    Console(width=width).print(table)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, progress_bars, reports_errors, stderr
+from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
 from xretrieve.errors import XRetrieveError
 
 
@@ -68,13 +68,15 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[
             bool, typer.Option("--json", help="Print a JSON summary on stdout.")
         ] = False,
-        progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+        progress: Annotated[bool, typer.Option(help=PROGRESS_HELP)] = True,
     ) -> None:
         """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
         from xretrieve.encoding import embed_file, load_encoder
-        from xretrieve.encoding.streaming import check_output_path
+        from xretrieve.encoding.streaming import check_not_input
+        from xretrieve.files import check_output_path
 
-        check_output_path(input_path, out)  # before the (slow) model load
+        check_output_path(out)  # before the (slow) model load
+        check_not_input(input_path, out)
         with progress_bars(progress) as report:
             encoder = load_encoder(
                 model,
@@ -93,11 +95,13 @@ def register(app: typer.Typer) -> None:
                 f"[yellow]{stats.truncated} of {stats.sentences} lines were longer than "
                 f"{stats.max_length} tokens and were truncated[/]",
                 highlight=False,
+                soft_wrap=True,
             )
         stderr.print(
             f"embedded {stats.sentences} lines into {out} {result.shape} in {stats.seconds:.2f} s "
             f"({stats.sentences_per_s:.0f} sentences/s, {stats.tokens_per_s:.0f} tokens/s)",
             highlight=False,
+            soft_wrap=True,
         )
         if json_output:
             print_json(

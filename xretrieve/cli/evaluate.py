@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors, stderr
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    print_table,
+    progress_bars,
+    reports_errors,
+    stderr,
+)
 from xretrieve.margin import Margin, MiningConfig, Mode
 
 
@@ -66,14 +73,22 @@ def register(app: typer.Typer) -> None:
         resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
         seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 12345,
         backend: Annotated[str, typer.Option(help="Encoder backend: ort or torch.")] = "ort",
+        text_prefix: Annotated[
+            str | None,
+            typer.Option(help="Prepended to every text (default: each checkpoint's own prefix)."),
+        ] = None,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
         batch_tokens: Annotated[int, typer.Option(min=1, help="Tokens per batch.")] = 16384,
         cache: Annotated[
             Path | None,
             typer.Option(help="Embedding cache directory (default: <cache dir>/embeddings)."),
         ] = None,
-        plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        plots: Annotated[
+            bool, typer.Option("--plots/--no-plots", help="Write plots/*.png with the reports.")
+        ] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Evaluate checkpoints on BUCC / Tatoeba / image-text; write results.jsonl, results.csv,
         leaderboard.md, groups.csv and plots/ under --out. Exit code 1 if any language failed."""
@@ -104,6 +119,7 @@ def register(app: typer.Typer) -> None:
             cache_root=cache,
             resource_groups=load_resource_groups(resource_groups) if resource_groups else None,
             plots=plots,
+            text_prefix=text_prefix,
         )
         with progress_bars(show_progress) as progress:
             summary = evaluate(config, progress=progress)
@@ -178,19 +194,28 @@ def _register_bench(app: typer.Typer) -> None:
         ] = 10000,
         k: Annotated[int, typer.Option(min=1, help="Neighbours for the margin.")] = 4,
         device: Annotated[str, typer.Option(help="Encoder device: auto, cpu or cuda.")] = "auto",
+        text_prefix: Annotated[
+            str | None,
+            typer.Option(help="Prepended to every text (default: the model's own prefix)."),
+        ] = None,
         repeats: Annotated[int, typer.Option(min=1, help="Timed runs each (fastest kept).")] = 1,
         seed: Annotated[int, typer.Option(help="Seed of the generated sentences and vectors.")] = 0,
         json_output: Annotated[
             bool, typer.Option("--json", help="Print JSON, not tables.")
         ] = False,
         plot: Annotated[Path | None, typer.Option(help="Also write a bar chart PNG here.")] = None,
-        show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        show_progress: Annotated[
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+        ] = True,
     ) -> None:
         """Embedding throughput (per backend, dtype and batch budget) and kNN + margin speed
         (FAISS CPU, torch CPU; torch CUDA and FAISS GPU where a GPU exists), side by side."""
         from xretrieve import benchmarking
+        from xretrieve.files import check_output_path
         from xretrieve.formats import read_text_corpus
 
+        if plot is not None:
+            check_output_path(plot, option="--plot")
         backend_names = benchmarking.parse_names(backends, benchmarking.BACKENDS, "--backends")
         if dtypes is None:
             dtype_names = ("fp16", "fp32") if benchmarking.gpu_available() else ("fp32",)
@@ -212,6 +237,7 @@ def _register_bench(app: typer.Typer) -> None:
             knn_size=knn_size,
             k=k,
             seed=seed,
+            text_prefix=text_prefix,
         )
         with progress_bars(show_progress) as progress:
             report = benchmarking.run_bench(config, progress=progress)

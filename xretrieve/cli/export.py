@@ -87,8 +87,13 @@ def register(app: typer.Typer) -> None:
             typer.Option("--no-optimize", help="Skip ONNX Runtime's fusions (and their check)."),
         ] = False,
         text_prefix: Annotated[
-            str, typer.Option("--text-prefix", help="Prepended to every text, e.g. 'query: '.")
-        ] = "",
+            str | None,
+            typer.Option(
+                "--text-prefix",
+                help="Prepended to every text, e.g. 'query: ' (default: the checkpoint's own, "
+                "from its xretrieve.json or the default model's).",
+            ),
+        ] = None,
         max_length: Annotated[
             int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
         ] = None,
@@ -103,6 +108,13 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[
             bool, typer.Option("--json", help="Print the manifest as JSON.")
         ] = False,
+        progress: Annotated[
+            bool,
+            typer.Option(
+                "--progress/--no-progress",
+                help="Progress bar on stderr (default: on, unless --json).",
+            ),
+        ] = True,
     ) -> None:
         """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
         against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
@@ -119,8 +131,8 @@ def register(app: typer.Typer) -> None:
             max_length=max_length,
             projection=projection,
         )
-        with progress_bars(not as_json) as progress:
-            manifest = export_checkpoint(checkpoint, out, config, progress)
+        with progress_bars(progress and not as_json) as report:
+            manifest = export_checkpoint(checkpoint, out, config, report)
         if as_json:
             print_json(manifest.to_json())
         else:

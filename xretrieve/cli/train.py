@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import print_json, reports_errors, stderr
+from xretrieve.cli.common import PROGRESS_HELP, print_json, reports_errors, stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
         progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
         ] = True,
     ) -> None:
         """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and

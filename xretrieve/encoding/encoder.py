@@ -9,9 +9,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -67,6 +67,19 @@ class Backend(Protocol):
     def release_memory(self) -> None:
         """Give cached device memory back after an out-of-memory error."""
         ...
+
+
+def _memory_words(provider: str) -> tuple[str, str]:
+    """What ran out ("GPU memory" or, on the CPU, "memory") and what to do about it."""
+    if "cuda" in provider.lower() or "gpu" in provider.lower():
+        return (
+            "GPU memory",
+            "free GPU memory, lower the model's max length, or run with --device cpu",
+        )
+    return (
+        "memory",
+        "free memory (other processes, a smaller --batch-tokens) or lower the max length",
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,7 @@ class SentenceEncoder:
         layers: tuple[int, ...],
         batch_tokens: int = 16384,
         window: int = DEFAULT_WINDOW,
+        mining_threshold: Mapping[str, Any] | None = None,
     ) -> None:
         if batch_tokens < 1 or window < 1:
             raise XRetrieveError("batch_tokens and window must be positive")
@@ -150,6 +164,8 @@ class SentenceEncoder:
         self.dim = backend.dim
         self.batch_tokens = batch_tokens
         self.window = window
+        # The model's calibrated margin threshold ({margin, k, threshold, ...}), if it has one.
+        self.mining_threshold = mining_threshold
         self.last_stats: EncodeStats | None = None
         # Padded-token size of the smallest batch that ran out of memory: later batches at least
         # this big are split before running instead of failing again.
@@ -308,15 +324,15 @@ class SentenceEncoder:
                 raise
             self.backend.release_memory()
             batch, length = input_ids.shape
+            memory, advice = _memory_words(self.provider)
             if batch == 1:
                 raise XRetrieveError(
-                    f"out of GPU memory on a single sentence of {length} tokens "
-                    f"({self.provider}); free GPU memory, lower the model's max length, or run "
-                    "with --device cpu"
+                    f"out of {memory} on a single sentence of {length} tokens "
+                    f"({self.provider}); {advice}"
                 ) from error
             self._oom_tokens = min(self._oom_tokens or input_ids.size, input_ids.size)
             logger.warning(
-                "out of GPU memory on a batch of %d x %d tokens: retrying in halves", batch, length
+                "out of %s on a batch of %d x %d tokens: retrying in halves", memory, batch, length
             )
             return self._run_halves(input_ids, attention_mask)
 

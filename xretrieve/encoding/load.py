@@ -7,12 +7,14 @@ model (multilingual-e5-small with the "query: " prefix)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xretrieve.cache import cache_dir, content_hash
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
@@ -37,12 +39,14 @@ DEFAULT_MODEL_ALIASES = ("default", "intfloat/multilingual-e5-small")
 class ModelSource:
     """Where a model's weights are: ``kind`` "export" (a directory with manifest.json) or
     "checkpoint" (a Hugging Face directory); ``text_prefix`` is the prefix a checkpoint needs
-    (exports carry their own)."""
+    (exports carry their own, in their manifest)."""
 
     kind: str
     path: Path
     name: str
     text_prefix: str = ""
+    # A calibrated margin threshold that comes with the model (``model_settings``), or None.
+    mining_threshold: Mapping[str, Any] | None = None
 
 
 def resolve_device(device: str, backend: str) -> str:
@@ -68,34 +72,64 @@ def resolve_model(
 ) -> ModelSource:
     """Classify ``model``: None or a default-model name -> the default checkpoint (converted or
     found on first use); a directory with manifest.json -> an export; with config.json -> a
-    checkpoint. Anything else raises ``InputError``."""
+    checkpoint (with the prefix its ``xretrieve.json`` names); a Hugging Face model id
+    ``org/name`` that is no local path -> its snapshot in the hub cache (see ``hub_snapshot``).
+    Anything else raises ``InputError``."""
+    from xretrieve.encoding.model_settings import read_model_settings
+
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
         from xretrieve.encoding.default_model import (
             DEFAULT_MODEL,
-            DEFAULT_TEXT_PREFIX,
             default_checkpoint,
+            default_model_settings,
         )
 
         path = default_checkpoint(progress)
-        return ModelSource("checkpoint", Path(path), DEFAULT_MODEL, DEFAULT_TEXT_PREFIX)
+        settings = default_model_settings()
+        return ModelSource(
+            "checkpoint", Path(path), DEFAULT_MODEL, settings.text_prefix, settings.mining_threshold
+        )
     path = Path(model)
+    if not path.exists() and is_model_id(str(model)):
+        from xretrieve.encoding.hub import hub_snapshot
+
+        snapshot = hub_snapshot(str(model))
+        if not (snapshot / "config.json").is_file():
+            raise InputError(snapshot, f"the hub snapshot of {model} has no config.json")
+        settings = read_model_settings(snapshot)
+        return ModelSource(
+            "checkpoint", snapshot, str(model), settings.text_prefix, settings.mining_threshold
+        )
     if (path / "manifest.json").is_file():
         return ModelSource("export", path, path.name)
     if (path / "config.json").is_file():
-        return ModelSource("checkpoint", path, path.name)
+        settings = read_model_settings(path)
+        return ModelSource(
+            "checkpoint", path, path.name, settings.text_prefix, settings.mining_threshold
+        )
     if not path.exists():
         raise InputError(
             path,
             "no such model directory (give an export directory, a Hugging Face checkpoint "
-            f"directory, or '{DEFAULT_MODEL_ALIASES[0]}' for the default model)",
+            f"directory, a Hugging Face model id such as org/name, or '{DEFAULT_MODEL_ALIASES[0]}' "
+            "for the default model)",
         )
     raise InputError(
         path, "neither an export (no manifest.json) nor a checkpoint directory (no config.json)"
     )
 
 
+def is_model_id(name: str) -> bool:
+    """Whether ``name`` has the shape of a Hugging Face model id: ``org/name`` of letters,
+    digits, ``-``, ``_`` and ``.`` (no leading dot, no ``..``)."""
+    return _MODEL_ID.fullmatch(name) is not None and ".." not in name
+
+
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
 def load_encoder(
-    model: str | Path | None = None,
+    model: str | Path | None = "default",
     *,
     backend: str = "ort",
     device: str = "auto",
@@ -183,6 +217,7 @@ def _ort_encoder(
         pad_token_id=manifest.pad_token_id,
         text_prefix=manifest.text_prefix,
     )
+    _check_manifest_bounds(manifest, export_dir, tokenizer, tokenizer_max_length(export_dir))
     return SentenceEncoder(
         backend,
         tokenizer,
@@ -190,6 +225,7 @@ def _ort_encoder(
         layers=tuple(manifest.layers),
         batch_tokens=settings.batch_tokens,
         window=settings.window,
+        mining_threshold=manifest.mining_threshold,
     )
 
 
@@ -204,12 +240,14 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
         normalize, text_prefix = manifest.normalize, manifest.text_prefix
         max_length = manifest.max_length
         projection = manifest.projection is not None
+        mining_threshold = manifest.mining_threshold
     else:
         checkpoint = source.path
         layers, pooling, normalize = settings.layers or (-1,), settings.pooling, True
         text_prefix = _prefix(source, settings)
         max_length = _checkpoint_max_length(checkpoint)
         projection = settings.projection
+        mining_threshold = _mining_threshold(source, settings)
     backend = TorchBackend(
         checkpoint,
         layers=layers,
@@ -222,6 +260,8 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
     tokenizer = TextTokenizer.from_directory(
         checkpoint, max_length=max_length, text_prefix=text_prefix
     )
+    if source.kind == "export":
+        _check_manifest_bounds(manifest, source.path, tokenizer, _checkpoint_max_length(checkpoint))
     return SentenceEncoder(
         backend,
         tokenizer,
@@ -229,6 +269,7 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
         layers=backend.layers,
         batch_tokens=settings.batch_tokens,
         window=settings.window,
+        mining_threshold=mining_threshold,
     )
 
 
@@ -254,9 +295,20 @@ def export_key(source: ModelSource, settings: _Settings, device: str) -> str:
     prefix = _prefix(source, settings)
     if prefix:
         key += "-p" + hashlib.sha256(prefix.encode()).hexdigest()[:8]
+    threshold = _mining_threshold(source, settings)
+    if threshold is not None:
+        encoded = json.dumps(dict(threshold), sort_keys=True).encode()
+        key += "-t" + hashlib.sha256(encoded).hexdigest()[:8]
     if settings.projection:
         key += "-proj"
     return key
+
+
+def _mining_threshold(source: ModelSource, settings: _Settings) -> Mapping[str, Any] | None:
+    """The model's calibrated threshold, which holds only for the prefix it was calibrated with."""
+    if _prefix(source, settings) != source.text_prefix or settings.projection:
+        return None
+    return source.mining_threshold
 
 
 def ensure_export(
@@ -293,6 +345,7 @@ def ensure_export(
                 dtype=settings.dtype_for(device),
                 text_prefix=_prefix(source, settings),
                 projection=settings.projection,
+                mining_threshold=_mining_threshold(source, settings),
             )
             logger.info("exporting %s to %s (first use)", source.path, out_dir)
             export_checkpoint(source.path, out_dir, config, progress)
@@ -324,6 +377,27 @@ def _check_export_settings(manifest: Manifest, settings: _Settings, export_dir: 
             f"{export_dir} is an export with fixed settings and cannot give "
             + "; ".join(wrong)
             + ": pass the checkpoint directory, or export it again"
+        )
+
+
+def _check_manifest_bounds(
+    manifest: Manifest, export_dir: Path, tokenizer: TextTokenizer, max_positions: int
+) -> None:
+    """Values of a (hand-edited) manifest that the model cannot take, refused at load rather
+    than as an ONNX Runtime or torch error in the middle of a run. ``max_positions``: the most
+    tokens the model takes (an export's tokenizer_config.json records what it was made for)."""
+    path = Path(export_dir) / "manifest.json"
+    if manifest.max_length > max_positions:
+        raise InputError(
+            path,
+            f"'max_length' {manifest.max_length} exceeds the {max_positions} tokens the model "
+            "takes (its position embeddings)",
+        )
+    if manifest.pad_token_id >= tokenizer.vocab_size:
+        raise InputError(
+            path,
+            f"'pad_token_id' {manifest.pad_token_id} is outside the tokenizer's vocabulary "
+            f"(ids 0..{tokenizer.vocab_size - 1})",
         )
 
 

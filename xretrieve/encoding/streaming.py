@@ -17,6 +17,7 @@ import numpy as np
 
 from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
 from xretrieve.errors import InputError
+from xretrieve.files import check_output_path, default_permissions
 from xretrieve.progress import ProgressCallback
 
 _BLOCK_BYTES = 8 << 20
@@ -103,8 +104,8 @@ def embed_file(
     and write float32 rows in line order to ``output_path`` (``.npy``) atomically: ``(n, dim)``,
     or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two windows of
     ``encoder.window`` sentences, never the whole input or output."""
-    input_path, output_path = Path(input_path), Path(output_path)
-    check_output_path(input_path, output_path)
+    input_path, output_path = Path(input_path), check_output_path(output_path)
+    check_not_input(input_path, output_path)
     n_lines = count_lines(input_path)
     width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
     shape = (n_lines, *width)
@@ -141,6 +142,7 @@ def embed_file(
                 raise InputError(input_path, "the file changed while it was being embedded")
             out.flush()
             del out
+        default_permissions(tmp)
         os.replace(tmp, output_path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
@@ -157,7 +159,7 @@ def embed_file(
 _NPY_HEADER_BYTES = 4096
 
 
-def check_output_path(input_path: Path, output_path: Path) -> None:
+def check_not_input(input_path: Path, output_path: Path) -> None:
     """Refuse an output that would replace the input file (``embed X --out X``)."""
     input_path, output_path = Path(input_path), Path(output_path)
     same = output_path.resolve() == input_path.resolve()

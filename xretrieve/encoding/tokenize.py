@@ -84,6 +84,11 @@ class TextTokenizer:
             tokenizer, max_length=max_length, pad_token_id=pad_token_id, text_prefix=text_prefix
         )
 
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the tokenizer can produce (added tokens included)."""
+        return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
         """Token ids of ``texts`` (with the prefix), truncated to ``max_length``. An empty text
         gives just the special tokens."""

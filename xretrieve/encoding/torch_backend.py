@@ -70,7 +70,10 @@ class TorchBackend:
             return outputs.float().cpu().numpy(), None
 
     def is_out_of_memory(self, error: BaseException) -> bool:
-        return isinstance(error, self._torch.cuda.OutOfMemoryError)
+        if isinstance(error, self._torch.cuda.OutOfMemoryError | MemoryError):
+            return True
+        # The CPU allocator raises a plain RuntimeError.
+        return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
 
     def release_memory(self) -> None:
         if self._device.type == "cuda":

@@ -100,6 +100,8 @@ class EvaluationConfig:
     cache_root: Path | None = None
     resource_groups: dict[str, str] | None = None
     plots: bool = True
+    # Prepended to every text of a checkpoint (None: each checkpoint's own prefix).
+    text_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,10 @@ class EvaluationSummary:
     files: tuple[Path, ...]
 
 
-def default_encoder_factory(backend: str, device: str, batch_tokens: int) -> EncoderFactory:
-    """``load_encoder`` with fixed backend, device and token budget."""
+def default_encoder_factory(
+    backend: str, device: str, batch_tokens: int, text_prefix: str | None = None
+) -> EncoderFactory:
+    """``load_encoder`` with fixed backend, device, token budget and text prefix."""
 
     def factory(model: str, layers: tuple[int, ...] | None, projection: bool = False) -> Encoder:
         from xretrieve.encoding import load_encoder
@@ -131,6 +135,7 @@ def default_encoder_factory(backend: str, device: str, batch_tokens: int) -> Enc
             batch_tokens=batch_tokens,
             layers=layers,
             projection=projection,
+            text_prefix=text_prefix,
         )
 
     return factory
@@ -155,10 +160,16 @@ def _settings_id(payload: dict) -> str:
 
 
 def plan_model(
-    model: str, layers: str | tuple[int, ...] | None, *, backend: str, device: str
+    model: str,
+    layers: str | tuple[int, ...] | None,
+    *,
+    backend: str,
+    device: str,
+    text_prefix: str | None = None,
 ) -> ModelPlan:
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
-    it: hash, layers and cache id. ``InputError``/``XRetrieveError`` for a bad model or layers."""
+    it: hash, layers and cache id. ``text_prefix`` overrides a checkpoint's own prefix (an
+    export's is fixed). ``InputError``/``XRetrieveError`` for a bad model or layers."""
     from exporters import num_hidden_layers, read_checkpoint_config, read_manifest, resolve_layers
     from exporters.checkpoint import PROJECTION_INFO
     from xretrieve.encoding.load import resolve_device, resolve_model
@@ -167,6 +178,11 @@ def plan_model(
     resolved_device = resolve_device(device, backend)
     if source.kind == "export":
         manifest = read_manifest(source.path)
+        if text_prefix is not None and text_prefix != manifest.text_prefix:
+            raise XRetrieveError(
+                f"{source.path} is an export with the text prefix {manifest.text_prefix!r}, not "
+                f"{text_prefix!r}: pass the checkpoint directory, or export it again"
+            )
         available = tuple(manifest.layers)
         if layers is None:
             wanted: tuple[int, ...] = available[:1]
@@ -213,7 +229,7 @@ def plan_model(
         "pooling": "mean",
         "normalize": True,
         "dtype": "fp16" if resolved_device == "cuda" else "fp32",
-        "prefix": source.text_prefix,
+        "prefix": source.text_prefix if text_prefix is None else text_prefix,
         "backend": backend,
     }
     checkpoint_hash = content_hash(source.path)
@@ -452,10 +468,19 @@ def evaluate(
     if config.baseline is not None and config.baseline not in models:
         models.insert(0, config.baseline)
     plans = _unique_names(
-        [plan_model(m, config.layers, backend=config.backend, device=config.device) for m in models]
+        [
+            plan_model(
+                m,
+                config.layers,
+                backend=config.backend,
+                device=config.device,
+                text_prefix=config.text_prefix,
+            )
+            for m in models
+        ]
     )
     factory = encoder_factory or default_encoder_factory(
-        config.backend, config.device, config.batch_tokens
+        config.backend, config.device, config.batch_tokens, config.text_prefix
     )
     cache_root = config.cache_root or cache_dir() / "embeddings"
     log = ResultsLog(out_dir / "results.jsonl")

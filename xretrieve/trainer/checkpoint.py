@@ -5,6 +5,7 @@
 - ``heads.safetensors`` (every task head, tensors named ``TASK.PARAM``) and ``heads.json``;
 - for an image-text task, ``projection.safetensors`` (``weight`` (out, in), ``bias`` (out,)) and
   ``projection.json`` {in_dim, out_dim, pooling, normalize, task} for the export side;
+- ``xretrieve.json`` ``{"text_prefix": ...}``: the base model's text prefix, which export reads;
 - ``trainer_state.pt`` (optimizer, scheduler, grad scaler, step, RNG states, sampler position,
   keep-best bookkeeping) and ``train_config.json``.
 
@@ -61,14 +62,21 @@ def save_checkpoint(
     tasks: Sequence[Any],
     trainer_state: dict[str, Any] | None,
     config_json: str,
+    text_prefix: str = "",
 ) -> Path:
-    """Write a complete checkpoint to ``path`` atomically (an existing one is replaced)."""
+    """Write a complete checkpoint to ``path`` atomically (an existing one is replaced).
+    ``text_prefix`` (the base model's, e.g. "query: ") goes into ``xretrieve.json``, so that
+    exporting the checkpoint prefixes texts as its base did."""
     import torch
     from safetensors.torch import save_file
+
+    from xretrieve.encoding.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
         encoder.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        # The base's calibrated threshold is not carried: training changes the scores.
+        write_model_settings(tmp, ModelSettings(text_prefix=text_prefix))
         tensors: dict[str, torch.Tensor] = {}
         info: dict[str, Any] = {"format_version": 1, "tasks": {}}
         for task in tasks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -327,6 +328,8 @@ class _Section:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.error(key, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise self.error(key, f"must be a finite number, got {value!r}")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value}")
         return float(value)
@@ -416,8 +419,15 @@ def _task(section: _Section, index: int) -> TaskConfig:
 
 def _optim(section: _Section) -> OptimConfig:
     betas = section.pop("betas", [0.9, 0.999])
-    if not isinstance(betas, list | tuple) or len(betas) != 2:
-        raise section.error("betas", "must be a list of two numbers")
+    if (
+        not isinstance(betas, list | tuple)
+        or len(betas) != 2
+        or not all(
+            isinstance(beta, int | float) and not isinstance(beta, bool) and 0 <= beta < 1
+            for beta in betas
+        )
+    ):
+        raise section.error("betas", f"must be a list of two numbers in [0, 1), got {betas!r}")
     optim = OptimConfig(
         max_steps=section.integer("max_steps", 1000, minimum=1),
         batch_size=section.integer("batch_size", 32, minimum=1),

@@ -122,7 +122,7 @@ def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
 def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    from exporters.checkpoint import check_loaded_weights
+    from exporters.checkpoint import check_loaded_weights, check_weights
 
     source = Path(source)
     if not (source / "config.json").is_file():
@@ -132,6 +132,9 @@ def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
         raise InputError(
             source / "config.json", "checkpoints needing custom code (auto_map) are refused"
         )
+    # Refuses pickle-only (pytorch_model.bin) and corrupt, truncated or empty weights with a
+    # message naming the file, as export does, before transformers fails with a traceback.
+    check_weights(source)
     encoder, info = AutoModel.from_pretrained(
         source, use_safetensors=True, trust_remote_code=False, output_loading_info=True
     )
@@ -140,6 +143,31 @@ def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     if not getattr(tokenizer, "is_fast", False):
         raise InputError(source, "the trainer needs a fast tokenizer (tokenizer.json)")
     return encoder, tokenizer
+
+
+# RoBERTa-style models number positions from padding_idx + 1: two position embeddings are unused.
+_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
+
+
+def check_max_length(config: TrainConfig, hf_config: Any, source: Path) -> None:
+    """Refuse, before any data is read or a step is run, a ``max_length`` (top level or a task's)
+    beyond the positions the encoder has: a longer batch would fail in the middle of the run."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if not positions:
+        return
+    usable = int(positions) - _POSITION_OFFSET.get(getattr(hf_config, "model_type", ""), 0)
+    wanted = [("max_length", config.max_length)] + [
+        (f"tasks '{task.name}' max_length", task.max_length)
+        for task in config.tasks
+        if task.max_length is not None
+    ]
+    too_long = [f"{key} = {value}" for key, value in wanted if value > usable]
+    if too_long:
+        raise InputError(
+            source / "config.json",
+            f"the model has {usable} usable positions, the training config asks for "
+            f"{', '.join(too_long)}: lower max_length to at most {usable}",
+        )
 
 
 class Trainer:
@@ -181,7 +209,11 @@ class Trainer:
 
             source = default_checkpoint()
         self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
+        from xretrieve.encoding.model_settings import read_model_settings
+
+        self.text_prefix = read_model_settings(source).text_prefix
         hf = self.encoder.config
+        check_max_length(config, hf, Path(source))
         text = TextSettings(
             tokenizer=self.tokenizer,
             max_length=config.max_length,
@@ -350,7 +382,13 @@ class Trainer:
         """Write ``checkpoint-STEP`` with the state of the last completed step."""
         path = checkpoint_dir(self.output_dir, self.step)
         save_checkpoint(
-            path, self.encoder, self.tokenizer, self.tasks, self._state(), dump_config(self.config)
+            path,
+            self.encoder,
+            self.tokenizer,
+            self.tasks,
+            self._state(),
+            dump_config(self.config),
+            text_prefix=self.text_prefix,
         )
         logger.info("saved %s", path)
         return path

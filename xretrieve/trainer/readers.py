@@ -8,6 +8,7 @@ their context, empty files.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -206,23 +207,57 @@ def read_task_file(
     return data
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line, record) for each non-blank line; bad JSON or a non-object is an error."""
+def _invalid_utf8(
+    path: Path, data: bytes, error: UnicodeDecodeError, first_line: int
+) -> InputError:
+    line = first_line + data.count(b"\n", 0, error.start)
+    return InputError(path, f"invalid UTF-8 ({error.reason}); data files must be UTF-8", line)
+
+
+def _utf8_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line, text) of a UTF-8 file, line by line, without a byte-order mark at the
+    start (Windows editors write one); invalid UTF-8 is an ``InputError`` naming the file and
+    line."""
     try:
-        handle = open(path, encoding="utf-8-sig")
+        handle = open(path, "rb")
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
     with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+        for line_no, raw in enumerate(handle, start=1):
+            if line_no == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(path, f"invalid JSON: {error.msg}", line_no) from None
-            if not isinstance(record, dict):
-                raise InputError(path, "each line must be a JSON object", line_no)
-            yield line_no, record
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise _invalid_utf8(path, raw, error, line_no) from None
+
+
+def _read_utf8(path: Path) -> str:
+    """The whole of a UTF-8 file, without a byte-order mark at the start; invalid UTF-8 is an
+    ``InputError`` naming the file and line."""
+    try:
+        data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _invalid_utf8(path, data, error, 1) from None
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based line, record) for each non-blank line; invalid UTF-8, bad JSON or a non-object
+    is an error naming the line."""
+    for line_no, line in _utf8_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(path, f"invalid JSON: {error.msg}", line_no) from None
+        if not isinstance(record, dict):
+            raise InputError(path, "each line must be a JSON object", line_no)
+        yield line_no, record
 
 
 def get_field(record: Mapping[str, Any], name: str, path: Path, line: int | None) -> Any:
@@ -418,10 +453,7 @@ def _answers(
 def _squad_records(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
     """Flatten the official SQuAD JSON into one record per question; the line of each question
     is found from its id so errors point into pretty-printed files too."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror}") from None
+    text = _read_utf8(path)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -500,10 +532,7 @@ def _conll_sentences(
     words: list[str] = []
     tags: list[str] = []
     start = 1
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror}") from None
+    lines = _read_utf8(path).splitlines()
     for line_no, line in enumerate(lines + [""], start=1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if words:
@@ -557,17 +586,12 @@ def _read_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> Task
             if limit is not None and len(examples) >= limit:
                 break
         return TaskData(tuple(examples))
-    try:
-        handle = open(path, encoding="utf-8-sig")
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror}") from None
-    with handle:
-        for line in handle:
-            text = _SPACE.sub(" ", line).strip()
-            if text:
-                examples.append(TextExample(text))
-            if limit is not None and len(examples) >= limit:
-                break
+    for _, line in _utf8_lines(path):
+        text = _SPACE.sub(" ", line).strip()
+        if text:
+            examples.append(TextExample(text))
+        if limit is not None and len(examples) >= limit:
+            break
     return TaskData(tuple(examples))
 
 

@@ -1,0 +1,506 @@
+"""Bitext mining from texts, files or embeddings to thresholded pairs.
+
+- ``mine(src_texts, tgt_texts, model=...)`` and ``mine_embeddings(src_emb, tgt_emb)``: the
+  Python API (also importable from ``xretrieve``), returning ``MinedPairs``.
+- ``mine_bitext(MineRequest(...)) -> MiningReport``: what ``xretrieve mine`` runs: read the
+  inputs (files, a BUCC directory, or the bundled sample), embed them or read their embeddings,
+  take, tune or default the threshold, mine over distinct texts, score against gold, write the
+  pairs TSV.
+
+The threshold, when none is given: the model's own calibrated one when it has one for this
+margin and ``k`` (the default model has one, see the README), else ``DEFAULT_RATIO_THRESHOLD``
+for the ratio margin, else none (every selected pair is kept).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xretrieve.bucc import CorpusMining
+from xretrieve.embeddings import EmbeddingSource, EncoderSource, TextEncoder
+from xretrieve.errors import XRetrieveError
+from xretrieve.formats import Corpus
+from xretrieve.margin import DEFAULT_CONFIG, Margin, MinedPairs, MiningConfig, Mode
+from xretrieve.progress import ProgressCallback
+
+# Threshold for the ratio margin when neither the caller nor the model gives one: LASER's mined
+# corpora (WikiMatrix, CCMatrix) keep ratio-margin scores around 1.04-1.06.
+DEFAULT_RATIO_THRESHOLD = 1.05
+# The language pairs of the bundled sample (xretrieve/sample_data/bucc2018).
+BUNDLED_PAIRS = (("de", "en"),)
+SAMPLE_SPLIT = "sample"
+
+
+def sample_data_dir() -> Path:
+    """The bundled sample data directory (``xretrieve/sample_data``)."""
+    return Path(str(importlib.resources.files("xretrieve") / "sample_data"))
+
+
+def mining_config(
+    k: int = 4, margin: Margin | str = "ratio", mode: Mode | str = "max", device: str = "auto"
+) -> MiningConfig:
+    """A ``MiningConfig`` from enums or their string values; ``XRetrieveError`` for a bad one."""
+    return MiningConfig(
+        k=k, margin=_member(Margin, margin), mode=_member(Mode, mode), device=device
+    )
+
+
+def _member(kind: type, value: Any) -> Any:
+    try:
+        return kind(value.value if isinstance(value, kind) else value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise XRetrieveError(
+            f"{kind.__name__.lower()} must be one of {choices}, not {value!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold applied and where it came from: "given", "tuned", "model" (calibrated
+    with the model), "default" (``DEFAULT_RATIO_THRESHOLD``) or "none" (no threshold)."""
+
+    threshold: float | None
+    source: str
+
+
+def default_threshold(
+    config: MiningConfig, calibrated: Mapping[str, Any] | None = None
+) -> ThresholdChoice:
+    """The threshold for ``config`` when the caller gives none: ``calibrated`` (a model's
+    ``mining_threshold``) when it was calibrated for this margin and ``k``, else the ratio
+    margin's ``DEFAULT_RATIO_THRESHOLD``, else none."""
+    if (
+        calibrated is not None
+        and calibrated.get("margin") == config.margin.value
+        and calibrated.get("k") == config.k
+    ):
+        return ThresholdChoice(float(calibrated["threshold"]), "model")
+    if config.margin is Margin.RATIO:
+        return ThresholdChoice(DEFAULT_RATIO_THRESHOLD, "default")
+    return ThresholdChoice(None, "none")
+
+
+def _given_or_default(
+    threshold: float | None, config: MiningConfig, calibrated: Mapping[str, Any] | None
+) -> ThresholdChoice:
+    if threshold is None:
+        return default_threshold(config, calibrated)
+    if not math.isfinite(threshold):
+        raise XRetrieveError(f"the threshold must be a finite number, not {threshold!r}")
+    return ThresholdChoice(float(threshold), "given")
+
+
+def model_threshold(source: EmbeddingSource | TextEncoder | None) -> Mapping[str, Any] | None:
+    """The calibrated threshold of the encoder behind ``source``, if it has one."""
+    encoder = source.encoder if isinstance(source, EncoderSource) else source
+    return getattr(encoder, "mining_threshold", None)
+
+
+# ---- the Python API --------------------------------------------------------------------------
+
+
+def mine(
+    src_texts: Sequence[str],
+    tgt_texts: Sequence[str],
+    model: str | Path | TextEncoder | None = "default",
+    k: int = 4,
+    margin: Margin | str = Margin.RATIO,
+    mode: Mode | str = Mode.MAX,
+    threshold: float | None = None,
+    *,
+    device: str = "auto",
+    text_prefix: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> MinedPairs:
+    """Mine translation pairs between two lists of sentences.
+
+    ``model``: a name for ``load_encoder`` (export or checkpoint directory, Hugging Face id,
+    "default") or an already loaded encoder (anything with ``encode(texts) -> (n, d)``).
+    Sentences are embedded and mined once per distinct text (LASER's ``unify``); the returned
+    ``src_index``/``tgt_index`` point into ``src_texts``/``tgt_texts`` (a repeated sentence by
+    its first occurrence), best score first, with ``score >= threshold`` (None: the model's
+    calibrated threshold, else 1.05 for the ratio margin, else no cut; see the module doc).
+    """
+    config = mining_config(k, margin, mode, device)
+    from xretrieve.bucc import mine_corpora
+    from xretrieve.embeddings import embed_pair, resolve_encoder
+
+    src = Corpus(Path("src_texts"), tuple(src_texts))
+    tgt = Corpus(Path("tgt_texts"), tuple(tgt_texts))
+    if not len(src) or not len(tgt):
+        raise XRetrieveError("mining needs at least one source and one target sentence")
+    encoder = resolve_encoder(model, text_prefix=text_prefix, progress=progress)
+    choice = _given_or_default(threshold, config, model_threshold(encoder))
+    src_emb, tgt_emb = embed_pair(EncoderSource(encoder), src, tgt, progress)
+    mining = mine_corpora(src, tgt, src_emb, tgt_emb, config, progress=progress)
+    pairs = mining.pairs
+    rows = MinedPairs(
+        src_index=mining.src_rows[pairs.src_index],
+        tgt_index=mining.tgt_rows[pairs.tgt_index],
+        score=pairs.score,
+    )
+    return rows.above(choice.threshold)
+
+
+def mine_embeddings(
+    src_emb: np.ndarray,
+    tgt_emb: np.ndarray,
+    k: int = 4,
+    margin: Margin | str = Margin.RATIO,
+    mode: Mode | str = Mode.MAX,
+    threshold: float | None = None,
+    *,
+    device: str = "auto",
+    progress: ProgressCallback | None = None,
+) -> MinedPairs:
+    """Mine pairs between the rows of ``src_emb`` (n, d) and ``tgt_emb`` (m, d) float
+    embeddings (L2-normalised here). Indices are rows; ``threshold`` None: 1.05 for the ratio
+    margin (no model is known to have calibrated one), else no cut. Rows should be distinct
+    texts (``mine`` takes care of that for sentences)."""
+    from xretrieve.margin import mine as mine_rows
+
+    config = mining_config(k, margin, mode, device)
+    src_emb, tgt_emb = np.asarray(src_emb), np.asarray(tgt_emb)
+    for name, matrix in (("src_emb", src_emb), ("tgt_emb", tgt_emb)):
+        if matrix.ndim != 2 or not matrix.shape[0] or not np.issubdtype(matrix.dtype, np.floating):
+            raise XRetrieveError(
+                f"{name} must be a non-empty 2-D float matrix, not {matrix.dtype} {matrix.shape}"
+            )
+    if src_emb.shape[1] != tgt_emb.shape[1]:
+        raise XRetrieveError(
+            f"src_emb has dimension {src_emb.shape[1]}, tgt_emb {tgt_emb.shape[1]}; they must match"
+        )
+    choice = _given_or_default(threshold, config, None)
+    return mine_rows(src_emb, tgt_emb, config, progress=progress).above(choice.threshold)
+
+
+# ---- what ``xretrieve mine`` runs -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MineRequest:
+    """The inputs of ``mine_bitext``, as the ``mine`` command's flags give them.
+
+    Texts: ``src_file``/``tgt_file`` (plain text or BUCC TSV), or ``data_dir`` + ``split``
+    (BUCC layout), or neither: the bundled ``src_lang``-``tgt_lang`` sample. Embeddings:
+    ``model`` (None = the default model, with ``text_prefix`` overriding its prefix), or
+    ``src_emb``/``tgt_emb`` files, or ``emb_dir`` mirroring ``data_dir``. Threshold:
+    ``threshold``, or the one ``tune_split`` (of ``data_dir``) tunes, or the default."""
+
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    src_file: Path | None = None
+    tgt_file: Path | None = None
+    data_dir: Path | None = None
+    split: str = "test"
+    gold_file: Path | None = None
+    model: str | None = None
+    text_prefix: str | None = None
+    src_emb: Path | None = None
+    tgt_emb: Path | None = None
+    emb_dir: Path | None = None
+    config: MiningConfig = DEFAULT_CONFIG
+    threshold: float | None = None
+    tune_split: str | None = None
+    out: Path | None = None
+
+
+@dataclass(frozen=True)
+class MiningReport:
+    """What ``mine_bitext`` did. ``candidates``: pairs the mode selected (distinct texts, before
+    the threshold); ``pairs``: those with ``score >= threshold``; ``rows``: the output rows
+    ``(score, [src_id], [tgt_id], src_text, tgt_text)`` of those pairs, one per id combination
+    of a text that occurs under several ids. Gold figures (percent) are None without gold."""
+
+    input: str
+    src_sentences: int
+    tgt_sentences: int
+    src_distinct: int
+    tgt_distinct: int
+    config: MiningConfig
+    threshold: float | None
+    threshold_source: str
+    candidates: int
+    pairs: int
+    rows: tuple[tuple[str, ...], ...]
+    tune_split: str | None = None
+    tune_f1: float | None = None
+    gold: int | None = None
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+    out: Path | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary ``xretrieve mine --json`` prints (tuning and gold keys only when
+        they apply)."""
+        summary: dict[str, Any] = {"input": self.input}
+        if self.tune_split is not None:
+            summary |= {"tune_split": self.tune_split, "tune_f1": self.tune_f1}
+        summary |= {
+            "src_sentences": self.src_sentences,
+            "tgt_sentences": self.tgt_sentences,
+            "src_distinct": self.src_distinct,
+            "tgt_distinct": self.tgt_distinct,
+            "k": self.config.k,
+            "margin": self.config.margin.value,
+            "mode": self.config.mode.value,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "candidates": self.candidates,
+            "pairs": self.pairs,
+            "rows": len(self.rows),
+        }
+        if self.gold is not None:
+            summary |= {
+                "gold": self.gold,
+                "precision": self.precision,
+                "recall": self.recall,
+                "f1": self.f1,
+            }
+        if self.out is not None:
+            summary["out"] = str(self.out)
+        return summary
+
+
+@dataclass(frozen=True)
+class MiningInputs:
+    """The texts to mine, their gold (id pairs) if any, the data directory they came from (for
+    ``--emb-dir`` and ``--tune-split``) and a label for reports."""
+
+    src: Corpus
+    tgt: Corpus
+    gold: frozenset[tuple[str, str]] | None
+    data_dir: Path | None
+    label: str
+
+
+def read_inputs(request: MineRequest) -> MiningInputs:
+    """The texts of ``request`` (see ``MineRequest``); ``XRetrieveError`` for flags that do not
+    fit together, ``InputError`` for bad files."""
+    from xretrieve.formats import read_bucc_gold, read_bucc_split, read_corpus
+
+    src_file, tgt_file, data_dir = request.src_file, request.tgt_file, request.data_dir
+    if src_file is not None or tgt_file is not None:
+        if src_file is None or tgt_file is None:
+            raise XRetrieveError("give both --src-file and --tgt-file")
+        if data_dir is not None:
+            raise XRetrieveError("give either --src-file/--tgt-file or --data-dir, not both")
+        src, tgt = read_corpus(src_file), read_corpus(tgt_file)
+        gold = read_bucc_gold(request.gold_file, src, tgt) if request.gold_file else None
+        return MiningInputs(src, tgt, gold, None, f"{src_file.name} - {tgt_file.name}")
+    if data_dir is None:
+        _check_bundled(request)
+    if request.tgt_lang != "en":
+        raise XRetrieveError("the BUCC layout pairs a language with English: use --tgt en")
+    root = data_dir if data_dir is not None else sample_data_dir()
+    split = request.split if data_dir is not None else SAMPLE_SPLIT
+    bucc = read_bucc_split(root, request.src_lang, split)
+    gold = read_bucc_gold(request.gold_file, bucc.src, bucc.tgt) if request.gold_file else bucc.gold
+    return MiningInputs(bucc.src, bucc.tgt, gold, root, f"{request.src_lang}-en {split}")
+
+
+def _check_bundled(request: MineRequest) -> None:
+    """Without --src-file/--tgt-file and --data-dir the bundled sample is mined: it must exist
+    for the pair, and precomputed embeddings cannot be of it."""
+    if request.src_emb is not None or request.tgt_emb is not None:
+        raise XRetrieveError(
+            "--src-emb/--tgt-emb need the texts they embed: give --src-file/--tgt-file "
+            "(or --data-dir DIR --split S)"
+        )
+    if (request.src_lang, request.tgt_lang) not in BUNDLED_PAIRS:
+        bundled = ", ".join(f"{src}-{tgt}" for src, tgt in BUNDLED_PAIRS)
+        raise XRetrieveError(
+            f"no bundled sample for {request.src_lang}-{request.tgt_lang} (only {bundled} is "
+            "bundled): give your sentences with --src-file SRC.txt --tgt-file TGT.txt, or a "
+            "BUCC-layout directory with --data-dir DIR --split S"
+        )
+
+
+def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) -> MiningReport:
+    """Run ``xretrieve mine``: see the module doc and ``MineRequest``. Writes ``request.out``
+    (TSV, atomically) when given."""
+    from xretrieve.bucc import mine_corpora
+    from xretrieve.files import check_output_path
+
+    _check_request(request)
+    if request.out is not None:
+        check_output_path(request.out)  # before any reading or embedding
+    inputs = read_inputs(request)
+    config = request.config
+    src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
+    tune_f1 = None
+    if request.tune_split is not None:
+        threshold, tune_f1 = _tune(inputs, request, source, progress)
+        choice = ThresholdChoice(threshold, "tuned")
+    else:
+        choice = _given_or_default(request.threshold, config, model_threshold(source))
+    mining = mine_corpora(inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress)
+    selected = np.flatnonzero(
+        mining.pairs.score.astype(np.float64)
+        >= (-math.inf if choice.threshold is None else choice.threshold)
+    )
+    rows = pair_rows(inputs, mining, selected)
+    gold = _gold_scores(inputs, mining, choice.threshold)
+    if request.out is not None:
+        write_pairs_tsv(request.out, rows)
+    return MiningReport(
+        input=inputs.label,
+        src_sentences=len(inputs.src),
+        tgt_sentences=len(inputs.tgt),
+        src_distinct=int(mining.src_rows.size),
+        tgt_distinct=int(mining.tgt_rows.size),
+        config=config,
+        threshold=choice.threshold,
+        threshold_source=choice.source,
+        candidates=len(mining.pairs),
+        pairs=int(selected.size),
+        rows=tuple(tuple(row) for row in rows),
+        tune_split=request.tune_split,
+        tune_f1=tune_f1,
+        out=request.out,
+        **gold,
+    )
+
+
+def _check_request(request: MineRequest) -> None:
+    if request.threshold is not None and request.tune_split is not None:
+        raise XRetrieveError("give either --threshold or --tune-split, not both")
+    if request.tune_split is not None and request.data_dir is None:
+        raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
+    if request.tune_split is not None and request.src_emb is not None and request.emb_dir is None:
+        raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+    if (
+        request.text_prefix is not None
+        and request.model is None
+        and (request.src_emb is not None or request.emb_dir is not None)
+    ):
+        raise XRetrieveError("--text-prefix applies to --model, not to precomputed embeddings")
+
+
+def _embed_inputs(
+    inputs: MiningInputs, request: MineRequest, progress: ProgressCallback | None
+) -> tuple[np.ndarray, np.ndarray, EmbeddingSource | None]:
+    """Source and target embeddings, and the source they came from (None for --src/tgt-emb),
+    so that a tuning split is embedded by the same, already loaded, encoder."""
+    from xretrieve.embeddings import embed_pair, embedding_source
+    from xretrieve.formats import read_embeddings
+
+    if request.src_emb is not None or request.tgt_emb is not None:
+        if request.src_emb is None or request.tgt_emb is None:
+            raise XRetrieveError("give both --src-emb and --tgt-emb")
+        if request.model is not None:
+            raise XRetrieveError("give either --model or --src-emb/--tgt-emb, not both")
+        src_matrix = read_embeddings(request.src_emb, rows=len(inputs.src))
+        tgt_matrix = read_embeddings(request.tgt_emb, rows=len(inputs.tgt), dim=src_matrix.shape[1])
+        return src_matrix, tgt_matrix, None
+    source = embedding_source(
+        request.model,
+        request.emb_dir,
+        inputs.data_dir,
+        text_prefix=request.text_prefix,
+        progress=progress,
+    )
+    return (*embed_pair(source, inputs.src, inputs.tgt, progress), source)
+
+
+def _tune(
+    inputs: MiningInputs,
+    request: MineRequest,
+    source: EmbeddingSource | None,
+    progress: ProgressCallback | None,
+) -> tuple[float, float]:
+    """``(threshold, tune_f1)`` chosen on the tuning split's gold."""
+    from xretrieve.bucc import tune_threshold
+    from xretrieve.embeddings import embed_pair, embedding_source
+    from xretrieve.formats import read_bucc_split
+
+    tune = read_bucc_split(request.data_dir, request.src_lang, request.tune_split)
+    if source is None:
+        source = embedding_source(
+            request.model,
+            request.emb_dir,
+            request.data_dir,
+            text_prefix=request.text_prefix,
+            progress=progress,
+        )
+    tune_src, tune_tgt = embed_pair(source, tune.src, tune.tgt, progress)
+    return tune_threshold(tune, tune_src, tune_tgt, request.config, progress=progress)
+
+
+def _gold_scores(
+    inputs: MiningInputs, mining: CorpusMining, threshold: float | None
+) -> dict[str, Any]:
+    """``gold``, ``precision``, ``recall``, ``f1`` (percent, BUCC's id-level scoring) or {}."""
+    from xretrieve.bucc import gold_mask, id_candidates, precision_recall_f1
+
+    if inputs.gold is None:
+        return {}
+    candidates = id_candidates(mining, inputs.src, inputs.tgt)
+    correct = gold_mask(candidates, inputs.gold, inputs.src, inputs.tgt)
+    cut = -math.inf if threshold is None else threshold
+    precision, recall, f1, _ = precision_recall_f1(candidates.score, correct, len(inputs.gold), cut)
+    return {"gold": len(inputs.gold), "precision": precision, "recall": recall, "f1": f1}
+
+
+def _rows_of_distinct(inverse: np.ndarray) -> list[np.ndarray]:
+    """For each distinct text, the corpus rows holding it."""
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.flatnonzero(np.diff(inverse[order])) + 1
+    return np.split(order, bounds)
+
+
+def pair_rows(inputs: MiningInputs, mining: CorpusMining, selected: np.ndarray) -> list[list[str]]:
+    """Output rows (score, [src_id], [tgt_id], src_text, tgt_text) of the selected pairs."""
+    src_groups = _rows_of_distinct(mining.src_inverse)
+    tgt_groups = _rows_of_distinct(mining.tgt_inverse)
+    rows: list[list[str]] = []
+    pairs = mining.pairs
+    for position in selected.tolist():
+        score = f"{float(pairs.score[position]):.9g}"
+        src_rows = src_groups[int(pairs.src_index[position])].tolist()
+        tgt_rows = tgt_groups[int(pairs.tgt_index[position])].tolist()
+        src_text = inputs.src.texts[src_rows[0]]
+        tgt_text = inputs.tgt.texts[tgt_rows[0]]
+        src_ids = [inputs.src.ids[r] for r in src_rows] if inputs.src.ids else [None]
+        tgt_ids = [inputs.tgt.ids[r] for r in tgt_rows] if inputs.tgt.ids else [None]
+        for src_id in src_ids:
+            for tgt_id in tgt_ids:
+                ids = [i for i in (src_id, tgt_id) if i is not None]
+                rows.append([score, *ids, src_text, tgt_text])
+    return rows
+
+
+def write_pairs_tsv(path: Path, rows: Sequence[Sequence[str]]) -> None:
+    """``rows`` tab-separated, one per line, no header (LASER's layout), atomically."""
+    from xretrieve.files import atomic_write
+
+    with atomic_write(path) as handle:
+        for row in rows:
+            handle.write("\t".join(row) + "\n")
+
+
+__all__ = [
+    "DEFAULT_RATIO_THRESHOLD",
+    "MineRequest",
+    "MinedPairs",
+    "MiningInputs",
+    "MiningReport",
+    "ThresholdChoice",
+    "default_threshold",
+    "mine",
+    "mine_bitext",
+    "mine_embeddings",
+    "mining_config",
+    "read_inputs",
+    "sample_data_dir",
+    "write_pairs_tsv",
+]
