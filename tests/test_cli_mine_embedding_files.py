@@ -72,3 +72,39 @@ def test_dimension_mismatch_exit_2(split, tmp_path: Path) -> None:
     np.save(tmp_path / "tgt.npy", np.load(emb / "de-en.test.en.npy")[:, :5])
     result = mine(data, emb / "de-en.test.de.npy", tmp_path / "tgt.npy")
     assert result.exit_code == 2 and "tgt.npy" in result.stderr and "dimension" in result.stderr
+
+
+@pytest.mark.parametrize("size", ["2GB", "512MiB", "1e9"])
+def test_gpu_memory_is_parsed_and_reaches_the_search(split, monkeypatch, size: str) -> None:
+    from xretrieve import margin
+    from xretrieve.sizes import parse_bytes
+
+    seen = {}
+    real = margin.knn_both_ways
+
+    def spy(*args, **kwargs):
+        seen["gpu_memory"] = kwargs["gpu_memory"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(margin, "knn_both_ways", spy)
+    data, emb = split
+    result = mine(data, emb / "de-en.test.de.npy", emb / "de-en.test.en.npy", "--gpu-memory", size)
+    assert result.exit_code == 0, result.output
+    assert seen["gpu_memory"] == parse_bytes(size)
+
+
+@pytest.mark.parametrize("size", ["lots", "-3GB", "0", "12 parsecs"])
+def test_bad_gpu_memory_exit_2(split, size: str) -> None:
+    data, emb = split
+    result = mine(data, emb / "de-en.test.de.npy", emb / "de-en.test.en.npy", "--gpu-memory", size)
+    assert result.exit_code == 2 and "--gpu-memory" in result.stderr
+
+
+def test_parse_bytes() -> None:
+    from xretrieve.sizes import parse_bytes
+
+    assert parse_bytes("16GB") == 16 * 10**9 and parse_bytes("16 GiB") == 16 * 2**30
+    assert parse_bytes("2e9") == 2 * 10**9 and parse_bytes("1024") == 1024
+    for bad in ("", "GB", "1.5.2G", "nan", "inf", "0.5"):
+        with pytest.raises(ValueError):
+            parse_bytes(bad)

@@ -39,7 +39,7 @@ PEAK_SCRIPT = textwrap.dedent(
     before = status("VmRSS")
     if engine == "chunks":
         plan = plan_search(src.shape[0], tgt.shape[0], dim, 4, device="cpu",
-                           memory_budget=24 << 20, precision=Precision.FP16)
+                           memory_budget=24 << 20, precision=Precision.FP32)
         result = chunk_knn_both_ways(RowMatrix(src), RowMatrix(tgt), 4, 4, plan, normalize=True)
     else:
         result = knn_both_ways(src, tgt, 4, device="cpu", normalize=True, block_rows=8192)

@@ -44,11 +44,21 @@ def sample_data_dir() -> Path:
 
 
 def mining_config(
-    k: int = 4, margin: Margin | str = "ratio", mode: Mode | str = "max", device: str = "auto"
+    k: int = 4,
+    margin: Margin | str = "ratio",
+    mode: Mode | str = "max",
+    device: str = "auto",
+    gpu_memory: int | None = None,
 ) -> MiningConfig:
     """A ``MiningConfig`` from enums or their string values; ``XRetrieveError`` for a bad one."""
+    if gpu_memory is not None and gpu_memory < 1:
+        raise XRetrieveError(f"gpu_memory must be a positive number of bytes, not {gpu_memory}")
     return MiningConfig(
-        k=k, margin=_member(Margin, margin), mode=_member(Mode, mode), device=device
+        k=k,
+        margin=_member(Margin, margin),
+        mode=_member(Mode, mode),
+        device=device,
+        gpu_memory=gpu_memory,
     )
 
 
@@ -117,6 +127,7 @@ def mine(
     threshold: float | None = None,
     *,
     device: str = "auto",
+    gpu_memory: int | None = None,
     text_prefix: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> MinedPairs:
@@ -128,8 +139,10 @@ def mine(
     ``src_index``/``tgt_index`` point into ``src_texts``/``tgt_texts`` (a repeated sentence by
     its first occurrence), best score first, with ``score >= threshold`` (None: the model's
     calibrated threshold, else 1.05 for the ratio margin, else no cut; see the module doc).
+    ``gpu_memory`` bounds the bytes of device memory the GPU search uses (default: 80 % of
+    the free memory).
     """
-    config = mining_config(k, margin, mode, device)
+    config = mining_config(k, margin, mode, device, gpu_memory)
     from xretrieve.bucc import mine_corpora
     from xretrieve.embeddings import embed_pair, resolve_encoder
 
@@ -159,16 +172,19 @@ def mine_embeddings(
     threshold: float | None = None,
     *,
     device: str = "auto",
+    gpu_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> MinedPairs:
     """Mine pairs between the rows of ``src_emb`` (n, d) and ``tgt_emb`` (m, d) float
-    embeddings (L2-normalised here). Indices are rows; ``threshold`` None: 1.05 for the ratio
+    embeddings (L2-normalised here; arrays or ``np.load(..., mmap_mode="r")`` memory maps,
+    which are read block by block). Indices are rows; ``threshold`` None: 1.05 for the ratio
     margin (no model is known to have calibrated one), else no cut. Rows should be distinct
     texts (``mine`` takes care of that for sentences)."""
     from xretrieve.margin import mine as mine_rows
 
-    config = mining_config(k, margin, mode, device)
-    src_emb, tgt_emb = np.asarray(src_emb), np.asarray(tgt_emb)
+    config = mining_config(k, margin, mode, device, gpu_memory)
+    src_emb = src_emb if isinstance(src_emb, np.ndarray) else np.asarray(src_emb)
+    tgt_emb = tgt_emb if isinstance(tgt_emb, np.ndarray) else np.asarray(tgt_emb)
     for name, matrix in (("src_emb", src_emb), ("tgt_emb", tgt_emb)):
         if matrix.ndim != 2 or not matrix.shape[0] or not np.issubdtype(matrix.dtype, np.floating):
             raise XRetrieveError(

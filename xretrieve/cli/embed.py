@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
+from xretrieve.encoding.streaming import OutputDtype
 from xretrieve.errors import XRetrieveError
 
 
@@ -44,8 +45,15 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         out: Annotated[
-            Path, typer.Option("--out", "-o", help="Output .npy: float32 (lines, dim).")
+            Path, typer.Option("--out", "-o", help="Output .npy: (lines, dim) of --out-dtype.")
         ],
+        out_dtype: Annotated[
+            OutputDtype,
+            typer.Option(
+                help="Element type of --out: fp32, or fp16 at half the size (mine, bucc, "
+                "tatoeba and evaluate read both)."
+            ),
+        ] = OutputDtype.FP32,
         batch_tokens: Annotated[
             int,
             typer.Option(
@@ -88,7 +96,14 @@ def register(app: typer.Typer) -> None:
                 progress=report,
             )
             stderr.print(f"provider: {encoder.provider}", highlight=False)
-            result = embed_file(encoder, input_path, out, layer_outputs=all_layers, progress=report)
+            result = embed_file(
+                encoder,
+                input_path,
+                out,
+                layer_outputs=all_layers,
+                out_dtype=out_dtype,
+                progress=report,
+            )
         stats = result.stats
         if stats.truncated:
             stderr.print(
@@ -112,6 +127,7 @@ def register(app: typer.Typer) -> None:
                     "input": str(input_path),
                     "output": str(out),
                     "shape": list(result.shape),
+                    "dtype": out_dtype.value,
                     "sentences": stats.sentences,
                     "dim": encoder.dim,
                     "layers": list(encoder.layers),

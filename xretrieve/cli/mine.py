@@ -27,6 +27,7 @@ from xretrieve.cli.common import (
 )
 from xretrieve.margin import Margin, MiningConfig, Mode
 from xretrieve.mining import DEFAULT_RATIO_THRESHOLD, MineRequest, MiningReport
+from xretrieve.sizes import parse_bytes
 
 PREVIEW_PAIRS = 5
 
@@ -113,6 +114,15 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="JSON summary on stdout.")
         ] = False,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
+        gpu_memory: Annotated[
+            int | None,
+            typer.Option(
+                parser=parse_bytes,
+                metavar="SIZE",
+                help="Device memory the GPU search may use, e.g. 16GB or 512MiB (default: 80 % "
+                "of the free memory); larger inputs stream through in blocks.",
+            ),
+        ] = None,
         show_progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
         ] = True,
@@ -133,7 +143,9 @@ def register(app: typer.Typer) -> None:
             src_emb=src_emb,
             tgt_emb=tgt_emb,
             emb_dir=emb_dir,
-            config=MiningConfig(k=k, margin=margin, mode=mode, device=device),
+            config=MiningConfig(
+                k=k, margin=margin, mode=mode, device=device, gpu_memory=gpu_memory
+            ),
             threshold=threshold,
             tune_split=tune_split,
             out=out,

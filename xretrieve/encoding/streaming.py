@@ -5,6 +5,7 @@ bounded however large the input is."""
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import os
 import shutil
@@ -21,6 +22,18 @@ from xretrieve.files import check_output_path, default_permissions
 from xretrieve.progress import ProgressCallback
 
 _BLOCK_BYTES = 8 << 20
+
+
+class OutputDtype(enum.Enum):
+    """The element type of a written embeddings file: float32, or float16 at half the size
+    (``mine``, ``bucc``, ``tatoeba`` and ``evaluate`` read both)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+    @property
+    def numpy(self) -> type:
+        return np.float16 if self is OutputDtype.FP16 else np.float32
 
 
 @dataclass(frozen=True)
@@ -98,19 +111,23 @@ def embed_file(
     output_path: Path,
     *,
     layer_outputs: bool = False,
+    out_dtype: OutputDtype = OutputDtype.FP32,
     progress: ProgressCallback | None = None,
 ) -> EmbedFileResult:
     """Embed every line of ``input_path`` (UTF-8, one sentence per line, empty lines included)
-    and write float32 rows in line order to ``output_path`` (``.npy``) atomically: ``(n, dim)``,
-    or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two windows of
-    ``encoder.window`` sentences, never the whole input or output."""
+    and write ``out_dtype`` rows in line order to ``output_path`` (``.npy``) atomically:
+    ``(n, dim)``, or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two
+    windows of ``encoder.window`` sentences, never the whole input or output. A value beyond
+    float16's range is an ``InputError`` (nothing is written), never a silent infinity."""
     input_path, output_path = Path(input_path), check_output_path(output_path)
     check_not_input(input_path, output_path)
     n_lines = count_lines(input_path)
     width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
     shape = (n_lines, *width)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    _check_free_space(output_path, 4 * int(np.prod(shape)) + _NPY_HEADER_BYTES)
+    dtype = out_dtype.numpy
+    item_bytes = np.dtype(dtype).itemsize
+    _check_free_space(output_path, item_bytes * int(np.prod(shape)) + _NPY_HEADER_BYTES)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{output_path.name}.", suffix=".tmp", dir=output_path.parent
     )
@@ -120,15 +137,17 @@ def embed_file(
         if n_lines == 0:
             # open_memmap cannot map zero bytes of data.
             with tmp.open("wb") as handle:
-                np.save(handle, np.empty(shape, dtype=np.float32))
+                np.save(handle, np.empty(shape, dtype=dtype))
             stats = encoder.encode_stream(
                 iter(()), lambda start, rows: None, total=0, progress=progress
             )
         else:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
             _reserve_blocks(tmp)
 
             def sink(start: int, rows: np.ndarray) -> None:
+                if dtype is np.float16:
+                    _check_fits_fp16(input_path, start, rows)
                 out[start : start + len(rows)] = rows
 
             stats = encoder.encode_stream(
@@ -155,8 +174,21 @@ def embed_file(
     return EmbedFileResult(input_path, output_path, shape, stats)
 
 
+_FP16_MAX = float(np.finfo(np.float16).max)
 # np.lib.format pads the header of a .npy file to a multiple of 64 bytes; 4 KiB is ample.
 _NPY_HEADER_BYTES = 4096
+
+
+def _check_fits_fp16(input_path: Path, start: int, rows: np.ndarray) -> None:
+    """Refuse rows (the embeddings of lines ``start + 1 ...``) that float16 would turn into
+    infinities."""
+    peaks = np.abs(rows).reshape(len(rows), -1).max(axis=1, initial=0)
+    if (peaks > _FP16_MAX).any():
+        raise InputError(
+            input_path,
+            "embedding values exceed float16's range (65504); write them with --out-dtype fp32",
+            line=start + 1 + int(np.argmax(peaks > _FP16_MAX)),
+        )
 
 
 def check_not_input(input_path: Path, output_path: Path) -> None:
