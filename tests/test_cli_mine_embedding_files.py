@@ -108,3 +108,28 @@ def test_parse_bytes() -> None:
     for bad in ("", "GB", "1.5.2G", "nan", "inf", "0.5"):
         with pytest.raises(ValueError):
             parse_bytes(bad)
+
+
+def test_bucc_and_tatoeba_read_float16_embedding_directories(tmp_path: Path) -> None:
+    from mining_fixtures import write_planted_tatoeba
+
+    write_planted_split(tmp_path / "data", tmp_path / "emb", "training", seed=1)
+    write_planted_split(tmp_path / "data", tmp_path / "emb", "test", seed=2, n_pairs=25)
+    write_planted_tatoeba(tmp_path / "data", tmp_path / "emb", "deu")
+    half = tmp_path / "emb16"
+    for path in (tmp_path / "emb").rglob("*.npy"):
+        target = half / path.relative_to(tmp_path / "emb")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(target, np.load(path).astype(np.float16))
+    reports = {}
+    for emb in ("emb", "emb16"):
+        for command, lang in (("bucc", "de"), ("tatoeba", "deu")):
+            result = runner.invoke(
+                app,
+                [command, "--no-progress", "--device", "cpu", "--json", "--langs", lang,
+                 "--data-dir", str(tmp_path / "data"), "--emb-dir", str(tmp_path / emb)],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            reports[emb, command] = json.loads(result.stdout)
+    assert reports["emb16", "bucc"]["de"]["f1"] == reports["emb", "bucc"]["de"]["f1"]
+    assert reports["emb16", "tatoeba"] == reports["emb", "tatoeba"]

@@ -208,7 +208,8 @@ def _exact_matmul() -> Iterator[None]:
 
 class _Uploader:
     """Blocks of a ``RowMatrix`` on the device, optionally normalised, in fp32 or reduced
-    precision; kept for the whole search when the plan caches blocks."""
+    precision, padded with zero rows to a multiple of the chunk; kept for the whole search when
+    the plan caches blocks."""
 
     def __init__(self, plan: ChunkPlan, normalize: bool) -> None:
         import torch
@@ -226,11 +227,14 @@ class _Uploader:
         import torch
 
         # The stored dtype travels (half the bytes for float16 files) without a host copy; the
-        # device converts and normalises in place, so one block costs one fp32 copy there.
+        # device converts and normalises in place. Zero rows pad the block to whole chunks, so
+        # that it views as (chunks, chunk, dim); a padded row's products are 0, which can only
+        # raise a chunk maximum (safe for the proof), and re-scoring masks those rows out.
+        rows, dim = stop - start, matrix.shape[1]
+        block = torch.zeros((_round_up(rows, self.plan.chunk), dim), device=self.device)
         with matrix.native_rows(start, stop) as native, warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            block = torch.from_numpy(native).to(self.device, copy=True)
-        block = block.float()
+            block[:rows].copy_(torch.from_numpy(native))
         if self.normalize:
             block.div_(block.norm(dim=1, keepdim=True).clamp_min_(1e-12))
         if self.plan.cache_blocks:
@@ -376,7 +380,7 @@ def _candidate_chunks(
                 best, ids = _top(fwd_max, keep_fwd, d0 // c)
                 fwd.best[rows], fwd.ids[rows] = _merge(fwd.best[rows], fwd.ids[rows], best, ids)
                 if bwd is not None:
-                    best, ids = _top(bwd_max.T, keep_bwd, (q0 + t0) // c)
+                    best, ids = _top(bwd_max[:, : d1 - d0].T, keep_bwd, (q0 + t0) // c)
                     cols = slice(d0, d1)
                     bwd.best[cols], bwd.ids[cols] = _merge(bwd.best[cols], bwd.ids[cols], best, ids)
                 done += 1
@@ -422,17 +426,17 @@ def _rescore(
         scores = torch.full((q1 - q0, kept, c), -math.inf, device=uploader.device)
         for d0 in range(0, m, plan.database_block):
             d1 = min(d0 + plan.database_block, m)
-            yd = uploader.fp32(database, d0, d1)
+            slabs = uploader.fp32(database, d0, d1).view(-1, c, xq.shape[1])  # (chunks, c, dim)
             lo, hi = d0 // c, -(-d1 // c)
             inside = (block_chunks >= lo) & (block_chunks < hi) & block_needed
             rows, slots = torch.nonzero(inside, as_tuple=True)
             for p0 in range(0, rows.shape[0], plan.gather_pairs):
                 r, s = rows[p0 : p0 + plan.gather_pairs], slots[p0 : p0 + plan.gather_pairs]
-                local = (block_chunks[r, s] - lo)[:, None] * c + offsets  # (p, c) rows of yd
-                valid = local < d1 - d0
-                candidates = yd[local.clamp_(max=d1 - d0 - 1)]  # (p, c, dim)
-                dots = torch.bmm(candidates, xq[r].unsqueeze(2)).squeeze(2)
-                scores[r, s] = dots.masked_fill_(~valid, -math.inf)
+                local = block_chunks[r, s] - lo
+                candidates = slabs.index_select(0, local)  # (p, c, dim): whole chunks, copied
+                dots = torch.bmm(candidates, xq.index_select(0, r).unsqueeze(2)).squeeze(2)
+                padding = local[:, None] * c + offsets >= d1 - d0
+                scores[r, s] = dots.masked_fill_(padding, -math.inf)
         flat = scores.reshape(q1 - q0, kept * c)
         top, position = flat.topk(k, dim=1)
         sims[q0:q1] = top
@@ -465,7 +469,8 @@ def _exact_rows(
         best_ids = torch.full((q1 - q0, k), -1, dtype=torch.int64, device=uploader.device)
         for d0 in range(0, m, plan.database_block):
             d1 = min(d0 + plan.database_block, m)
-            top, top_ids = _top(xq @ uploader.fp32(database, d0, d1).T, k, d0)
+            block = uploader.fp32(database, d0, d1)[: d1 - d0]
+            top, top_ids = _top(xq @ block.T, k, d0)
             best, best_ids = _merge(best, best_ids, top, top_ids)
         sims[q0:q1], ids[q0:q1] = best, best_ids
     return sims, ids
