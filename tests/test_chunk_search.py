@@ -240,3 +240,31 @@ def test_engine_with_triton_kernel_in_interpreter() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_triton_self_check_failure_falls_back_to_torch(monkeypatch, caplog) -> None:
+    """A kernel that fails (here: raises) is reported once and the torch reduction is used."""
+    import xretrieve.chunk_max_kernel as kernel
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler for this device")
+
+    monkeypatch.setattr(kernel, "chunk_maxima_triton", broken)
+    kernel.triton_kernel_works.cache_clear()
+    with caplog.at_level("WARNING"):
+        assert kernel.triton_kernel_works("cpu", 32) is False
+    assert "using torch" in caplog.text
+    kernel.triton_kernel_works.cache_clear()
+
+
+def test_triton_self_check_catches_wrong_maxima(monkeypatch) -> None:
+    import xretrieve.chunk_max_kernel as kernel
+
+    def off_by_a_little(queries, database, chunk, **kwargs):
+        fwd, bwd = chunk_maxima_torch(queries.float(), database.float(), chunk, Precision.FP32)
+        return fwd + 0.05, bwd
+
+    monkeypatch.setattr(kernel, "chunk_maxima_triton", off_by_a_little)
+    kernel.triton_kernel_works.cache_clear()
+    assert kernel.triton_kernel_works("cpu", 32) is False
+    kernel.triton_kernel_works.cache_clear()
