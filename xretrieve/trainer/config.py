@@ -52,7 +52,7 @@ class TaskConfig:
 
     name: str
     type: TaskType
-    train: Path
+    train_files: tuple[Path, ...]
     validation: Path | None = None
     preset: str | None = None
     fields: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
@@ -70,6 +70,11 @@ class TaskConfig:
     image_features: Path | None = None
     # masked language modelling
     mlm_probability: float = 0.15
+
+    @property
+    def train(self) -> Path:
+        """The first training file (the one errors about the task as a whole name)."""
+        return self.train_files[0]
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,16 @@ class _Section:
             raise self.error(key, "must be a non-empty path string")
         return self.resolve(Path(value))
 
+    def paths(self, key: str) -> tuple[Path, ...]:
+        """One path string or a list of them (e.g. ANLI's train file of each round)."""
+        value = self.pop(key)
+        if value is None:
+            return ()
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and v for v in values):
+            raise self.error(key, "must be a non-empty path string or a list of them")
+        return tuple(self.resolve(Path(v)) for v in values)
+
     def string(self, key: str, default: str | None = None) -> str | None:
         value = self.pop(key, default)
         if value is not None and not isinstance(value, str):
@@ -374,9 +389,9 @@ def _task(section: _Section, index: int) -> TaskConfig:
         if preset is not None and PRESETS[preset].type is not task_type:
             raise section.error("type", f"preset {preset!r} is a {PRESETS[preset].type.value} task")
     name = section.string("name") or preset or f"task{index}"
-    train = section.path("train")
-    if train is None:
-        raise section.error("train", "each task needs a training data file")
+    train = section.paths("train")
+    if not train:
+        raise section.error("train", "each task needs a training data file (or a list of them)")
     fields_raw = section.pop("fields", {}) or {}
     if not isinstance(fields_raw, Mapping):
         raise section.error("fields", "must be a table of field names")
@@ -392,7 +407,7 @@ def _task(section: _Section, index: int) -> TaskConfig:
     task = TaskConfig(
         name=name,
         type=task_type,
-        train=train,
+        train_files=train,
         validation=section.path("validation"),
         preset=preset,
         fields=fields,
