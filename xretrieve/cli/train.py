@@ -26,26 +26,46 @@ def register(app: typer.Typer) -> None:
         resume_from: Annotated[
             Path | None, typer.Option("--resume-from", help="Continue from this checkpoint folder.")
         ] = None,
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite",
+                help="Delete the previous run's checkpoints and metrics in the output folder "
+                "and start over (without it, a non-empty output folder is refused).",
+            ),
+        ] = False,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
         ] = True,
     ) -> None:
         """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and
-        train_summary.json go to the output folder. Ctrl-C saves a resumable checkpoint."""
+        train_summary.json go to the output folder. Ctrl-C (exit 130) and SIGTERM (exit 143)
+        save a resumable checkpoint."""
+        from xretrieve.errors import InputError
         from xretrieve.trainer import load_config, train
+        from xretrieve.trainer.interrupts import EXIT_TERMINATED, Terminated
 
+        if overwrite and (resume or resume_from is not None):
+            raise InputError(
+                None, "--overwrite starts a new run; it cannot be combined with --resume"
+            )
         train_config = load_config(config)
         _quiet_transformers()
-        with _TrainProgress(progress) as bar:
-            result = train(
-                train_config,
-                resume=resume_from if resume_from is not None else resume,
-                device=device,
-                progress=bar.progress,
-                on_log=bar.log,
-                on_eval=bar.evaluated,
-            )
+        try:
+            with _TrainProgress(progress) as bar:
+                result = train(
+                    train_config,
+                    resume=resume_from if resume_from is not None else resume,
+                    overwrite=overwrite,
+                    device=device,
+                    progress=bar.progress,
+                    on_log=bar.log,
+                    on_eval=bar.evaluated,
+                )
+        except Terminated:
+            stderr.print("[yellow]terminated (SIGTERM): resumable checkpoint saved[/]")
+            raise typer.Exit(EXIT_TERMINATED) from None
         print_json(
             {
                 "output_dir": str(result.output_dir),

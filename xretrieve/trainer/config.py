@@ -125,7 +125,9 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RetrievalEvalConfig:
     """Cross-lingual retrieval of every saved checkpoint with the toolkit's own export and
-    evaluation path: Tatoeba accuracy and BUCC F1 for the listed languages under ``data_dir``."""
+    evaluation path: Tatoeba accuracy and BUCC F1 for the listed languages under ``data_dir``.
+    ``layers`` are hidden-state indices as ``xretrieve evaluate --layers`` takes them (-1 = last;
+    XTREME scores XLM-R large at layer 14 of 24); default: the last layer."""
 
     data_dir: Path
     tatoeba: tuple[str, ...] = ()
@@ -134,6 +136,7 @@ class RetrievalEvalConfig:
     bucc_eval_split: str = "dev"
     backend: str = "ort"
     batch_tokens: int = 16384
+    layers: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -489,11 +492,30 @@ def _retrieval(section: _Section) -> RetrievalEvalConfig:
         bucc_eval_split=section.string("bucc_eval_split", "dev"),
         backend=section.string("backend", "ort"),
         batch_tokens=section.integer("batch_tokens", 16384, minimum=1),
+        layers=_layers(section),
     )
     section.finish()
     if not retrieval.tatoeba and not retrieval.bucc:
         raise section.error("tatoeba", "retrieval_eval needs tatoeba and/or bucc languages")
     return retrieval
+
+
+def _layers(section: _Section) -> tuple[int, ...] | None:
+    value = section.pop("layers")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or len(set(value)) != len(value)
+    ):
+        raise section.error(
+            "layers", f"must be distinct layer numbers like [14, -1], got {value!r}"
+        )
+    return tuple(value)
 
 
 def dump_config(config: TrainConfig) -> str:

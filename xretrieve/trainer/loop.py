@@ -4,8 +4,10 @@ RNGs, keep-best bookkeeping) and the loop that advances it.
 Each optimizer step draws ``grad_accum`` micro-batches, each from a task chosen by the sampler,
 and sums their (task-weighted) losses; then clips, steps AdamW and the linear schedule. Every
 ``eval_every`` steps each task with validation data is scored; every ``save_every`` steps (and at
-each new best) a checkpoint is written. Ctrl-C saves a resumable checkpoint of the last completed
-step before the KeyboardInterrupt propagates.
+each new best) a checkpoint is written. Ctrl-C, and SIGTERM (a scheduler's pre-emption), save a
+resumable checkpoint of the last completed step before the KeyboardInterrupt (``Terminated`` for
+SIGTERM) propagates. A fresh run refuses an output folder that is not empty unless told to
+overwrite it; a resumed run must have the config of the run that wrote the checkpoint.
 """
 
 from __future__ import annotations
@@ -26,14 +28,19 @@ import numpy as np
 from xretrieve.errors import InputError
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.trainer.checkpoint import (
+    check_same_run,
     checkpoint_dir,
+    config_fingerprint,
     latest_resumable,
     load_heads,
     load_trainer_state,
     prune_checkpoints,
+    remove_run,
+    run_artifacts,
     save_checkpoint,
 )
 from xretrieve.trainer.config import Precision, TrainConfig, dump_config
+from xretrieve.trainer.interrupts import sigterm_as_interrupt
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
 
 logger = logging.getLogger(__name__)
@@ -177,6 +184,7 @@ class Trainer:
             source = default_checkpoint()
         self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
         hf = self.encoder.config
+        check_model_fits(config, hf, Path(source))
         text = TextSettings(
             tokenizer=self.tokenizer,
             max_length=config.max_length,
@@ -222,7 +230,9 @@ class Trainer:
         self.best_checkpoint: Path | None = None
         self.bad_evals = 0
         if resume_from is not None:
-            self._load_state(load_trainer_state(resume_from))
+            state = load_trainer_state(resume_from)
+            check_same_run(resume_from, state, config.to_json())
+            self._load_state(state)
         self._resume_point = self._snapshot()
 
     def _precision(self) -> Precision:
@@ -299,6 +309,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "format_version": 1,
+            "config_hash": config_fingerprint(self.config.to_json()),
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -351,28 +362,61 @@ class Trainer:
         return path
 
     # ----- loop ---------------------------------------------------------------------------------
-    def train(self, resume: Path | bool = False) -> TrainResult:
+    def train(self, resume: Path | bool = False, overwrite: bool = False) -> TrainResult:
         """Run to ``max_steps`` (or early stop). ``resume``: True = the newest resumable checkpoint
-        in the output folder (a fresh start if there is none), a Path = that checkpoint."""
+        in the output folder (a fresh start if there is none), a Path = that checkpoint; either
+        must come from a run with this config. Without ``resume`` the output folder must be empty
+        (or absent) unless ``overwrite``, which deletes the previous run's checkpoints and
+        metrics. SIGTERM is handled like Ctrl-C while this runs (``Terminated`` propagates)."""
         resume_from: Path | None = None
         if resume is True:
             resume_from = latest_resumable(self.output_dir)
         elif isinstance(resume, Path | str) and resume is not False:
             resume_from = Path(resume)
-        self._setup(resume_from)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None:
-            logger.info("resuming from %s at step %d", resume_from, self.step)
+        if resume is False:
+            self._claim_output_dir(overwrite)
+        if self.config.retrieval is not None:
+            from xretrieve.trainer.retrieval import check_retrieval_data
+
+            check_retrieval_data(self.config.retrieval)
+        with sigterm_as_interrupt():
+            self._setup(resume_from)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if resume_from is not None:
+                logger.info("resuming from %s at step %d", resume_from, self.step)
             self._drop_records_after(self.step)
-        try:
-            return self._loop(resume_from)
-        except KeyboardInterrupt:
-            # Parameters are those of the last completed step unless Ctrl-C landed inside the
-            # optimizer update itself; partial accumulated gradients are simply dropped.
-            self.optimizer.zero_grad(set_to_none=True)
-            path = self.save()
-            logger.warning("interrupted: saved resumable checkpoint %s", path)
-            raise
+            try:
+                return self._loop(resume_from)
+            except KeyboardInterrupt:
+                # Parameters are those of the last completed step unless the interrupt landed
+                # inside the optimizer update itself; partial accumulated gradients are dropped.
+                self.optimizer.zero_grad(set_to_none=True)
+                path = self.save()
+                logger.warning("interrupted: saved resumable checkpoint %s", path)
+                raise
+
+    def _claim_output_dir(self, overwrite: bool) -> None:
+        """A fresh run needs an empty output folder: never mix two runs' checkpoints and
+        metrics (a later ``--resume`` would pick the other run's checkpoint)."""
+        folder = self.output_dir
+        if not folder.exists():
+            return
+        if not folder.is_dir():
+            raise InputError(folder, "output_dir exists and is not a folder")
+        entries = sorted(child.name for child in folder.iterdir())
+        if not entries:
+            return
+        if overwrite:
+            logger.warning("overwriting the previous run in %s", folder)
+            remove_run(folder)
+            return
+        artifacts = [path.name for path in run_artifacts(folder)] or entries
+        shown = ", ".join(artifacts[:3]) + (", ..." if len(artifacts) > 3 else "")
+        raise InputError(
+            folder,
+            f"output_dir is not empty ({shown}); pass --resume to continue the run in it, "
+            "--overwrite to replace it, or choose another output_dir",
+        )
 
     def _drop_records_after(self, step: int) -> None:
         """Evaluations logged after the resumed checkpoint (a run that crashed later) would be
@@ -603,6 +647,40 @@ class Trainer:
             json.dump(summary, handle, indent=2)
 
 
+def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
+    """Every task's ``max_length`` within the model's positions, and retrieval ``layers`` within
+    its layers, before any data is read or step taken."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models (XLM-R) number positions from padding_idx + 1.
+        offset = 0
+        if getattr(hf_config, "model_type", "") in _PADDING_OFFSET_MODELS:
+            offset = int(getattr(hf_config, "pad_token_id", 1) or 0) + 1
+        usable = int(positions) - offset
+        for task in config.tasks:
+            length = task.max_length or config.max_length
+            if length > usable:
+                where = f"tasks '{task.name}' max_length" if task.max_length else "max_length"
+                raise InputError(
+                    source / "config.json",
+                    f"{where} = {length} exceeds the model's {usable} positions "
+                    f"(max_position_embeddings = {positions})",
+                )
+    if config.retrieval is not None and config.retrieval.layers:
+        from exporters import resolve_layers
+        from xretrieve.errors import XRetrieveError
+
+        try:
+            resolve_layers(config.retrieval.layers, int(hf_config.num_hidden_layers))
+        except XRetrieveError as error:
+            raise InputError(source / "config.json", f"retrieval_eval.layers: {error}") from None
+
+
+_PADDING_OFFSET_MODELS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer"}
+)
+
+
 def _to_tuple(value: Any) -> Any:
     """torch.save keeps tuples, but be tolerant of lists from other serialisers."""
     if isinstance(value, list):
@@ -614,6 +692,7 @@ def train(
     config: TrainConfig,
     *,
     resume: Path | bool = False,
+    overwrite: bool = False,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     on_log: Callable[[StepLog], None] | None = None,
@@ -621,4 +700,4 @@ def train(
 ) -> TrainResult:
     """Run a whole training job from a config (see Trainer)."""
     trainer = Trainer(config, device=device, progress=progress, on_log=on_log, on_eval=on_eval)
-    return trainer.train(resume=resume)
+    return trainer.train(resume=resume, overwrite=overwrite)
