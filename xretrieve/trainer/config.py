@@ -36,6 +36,14 @@ class SamplingStrategy(str, enum.Enum):
     TEMPERATURE = "temperature"
 
 
+class SamplingUnit(str, enum.Enum):
+    """What one task draw feeds: each micro-batch (tasks mix within an optimizer step), or a
+    whole optimizer step (all its ``grad_accum`` micro-batches from one task, as jiant does)."""
+
+    MICRO_BATCH = "micro_batch"
+    OPTIMIZER_STEP = "optimizer_step"
+
+
 class Precision(str, enum.Enum):
     """AUTO is bf16 autocast on a GPU that supports it (else fp16), fp32 on CPU."""
 
@@ -64,6 +72,7 @@ class TaskConfig:
     max_eval_examples: int | None = None
     # extractive QA
     doc_stride: int = 128
+    max_query_length: int = 64
     max_answer_length: int = 30
     allow_unanswerable: bool | None = None
     # image-text alignment
@@ -80,9 +89,13 @@ class TaskConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warm-up then linear decay to zero at ``max_steps``. ``batch_size`` is per
-    micro-batch; an optimizer step sees ``batch_size * grad_accum`` examples."""
+    micro-batch; an optimizer step sees ``batch_size * grad_accum`` examples. ``epochs`` (instead
+    of ``max_steps``) sets the run length from the data: one epoch is as many micro-batches as a
+    pass over every task's (capped) training set takes, ``sum_i ceil(n_i / batch_i)``, divided by
+    ``grad_accum`` and rounded up (see ``Trainer``)."""
 
     max_steps: int = 1000
+    epochs: float | None = None
     batch_size: int = 32
     grad_accum: int = 1
     learning_rate: float = 2e-5
@@ -98,11 +111,15 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Task sampling: sizes are capped at ``cap`` examples before the strategy is applied."""
+    """Task sampling: sizes are capped at ``cap`` examples before the strategy is applied.
+    ``group_by_length`` makes each batch of similar-length examples (less padding; see
+    ``sampling.length_grouped``)."""
 
     strategy: SamplingStrategy = SamplingStrategy.PROPORTIONAL
     temperature: float = 2.0
     cap: int | None = None
+    per: SamplingUnit = SamplingUnit.MICRO_BATCH
+    group_by_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +159,8 @@ class RetrievalEvalConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """A whole run. ``base`` is a local Hugging Face checkpoint directory (None: the toolkit's
-    default model)."""
+    default model). ``compile`` runs the training forward and backward through
+    ``torch.compile`` (dynamic shapes; evaluation and saving use the plain module)."""
 
     tasks: tuple[TaskConfig, ...]
     base: Path | None = None
@@ -153,6 +171,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     retrieval: RetrievalEvalConfig | None = None
+    compile: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict of every setting (paths as strings, enums as values)."""
@@ -255,6 +274,7 @@ def config_from_dict(raw: Mapping[str, Any], source: Path | None = None) -> Trai
         sampling=sampling,
         evaluation=evaluation,
         retrieval=retrieval,
+        compile=top.boolean("compile", False),
     )
     top.finish()
     if evaluation.metric != "mean":
@@ -421,6 +441,7 @@ def _task(section: _Section, index: int) -> TaskConfig:
         max_train_examples=section.integer("max_train_examples", None, minimum=1),
         max_eval_examples=section.integer("max_eval_examples", None, minimum=1),
         doc_stride=section.integer("doc_stride", 128, minimum=1),
+        max_query_length=section.integer("max_query_length", 64, minimum=1),
         max_answer_length=section.integer("max_answer_length", 30, minimum=1),
         allow_unanswerable=section.boolean("allow_unanswerable", None),
         image_features=image_features,
@@ -436,8 +457,14 @@ def _optim(section: _Section) -> OptimConfig:
     betas = section.pop("betas", [0.9, 0.999])
     if not isinstance(betas, list | tuple) or len(betas) != 2:
         raise section.error("betas", "must be a list of two numbers")
+    epochs = section.number("epochs", None, minimum=0.0)
+    if epochs is not None and "max_steps" in section.values:
+        raise section.error("epochs", "give max_steps or epochs, not both")
+    if epochs is not None and epochs <= 0:
+        raise section.error("epochs", f"must be > 0, got {epochs}")
     optim = OptimConfig(
         max_steps=section.integer("max_steps", 1000, minimum=1),
+        epochs=epochs,
         batch_size=section.integer("batch_size", 32, minimum=1),
         grad_accum=section.integer("grad_accum", 1, minimum=1),
         learning_rate=section.number("learning_rate", 2e-5, minimum=0.0),
@@ -459,6 +486,8 @@ def _sampling(section: _Section) -> SamplingConfig:
         strategy=section.choice("strategy", SamplingStrategy, SamplingStrategy.PROPORTIONAL),
         temperature=section.number("temperature", 2.0, minimum=1e-6),
         cap=section.integer("cap", None, minimum=1),
+        per=section.choice("per", SamplingUnit, SamplingUnit.MICRO_BATCH),
+        group_by_length=section.boolean("group_by_length", False),
     )
     section.finish()
     return sampling

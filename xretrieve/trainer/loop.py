@@ -39,7 +39,7 @@ from xretrieve.trainer.checkpoint import (
     run_artifacts,
     save_checkpoint,
 )
-from xretrieve.trainer.config import Precision, TrainConfig, dump_config
+from xretrieve.trainer.config import Precision, SamplingUnit, TrainConfig, dump_config
 from xretrieve.trainer.interrupts import sigterm_as_interrupt
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
 
@@ -52,7 +52,8 @@ SUMMARY_FILE = "train_summary.json"
 @dataclass(frozen=True)
 class StepLog:
     """Reported every ``log_every`` steps: mean loss over those steps, learning rate, and
-    throughput in real (non-padding) tokens per second of training."""
+    throughput in real (non-padding) tokens per second of training, and in padded tokens (what
+    the device computed on)."""
 
     step: int
     max_steps: int
@@ -60,6 +61,40 @@ class StepLog:
     learning_rate: float
     tokens_per_second: float
     task_counts: dict[str, int]
+    padded_tokens_per_second: float = 0.0
+
+
+@dataclass
+class _Window:
+    """What a logging window accumulates; the loss stays a device tensor until it is logged."""
+
+    loss: Any
+    task_counts: dict[str, int]
+    started: float
+    tokens: int = 0
+    padded_tokens: int = 0
+    steps: int = 0
+
+    @classmethod
+    def start(cls, device: Any, tasks: list[Any], counts: dict[str, int] | None = None) -> _Window:
+        import torch
+
+        return cls(
+            loss=torch.zeros((), device=device),
+            task_counts=counts if counts is not None else {task.name: 0 for task in tasks},
+            started=time.perf_counter(),
+        )
+
+
+@dataclass
+class _RunState:
+    """Bookkeeping across windows: train loss since the last evaluation, the last checkpoint."""
+
+    start: float
+    last_checkpoint: Path | None
+    loss_sum: float = 0.0
+    loss_steps: int = 0
+    stopped_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +128,16 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def steps_for_epochs(
+    epochs: float, sizes: list[int], batch_sizes: list[int], grad_accum: int
+) -> int:
+    """Optimizer steps of ``epochs`` passes: one pass is ``sum_i ceil(n_i / batch_i)``
+    micro-batches (every task's training set once; with proportional sampling each task is then
+    seen about once per epoch), ``grad_accum`` micro-batches a step, rounded up."""
+    micro = sum(math.ceil(n / b) for n, b in zip(sizes, batch_sizes, strict=True))
+    return max(1, math.ceil(epochs * micro / grad_accum))
 
 
 def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
@@ -195,29 +240,48 @@ class Trainer:
             hidden_size=int(hf.hidden_size),
             dropout=float(getattr(hf, "hidden_dropout_prob", 0.1)),
             vocab_size=int(hf.vocab_size),
+            layer_norm_eps=float(getattr(hf, "layer_norm_eps", 1e-5)),
         )
         self.tasks = [build_task(task, text) for task in config.tasks]
         if resume_from is not None:
             load_heads(resume_from, self.tasks)
+        else:
+            for task in self.tasks:
+                task.init_from_checkpoint(Path(source))
         self.encoder.to(self.device)
         for task in self.tasks:
             task.to(self.device)
         self.precision = self._precision()
         self.optimizer = self._optimizer()
         optim = config.optim
+        sizes = [len(task.train_features) for task in self.tasks]
+        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
+        self.max_steps = optim.max_steps
+        if optim.epochs is not None:
+            capped = [min(n, config.sampling.cap or n) for n in sizes]
+            self.max_steps = steps_for_epochs(optim.epochs, capped, batch_sizes, optim.grad_accum)
+            logger.info("%g epochs = %d optimizer steps", optim.epochs, self.max_steps)
         warmup = optim.warmup_steps
         if warmup is None:
-            warmup = int(math.ceil(optim.warmup_ratio * optim.max_steps))
+            warmup = int(math.ceil(optim.warmup_ratio * self.max_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_schedule(warmup, optim.max_steps)
+            self.optimizer, linear_schedule(warmup, self.max_steps)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision is Precision.FP16)
-        sizes = [len(task.train_features) for task in self.tasks]
         probabilities = task_probabilities(
             sizes, config.sampling.strategy, config.sampling.temperature, config.sampling.cap
         )
-        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
-        self.sampler = TaskSampler(sizes, batch_sizes, probabilities, config.seed)
+        lengths = None
+        if config.sampling.group_by_length:
+            lengths = [
+                np.array([task.feature_length(f) for f in task.train_features])
+                for task in self.tasks
+            ]
+        self.sampler = TaskSampler(sizes, batch_sizes, probabilities, config.seed, lengths)
+        self.step_encoder = self.encoder
+        if config.compile:
+            # One compiled module shares the parameters; dynamic shapes, as batch lengths vary.
+            self.step_encoder = torch.compile(self.encoder, dynamic=True)
         logger.info(
             "tasks: %s",
             ", ".join(
@@ -433,129 +497,144 @@ class Trainer:
                 handle.write("".join(line + "\n" for line in kept))
 
     def _loop(self, resume_from: Path | None) -> TrainResult:
-        import torch
-
         config = self.config
-        optim, evaluation = config.optim, config.evaluation
-        save_every = evaluation.save_every or evaluation.eval_every
+        evaluation = config.evaluation
         self.encoder.train()
         for task in self.tasks:
             task.head.train()
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        start = time.perf_counter()
-        window_loss = torch.zeros((), device=self.device)
-        window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
-        eval_loss_sum, eval_loss_steps = 0.0, 0
-        task_counts = {task.name: 0 for task in self.tasks}
-        last_checkpoint = resume_from
-        stopped_early = False
-        self.progress("train", self.step, optim.max_steps)
-        while self.step < optim.max_steps:
-            for _ in range(optim.grad_accum):
-                index, rows = self.sampler.next()
-                task = self.tasks[index]
-                batch = task.collate([task.train_features[i] for i in rows], train=True)
-                window_tokens += int(batch["attention_mask"].sum())
-                batch = {
-                    key: value.to(self.device, non_blocking=True) for key, value in batch.items()
-                }
-                with self.autocast():
-                    loss = task.loss(self.encoder, batch)
-                scaled = loss * (task.config.loss_weight / optim.grad_accum)
-                self.scaler.scale(scaled).backward()
-                window_loss += loss.detach() / optim.grad_accum
-                task_counts[task.name] += 1
-            if optim.max_grad_norm:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, optim.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        self._parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        window = _Window.start(self.device, self.tasks)
+        run = _RunState(start=time.perf_counter(), last_checkpoint=resume_from)
+        self.progress("train", self.step, self.max_steps)
+        while self.step < self.max_steps:
+            self._train_step(window)
             self.step += 1
-            window_steps += 1
             self._resume_point = self._snapshot()
-            self.progress("train", self.step, optim.max_steps)
-            last = self.step == optim.max_steps
-            if window_steps == evaluation.log_every or last:
-                mean_loss = float(window_loss) / window_steps
-                eval_loss_sum += mean_loss * window_steps
-                eval_loss_steps += window_steps
-                elapsed = time.perf_counter() - window_start
-                if self.on_log is not None:
-                    self.on_log(
-                        StepLog(
-                            step=self.step,
-                            max_steps=optim.max_steps,
-                            loss=mean_loss,
-                            learning_rate=self.scheduler.get_last_lr()[0],
-                            tokens_per_second=window_tokens / max(elapsed, 1e-9),
-                            task_counts=dict(task_counts),
-                        )
-                    )
-                window_loss = torch.zeros((), device=self.device)
-                window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
-            do_eval = self.step % evaluation.eval_every == 0 or last
-            do_save = self.step % save_every == 0 or last
+            self.progress("train", self.step, self.max_steps)
+            last = self.step == self.max_steps
+            if window.steps == evaluation.log_every or last:
+                self._log(window, run)
+                window = _Window.start(self.device, self.tasks, window.task_counts)
             paused_at = time.perf_counter()  # evaluation and saving do not count as training time
-            metrics: dict[str, float] = {}
-            score, is_best = None, False
-            if do_eval:
-                metrics = self.evaluate()
-                score = self._score(metrics)
-                is_best = self._update_best(score)
-                do_save = do_save or (is_best and evaluation.keep_best)
-            saved: Path | None = None
-            if do_save:
-                if is_best and evaluation.keep_best:
-                    # Set before saving: the best pointer is part of the saved trainer state.
-                    self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
-                saved = last_checkpoint = self.save()
-                if config.retrieval is not None:
-                    from xretrieve.trainer.retrieval import evaluate_retrieval
-
-                    metrics.update(evaluate_retrieval(saved, config.retrieval))
-                keep = (
-                    [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
-                )
-                prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
-            if do_eval or (saved is not None and config.retrieval is not None):
-                train_loss = eval_loss_sum / eval_loss_steps if eval_loss_steps else None
-                eval_loss_sum, eval_loss_steps = 0.0, 0
-                self._record(
-                    EvalRecord(
-                        step=self.step,
-                        metrics=metrics,
-                        score=score,
-                        best_score=self.best_score,
-                        is_best=is_best,
-                        checkpoint=None if saved is None else saved.name,
-                        train_loss=train_loss,
-                        elapsed_s=time.perf_counter() - start,
-                    )
-                )
-            window_start += time.perf_counter() - paused_at
-            if (
-                do_eval
-                and evaluation.patience is not None
-                and self.bad_evals >= evaluation.patience
-            ):
-                stopped_early = True
-                if saved is None:
-                    last_checkpoint = self.save()
-                logger.info("early stopping at step %d", self.step)
+            stop = self._evaluate_and_save(run, last)
+            window.started += time.perf_counter() - paused_at
+            if stop:
                 break
         result = TrainResult(
             output_dir=self.output_dir,
             steps=self.step,
-            last_checkpoint=last_checkpoint,
+            last_checkpoint=run.last_checkpoint,
             best_checkpoint=self.best_checkpoint,
             best_score=self.best_score,
-            stopped_early=stopped_early,
+            stopped_early=run.stopped_early,
             history=tuple(self.history),
         )
         self._write_summary(result)
         return result
+
+    def _train_step(self, window: _Window) -> None:
+        """One optimizer step over ``grad_accum`` micro-batches. Nothing here waits for the
+        device: the loss is summed on the device, tokens are counted on the host before the
+        copy, and batches are copied asynchronously from pinned memory."""
+        import torch
+
+        from xretrieve.trainer.tasks.base import to_device
+
+        optim = self.config.optim
+        per_step = self.config.sampling.per is SamplingUnit.OPTIMIZER_STEP
+        step_task = self.sampler.draw_task() if per_step else -1
+        for _ in range(optim.grad_accum):
+            index = step_task if per_step else self.sampler.draw_task()
+            task = self.tasks[index]
+            host_batch = task.collate(
+                [task.train_features[i] for i in self.sampler.take(index)], train=True
+            )
+            mask = host_batch["attention_mask"]
+            window.tokens += int(mask.sum())
+            window.padded_tokens += mask.numel()
+            batch = to_device(host_batch, self.device)
+            with self.autocast():
+                loss = task.loss(self.step_encoder, batch)
+            scaled = loss * (task.config.loss_weight / optim.grad_accum)
+            self.scaler.scale(scaled).backward()
+            window.loss += loss.detach() / optim.grad_accum
+            window.task_counts[task.name] += 1
+        if optim.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._parameters, optim.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window.steps += 1
+
+    def _log(self, window: _Window, run: _RunState) -> None:
+        """The one host synchronisation of a logging window: the summed loss."""
+        mean_loss = float(window.loss) / window.steps
+        run.loss_sum += mean_loss * window.steps
+        run.loss_steps += window.steps
+        elapsed = max(time.perf_counter() - window.started, 1e-9)
+        if self.on_log is not None:
+            self.on_log(
+                StepLog(
+                    step=self.step,
+                    max_steps=self.max_steps,
+                    loss=mean_loss,
+                    learning_rate=self.scheduler.get_last_lr()[0],
+                    tokens_per_second=window.tokens / elapsed,
+                    task_counts=dict(window.task_counts),
+                    padded_tokens_per_second=window.padded_tokens / elapsed,
+                )
+            )
+
+    def _evaluate_and_save(self, run: _RunState, last: bool) -> bool:
+        """Evaluate, save, score retrieval and prune as due after this step; True = stop early."""
+        config = self.config
+        evaluation = config.evaluation
+        save_every = evaluation.save_every or evaluation.eval_every
+        do_eval = self.step % evaluation.eval_every == 0 or last
+        do_save = self.step % save_every == 0 or last
+        metrics: dict[str, float] = {}
+        score, is_best = None, False
+        if do_eval:
+            metrics = self.evaluate()
+            score = self._score(metrics)
+            is_best = self._update_best(score)
+            do_save = do_save or (is_best and evaluation.keep_best)
+        saved: Path | None = None
+        if do_save:
+            if is_best and evaluation.keep_best:
+                # Set before saving: the best pointer is part of the saved trainer state.
+                self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
+            saved = run.last_checkpoint = self.save()
+            if config.retrieval is not None:
+                from xretrieve.trainer.retrieval import evaluate_retrieval
+
+                metrics.update(evaluate_retrieval(saved, config.retrieval))
+            keep = [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
+            prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
+        if do_eval or (saved is not None and config.retrieval is not None):
+            train_loss = run.loss_sum / run.loss_steps if run.loss_steps else None
+            run.loss_sum, run.loss_steps = 0.0, 0
+            self._record(
+                EvalRecord(
+                    step=self.step,
+                    metrics=metrics,
+                    score=score,
+                    best_score=self.best_score,
+                    is_best=is_best,
+                    checkpoint=None if saved is None else saved.name,
+                    train_loss=train_loss,
+                    elapsed_s=time.perf_counter() - run.start,
+                )
+            )
+        if do_eval and evaluation.patience is not None and self.bad_evals >= evaluation.patience:
+            run.stopped_early = True
+            if saved is None:
+                run.last_checkpoint = self.save()
+            logger.info("early stopping at step %d", self.step)
+            return True
+        return False
 
     def evaluate(self) -> dict[str, float]:
         """Every task's validation metrics as ``TASK/METRIC`` -> value (percent)."""

@@ -16,6 +16,12 @@ from xretrieve.trainer.config import TaskConfig
 Feature = dict[str, Any]
 Batch = dict[str, torch.Tensor]
 
+# A 0-dim CPU bool in a batch: True when no row is padded. It stays on the host (to_device skips
+# it), so the encoder can be called without an attention mask, sparing transformers' per-forward
+# ``mask.all()`` check (a host-device synchronisation) and letting SDPA use its fused kernels.
+NO_PADDING = "no_padding"
+HOST_KEYS = frozenset({NO_PADDING})
+
 
 @dataclass(frozen=True)
 class TextSettings:
@@ -28,6 +34,7 @@ class TextSettings:
     hidden_size: int
     dropout: float
     vocab_size: int
+    layer_norm_eps: float = 1e-5
 
 
 class Task(abc.ABC):
@@ -65,6 +72,14 @@ class Task(abc.ABC):
         """Move the head (and any fixed tensors of the task) to ``device``."""
         self.head.to(device)
 
+    def init_from_checkpoint(self, source: Any) -> None:  # noqa: B027 - an optional hook
+        """Initialise the head from the base checkpoint folder when the checkpoint has a
+        pretrained one (MLM); most heads are always fresh."""
+
+    def feature_length(self, feature: Feature) -> int:
+        """Tokens of one feature, for length-grouped batches."""
+        return len(feature["input_ids"])
+
     @property
     def has_validation(self) -> bool:
         return bool(self.eval_features)
@@ -86,7 +101,18 @@ class RunContext:
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    """Every tensor but the host-side markers on ``device``; on CUDA host tensors are pinned
+    first, so that the copy is asynchronous and the host goes on preparing the next batch."""
+    pin = device.type == "cuda"
+    moved = {}
+    for key, value in batch.items():
+        if key in HOST_KEYS or value.device == device:
+            moved[key] = value
+        elif pin and value.device.type == "cpu":
+            moved[key] = value.pin_memory().to(device, non_blocking=True)
+        else:
+            moved[key] = value.to(device, non_blocking=True)
+    return moved
 
 
 def pad_ids(rows: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
@@ -104,6 +130,7 @@ def text_batch(features: Sequence[Feature], text: TextSettings) -> Batch:
     batch = {
         "input_ids": pad_ids(ids, text.pad_id),
         "attention_mask": pad_ids([[1] * len(r) for r in ids], 0),
+        NO_PADDING: torch.tensor(len({len(r) for r in ids}) == 1),
     }
     if text.use_token_types:
         batch["token_type_ids"] = pad_ids([feature["token_type_ids"] for feature in features], 0)
@@ -111,8 +138,13 @@ def text_batch(features: Sequence[Feature], text: TextSettings) -> Batch:
 
 
 def encode(encoder: nn.Module, batch: Batch) -> torch.Tensor:
-    """Last hidden states ``(batch, seq, hidden)`` of the encoder."""
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    """Last hidden states ``(batch, seq, hidden)`` of the encoder (no attention mask for a batch
+    without padding: the same result, without a host synchronisation)."""
+    unpadded = NO_PADDING in batch and bool(batch[NO_PADDING])
+    kwargs = {
+        "input_ids": batch["input_ids"],
+        "attention_mask": None if unpadded else batch["attention_mask"],
+    }
     if "token_type_ids" in batch:
         kwargs["token_type_ids"] = batch["token_type_ids"]
     return encoder(**kwargs).last_hidden_state

@@ -86,5 +86,8 @@ class MultipleChoiceTask(Task):
             labels.append(batch["labels"].cpu().numpy())
         return {"accuracy": accuracy(np.concatenate(predictions), np.concatenate(labels))}
 
+    def feature_length(self, feature: Feature) -> int:
+        return sum(len(choice["input_ids"]) for choice in feature["choices"])
+
     def head_info(self) -> dict[str, Any]:
         return {**super().head_info(), "pooling": "first_token"}
