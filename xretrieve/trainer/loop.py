@@ -550,7 +550,7 @@ class Trainer:
                 [task.train_features[i] for i in self.sampler.take(index)], train=True
             )
             mask = host_batch["attention_mask"]
-            window.tokens += int(mask.sum())
+            window.tokens += int(mask.numpy().sum())  # a host tensor: numpy reads it in place
             window.padded_tokens += mask.numel()
             batch = to_device(host_batch, self.device)
             with self.autocast():

@@ -138,16 +138,25 @@ def text_batch(features: Sequence[Feature], text: TextSettings) -> Batch:
 
 
 def encode(encoder: nn.Module, batch: Batch) -> torch.Tensor:
-    """Last hidden states ``(batch, seq, hidden)`` of the encoder (no attention mask for a batch
-    without padding: the same result, without a host synchronisation)."""
-    unpadded = NO_PADDING in batch and bool(batch[NO_PADDING])
-    kwargs = {
-        "input_ids": batch["input_ids"],
-        "attention_mask": None if unpadded else batch["attention_mask"],
-    }
+    """Last hidden states ``(batch, seq, hidden)`` of the encoder. Neither kind of batch makes
+    transformers read the mask back to the host (``mask.all()``, a device synchronisation in
+    every forward): an unpadded batch goes without a mask (SDPA may then use its fused kernels),
+    a padded one to an SDPA encoder as the 4D boolean key mask ``(batch, 1, 1, seq)`` that
+    transformers passes through unchanged; other attention implementations get the 2D mask."""
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": attention_mask_for(encoder, batch)}
     if "token_type_ids" in batch:
         kwargs["token_type_ids"] = batch["token_type_ids"]
     return encoder(**kwargs).last_hidden_state
+
+
+def attention_mask_for(encoder: nn.Module, batch: Batch) -> torch.Tensor | None:
+    """The attention mask argument for ``encoder`` (see ``encode``)."""
+    if NO_PADDING in batch and bool(batch[NO_PADDING].numpy()):
+        return None
+    mask = batch["attention_mask"]
+    if getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa":
+        return mask[:, None, None, :].bool()
+    return mask
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

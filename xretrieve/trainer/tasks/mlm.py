@@ -221,7 +221,7 @@ class MLMTask(Task):
             "input_ids": inputs,
             "attention_mask": attention,
             "labels": labels,
-            NO_PADDING: torch.tensor(bool(attention.all())),
+            NO_PADDING: torch.tensor(bool(attention.numpy().all())),
         }
         if self.text.use_token_types:
             batch["token_type_ids"] = torch.zeros_like(inputs)
