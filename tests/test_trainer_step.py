@@ -101,3 +101,28 @@ def test_encode_masks_padding_exactly_as_the_2d_mask(fixture: str, request) -> N
     real = mask.bool()
     torch.testing.assert_close(padded[real], expected[real])
     torch.testing.assert_close(unpadded, reference)
+
+
+@pytest.mark.slow
+def test_compiled_step_computes_the_plain_step(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
+    """``compile = true``: the first step's loss (before any update) equals the plain module's,
+    and training runs to the end (about 5 minutes of compilation on two CPU cores)."""
+    task = trainer_data.write_pair_task(tmp_path / "data")
+    losses: dict[bool, list[float]] = {False: [], True: []}
+    for compiled in (False, True):
+        config = config_from_dict(
+            {
+                "base": str(tiny_xlmr_checkpoint),
+                "output_dir": str(tmp_path / f"out-{compiled}"),
+                "max_length": 32,
+                "seed": 0,
+                "compile": compiled,
+                "tasks": [task],
+                "optim": {"max_steps": 3, "batch_size": 8, "learning_rate": 1e-3},
+                "evaluation": {"eval_every": 1000, "log_every": 1},
+            }
+        )
+        trainer = Trainer(config, on_log=lambda log, c=compiled: losses[c].append(log.loss))
+        assert trainer.train().steps == 3
+        assert (trainer.step_encoder is not trainer.encoder) is compiled
+    assert losses[True][0] == pytest.approx(losses[False][0], rel=1e-4)

@@ -62,6 +62,8 @@ class TaskConfig:
     type: TaskType
     train_files: tuple[Path, ...]
     validation: Path | None = None
+    # zero-shot cross-lingual evaluation: language code -> validation file (instead of validation)
+    validation_languages: Mapping[str, Path] = field(default_factory=dict)
     preset: str | None = None
     fields: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     labels: tuple[str, ...] | None = None
@@ -285,7 +287,8 @@ def config_from_dict(raw: Mapping[str, Any], source: Path | None = None) -> Trai
                 f"evaluation.metric '{evaluation.metric}' must be 'mean' or 'TASK/METRIC' with "
                 f"TASK one of: {', '.join(names)}",
             )
-        if tasks[names.index(task_name)].validation is None:
+        chosen = tasks[names.index(task_name)]
+        if chosen.validation is None and not chosen.validation_languages:
             raise InputError(
                 source,
                 f"evaluation.metric '{evaluation.metric}' needs a validation file for task "
@@ -427,11 +430,13 @@ def _task(section: _Section, index: int) -> TaskConfig:
         else:
             raise section.error(f"fields.{key}", "must be a field name or a list of field names")
     image_features = section.path("image_features")
+    validation, languages = _validation(section)
     task = TaskConfig(
         name=name,
         type=task_type,
         train_files=train,
-        validation=section.path("validation"),
+        validation=validation,
+        validation_languages=languages,
         preset=preset,
         fields=fields,
         labels=section.strings("labels"),
@@ -451,6 +456,23 @@ def _task(section: _Section, index: int) -> TaskConfig:
     if task_type is TaskType.IMAGE_TEXT and image_features is None:
         raise section.error("image_features", "an image_text task needs the .npy of image features")
     return task
+
+
+def _validation(section: _Section) -> tuple[Path | None, dict[str, Path]]:
+    """``validation`` is one file, or a table of language code -> file."""
+    raw = section.pop("validation")
+    if not isinstance(raw, Mapping):
+        if raw is not None:
+            section.values["validation"] = raw
+        return section.path("validation"), {}
+    if not raw:
+        raise section.error("validation", "a table of languages needs at least one entry")
+    languages = {}
+    for lang, value in raw.items():
+        if not isinstance(value, str) or not value:
+            raise section.error(f"validation.{lang}", "must be a non-empty path string")
+        languages[str(lang)] = section.resolve(Path(value))
+    return None, languages
 
 
 def _optim(section: _Section) -> OptimConfig:

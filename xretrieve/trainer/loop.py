@@ -637,7 +637,9 @@ class Trainer:
         return False
 
     def evaluate(self) -> dict[str, float]:
-        """Every task's validation metrics as ``TASK/METRIC`` -> value (percent)."""
+        """Every task's validation metrics as ``TASK/METRIC`` -> value (percent); a task with
+        per-language validation files adds ``TASK/LANG/METRIC`` and ``TASK/GROUP/METRIC``
+        (``crosslingual.evaluate_languages``), ``TASK/METRIC`` being the mean over languages."""
         import torch
 
         from xretrieve.trainer.tasks import RunContext
@@ -649,7 +651,11 @@ class Trainer:
             with torch.no_grad():
                 for task in self.tasks:
                     task.head.eval()
-                    if task.has_validation:
+                    if task.languages:
+                        from xretrieve.trainer.crosslingual import evaluate_languages
+
+                        metrics.update(evaluate_languages(task, self.encoder, run))
+                    elif task.has_validation:
                         for name, value in task.evaluate(self.encoder, run).items():
                             metrics[f"{task.name}/{name}"] = float(value)
         finally:

@@ -36,7 +36,12 @@ def build_task(config: TaskConfig, text: TextSettings) -> Task:
         validation = read_task_file(
             config, config.validation, eval_labels, config.max_eval_examples
         )
-    return TASK_CLASSES[config.type](config, text, train, validation)  # type: ignore[call-arg]
+    task = TASK_CLASSES[config.type](config, text, train, validation)  # type: ignore[call-arg]
+    for lang, path in config.validation_languages.items():
+        eval_labels = None if config.type is TaskType.TAGGING and labels is None else train.labels
+        data = read_task_file(config, path, eval_labels or None, config.max_eval_examples)
+        task.add_language(lang, data, path)
+    return task
 
 
 __all__ = ["RunContext", "Task", "TextSettings", "build_task", "TASK_CLASSES"]

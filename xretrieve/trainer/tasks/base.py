@@ -42,6 +42,8 @@ class Task(abc.ABC):
     metrics. The main metric is in percent, higher is better."""
 
     main_metric: str = "accuracy"
+    # The attributes one validation set lives in (swapped per language by ``use_language``).
+    eval_state: tuple[str, ...] = ("eval_features",)
 
     def __init__(self, config: TaskConfig, text: TextSettings) -> None:
         self.config = config
@@ -51,6 +53,7 @@ class Task(abc.ABC):
         self.train_features: list[Feature] = []
         self.eval_features: list[Feature] = []
         self.head: nn.Module = nn.Identity()
+        self.languages: dict[str, dict[str, Any]] = {}
 
     @abc.abstractmethod
     def collate(self, features: Sequence[Feature], train: bool) -> Batch:
@@ -71,6 +74,20 @@ class Task(abc.ABC):
     def to(self, device: torch.device) -> None:
         """Move the head (and any fixed tensors of the task) to ``device``."""
         self.head.to(device)
+
+    def set_validation(self, data: Any, path: Any) -> None:
+        """Featurise ``data`` (a TaskData read from ``path``) as the validation set."""
+        self.eval_features = self._featurise(data.examples)  # type: ignore[attr-defined]
+
+    def add_language(self, lang: str, data: Any, path: Any) -> None:
+        """One language's validation set (zero-shot cross-lingual evaluation)."""
+        self.set_validation(data, path)
+        self.languages[lang] = {name: getattr(self, name) for name in self.eval_state}
+
+    def use_language(self, lang: str) -> None:
+        """Make ``lang``'s validation set the one ``evaluate`` scores."""
+        for name, value in self.languages[lang].items():
+            setattr(self, name, value)
 
     def init_from_checkpoint(self, source: Any) -> None:  # noqa: B027 - an optional hook
         """Initialise the head from the base checkpoint folder when the checkpoint has a

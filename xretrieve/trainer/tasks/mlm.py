@@ -160,7 +160,7 @@ class MLMTask(Task):
         self._eval_generator = torch.Generator()
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
 
     def init_from_checkpoint(self, source: Any) -> None:
         """Copy the base checkpoint's pretrained LM head into the head when it has one."""

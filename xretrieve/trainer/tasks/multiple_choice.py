@@ -37,7 +37,7 @@ class MultipleChoiceTask(Task):
         self.head = ClassificationHead(text.hidden_size, 1, text.dropout)
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
 
     def _featurise(self, examples: Sequence[ChoiceExample]) -> list[Feature]:
         firsts, seconds = [], []

@@ -39,6 +39,7 @@ N_BEST = 20
 
 class ExtractiveQATask(Task):
     main_metric = "f1"
+    eval_state = ("eval_features", "eval_examples")
 
     def __init__(
         self, config: TaskConfig, text: TextSettings, train: TaskData, validation: TaskData | None
@@ -51,10 +52,11 @@ class ExtractiveQATask(Task):
         self.train_features = self._featurise(train.examples, config.train, keep_offsets=False)
         self.eval_examples: tuple[QAExample, ...] = ()
         if validation is not None:
-            self.eval_examples = validation.examples
-            self.eval_features = self._featurise(
-                validation.examples, config.validation, keep_offsets=True
-            )
+            self.set_validation(validation, config.validation)
+
+    def set_validation(self, data: TaskData, path: Any) -> None:
+        self.eval_examples = data.examples
+        self.eval_features = self._featurise(data.examples, path, keep_offsets=True)
 
     def _featurise(
         self, examples: Sequence[QAExample], path: Any, keep_offsets: bool
