@@ -117,6 +117,13 @@ def test_a_fresh_run_refuses_a_folder_holding_another_run(
     assert again.exit_code == 2
     assert "output_dir is not empty (checkpoint-2, metrics.jsonl" in again.stderr
     assert "--resume" in again.stderr and "--overwrite" in again.stderr
+    broken = tmp_path / "broken.yaml"
+    bad_data = tmp_path / "bad.jsonl"
+    bad_data.write_text('{"tokens": ["a"], "tags": ["N", "V"]}\n')
+    broken.write_text(json.dumps({**raw, "tasks": [{**tasks[0], "train": str(bad_data)}]}))
+    failed = CliRunner().invoke(app, ["train", str(broken), "--no-progress", "--overwrite"])
+    assert failed.exit_code == 2 and "1 words but 2 tags" in failed.stderr
+    assert (tmp_path / "out/checkpoint-2").is_dir()  # a failed start deletes nothing
     (tmp_path / "out/notes.txt").write_text("mine")
     over = CliRunner().invoke(app, ["train", str(config), "--no-progress", "--overwrite"])
     assert over.exit_code == 0, over.output

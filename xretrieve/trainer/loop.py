@@ -437,14 +437,16 @@ class Trainer:
             resume_from = latest_resumable(self.output_dir)
         elif isinstance(resume, Path | str) and resume is not False:
             resume_from = Path(resume)
-        if resume is False:
-            self._claim_output_dir(overwrite)
+        replace = resume is False and self._claim_output_dir(overwrite)
         if self.config.retrieval is not None:
             from xretrieve.trainer.retrieval import check_retrieval_data
 
             check_retrieval_data(self.config.retrieval)
         with sigterm_as_interrupt():
             self._setup(resume_from)
+            if replace:  # only once the model and every data file have loaded
+                logger.warning("overwriting the previous run in %s", self.output_dir)
+                remove_run(self.output_dir)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if resume_from is not None:
                 logger.info("resuming from %s at step %d", resume_from, self.step)
@@ -459,21 +461,20 @@ class Trainer:
                 logger.warning("interrupted: saved resumable checkpoint %s", path)
                 raise
 
-    def _claim_output_dir(self, overwrite: bool) -> None:
+    def _claim_output_dir(self, overwrite: bool) -> bool:
         """A fresh run needs an empty output folder: never mix two runs' checkpoints and
-        metrics (a later ``--resume`` would pick the other run's checkpoint)."""
+        metrics (a later ``--resume`` would pick the other run's checkpoint). True: the folder
+        holds files and ``overwrite`` was given (the caller removes the old run's)."""
         folder = self.output_dir
         if not folder.exists():
-            return
+            return False
         if not folder.is_dir():
             raise InputError(folder, "output_dir exists and is not a folder")
         entries = sorted(child.name for child in folder.iterdir())
         if not entries:
-            return
+            return False
         if overwrite:
-            logger.warning("overwriting the previous run in %s", folder)
-            remove_run(folder)
-            return
+            return True
         artifacts = [path.name for path in run_artifacts(folder)] or entries
         shown = ", ".join(artifacts[:3]) + (", ..." if len(artifacts) > 3 else "")
         raise InputError(
