@@ -286,3 +286,33 @@ def test_ccg_tags_inferred_over_all_train_files(tmp_path: Path) -> None:
     b = _write(tmp_path / "b.tsv", "z\tA\n")
     task = _task([a, b], preset="ccg")
     assert read_train_files(task, task_labels(task)).labels == ("A", "N", "V")
+
+
+@pytest.mark.parametrize(
+    ("name", "preset", "text", "line"),
+    [
+        (
+            "QQP/train.tsv",
+            "qqp",
+            b"id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+            b"1\t1\t2\ta\tb\t0\n2\t3\t4\t\xff\tb\t1\n",
+            3,
+        ),
+        ("ccg.train", "ccg", b"a b\tN N\n\xc3(\tN\n", 2),
+        (
+            "wsj_0001.auto",
+            "ccg",
+            b"ID=wsj_0001.1 PARSER=GOLD NUMPARSE=1\n(<L N NN NN \xff N>)\n",
+            2,
+        ),
+    ],
+)
+def test_invalid_utf8_names_file_and_line(
+    tmp_path: Path, name: str, preset: str, text: bytes, line: int
+) -> None:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text)
+    with pytest.raises(InputError, match=r":\d: not valid UTF-8 text") as info:
+        _read(_task(path, preset=preset))
+    assert (info.value.path, info.value.line) == (path, line)

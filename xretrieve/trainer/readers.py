@@ -389,36 +389,29 @@ def iter_table(
     row whose column count differs from the header's is an error. GLUE's TSVs are read with
     ``csv.QUOTE_NONE`` (quotes are text there), CosmosQA's CSV with standard quoting (a quoted
     field may span lines; the line is where the row starts)."""
+    reader = csv.reader(_decoded_lines(path), delimiter=delimiter, quoting=quoting)
+    line = 1
     try:
-        handle = open(path, encoding="utf-8", newline="")
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror}") from None
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        line = 1
-        try:
-            header = next(reader, None)
-            if header is None:
-                return
-            header = [name.lstrip("\ufeff").strip() for name in header]
-            line = reader.line_num + 1
-            for row in reader:
-                start, line = line, reader.line_num + 1
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != len(header):
-                    raise InputError(
-                        path,
-                        f"expected {len(header)} columns as in the header "
-                        f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}), "
-                        f"got {len(row)}",
-                        start,
-                    )
-                yield start, dict(zip(header, row, strict=True))
-        except UnicodeDecodeError:
-            raise InputError(path, "not valid UTF-8 text", reader.line_num + 1) from None
-        except csv.Error as error:
-            raise InputError(path, f"malformed row: {error}", reader.line_num) from None
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [name.lstrip("\ufeff").strip() for name in header]
+        line = reader.line_num + 1
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(
+                    path,
+                    f"expected {len(header)} columns as in the header "
+                    f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}), "
+                    f"got {len(row)}",
+                    start,
+                )
+            yield start, dict(zip(header, row, strict=True))
+    except csv.Error as error:
+        raise InputError(path, f"malformed row: {error}", reader.line_num) from None
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -696,19 +689,25 @@ def _tag_records(path: Path, records: Records, fields: Mapping[str, Any]) -> Sen
         yield words, tags, line
 
 
-def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line, line without its newline) of a UTF-8 text file."""
+def _decoded_lines(path: Path) -> Iterator[str]:
+    """The lines of ``path`` with their endings, decoded one by one so that invalid UTF-8 is an
+    InputError naming its line (a text-mode file decodes whole chunks ahead of the line)."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = open(path, "rb")
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
-    line_no = 0
     with handle:
-        try:
-            for line_no, line in enumerate(handle, start=1):
-                yield line_no, line.rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise InputError(path, "not valid UTF-8 text", line_no + 1) from None
+        for line_no, raw in enumerate(handle, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError(path, "not valid UTF-8 text", line_no) from None
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line, line without its newline) of a UTF-8 text file."""
+    for line_no, line in enumerate(_decoded_lines(path), start=1):
+        yield line_no, line.rstrip("\r\n")
 
 
 def _tags_tsv_sentences(path: Path) -> Sentences:
