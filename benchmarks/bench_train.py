@@ -3,9 +3,13 @@
 
 Prints one JSON document with tokens/s of each and their ratio, from the duration of every step
 after ``--warmup`` (CUDA synchronised; start-up, evaluation and saving excluded): the median step
-(robust to other processes taking the CPU now and then) and the mean step. Every example is
-exactly ``--seq-len`` tokens, so both trainers process the same number of tokens per step
-whatever order they draw examples in.
+(robust to other processes taking the CPU now and then) and the mean step. By default every
+example is exactly ``--seq-len`` tokens, so both trainers process the same number of tokens per
+step whatever order they draw examples in. ``--variable-length`` draws each example's length
+uniformly from ``seq-len / 8 .. seq-len`` (both trainers pad each batch to its longest): then
+real (non-padding) tokens per second of the timed steps are reported beside padded ones, and
+``--group-by-length`` turns on length-grouped batches in both (``sampling.group_by_length`` /
+``TrainingArguments(train_sampling_strategy="group_by_length")``). ``--compile`` turns on ``torch.compile`` in both.
 
     python benchmarks/bench_train.py --model tiny --steps 30                     # CPU, < 2 minutes
     python benchmarks/bench_train.py --model large-random --batch-size 32 \\
@@ -65,14 +69,33 @@ def build_random_checkpoint(size: str, out_dir: Path, seq_len: int) -> Path:
     return out_dir
 
 
-def write_pairs(path: Path, n: int, seq_len: int) -> None:
-    """Pairs long enough to be truncated to exactly ``seq_len`` tokens."""
+def write_pairs(path: Path, n: int, seq_len: int, variable: bool) -> None:
+    """Pairs long enough to be truncated to exactly ``seq_len`` tokens (every word of the test
+    tokenizer is one token), or with ``variable`` of ``seq_len / 8 .. seq_len`` tokens."""
     rng = random.Random(0)
     with open(path, "w", encoding="utf-8") as handle:
         for i in range(n):
-            a = " ".join(rng.choice(WORDS) for _ in range(seq_len))
-            b = " ".join(rng.choice(WORDS) for _ in range(seq_len))
+            words = seq_len if not variable else rng.randint(max(2, seq_len // 16), seq_len // 2)
+            a = " ".join(rng.choice(WORDS) for _ in range(words))
+            b = " ".join(rng.choice(WORDS) for _ in range(words))
             handle.write(json.dumps({"text_a": a, "text_b": b, "label": i % 3}) + "\n")
+
+
+class BatchTokens:
+    """Real and padded tokens of each collated batch, in order (batch k feeds step k + 1)."""
+
+    def __init__(self) -> None:
+        self.real: list[int] = []
+        self.padded: list[int] = []
+
+    def add(self, attention_mask) -> None:  # noqa: ANN001 - a (batch, seq) tensor
+        self.real.append(int(attention_mask.sum()))
+        self.padded.append(attention_mask.numel())
+
+    def timed(self, args: argparse.Namespace) -> tuple[int, int]:
+        """Tokens of the timed steps (warmup + 1 .. steps)."""
+        span = slice(args.warmup, args.steps)
+        return sum(self.real[span]), sum(self.padded[span])
 
 
 def _sync(device: str) -> None:
@@ -88,8 +111,11 @@ def step_times(marks: dict[int, float], args: argparse.Namespace) -> list[float]
     return [marks[step + 1] - marks[step] for step in steps[:-1]]
 
 
-def run_xretrieve(checkpoint: Path, data: Path, out: Path, args: argparse.Namespace) -> list[float]:
+def run_xretrieve(
+    checkpoint: Path, data: Path, out: Path, args: argparse.Namespace, tokens: BatchTokens
+) -> list[float]:
     from xretrieve.trainer import Trainer, config_from_dict
+    from xretrieve.trainer.tasks.classification import PairClassificationTask
 
     config = config_from_dict(
         {
@@ -114,6 +140,8 @@ def run_xretrieve(checkpoint: Path, data: Path, out: Path, args: argparse.Namesp
                 "max_grad_norm": 1.0,
                 "precision": args.precision,
             },
+            "sampling": {"group_by_length": args.group_by_length},
+            "compile": args.compile,
             "evaluation": {"eval_every": args.steps, "log_every": args.steps, "keep_last": 1},
         }
     )
@@ -124,12 +152,24 @@ def run_xretrieve(checkpoint: Path, data: Path, out: Path, args: argparse.Namesp
             _sync(args.device)
             marks[done] = time.perf_counter()
 
-    Trainer(config, device=args.device, progress=progress).train()
+    collate = PairClassificationTask.collate
+
+    def counted(self, features, train):  # noqa: ANN001, ANN202
+        batch = collate(self, features, train)
+        if train:
+            tokens.add(batch["attention_mask"])
+        return batch
+
+    PairClassificationTask.collate = counted  # type: ignore[method-assign]
+    try:
+        Trainer(config, device=args.device, progress=progress).train()
+    finally:
+        PairClassificationTask.collate = collate  # type: ignore[method-assign]
     return step_times(marks, args)
 
 
 def run_hf_trainer(
-    checkpoint: Path, data: Path, out: Path, args: argparse.Namespace
+    checkpoint: Path, data: Path, out: Path, args: argparse.Namespace, tokens: BatchTokens
 ) -> list[float]:
     import torch
     from transformers import (
@@ -183,13 +223,22 @@ def run_hf_trainer(
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random",
+        torch_compile=args.compile,
         seed=0,
     )
+    padding = DataCollatorWithPadding(tokenizer)
+
+    def collator(features):  # noqa: ANN001, ANN202
+        batch = padding(features)
+        tokens.add(batch["attention_mask"])
+        return batch
+
     trainer = Trainer(
         model=model,
         args=training_args,
         train_dataset=dataset,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=collator,
         callbacks=[Timer()],
     )
     trainer.remove_callback(PrinterCallback)  # it prints the run summary; stdout is for JSON
@@ -208,6 +257,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--precision", default="auto", help="auto (bf16 on GPU), fp32, bf16, fp16")
+    parser.add_argument("--variable-length", action="store_true", help="lengths seq-len/8..seq-len")
+    parser.add_argument("--group-by-length", action="store_true", help="length-grouped batches")
+    parser.add_argument("--compile", action="store_true", help="torch.compile in both trainers")
     args = parser.parse_args()
 
     import torch
@@ -224,12 +276,21 @@ def main() -> None:
         else:
             checkpoint = Path(args.model)
         data = root / "pairs.jsonl"
-        write_pairs(data, args.batch_size * (args.steps + 1), args.seq_len)
-        step_tokens = args.batch_size * args.seq_len
+        write_pairs(data, args.batch_size * (args.steps + 1), args.seq_len, args.variable_length)
         times: dict[str, list[float]] = {"hf_trainer": [], "xretrieve": []}
+        real_tokens = {name: 0 for name in times}
+        padded_tokens = {name: 0 for name in times}
+        step_tokens_of: dict[str, list[float]] = {name: [] for name in times}
         for repeat in range(args.repeats):
             for name, run in (("hf_trainer", run_hf_trainer), ("xretrieve", run_xretrieve)):
-                times[name] += run(checkpoint, data, root / f"{name}-{repeat}", args)
+                tokens = BatchTokens()
+                seconds = run(checkpoint, data, root / f"{name}-{repeat}", args, tokens)
+                times[name] += seconds
+                real, padded = tokens.timed(args)
+                real_tokens[name] += real
+                padded_tokens[name] += padded
+                span = tokens.padded[args.warmup : args.steps]
+                step_tokens_of[name] += [float(n) for n in span[: len(seconds)]]
         model_params = sum(
             p.numel()
             for p in torch.nn.Module.parameters(
@@ -238,8 +299,14 @@ def main() -> None:
         )
     # The median step is robust to other processes stealing the CPU now and then; the mean is
     # what a whole run would see.
-    median = {name: step_tokens / float(np.median(values)) for name, values in times.items()}
-    mean = {name: step_tokens / float(np.mean(values)) for name, values in times.items()}
+    # Padded tokens per second (what the device computed on): the median of the per-step rates
+    # and the timed steps' total over their total time; real tokens: total over total time.
+    median = {
+        name: float(np.median(np.array(step_tokens_of[name]) / np.array(values)))
+        for name, values in times.items()
+    }
+    mean = {name: padded_tokens[name] / float(np.sum(values)) for name, values in times.items()}
+    real = {name: real_tokens[name] / float(np.sum(values)) for name, values in times.items()}
     report = {
         "benchmark": "train_throughput",
         "task": "pair_classification",
@@ -257,6 +324,14 @@ def main() -> None:
         "tokens_per_s_mean_step": {name: round(value, 1) for name, value in mean.items()},
         "xretrieve_over_hf_trainer_median": round(median["xretrieve"] / median["hf_trainer"], 3),
         "xretrieve_over_hf_trainer_mean": round(mean["xretrieve"] / mean["hf_trainer"], 3),
+        "variable_length": args.variable_length,
+        "group_by_length": args.group_by_length,
+        "compile": args.compile,
+        "real_tokens_per_s": {name: round(value, 1) for name, value in real.items()},
+        "xretrieve_over_hf_trainer_real_tokens": round(real["xretrieve"] / real["hf_trainer"], 3),
+        "padding_fraction": {
+            name: round(1 - real_tokens[name] / max(padded_tokens[name], 1), 3) for name in times
+        },
         "versions": {
             "torch": torch.__version__,
             "transformers": __import__("transformers").__version__,

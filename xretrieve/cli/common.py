@@ -7,8 +7,6 @@ import functools
 import json
 import math
 import os
-import signal
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -30,6 +28,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from xretrieve.errors import XRetrieveError
+from xretrieve.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 from xretrieve.progress import ProgressCallback
 
 stdout = Console()
@@ -41,31 +40,6 @@ PROGRESS_HELP = "Progress bars on stderr (--no-progress: none, e.g. for logs and
 
 EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 128 + signal.SIGTERM
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread as a KeyboardInterrupt so that every clean-up path
-    written for Ctrl-C (temporary files removed, the trainer's resumable checkpoint) runs."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While inside, SIGTERM raises ``Terminated`` in the main thread (once: a second SIGTERM
-    during the clean-up is ignored); the previous handler is restored on exit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def reports_errors(command: F) -> F:
@@ -78,7 +52,7 @@ def reports_errors(command: F) -> F:
             with sigterm_as_interrupt():
                 return command(*args, **kwargs)
         except Terminated:
-            stderr.print("[yellow]terminated[/]")
+            stderr.print("[yellow]terminated (SIGTERM)[/]")
             raise typer.Exit(EXIT_TERMINATED) from None
         except XRetrieveError as error:
             # escape: messages quote user text and config syntax such as "[[tasks]]".

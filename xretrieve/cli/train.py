@@ -26,21 +26,38 @@ def register(app: typer.Typer) -> None:
         resume_from: Annotated[
             Path | None, typer.Option("--resume-from", help="Continue from this checkpoint folder.")
         ] = None,
+        overwrite: Annotated[
+            bool,
+            typer.Option(
+                "--overwrite",
+                help="Delete the previous run's checkpoints and metrics in the output folder "
+                "and start over (without it, a non-empty output folder is refused).",
+            ),
+        ] = False,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
         progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
         ] = True,
     ) -> None:
         """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and
-        train_summary.json go to the output folder. Ctrl-C saves a resumable checkpoint."""
+        train_summary.json go to the output folder. Ctrl-C (exit 130) and SIGTERM (exit 143)
+        save a resumable checkpoint."""
+        from xretrieve.errors import InputError
         from xretrieve.trainer import load_config, train
 
+        if overwrite and (resume or resume_from is not None):
+            raise InputError(
+                None, "--overwrite starts a new run; it cannot be combined with --resume"
+            )
         train_config = load_config(config)
         _quiet_transformers()
+        # Ctrl-C and SIGTERM (``reports_errors``: exit 130 and 143) reach here after the trainer
+        # saved its resumable checkpoint.
         with _TrainProgress(progress) as bar:
             result = train(
                 train_config,
                 resume=resume_from if resume_from is not None else resume,
+                overwrite=overwrite,
                 device=device,
                 progress=bar.progress,
                 on_log=bar.log,

@@ -7,16 +7,21 @@
   ``projection.json`` {in_dim, out_dim, pooling, normalize, task} for the export side;
 - ``xretrieve.json`` ``{"text_prefix": ...}``: the base model's text prefix, which export reads;
 - ``trainer_state.pt`` (optimizer, scheduler, grad scaler, step, RNG states, sampler position,
-  keep-best bookkeeping) and ``train_config.json``.
+  keep-best bookkeeping, the run's config hash) and ``train_config.json``.
+
+A run's identity is the hash of its resolved config without ``output_dir``
+(``config_fingerprint``): resuming checks it, so ``--resume`` never continues a different run.
 
 Each checkpoint is written into a temporary folder that is renamed into place when complete.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,95 @@ HEADS_INFO = "heads.json"
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# What a run writes into its output folder besides the checkpoints (see loop.py).
+RUN_FILES = ("metrics.jsonl", "train_summary.json")
+# Keys that do not change what a run computes: the folder it writes to.
+_NOT_IN_FINGERPRINT = ("output_dir",)
+
+
+def config_fingerprint(config_json: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a run's resolved config (``TrainConfig.to_json()``) without
+    ``output_dir``, canonical JSON with sorted keys."""
+    kept = {k: v for k, v in config_json.items() if k not in _NOT_IN_FINGERPRINT}
+    text = json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config JSON values (``tasks[1].train_files``)."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        keys = sorted(set(old) | set(new))
+        found: list[str] = []
+        for key in keys:
+            if prefix == "" and key in _NOT_IN_FINGERPRINT:
+                continue
+            found += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        found = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            found += config_differences(a, b, f"{prefix.rstrip('.')}[{i}].")
+        return found
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def check_same_run(
+    checkpoint: Path, state: Mapping[str, Any], config_json: Mapping[str, Any]
+) -> None:
+    """Refuse to resume ``checkpoint`` with a config other than the one that wrote it. The hash
+    stored in its trainer state is compared (older checkpoints: the hash of their
+    ``train_config.json``); the error lists the keys that differ."""
+    stored = state.get("config_hash")
+    saved_json: Any = None
+    config_file = Path(checkpoint) / CONFIG_FILE
+    if config_file.is_file():
+        try:
+            saved_json = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved_json = None
+    if stored is None and isinstance(saved_json, Mapping):
+        stored = config_fingerprint(saved_json)
+    if stored is None:
+        raise InputError(checkpoint, "checkpoint records no config; cannot tell whose run it is")
+    if stored == config_fingerprint(config_json):
+        return
+    differing = config_differences(saved_json, config_json) if saved_json is not None else []
+    shown = ", ".join(differing[:8]) + (", ..." if len(differing) > 8 else "")
+    raise InputError(
+        checkpoint,
+        "was written by a different run (config differs"
+        + (f" in: {shown}" if shown else "")
+        + "); resume with the config that wrote it, or start a new run from it with "
+        "base = this checkpoint",
+    )
+
+
+def run_artifacts(output_dir: Path) -> list[Path]:
+    """What a run (this trainer) has written into ``output_dir``: checkpoints (also the
+    temporary folders of an interrupted save), metrics.jsonl and train_summary.json."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return []
+    found = []
+    for child in sorted(output_dir.iterdir()):
+        name = child.name
+        if (
+            name in RUN_FILES
+            or _CHECKPOINT.match(name)
+            or (name.startswith(".checkpoint-") and child.is_dir())
+        ):
+            found.append(child)
+    return found
+
+
+def remove_run(output_dir: Path) -> None:
+    """Delete a previous run's artifacts (``run_artifacts``) for ``--overwrite``; other files
+    in the folder are left alone."""
+    for path in run_artifacts(output_dir):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
@@ -143,8 +237,6 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
 def prune_checkpoints(output_dir: Path, keep_last: int, keep: Sequence[Path]) -> list[Path]:
     """Delete all but the newest ``keep_last`` checkpoints and those in ``keep``; returns the
     deleted folders."""
-    import shutil
-
     checkpoints = list_checkpoints(output_dir)
     protected = {Path(p).resolve() for p in keep}
     protected.update(path.resolve() for _, path in checkpoints[-keep_last:])

@@ -37,6 +37,14 @@ class SamplingStrategy(str, enum.Enum):
     TEMPERATURE = "temperature"
 
 
+class SamplingUnit(str, enum.Enum):
+    """What one task draw feeds: each micro-batch (tasks mix within an optimizer step), or a
+    whole optimizer step (all its ``grad_accum`` micro-batches from one task, as jiant does)."""
+
+    MICRO_BATCH = "micro_batch"
+    OPTIMIZER_STEP = "optimizer_step"
+
+
 class Precision(str, enum.Enum):
     """AUTO is bf16 autocast on a GPU that supports it (else fp16), fp32 on CPU."""
 
@@ -53,8 +61,10 @@ class TaskConfig:
 
     name: str
     type: TaskType
-    train: Path
+    train_files: tuple[Path, ...]
     validation: Path | None = None
+    # zero-shot cross-lingual evaluation: language code -> validation file (instead of validation)
+    validation_languages: Mapping[str, Path] = field(default_factory=dict)
     preset: str | None = None
     fields: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
     labels: tuple[str, ...] | None = None
@@ -65,6 +75,7 @@ class TaskConfig:
     max_eval_examples: int | None = None
     # extractive QA
     doc_stride: int = 128
+    max_query_length: int = 64
     max_answer_length: int = 30
     allow_unanswerable: bool | None = None
     # image-text alignment
@@ -72,13 +83,22 @@ class TaskConfig:
     # masked language modelling
     mlm_probability: float = 0.15
 
+    @property
+    def train(self) -> Path:
+        """The first training file (the one errors about the task as a whole name)."""
+        return self.train_files[0]
+
 
 @dataclass(frozen=True)
 class OptimConfig:
     """AdamW with linear warm-up then linear decay to zero at ``max_steps``. ``batch_size`` is per
-    micro-batch; an optimizer step sees ``batch_size * grad_accum`` examples."""
+    micro-batch; an optimizer step sees ``batch_size * grad_accum`` examples. ``epochs`` (instead
+    of ``max_steps``) sets the run length from the data: one epoch is as many micro-batches as a
+    pass over every task's (capped) training set takes, ``sum_i ceil(n_i / batch_i)``, divided by
+    ``grad_accum`` and rounded up (see ``Trainer``)."""
 
     max_steps: int = 1000
+    epochs: float | None = None
     batch_size: int = 32
     grad_accum: int = 1
     learning_rate: float = 2e-5
@@ -94,11 +114,15 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Task sampling: sizes are capped at ``cap`` examples before the strategy is applied."""
+    """Task sampling: sizes are capped at ``cap`` examples before the strategy is applied.
+    ``group_by_length`` makes each batch of similar-length examples (less padding; see
+    ``sampling.length_grouped``)."""
 
     strategy: SamplingStrategy = SamplingStrategy.PROPORTIONAL
     temperature: float = 2.0
     cap: int | None = None
+    per: SamplingUnit = SamplingUnit.MICRO_BATCH
+    group_by_length: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +145,9 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RetrievalEvalConfig:
     """Cross-lingual retrieval of every saved checkpoint with the toolkit's own export and
-    evaluation path: Tatoeba accuracy and BUCC F1 for the listed languages under ``data_dir``."""
+    evaluation path: Tatoeba accuracy and BUCC F1 for the listed languages under ``data_dir``.
+    ``layers`` are hidden-state indices as ``xretrieve evaluate --layers`` takes them (-1 = last;
+    XTREME scores XLM-R large at layer 14 of 24); default: the last layer."""
 
     data_dir: Path
     tatoeba: tuple[str, ...] = ()
@@ -130,12 +156,14 @@ class RetrievalEvalConfig:
     bucc_eval_split: str = "dev"
     backend: str = "ort"
     batch_tokens: int = 16384
+    layers: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """A whole run. ``base`` is a local Hugging Face checkpoint directory (None: the toolkit's
-    default model)."""
+    default model). ``compile`` runs the training forward and backward through
+    ``torch.compile`` (dynamic shapes; evaluation and saving use the plain module)."""
 
     tasks: tuple[TaskConfig, ...]
     base: Path | None = None
@@ -146,6 +174,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     retrieval: RetrievalEvalConfig | None = None
+    compile: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict of every setting (paths as strings, enums as values)."""
@@ -248,6 +277,7 @@ def config_from_dict(raw: Mapping[str, Any], source: Path | None = None) -> Trai
         sampling=sampling,
         evaluation=evaluation,
         retrieval=retrieval,
+        compile=top.boolean("compile", False),
     )
     top.finish()
     if evaluation.metric != "mean":
@@ -258,7 +288,8 @@ def config_from_dict(raw: Mapping[str, Any], source: Path | None = None) -> Trai
                 f"evaluation.metric '{evaluation.metric}' must be 'mean' or 'TASK/METRIC' with "
                 f"TASK one of: {', '.join(names)}",
             )
-        if tasks[names.index(task_name)].validation is None:
+        chosen = tasks[names.index(task_name)]
+        if chosen.validation is None and not chosen.validation_languages:
             raise InputError(
                 source,
                 f"evaluation.metric '{evaluation.metric}' needs a validation file for task "
@@ -305,6 +336,16 @@ class _Section:
         if not isinstance(value, str) or not value:
             raise self.error(key, "must be a non-empty path string")
         return self.resolve(Path(value))
+
+    def paths(self, key: str) -> tuple[Path, ...]:
+        """One path string or a list of them (e.g. ANLI's train file of each round)."""
+        value = self.pop(key)
+        if value is None:
+            return ()
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) and v for v in values):
+            raise self.error(key, "must be a non-empty path string or a list of them")
+        return tuple(self.resolve(Path(v)) for v in values)
 
     def string(self, key: str, default: str | None = None) -> str | None:
         value = self.pop(key, default)
@@ -377,9 +418,9 @@ def _task(section: _Section, index: int) -> TaskConfig:
         if preset is not None and PRESETS[preset].type is not task_type:
             raise section.error("type", f"preset {preset!r} is a {PRESETS[preset].type.value} task")
     name = section.string("name") or preset or f"task{index}"
-    train = section.path("train")
-    if train is None:
-        raise section.error("train", "each task needs a training data file")
+    train = section.paths("train")
+    if not train:
+        raise section.error("train", "each task needs a training data file (or a list of them)")
     fields_raw = section.pop("fields", {}) or {}
     if not isinstance(fields_raw, Mapping):
         raise section.error("fields", "must be a table of field names")
@@ -392,11 +433,13 @@ def _task(section: _Section, index: int) -> TaskConfig:
         else:
             raise section.error(f"fields.{key}", "must be a field name or a list of field names")
     image_features = section.path("image_features")
+    validation, languages = _validation(section)
     task = TaskConfig(
         name=name,
         type=task_type,
-        train=train,
-        validation=section.path("validation"),
+        train_files=train,
+        validation=validation,
+        validation_languages=languages,
         preset=preset,
         fields=fields,
         labels=section.strings("labels"),
@@ -406,6 +449,7 @@ def _task(section: _Section, index: int) -> TaskConfig:
         max_train_examples=section.integer("max_train_examples", None, minimum=1),
         max_eval_examples=section.integer("max_eval_examples", None, minimum=1),
         doc_stride=section.integer("doc_stride", 128, minimum=1),
+        max_query_length=section.integer("max_query_length", 64, minimum=1),
         max_answer_length=section.integer("max_answer_length", 30, minimum=1),
         allow_unanswerable=section.boolean("allow_unanswerable", None),
         image_features=image_features,
@@ -415,6 +459,23 @@ def _task(section: _Section, index: int) -> TaskConfig:
     if task_type is TaskType.IMAGE_TEXT and image_features is None:
         raise section.error("image_features", "an image_text task needs the .npy of image features")
     return task
+
+
+def _validation(section: _Section) -> tuple[Path | None, dict[str, Path]]:
+    """``validation`` is one file, or a table of language code -> file."""
+    raw = section.pop("validation")
+    if not isinstance(raw, Mapping):
+        if raw is not None:
+            section.values["validation"] = raw
+        return section.path("validation"), {}
+    if not raw:
+        raise section.error("validation", "a table of languages needs at least one entry")
+    languages = {}
+    for lang, value in raw.items():
+        if not isinstance(value, str) or not value:
+            raise section.error(f"validation.{lang}", "must be a non-empty path string")
+        languages[str(lang)] = section.resolve(Path(value))
+    return None, languages
 
 
 def _optim(section: _Section) -> OptimConfig:
@@ -428,8 +489,14 @@ def _optim(section: _Section) -> OptimConfig:
         )
     ):
         raise section.error("betas", f"must be a list of two numbers in [0, 1), got {betas!r}")
+    epochs = section.number("epochs", None, minimum=0.0)
+    if epochs is not None and "max_steps" in section.values:
+        raise section.error("epochs", "give max_steps or epochs, not both")
+    if epochs is not None and epochs <= 0:
+        raise section.error("epochs", f"must be > 0, got {epochs}")
     optim = OptimConfig(
         max_steps=section.integer("max_steps", 1000, minimum=1),
+        epochs=epochs,
         batch_size=section.integer("batch_size", 32, minimum=1),
         grad_accum=section.integer("grad_accum", 1, minimum=1),
         learning_rate=section.number("learning_rate", 2e-5, minimum=0.0),
@@ -451,6 +518,8 @@ def _sampling(section: _Section) -> SamplingConfig:
         strategy=section.choice("strategy", SamplingStrategy, SamplingStrategy.PROPORTIONAL),
         temperature=section.number("temperature", 2.0, minimum=1e-6),
         cap=section.integer("cap", None, minimum=1),
+        per=section.choice("per", SamplingUnit, SamplingUnit.MICRO_BATCH),
+        group_by_length=section.boolean("group_by_length", False),
     )
     section.finish()
     return sampling
@@ -484,11 +553,30 @@ def _retrieval(section: _Section) -> RetrievalEvalConfig:
         bucc_eval_split=section.string("bucc_eval_split", "dev"),
         backend=section.string("backend", "ort"),
         batch_tokens=section.integer("batch_tokens", 16384, minimum=1),
+        layers=_layers(section),
     )
     section.finish()
     if not retrieval.tatoeba and not retrieval.bucc:
         raise section.error("tatoeba", "retrieval_eval needs tatoeba and/or bucc languages")
     return retrieval
+
+
+def _layers(section: _Section) -> tuple[int, ...] | None:
+    value = section.pop("layers")
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or len(set(value)) != len(value)
+    ):
+        raise section.error(
+            "layers", f"must be distinct layer numbers like [14, -1], got {value!r}"
+        )
+    return tuple(value)
 
 
 def dump_config(config: TrainConfig) -> str:

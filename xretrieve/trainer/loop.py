@@ -4,8 +4,10 @@ RNGs, keep-best bookkeeping) and the loop that advances it.
 Each optimizer step draws ``grad_accum`` micro-batches, each from a task chosen by the sampler,
 and sums their (task-weighted) losses; then clips, steps AdamW and the linear schedule. Every
 ``eval_every`` steps each task with validation data is scored; every ``save_every`` steps (and at
-each new best) a checkpoint is written. Ctrl-C saves a resumable checkpoint of the last completed
-step before the KeyboardInterrupt propagates.
+each new best) a checkpoint is written. Ctrl-C, and SIGTERM (a scheduler's pre-emption), save a
+resumable checkpoint of the last completed step before the KeyboardInterrupt (``Terminated`` for
+SIGTERM) propagates. A fresh run refuses an output folder that is not empty unless told to
+overwrite it; a resumed run must have the config of the run that wrote the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ from typing import Any
 import numpy as np
 
 from xretrieve.errors import InputError
+from xretrieve.interrupts import sigterm_as_interrupt
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.trainer.checkpoint import (
+    check_same_run,
     checkpoint_dir,
+    config_fingerprint,
     latest_resumable,
     load_heads,
     load_trainer_state,
     prune_checkpoints,
+    remove_run,
+    run_artifacts,
     save_checkpoint,
 )
-from xretrieve.trainer.config import Precision, TrainConfig, dump_config
+from xretrieve.trainer.config import Precision, SamplingUnit, TrainConfig, dump_config
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
 
 logger = logging.getLogger(__name__)
@@ -45,7 +52,8 @@ SUMMARY_FILE = "train_summary.json"
 @dataclass(frozen=True)
 class StepLog:
     """Reported every ``log_every`` steps: mean loss over those steps, learning rate, and
-    throughput in real (non-padding) tokens per second of training."""
+    throughput in real (non-padding) tokens per second of training, and in padded tokens (what
+    the device computed on)."""
 
     step: int
     max_steps: int
@@ -53,6 +61,40 @@ class StepLog:
     learning_rate: float
     tokens_per_second: float
     task_counts: dict[str, int]
+    padded_tokens_per_second: float = 0.0
+
+
+@dataclass
+class _Window:
+    """What a logging window accumulates; the loss stays a device tensor until it is logged."""
+
+    loss: Any
+    task_counts: dict[str, int]
+    started: float
+    tokens: int = 0
+    padded_tokens: int = 0
+    steps: int = 0
+
+    @classmethod
+    def start(cls, device: Any, tasks: list[Any], counts: dict[str, int] | None = None) -> _Window:
+        import torch
+
+        return cls(
+            loss=torch.zeros((), device=device),
+            task_counts=counts if counts is not None else {task.name: 0 for task in tasks},
+            started=time.perf_counter(),
+        )
+
+
+@dataclass
+class _RunState:
+    """Bookkeeping across windows: train loss since the last evaluation, the last checkpoint."""
+
+    start: float
+    last_checkpoint: Path | None
+    loss_sum: float = 0.0
+    loss_steps: int = 0
+    stopped_early: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +128,16 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def steps_for_epochs(
+    epochs: float, sizes: list[int], batch_sizes: list[int], grad_accum: int
+) -> int:
+    """Optimizer steps of ``epochs`` passes: one pass is ``sum_i ceil(n_i / batch_i)``
+    micro-batches (every task's training set once; with proportional sampling each task is then
+    seen about once per epoch), ``grad_accum`` micro-batches a step, rounded up."""
+    micro = sum(math.ceil(n / b) for n, b in zip(sizes, batch_sizes, strict=True))
+    return max(1, math.ceil(epochs * micro / grad_accum))
 
 
 def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]:
@@ -145,31 +197,6 @@ def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     return encoder, tokenizer
 
 
-# RoBERTa-style models number positions from padding_idx + 1: two position embeddings are unused.
-_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
-
-
-def check_max_length(config: TrainConfig, hf_config: Any, source: Path) -> None:
-    """Refuse, before any data is read or a step is run, a ``max_length`` (top level or a task's)
-    beyond the positions the encoder has: a longer batch would fail in the middle of the run."""
-    positions = getattr(hf_config, "max_position_embeddings", None)
-    if not positions:
-        return
-    usable = int(positions) - _POSITION_OFFSET.get(getattr(hf_config, "model_type", ""), 0)
-    wanted = [("max_length", config.max_length)] + [
-        (f"tasks '{task.name}' max_length", task.max_length)
-        for task in config.tasks
-        if task.max_length is not None
-    ]
-    too_long = [f"{key} = {value}" for key, value in wanted if value > usable]
-    if too_long:
-        raise InputError(
-            source / "config.json",
-            f"the model has {usable} usable positions, the training config asks for "
-            f"{', '.join(too_long)}: lower max_length to at most {usable}",
-        )
-
-
 class Trainer:
     """One training run. Library code: reports through ``progress`` ("train", step, max_steps),
     ``on_log`` and ``on_eval`` callbacks, and writes ``metrics.jsonl`` in the output folder."""
@@ -213,7 +240,7 @@ class Trainer:
 
         self.text_prefix = read_model_settings(source).text_prefix
         hf = self.encoder.config
-        check_max_length(config, hf, Path(source))
+        check_model_fits(config, hf, Path(source))
         text = TextSettings(
             tokenizer=self.tokenizer,
             max_length=config.max_length,
@@ -224,29 +251,48 @@ class Trainer:
             hidden_size=int(hf.hidden_size),
             dropout=float(getattr(hf, "hidden_dropout_prob", 0.1)),
             vocab_size=int(hf.vocab_size),
+            layer_norm_eps=float(getattr(hf, "layer_norm_eps", 1e-5)),
         )
         self.tasks = [build_task(task, text) for task in config.tasks]
         if resume_from is not None:
             load_heads(resume_from, self.tasks)
+        else:
+            for task in self.tasks:
+                task.init_from_checkpoint(Path(source))
         self.encoder.to(self.device)
         for task in self.tasks:
             task.to(self.device)
         self.precision = self._precision()
         self.optimizer = self._optimizer()
         optim = config.optim
+        sizes = [len(task.train_features) for task in self.tasks]
+        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
+        self.max_steps = optim.max_steps
+        if optim.epochs is not None:
+            capped = [min(n, config.sampling.cap or n) for n in sizes]
+            self.max_steps = steps_for_epochs(optim.epochs, capped, batch_sizes, optim.grad_accum)
+            logger.info("%g epochs = %d optimizer steps", optim.epochs, self.max_steps)
         warmup = optim.warmup_steps
         if warmup is None:
-            warmup = int(math.ceil(optim.warmup_ratio * optim.max_steps))
+            warmup = int(math.ceil(optim.warmup_ratio * self.max_steps))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_schedule(warmup, optim.max_steps)
+            self.optimizer, linear_schedule(warmup, self.max_steps)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision is Precision.FP16)
-        sizes = [len(task.train_features) for task in self.tasks]
         probabilities = task_probabilities(
             sizes, config.sampling.strategy, config.sampling.temperature, config.sampling.cap
         )
-        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
-        self.sampler = TaskSampler(sizes, batch_sizes, probabilities, config.seed)
+        lengths = None
+        if config.sampling.group_by_length:
+            lengths = [
+                np.array([task.feature_length(f) for f in task.train_features])
+                for task in self.tasks
+            ]
+        self.sampler = TaskSampler(sizes, batch_sizes, probabilities, config.seed, lengths)
+        self.step_encoder = self.encoder
+        if config.compile:
+            # One compiled module shares the parameters; dynamic shapes, as batch lengths vary.
+            self.step_encoder = torch.compile(self.encoder, dynamic=True)
         logger.info(
             "tasks: %s",
             ", ".join(
@@ -259,7 +305,9 @@ class Trainer:
         self.best_checkpoint: Path | None = None
         self.bad_evals = 0
         if resume_from is not None:
-            self._load_state(load_trainer_state(resume_from))
+            state = load_trainer_state(resume_from)
+            check_same_run(resume_from, state, config.to_json())
+            self._load_state(state)
         self._resume_point = self._snapshot()
 
     def _precision(self) -> Precision:
@@ -336,6 +384,7 @@ class Trainer:
     def _state(self) -> dict[str, Any]:
         return {
             "format_version": 1,
+            "config_hash": config_fingerprint(self.config.to_json()),
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -394,28 +443,62 @@ class Trainer:
         return path
 
     # ----- loop ---------------------------------------------------------------------------------
-    def train(self, resume: Path | bool = False) -> TrainResult:
+    def train(self, resume: Path | bool = False, overwrite: bool = False) -> TrainResult:
         """Run to ``max_steps`` (or early stop). ``resume``: True = the newest resumable checkpoint
-        in the output folder (a fresh start if there is none), a Path = that checkpoint."""
+        in the output folder (a fresh start if there is none), a Path = that checkpoint; either
+        must come from a run with this config. Without ``resume`` the output folder must be empty
+        (or absent) unless ``overwrite``, which deletes the previous run's checkpoints and
+        metrics. SIGTERM is handled like Ctrl-C while this runs (``Terminated`` propagates)."""
         resume_from: Path | None = None
         if resume is True:
             resume_from = latest_resumable(self.output_dir)
         elif isinstance(resume, Path | str) and resume is not False:
             resume_from = Path(resume)
-        self._setup(resume_from)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None:
-            logger.info("resuming from %s at step %d", resume_from, self.step)
+        replace = resume is False and self._claim_output_dir(overwrite)
+        if self.config.retrieval is not None:
+            from xretrieve.trainer.retrieval import check_retrieval_data
+
+            check_retrieval_data(self.config.retrieval)
+        with sigterm_as_interrupt():
+            self._setup(resume_from)
+            if replace:  # only once the model and every data file have loaded
+                logger.warning("overwriting the previous run in %s", self.output_dir)
+                remove_run(self.output_dir)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if resume_from is not None:
+                logger.info("resuming from %s at step %d", resume_from, self.step)
             self._drop_records_after(self.step)
-        try:
-            return self._loop(resume_from)
-        except KeyboardInterrupt:
-            # Parameters are those of the last completed step unless Ctrl-C landed inside the
-            # optimizer update itself; partial accumulated gradients are simply dropped.
-            self.optimizer.zero_grad(set_to_none=True)
-            path = self.save()
-            logger.warning("interrupted: saved resumable checkpoint %s", path)
-            raise
+            try:
+                return self._loop(resume_from)
+            except KeyboardInterrupt:
+                # Parameters are those of the last completed step unless the interrupt landed
+                # inside the optimizer update itself; partial accumulated gradients are dropped.
+                self.optimizer.zero_grad(set_to_none=True)
+                path = self.save()
+                logger.warning("interrupted: saved resumable checkpoint %s", path)
+                raise
+
+    def _claim_output_dir(self, overwrite: bool) -> bool:
+        """A fresh run needs an empty output folder: never mix two runs' checkpoints and
+        metrics (a later ``--resume`` would pick the other run's checkpoint). True: the folder
+        holds files and ``overwrite`` was given (the caller removes the old run's)."""
+        folder = self.output_dir
+        if not folder.exists():
+            return False
+        if not folder.is_dir():
+            raise InputError(folder, "output_dir exists and is not a folder")
+        entries = sorted(child.name for child in folder.iterdir())
+        if not entries:
+            return False
+        if overwrite:
+            return True
+        artifacts = [path.name for path in run_artifacts(folder)] or entries
+        shown = ", ".join(artifacts[:3]) + (", ..." if len(artifacts) > 3 else "")
+        raise InputError(
+            folder,
+            f"output_dir is not empty ({shown}); pass --resume to continue the run in it, "
+            "--overwrite to replace it, or choose another output_dir",
+        )
 
     def _drop_records_after(self, step: int) -> None:
         """Evaluations logged after the resumed checkpoint (a run that crashed later) would be
@@ -432,132 +515,149 @@ class Trainer:
                 handle.write("".join(line + "\n" for line in kept))
 
     def _loop(self, resume_from: Path | None) -> TrainResult:
-        import torch
-
         config = self.config
-        optim, evaluation = config.optim, config.evaluation
-        save_every = evaluation.save_every or evaluation.eval_every
+        evaluation = config.evaluation
         self.encoder.train()
         for task in self.tasks:
             task.head.train()
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
-        start = time.perf_counter()
-        window_loss = torch.zeros((), device=self.device)
-        window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
-        eval_loss_sum, eval_loss_steps = 0.0, 0
-        task_counts = {task.name: 0 for task in self.tasks}
-        last_checkpoint = resume_from
-        stopped_early = False
-        self.progress("train", self.step, optim.max_steps)
-        while self.step < optim.max_steps:
-            for _ in range(optim.grad_accum):
-                index, rows = self.sampler.next()
-                task = self.tasks[index]
-                batch = task.collate([task.train_features[i] for i in rows], train=True)
-                window_tokens += int(batch["attention_mask"].sum())
-                batch = {
-                    key: value.to(self.device, non_blocking=True) for key, value in batch.items()
-                }
-                with self.autocast():
-                    loss = task.loss(self.encoder, batch)
-                scaled = loss * (task.config.loss_weight / optim.grad_accum)
-                self.scaler.scale(scaled).backward()
-                window_loss += loss.detach() / optim.grad_accum
-                task_counts[task.name] += 1
-            if optim.max_grad_norm:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(parameters, optim.max_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
+        self._parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        window = _Window.start(self.device, self.tasks)
+        run = _RunState(start=time.perf_counter(), last_checkpoint=resume_from)
+        self.progress("train", self.step, self.max_steps)
+        while self.step < self.max_steps:
+            self._train_step(window)
             self.step += 1
-            window_steps += 1
             self._resume_point = self._snapshot()
-            self.progress("train", self.step, optim.max_steps)
-            last = self.step == optim.max_steps
-            if window_steps == evaluation.log_every or last:
-                mean_loss = float(window_loss) / window_steps
-                eval_loss_sum += mean_loss * window_steps
-                eval_loss_steps += window_steps
-                elapsed = time.perf_counter() - window_start
-                if self.on_log is not None:
-                    self.on_log(
-                        StepLog(
-                            step=self.step,
-                            max_steps=optim.max_steps,
-                            loss=mean_loss,
-                            learning_rate=self.scheduler.get_last_lr()[0],
-                            tokens_per_second=window_tokens / max(elapsed, 1e-9),
-                            task_counts=dict(task_counts),
-                        )
-                    )
-                window_loss = torch.zeros((), device=self.device)
-                window_tokens, window_steps, window_start = 0, 0, time.perf_counter()
-            do_eval = self.step % evaluation.eval_every == 0 or last
-            do_save = self.step % save_every == 0 or last
+            self.progress("train", self.step, self.max_steps)
+            last = self.step == self.max_steps
+            if window.steps == evaluation.log_every or last:
+                self._log(window, run)
+                window = _Window.start(self.device, self.tasks, window.task_counts)
             paused_at = time.perf_counter()  # evaluation and saving do not count as training time
-            metrics: dict[str, float] = {}
-            score, is_best = None, False
-            if do_eval:
-                metrics = self.evaluate()
-                score = self._score(metrics)
-                is_best = self._update_best(score)
-                do_save = do_save or (is_best and evaluation.keep_best)
-            saved: Path | None = None
-            if do_save:
-                if is_best and evaluation.keep_best:
-                    # Set before saving: the best pointer is part of the saved trainer state.
-                    self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
-                saved = last_checkpoint = self.save()
-                if config.retrieval is not None:
-                    from xretrieve.trainer.retrieval import evaluate_retrieval
-
-                    metrics.update(evaluate_retrieval(saved, config.retrieval))
-                keep = (
-                    [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
-                )
-                prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
-            if do_eval or (saved is not None and config.retrieval is not None):
-                train_loss = eval_loss_sum / eval_loss_steps if eval_loss_steps else None
-                eval_loss_sum, eval_loss_steps = 0.0, 0
-                self._record(
-                    EvalRecord(
-                        step=self.step,
-                        metrics=metrics,
-                        score=score,
-                        best_score=self.best_score,
-                        is_best=is_best,
-                        checkpoint=None if saved is None else saved.name,
-                        train_loss=train_loss,
-                        elapsed_s=time.perf_counter() - start,
-                    )
-                )
-            window_start += time.perf_counter() - paused_at
-            if (
-                do_eval
-                and evaluation.patience is not None
-                and self.bad_evals >= evaluation.patience
-            ):
-                stopped_early = True
-                if saved is None:
-                    last_checkpoint = self.save()
-                logger.info("early stopping at step %d", self.step)
+            stop = self._evaluate_and_save(run, last)
+            window.started += time.perf_counter() - paused_at
+            if stop:
                 break
         result = TrainResult(
             output_dir=self.output_dir,
             steps=self.step,
-            last_checkpoint=last_checkpoint,
+            last_checkpoint=run.last_checkpoint,
             best_checkpoint=self.best_checkpoint,
             best_score=self.best_score,
-            stopped_early=stopped_early,
+            stopped_early=run.stopped_early,
             history=tuple(self.history),
         )
         self._write_summary(result)
         return result
 
+    def _train_step(self, window: _Window) -> None:
+        """One optimizer step over ``grad_accum`` micro-batches. Nothing here waits for the
+        device: the loss is summed on the device, tokens are counted on the host before the
+        copy, and batches are copied asynchronously from pinned memory."""
+        import torch
+
+        from xretrieve.trainer.tasks.base import to_device
+
+        optim = self.config.optim
+        per_step = self.config.sampling.per is SamplingUnit.OPTIMIZER_STEP
+        step_task = self.sampler.draw_task() if per_step else -1
+        for _ in range(optim.grad_accum):
+            index = step_task if per_step else self.sampler.draw_task()
+            task = self.tasks[index]
+            host_batch = task.collate(
+                [task.train_features[i] for i in self.sampler.take(index)], train=True
+            )
+            mask = host_batch["attention_mask"]
+            window.tokens += int(mask.numpy().sum())  # a host tensor: numpy reads it in place
+            window.padded_tokens += mask.numel()
+            batch = to_device(host_batch, self.device)
+            with self.autocast():
+                loss = task.loss(self.step_encoder, batch)
+            scaled = loss * (task.config.loss_weight / optim.grad_accum)
+            self.scaler.scale(scaled).backward()
+            window.loss += loss.detach() / optim.grad_accum
+            window.task_counts[task.name] += 1
+        if optim.max_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._parameters, optim.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        window.steps += 1
+
+    def _log(self, window: _Window, run: _RunState) -> None:
+        """The one host synchronisation of a logging window: the summed loss."""
+        mean_loss = float(window.loss) / window.steps
+        run.loss_sum += mean_loss * window.steps
+        run.loss_steps += window.steps
+        elapsed = max(time.perf_counter() - window.started, 1e-9)
+        if self.on_log is not None:
+            self.on_log(
+                StepLog(
+                    step=self.step,
+                    max_steps=self.max_steps,
+                    loss=mean_loss,
+                    learning_rate=self.scheduler.get_last_lr()[0],
+                    tokens_per_second=window.tokens / elapsed,
+                    task_counts=dict(window.task_counts),
+                    padded_tokens_per_second=window.padded_tokens / elapsed,
+                )
+            )
+
+    def _evaluate_and_save(self, run: _RunState, last: bool) -> bool:
+        """Evaluate, save, score retrieval and prune as due after this step; True = stop early."""
+        config = self.config
+        evaluation = config.evaluation
+        save_every = evaluation.save_every or evaluation.eval_every
+        do_eval = self.step % evaluation.eval_every == 0 or last
+        do_save = self.step % save_every == 0 or last
+        metrics: dict[str, float] = {}
+        score, is_best = None, False
+        if do_eval:
+            metrics = self.evaluate()
+            score = self._score(metrics)
+            is_best = self._update_best(score)
+            do_save = do_save or (is_best and evaluation.keep_best)
+        saved: Path | None = None
+        if do_save:
+            if is_best and evaluation.keep_best:
+                # Set before saving: the best pointer is part of the saved trainer state.
+                self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
+            saved = run.last_checkpoint = self.save()
+            if config.retrieval is not None:
+                from xretrieve.trainer.retrieval import evaluate_retrieval
+
+                metrics.update(evaluate_retrieval(saved, config.retrieval))
+            keep = [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
+            prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
+        if do_eval or (saved is not None and config.retrieval is not None):
+            train_loss = run.loss_sum / run.loss_steps if run.loss_steps else None
+            run.loss_sum, run.loss_steps = 0.0, 0
+            self._record(
+                EvalRecord(
+                    step=self.step,
+                    metrics=metrics,
+                    score=score,
+                    best_score=self.best_score,
+                    is_best=is_best,
+                    checkpoint=None if saved is None else saved.name,
+                    train_loss=train_loss,
+                    elapsed_s=time.perf_counter() - run.start,
+                )
+            )
+        if do_eval and evaluation.patience is not None and self.bad_evals >= evaluation.patience:
+            run.stopped_early = True
+            if saved is None:
+                run.last_checkpoint = self.save()
+            logger.info("early stopping at step %d", self.step)
+            return True
+        return False
+
     def evaluate(self) -> dict[str, float]:
-        """Every task's validation metrics as ``TASK/METRIC`` -> value (percent)."""
+        """Every task's validation metrics as ``TASK/METRIC`` -> value (percent); a task with
+        per-language validation files adds ``TASK/LANG/METRIC`` and ``TASK/GROUP/METRIC``
+        (``crosslingual.evaluate_languages``), ``TASK/METRIC`` being the mean over languages."""
         import torch
 
         from xretrieve.trainer.tasks import RunContext
@@ -569,7 +669,11 @@ class Trainer:
             with torch.no_grad():
                 for task in self.tasks:
                     task.head.eval()
-                    if task.has_validation:
+                    if task.languages:
+                        from xretrieve.trainer.crosslingual import evaluate_languages
+
+                        metrics.update(evaluate_languages(task, self.encoder, run))
+                    elif task.has_validation:
                         for name, value in task.evaluate(self.encoder, run).items():
                             metrics[f"{task.name}/{name}"] = float(value)
         finally:
@@ -646,6 +750,45 @@ class Trainer:
             json.dump(summary, handle, indent=2)
 
 
+def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
+    """Refuse, before any data is read or a step is run, a ``max_length`` (top level or a
+    task's) beyond the positions the encoder has (a longer batch would fail in the middle of the
+    run), and retrieval ``layers`` beyond its layers."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models (XLM-R) number positions from padding_idx + 1.
+        offset = 0
+        if getattr(hf_config, "model_type", "") in _PADDING_OFFSET_MODELS:
+            offset = int(getattr(hf_config, "pad_token_id", 1) or 0) + 1
+        usable = int(positions) - offset
+        wanted = [("max_length", config.max_length)] + [
+            (f"tasks '{task.name}' max_length", task.max_length)
+            for task in config.tasks
+            if task.max_length is not None
+        ]
+        too_long = [f"{key} = {value}" for key, value in wanted if value > usable]
+        if too_long:
+            raise InputError(
+                source / "config.json",
+                f"the model has {usable} usable positions (max_position_embeddings = "
+                f"{positions}), the training config asks for {', '.join(too_long)}: lower "
+                f"max_length to at most {usable}",
+            )
+    if config.retrieval is not None and config.retrieval.layers:
+        from exporters import resolve_layers
+        from xretrieve.errors import XRetrieveError
+
+        try:
+            resolve_layers(config.retrieval.layers, int(hf_config.num_hidden_layers))
+        except XRetrieveError as error:
+            raise InputError(source / "config.json", f"retrieval_eval.layers: {error}") from None
+
+
+_PADDING_OFFSET_MODELS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer"}
+)
+
+
 def _to_tuple(value: Any) -> Any:
     """torch.save keeps tuples, but be tolerant of lists from other serialisers."""
     if isinstance(value, list):
@@ -657,6 +800,7 @@ def train(
     config: TrainConfig,
     *,
     resume: Path | bool = False,
+    overwrite: bool = False,
     device: str = "auto",
     progress: ProgressCallback | None = None,
     on_log: Callable[[StepLog], None] | None = None,
@@ -664,4 +808,4 @@ def train(
 ) -> TrainResult:
     """Run a whole training job from a config (see Trainer)."""
     trainer = Trainer(config, device=device, progress=progress, on_log=on_log, on_eval=on_eval)
-    return trainer.train(resume=resume)
+    return trainer.train(resume=resume, overwrite=overwrite)

@@ -1,5 +1,9 @@
-"""Readers for training data: JSON Lines (every task), SQuAD-style JSON, CoNLL-style columns and
-plain text, with field-name presets for the common public releases.
+"""Readers for training data: JSON Lines (every task; also in a ``.json`` file, as Hugging Face
+``datasets.to_json`` writes it), SQuAD-style nested JSON, TSV with a header (GLUE), CSV with a
+header (CosmosQA), jiant's ``text<TAB>tags`` TSV, CCGbank AUTO derivations, CoNLL-style columns and
+plain text, with field-name presets for the common public releases. The format is detected per
+file (``detect_format``) and, within a format, the preset's layout (official release or Hugging
+Face export) from the file's first record (``choose_layout``).
 
 Readers only parse and check; they return frozen example records. Every problem is an InputError
 naming the file and the 1-based line: missing fields, unknown labels, answers that do not occur in
@@ -9,9 +13,12 @@ their context, empty files.
 from __future__ import annotations
 
 import codecs
+import csv
+import enum
+import itertools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,25 +27,49 @@ from xretrieve.errors import InputError
 from xretrieve.trainer.config import TaskConfig, TaskType
 
 
+class FileFormat(str, enum.Enum):
+    """How one data file is laid out (see ``detect_format``)."""
+
+    JSONL = "jsonl"  # one JSON object per line, whatever the file is called
+    SQUAD_JSON = "squad_json"  # the official nested SQuAD document {"data": [...]}
+    TSV = "tsv"  # tab-separated with a header row (GLUE); no quoting, as GLUE's loaders read it
+    CSV = "csv"  # comma-separated with a header row and standard quoting (CosmosQA)
+    TAGS_TSV = "tags_tsv"  # jiant's CCG files: "tokens<TAB>tags", both space-separated
+    CCGBANK_AUTO = "ccgbank_auto"  # CCGbank machine-readable derivations; leaves give the tags
+    CONLL = "conll"  # whitespace columns, blank line between sentences
+    TEXT = "text"  # plain text, one passage per line (MLM)
+
+
+FieldMap = Mapping[str, str | tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Preset:
-    """Field names (dotted paths into each record) and labels of a public release."""
+    """Field names (dotted paths into each record) and labels of a public release. ``layouts``
+    are further field layouts of the same data (the Hugging Face export, the GLUE TSV); per file
+    the first layout whose fields the first record has is used."""
 
     type: TaskType
-    fields: Mapping[str, str | tuple[str, ...]]
+    fields: FieldMap
     labels: tuple[str, ...] | None = None
     skip_labels: tuple[str, ...] = ()
     format: str = "jsonl"
     allow_unanswerable: bool = False
+    layouts: tuple[FieldMap, ...] = ()
 
+
+_HF_NLI = {"text_a": "premise", "text_b": "hypothesis", "label": "label"}
 
 PRESETS: dict[str, Preset] = {
-    # MultiNLI 1.0 release (multinli_1.0_*.jsonl); "-" marks pairs without annotator consensus.
+    # MultiNLI 1.0 release (multinli_1.0_*.jsonl) and GLUE's MNLI TSV (train.tsv, dev_matched.tsv:
+    # the same column names); "-" marks pairs without annotator consensus. Hugging Face glue/mnli:
+    # premise, hypothesis, integer label in the same order.
     "mnli": Preset(
         TaskType.PAIR_CLASSIFICATION,
         {"text_a": "sentence1", "text_b": "sentence2", "label": "gold_label"},
         ("entailment", "neutral", "contradiction"),
         skip_labels=("-",),
+        layouts=(_HF_NLI,),
     ),
     # XNLI / MNLI as exported by Hugging Face datasets: integer labels in this order.
     "xnli": Preset(
@@ -46,23 +77,27 @@ PRESETS: dict[str, Preset] = {
         {"text_a": "premise", "text_b": "hypothesis", "label": "label"},
         ("entailment", "neutral", "contradiction"),
     ),
-    # ANLI release (R1/R2/R3 train.jsonl, dev.jsonl): labels "e", "n", "c".
+    # ANLI release (anli_v1.0/R1..R3/train.jsonl, dev.jsonl): labels "e", "n", "c". Hugging Face
+    # facebook/anli: premise, hypothesis, integer label (0 entailment, 1 neutral, 2 contradiction).
     "anli": Preset(
         TaskType.PAIR_CLASSIFICATION,
         {"text_a": "context", "text_b": "hypothesis", "label": "label"},
         ("e", "n", "c"),
+        layouts=(_HF_NLI,),
     ),
-    # QQP as in GLUE (Hugging Face export): label 1 = duplicate.
+    # QQP: Hugging Face glue/qqp (label 1 = duplicate) or GLUE's TSV (is_duplicate column).
     "qqp": Preset(
         TaskType.PAIR_CLASSIFICATION,
         {"text_a": "question1", "text_b": "question2", "label": "label"},
         ("0", "1"),
+        layouts=({"text_a": "question1", "text_b": "question2", "label": "is_duplicate"},),
     ),
     # HellaSwag release (hellaswag_train.jsonl): ctx, four endings, integer label.
     "hellaswag": Preset(
         TaskType.MULTIPLE_CHOICE, {"context": "ctx", "choices": "endings", "label": "label"}
     ),
-    # Cosmos QA release: context, question, answer0..answer3, integer label.
+    # Cosmos QA release (train.csv, valid.csv, or the .jsonl files): context, question,
+    # answer0..answer3, label (the right answer's index).
     "cosmosqa": Preset(
         TaskType.MULTIPLE_CHOICE,
         {
@@ -72,10 +107,12 @@ PRESETS: dict[str, Preset] = {
             "label": "label",
         },
     ),
-    # CommonsenseQA release (train_rand_split.jsonl): choices are {label, text}, answerKey a letter.
+    # CommonsenseQA release (train_rand_split.jsonl): choices are [{label, text}], answerKey a
+    # letter. Hugging Face tau/commonsense_qa: question a string, choices {label: [], text: []}.
     "commonsenseqa": Preset(
         TaskType.MULTIPLE_CHOICE,
         {"question": "question.stem", "choices": "question.choices", "label": "answerKey"},
+        layouts=({"question": "question", "choices": "choices", "label": "answerKey"},),
     ),
     # SQuAD v1.1 / v2.0: the official nested JSON, or one question per line (HF export).
     "squad": Preset(
@@ -89,7 +126,8 @@ PRESETS: dict[str, Preset] = {
         format="squad",
         allow_unanswerable=True,
     ),
-    # CCG supertagging: one sentence per line, tokens and supertags as lists or space-separated.
+    # CCG supertagging: JSON Lines with tokens and supertags (lists or space-separated strings),
+    # jiant's "text<TAB>tags" TSV (ccg.train, ccg.dev), or CCGbank AUTO files (wsj_*.auto).
     "ccg": Preset(TaskType.TAGGING, {"words": "tokens", "tags": "tags"}),
     # CoNLL-style columns: word first, tag last, blank line between sentences.
     "conll": Preset(TaskType.TAGGING, {"words": "0", "tags": "-1"}, format="conll"),
@@ -173,38 +211,212 @@ def resolve_fields(task: TaskConfig) -> dict[str, str | tuple[str, ...]]:
     return fields
 
 
+def choose_layout(
+    task: TaskConfig, first: Mapping[str, Any] | None
+) -> dict[str, str | tuple[str, ...]]:
+    """The field names for one file: the first of the preset's layouts (official release first,
+    then e.g. the Hugging Face export), with the task's overrides on top, whose every field the
+    file's ``first`` record has; the preset's own fields when none fits (so that the error names
+    the release's field)."""
+    preset = PRESETS[task.preset] if task.preset else None
+    layouts = [preset.fields, *preset.layouts] if preset else [_DEFAULT_FIELDS[task.type]]
+    candidates = [{**layout, **task.fields} for layout in layouts]
+    if first is not None:
+        for fields in candidates:
+            if all(_has_field(first, name) for name in _field_names(fields)):
+                return fields
+    return candidates[0]
+
+
+def _field_names(fields: Mapping[str, str | tuple[str, ...]]) -> list[str]:
+    names: list[str] = []
+    for value in fields.values():
+        names += [value] if isinstance(value, str) else list(value)
+    return [name for name in names if name]
+
+
+def _has_field(record: Mapping[str, Any], name: str) -> bool:
+    value: Any = record
+    for part in name.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return False
+        value = value[part]
+    return True
+
+
 def task_labels(task: TaskConfig) -> tuple[str, ...] | None:
     if task.labels is not None:
         return task.labels
     return PRESETS[task.preset].labels if task.preset else None
 
 
+def _first_line(path: Path) -> str:
+    """The first non-blank line (stripped of a byte-order mark and whitespace), for sniffing."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    return line.lstrip("\ufeff").strip()
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    return ""
+
+
+def detect_format(path: Path, task: TaskConfig) -> FileFormat:
+    """The layout of one data file, from the preset, its name and its first line: ``.csv`` is
+    CSV, ``.auto`` (or a first line ``ID=...``) CCGbank, ``.conll`` CoNLL columns; a first line
+    that is a JSON object is JSON Lines whatever the file is called, unless it is (the start of)
+    a ``{"data": ...}`` SQuAD document; a tab in the first line is a TSV (jiant's
+    ``text<TAB>tags`` for tagging); otherwise tagging reads CoNLL columns and MLM plain text."""
+    preset = PRESETS[task.preset] if task.preset else None
+    suffix = path.suffix.lower()
+    if task.type is TaskType.MLM:
+        return FileFormat.JSONL if suffix == ".jsonl" else FileFormat.TEXT
+    tagging = task.type is TaskType.TAGGING
+    if tagging and ((preset is not None and preset.format == "conll") or suffix == ".conll"):
+        return FileFormat.CONLL
+    if suffix == ".csv":
+        return FileFormat.CSV
+    first = _first_line(path)
+    if tagging and (suffix == ".auto" or first.startswith("ID=")):
+        return FileFormat.CCGBANK_AUTO
+    if first.startswith("{"):
+        if task.type is TaskType.EXTRACTIVE_QA:
+            try:
+                record = json.loads(first)
+            except json.JSONDecodeError:
+                return FileFormat.SQUAD_JSON  # a pretty-printed (multi-line) document
+            if isinstance(record, dict) and "data" not in record:
+                return FileFormat.JSONL
+            return FileFormat.SQUAD_JSON
+        return FileFormat.JSONL
+    if "\t" in first or suffix == ".tsv":
+        return FileFormat.TAGS_TSV if tagging else FileFormat.TSV
+    if tagging and first and not first.startswith("["):
+        return FileFormat.CONLL
+    return FileFormat.JSONL
+
+
 def read_task_file(
     task: TaskConfig, path: Path, labels: tuple[str, ...] | None, limit: int | None
 ) -> TaskData:
-    """Read one data file of ``task``. ``labels`` fixes the label set (a validation file is read
-    with the training file's labels); ``limit`` keeps the first examples only."""
-    fields = resolve_fields(task)
+    """Read one data file of ``task`` in whichever format and layout it has. ``labels`` fixes
+    the label set (a validation file is read with the training file's labels); ``limit`` keeps
+    the first examples only."""
     preset = PRESETS[task.preset] if task.preset else None
-    if task.type is TaskType.PAIR_CLASSIFICATION:
-        data = _read_pairs(path, fields, labels, preset.skip_labels if preset else (), limit)
-    elif task.type is TaskType.MULTIPLE_CHOICE:
-        data = _read_choices(path, fields, limit)
-    elif task.type is TaskType.EXTRACTIVE_QA:
-        allow = task.allow_unanswerable
-        if allow is None:
-            allow = preset.allow_unanswerable if preset else False
-        data = _read_qa(path, fields, allow, limit)
-    elif task.type is TaskType.TAGGING:
-        conll = (preset is not None and preset.format == "conll") or path.suffix == ".conll"
-        data = _read_tags(path, fields, labels, conll, limit)
-    elif task.type is TaskType.IMAGE_TEXT:
-        data = _read_image_text(path, fields, limit)
+    fmt = detect_format(path, task)
+    if task.type is TaskType.MLM:
+        data = _read_text(path, resolve_fields(task), limit)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.CONLL:
+        data = _read_tags(path, _conll_sentences(path, resolve_fields(task)), labels, limit)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.TAGS_TSV:
+        data = _read_tags(path, _tags_tsv_sentences(path), labels, limit)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.CCGBANK_AUTO:
+        data = _read_tags(path, _ccgbank_sentences(path), labels, limit)
     else:
-        data = _read_text(path, fields, limit)
+        first, records = _peek(_records(path, fmt))
+        fields = choose_layout(task, first)
+        if task.type is TaskType.PAIR_CLASSIFICATION:
+            skip = preset.skip_labels if preset else ()
+            data = _read_pairs(path, records, fields, labels, skip, limit)
+        elif task.type is TaskType.MULTIPLE_CHOICE:
+            data = _read_choices(path, records, fields, limit)
+        elif task.type is TaskType.EXTRACTIVE_QA:
+            allow = task.allow_unanswerable
+            if allow is None:
+                allow = preset.allow_unanswerable if preset else False
+            data = _read_qa(path, records, fields, allow, limit)
+        elif task.type is TaskType.TAGGING:
+            data = _read_tags(path, _tag_records(path, records, fields), labels, limit)
+        else:
+            data = _read_image_text(path, records, fields, limit)
     if not data.examples:
         raise InputError(path, "no examples in file")
     return data
+
+
+def read_train_files(task: TaskConfig, labels: tuple[str, ...] | None) -> TaskData:
+    """Every training file of ``task`` in order, as one TaskData (``max_train_examples`` counts
+    over all of them). Later files use the first file's labels, except that tagging without a
+    declared tag set takes the union of every file's tags."""
+    parts: list[tuple[Path, TaskData]] = []
+    limit = task.max_train_examples
+    for path in task.train_files:
+        remaining = None if limit is None else limit - sum(len(d.examples) for _, d in parts)
+        if remaining is not None and remaining <= 0:
+            break
+        fixed = labels
+        if fixed is None and parts and task.type is not TaskType.TAGGING:
+            fixed = parts[0][1].labels or None
+        parts.append((path, read_task_file(task, path, fixed, remaining)))
+    if len(parts) == 1:
+        return parts[0][1]
+    examples = tuple(e for _, data in parts for e in data.examples)
+    merged_labels = parts[0][1].labels
+    extra: dict[str, Any] = dict(parts[0][1].extra)
+    if task.type is TaskType.TAGGING and labels is None:
+        merged_labels = tuple(sorted({tag for _, data in parts for tag in data.labels}))
+    if task.type is TaskType.IMAGE_TEXT:
+        extra = {
+            "lines": tuple(line for _, data in parts for line in data.extra.get("lines", ())),
+            "paths": tuple(path for path, data in parts for _ in data.examples),
+        }
+    return TaskData(examples, merged_labels, extra)
+
+
+def _peek(
+    records: Iterator[tuple[int | None, dict[str, Any]]],
+) -> tuple[dict[str, Any] | None, Iterator[tuple[int | None, dict[str, Any]]]]:
+    first = next(records, None)
+    if first is None:
+        return None, iter(())
+    return first[1], itertools.chain([first], records)
+
+
+def _records(path: Path, fmt: FileFormat) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    if fmt is FileFormat.SQUAD_JSON:
+        return _squad_records(path)
+    if fmt is FileFormat.TSV:
+        return iter_table(path, "\t", csv.QUOTE_NONE)
+    if fmt is FileFormat.CSV:
+        return iter_table(path, ",", csv.QUOTE_MINIMAL)
+    return iter_jsonl(path)  # type: ignore[return-value]
+
+
+def iter_table(
+    path: Path, delimiter: str, quoting: int
+) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """(1-based line, {column: value}) for each row of a delimited file with a header row; a
+    row whose column count differs from the header's is an error. GLUE's TSVs are read with
+    ``csv.QUOTE_NONE`` (quotes are text there), CosmosQA's CSV with standard quoting (a quoted
+    field may span lines; the line is where the row starts)."""
+    # Lines decoded one by one (see ``_utf8_lines``): invalid UTF-8 names its line, where a
+    # text-mode file would decode whole chunks ahead of it.
+    reader = csv.reader(
+        (text for _, text in _utf8_lines(path)), delimiter=delimiter, quoting=quoting
+    )
+    line = 1
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [name.strip() for name in header]
+        line = reader.line_num + 1
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(
+                    path,
+                    f"expected {len(header)} columns as in the header "
+                    f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}), "
+                    f"got {len(row)}",
+                    start,
+                )
+            yield start, dict(zip(header, row, strict=True))
+    except csv.Error as error:
+        raise InputError(path, f"malformed row: {error}", reader.line_num) from None
 
 
 def _invalid_utf8(
@@ -295,16 +507,20 @@ def _label_index(
     )
 
 
+Records = Iterable[tuple[int | None, Mapping[str, Any]]]
+
+
 def _read_pairs(
     path: Path,
+    records: Records,
     fields: Mapping[str, Any],
     labels: tuple[str, ...] | None,
     skip_labels: tuple[str, ...],
     limit: int | None,
 ) -> TaskData:
-    raw: list[tuple[str, str | None, Any, int]] = []
+    raw: list[tuple[str, str | None, Any, int | None]] = []
     single = fields.get("text_b") in (None, "")
-    for line, record in iter_jsonl(path):
+    for line, record in records:
         label = get_field(record, fields["label"], path, line)
         if isinstance(label, str) and label in skip_labels:
             continue
@@ -332,9 +548,11 @@ def _read_pairs(
     return TaskData(examples, labels)
 
 
-def _read_choices(path: Path, fields: Mapping[str, Any], limit: int | None) -> TaskData:
+def _read_choices(
+    path: Path, records: Records, fields: Mapping[str, Any], limit: int | None
+) -> TaskData:
     examples = []
-    for line, record in iter_jsonl(path):
+    for line, record in records:
         context = ""
         if fields.get("context"):
             context = _text(
@@ -350,6 +568,8 @@ def _read_choices(path: Path, fields: Mapping[str, Any], limit: int | None) -> T
             values = [get_field(record, name, path, line) for name in choice_field]
         else:
             values = get_field(record, choice_field, path, line)
+            if isinstance(values, Mapping):
+                values = _columnar_choices(values, choice_field, path, line)
             if not isinstance(values, list):
                 raise InputError(path, f"field '{choice_field}' must be a list of choices", line)
         choice_keys: list[str] = []
@@ -383,10 +603,23 @@ def _read_choices(path: Path, fields: Mapping[str, Any], limit: int | None) -> T
     return TaskData(tuple(examples))
 
 
+def _columnar_choices(
+    value: Mapping[str, Any], name: str, path: Path, line: int | None
+) -> list[dict[str, Any]]:
+    """Hugging Face's {"label": [...], "text": [...]} as CommonsenseQA's [{"label", "text"}]."""
+    texts, keys = value.get("text"), value.get("label")
+    if not isinstance(texts, list) or not isinstance(keys, list) or len(texts) != len(keys):
+        raise InputError(path, f"field '{name}' needs equal-length 'label' and 'text' lists", line)
+    return [{"label": key, "text": text} for key, text in zip(keys, texts, strict=True)]
+
+
 def _read_qa(
-    path: Path, fields: Mapping[str, Any], allow_unanswerable: bool, limit: int | None
+    path: Path,
+    records: Records,
+    fields: Mapping[str, Any],
+    allow_unanswerable: bool,
+    limit: int | None,
 ) -> TaskData:
-    records = _squad_records(path) if path.suffix == ".json" else iter_jsonl(path)
     examples = []
     for line, record in records:
         qid = str(get_field(record, fields["id"], path, line))
@@ -480,27 +713,67 @@ def _word_list(value: Any, name: str, path: Path, line: int | None) -> tuple[str
     raise InputError(path, f"field '{name}' must be a list of strings or a string", line)
 
 
+Sentences = Iterable[tuple[tuple[str, ...], tuple[str, ...], int | None]]
+
+
+def _tag_records(path: Path, records: Records, fields: Mapping[str, Any]) -> Sentences:
+    for line, record in records:
+        words = _word_list(
+            get_field(record, fields["words"], path, line), fields["words"], path, line
+        )
+        tags = _word_list(get_field(record, fields["tags"], path, line), fields["tags"], path, line)
+        yield words, tags, line
+
+
+def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line, line without its newline) of a UTF-8 text file (see ``_utf8_lines``)."""
+    for line_no, line in _utf8_lines(path):
+        yield line_no, line.rstrip("\r\n")
+
+
+def _tags_tsv_sentences(path: Path) -> Sentences:
+    """jiant's CCG layout: ``tokens<TAB>tags`` per sentence, both space-separated, with an
+    optional ``text<TAB>tags`` header."""
+    for line_no, line in _text_lines(path):
+        if not line.strip():
+            continue
+        columns = line.split("\t")
+        if len(columns) != 2:
+            raise InputError(
+                path, f"expected 'tokens<TAB>tags' (2 columns), got {len(columns)}", line_no
+            )
+        if line_no == 1 and [c.strip().lower() for c in columns] == ["text", "tags"]:
+            continue
+        yield tuple(columns[0].split()), tuple(columns[1].split()), line_no
+
+
+# A CCGbank AUTO leaf: (<L category modified_POS original_POS word predicate_argument_category>)
+_CCG_LEAF = re.compile(r"\(<L (\S+) \S+ \S+ (\S+) \S+>\)")
+
+
+def _ccgbank_sentences(path: Path) -> Sentences:
+    """CCGbank machine-readable derivations (``wsj_*.auto``): ``ID=...`` lines, each followed by
+    one derivation line whose leaves give the words and their supertags, left to right."""
+    for line_no, line in _text_lines(path):
+        if not line.strip() or line.startswith("ID="):
+            continue
+        leaves = _CCG_LEAF.findall(line)
+        if not leaves:
+            raise InputError(
+                path,
+                "expected a CCGbank derivation with (<L CATEGORY POS POS WORD ...>) leaves",
+                line_no,
+            )
+        yield tuple(word for _, word in leaves), tuple(tag for tag, _ in leaves), line_no
+
+
 def _read_tags(
     path: Path,
-    fields: Mapping[str, Any],
+    rows: Sentences,
     labels: tuple[str, ...] | None,
-    conll: bool,
     limit: int | None,
 ) -> TaskData:
-    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int]] = []
-    rows = _conll_sentences(path, fields) if conll else None
-    if rows is None:
-        rows = []
-        for line, record in iter_jsonl(path):
-            words = _word_list(
-                get_field(record, fields["words"], path, line), fields["words"], path, line
-            )
-            tags = _word_list(
-                get_field(record, fields["tags"], path, line), fields["tags"], path, line
-            )
-            rows.append((words, tags, line))
-            if limit is not None and len(rows) >= limit:
-                break
+    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int | None]] = []
     for words, tags, line in rows:
         if len(words) != len(tags):
             raise InputError(path, f"{len(words)} words but {len(tags)} tags", line)
@@ -526,9 +799,14 @@ def _read_tags(
 
 def _conll_sentences(
     path: Path, fields: Mapping[str, Any]
-) -> list[tuple[tuple[str, ...], tuple[str, ...], int]]:
-    word_col, tag_col = int(fields["words"]), int(fields["tags"])
-    sentences = []
+) -> list[tuple[tuple[str, ...], tuple[str, ...], int | None]]:
+    """Word and tag columns from ``fields`` when they are column numbers, else first and last."""
+    word_col, tag_col = 0, -1
+    if re.fullmatch(r"-?\d+", str(fields.get("words", ""))) and re.fullmatch(
+        r"-?\d+", str(fields.get("tags", ""))
+    ):
+        word_col, tag_col = int(fields["words"]), int(fields["tags"])
+    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int | None]] = []
     words: list[str] = []
     tags: list[str] = []
     start = 1
@@ -552,10 +830,12 @@ def _conll_sentences(
     return sentences
 
 
-def _read_image_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> TaskData:
+def _read_image_text(
+    path: Path, records: Records, fields: Mapping[str, Any], limit: int | None
+) -> TaskData:
     examples = []
     lines = []
-    for line, record in iter_jsonl(path):
+    for line, record in records:
         caption = _text(
             get_field(record, fields["caption"], path, line), fields["caption"], path, line
         )
@@ -598,10 +878,11 @@ def _read_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> Task
 def check_image_rows(path: Path, data: TaskData, n_rows: int) -> None:
     """Every caption's image row must exist in the feature matrix."""
     lines = data.extra.get("lines", ())
+    paths = data.extra.get("paths", ())
     for i, example in enumerate(data.examples):
         if example.image >= n_rows:
             raise InputError(
-                path,
+                paths[i] if i < len(paths) else path,
                 f"caption refers to image row {example.image} but the feature file has "
                 f"{n_rows} rows",
                 lines[i] if i < len(lines) else None,

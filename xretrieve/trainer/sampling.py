@@ -38,18 +38,45 @@ def task_probabilities(
     return weights / weights.sum()
 
 
+GROUP_FACTOR = 50  # batches per length-sorted group, as transformers' LengthGroupedSampler
+
+
+def length_grouped(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``order`` regrouped so that each batch holds examples of similar length: consecutive
+    groups of ``GROUP_FACTOR * batch_size`` examples are sorted longest first (stable), cut into
+    batches, and the batches of each group put in random order. Every example stays in the
+    epoch once; padding drops to about the spread of lengths within a batch."""
+    group = GROUP_FACTOR * batch_size
+    pieces = []
+    for start in range(0, len(order), group):
+        chunk = order[start : start + group]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        pieces += [batches[i] for i in rng.permutation(len(batches))]
+    return np.concatenate(pieces) if pieces else order
+
+
 class TaskSampler:
     """Draws (task index, example indices) batches: the task with ``probabilities``, the examples
-    by walking that task's current shuffled epoch. A batch never straddles two epochs (the tail
-    of an epoch is a short batch), so every example is seen once per epoch."""
+    by walking that task's current shuffled epoch (length-grouped when ``lengths`` are given). A
+    batch never straddles two epochs (the tail of an epoch is a short batch), so every example
+    is seen once per epoch."""
 
     def __init__(
-        self, sizes: Sequence[int], batch_sizes: Sequence[int], probabilities: np.ndarray, seed: int
+        self,
+        sizes: Sequence[int],
+        batch_sizes: Sequence[int],
+        probabilities: np.ndarray,
+        seed: int,
+        lengths: Sequence[np.ndarray] | None = None,
     ) -> None:
         self.sizes = list(sizes)
         self.batch_sizes = list(batch_sizes)
         self.probabilities = np.asarray(probabilities, dtype=np.float64)
         self.seed = seed
+        self.lengths = None if lengths is None else [np.asarray(x) for x in lengths]
         self.rng = np.random.default_rng([seed, 0x7A5C])
         self.epochs = [0] * len(self.sizes)
         self.positions = [0] * len(self.sizes)
@@ -59,12 +86,23 @@ class TaskSampler:
         cached = self._orders.get(task)
         if cached is None or cached[0] != self.epochs[task]:
             rng = np.random.default_rng([self.seed, task, self.epochs[task]])
-            cached = (self.epochs[task], rng.permutation(self.sizes[task]))
+            order = rng.permutation(self.sizes[task])
+            if self.lengths is not None:
+                order = length_grouped(order, self.lengths[task], self.batch_sizes[task], rng)
+            cached = (self.epochs[task], order)
             self._orders[task] = cached
         return cached[1]
 
     def next(self) -> tuple[int, np.ndarray]:
-        task = int(self.rng.choice(len(self.sizes), p=self.probabilities))
+        """A task drawn with ``probabilities`` and its next batch."""
+        task = self.draw_task()
+        return task, self.take(task)
+
+    def draw_task(self) -> int:
+        return int(self.rng.choice(len(self.sizes), p=self.probabilities))
+
+    def take(self, task: int) -> np.ndarray:
+        """The next batch of ``task``'s current epoch (indices into its examples)."""
         order = self._order(task)
         start = self.positions[task]
         stop = min(start + self.batch_sizes[task], self.sizes[task])
@@ -74,7 +112,7 @@ class TaskSampler:
             self.positions[task] = 0
         else:
             self.positions[task] = stop
-        return task, indices
+        return indices
 
     def state_dict(self) -> dict[str, Any]:
         return {

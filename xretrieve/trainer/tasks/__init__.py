@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from xretrieve.trainer.config import TaskConfig, TaskType
-from xretrieve.trainer.readers import read_task_file, task_labels
+from xretrieve.trainer.readers import read_task_file, read_train_files, task_labels
 from xretrieve.trainer.tasks.base import RunContext, Task, TextSettings
 from xretrieve.trainer.tasks.classification import PairClassificationTask
 from xretrieve.trainer.tasks.image_text import ImageTextTask
@@ -25,7 +25,7 @@ TASK_CLASSES: dict[TaskType, type[Task]] = {
 def build_task(config: TaskConfig, text: TextSettings) -> Task:
     """Read the task's files, featurise them and create its (freshly initialised) head."""
     labels = task_labels(config)
-    train = read_task_file(config, config.train, labels, config.max_train_examples)
+    train = read_train_files(config, labels)
     validation = None
     if config.validation is not None:
         # Tagging with labels inferred from training data tolerates new tags in validation (they
@@ -36,7 +36,12 @@ def build_task(config: TaskConfig, text: TextSettings) -> Task:
         validation = read_task_file(
             config, config.validation, eval_labels, config.max_eval_examples
         )
-    return TASK_CLASSES[config.type](config, text, train, validation)  # type: ignore[call-arg]
+    task = TASK_CLASSES[config.type](config, text, train, validation)  # type: ignore[call-arg]
+    for lang, path in config.validation_languages.items():
+        eval_labels = None if config.type is TaskType.TAGGING and labels is None else train.labels
+        data = read_task_file(config, path, eval_labels or None, config.max_eval_examples)
+        task.add_language(lang, data, path)
+    return task
 
 
 __all__ = ["RunContext", "Task", "TextSettings", "build_task", "TASK_CLASSES"]

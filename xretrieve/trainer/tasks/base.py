@@ -16,6 +16,12 @@ from xretrieve.trainer.config import TaskConfig
 Feature = dict[str, Any]
 Batch = dict[str, torch.Tensor]
 
+# A 0-dim CPU bool in a batch: True when no row is padded. It stays on the host (to_device skips
+# it), so the encoder can be called without an attention mask, sparing transformers' per-forward
+# ``mask.all()`` check (a host-device synchronisation) and letting SDPA use its fused kernels.
+NO_PADDING = "no_padding"
+HOST_KEYS = frozenset({NO_PADDING})
+
 
 @dataclass(frozen=True)
 class TextSettings:
@@ -28,6 +34,7 @@ class TextSettings:
     hidden_size: int
     dropout: float
     vocab_size: int
+    layer_norm_eps: float = 1e-5
 
 
 class Task(abc.ABC):
@@ -35,6 +42,8 @@ class Task(abc.ABC):
     metrics. The main metric is in percent, higher is better."""
 
     main_metric: str = "accuracy"
+    # The attributes one validation set lives in (swapped per language by ``use_language``).
+    eval_state: tuple[str, ...] = ("eval_features",)
 
     def __init__(self, config: TaskConfig, text: TextSettings) -> None:
         self.config = config
@@ -44,6 +53,7 @@ class Task(abc.ABC):
         self.train_features: list[Feature] = []
         self.eval_features: list[Feature] = []
         self.head: nn.Module = nn.Identity()
+        self.languages: dict[str, dict[str, Any]] = {}
 
     @abc.abstractmethod
     def collate(self, features: Sequence[Feature], train: bool) -> Batch:
@@ -64,6 +74,28 @@ class Task(abc.ABC):
     def to(self, device: torch.device) -> None:
         """Move the head (and any fixed tensors of the task) to ``device``."""
         self.head.to(device)
+
+    def set_validation(self, data: Any, path: Any) -> None:
+        """Featurise ``data`` (a TaskData read from ``path``) as the validation set."""
+        self.eval_features = self._featurise(data.examples)  # type: ignore[attr-defined]
+
+    def add_language(self, lang: str, data: Any, path: Any) -> None:
+        """One language's validation set (zero-shot cross-lingual evaluation)."""
+        self.set_validation(data, path)
+        self.languages[lang] = {name: getattr(self, name) for name in self.eval_state}
+
+    def use_language(self, lang: str) -> None:
+        """Make ``lang``'s validation set the one ``evaluate`` scores."""
+        for name, value in self.languages[lang].items():
+            setattr(self, name, value)
+
+    def init_from_checkpoint(self, source: Any) -> None:  # noqa: B027 - an optional hook
+        """Initialise the head from the base checkpoint folder when the checkpoint has a
+        pretrained one (MLM); most heads are always fresh."""
+
+    def feature_length(self, feature: Feature) -> int:
+        """Tokens of one feature, for length-grouped batches."""
+        return len(feature["input_ids"])
 
     @property
     def has_validation(self) -> bool:
@@ -86,7 +118,18 @@ class RunContext:
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
-    return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    """Every tensor but the host-side markers on ``device``; on CUDA host tensors are pinned
+    first, so that the copy is asynchronous and the host goes on preparing the next batch."""
+    pin = device.type == "cuda"
+    moved = {}
+    for key, value in batch.items():
+        if key in HOST_KEYS or value.device == device:
+            moved[key] = value
+        elif pin and value.device.type == "cpu":
+            moved[key] = value.pin_memory().to(device, non_blocking=True)
+        else:
+            moved[key] = value.to(device, non_blocking=True)
+    return moved
 
 
 def pad_ids(rows: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
@@ -104,6 +147,7 @@ def text_batch(features: Sequence[Feature], text: TextSettings) -> Batch:
     batch = {
         "input_ids": pad_ids(ids, text.pad_id),
         "attention_mask": pad_ids([[1] * len(r) for r in ids], 0),
+        NO_PADDING: torch.tensor(len({len(r) for r in ids}) == 1),
     }
     if text.use_token_types:
         batch["token_type_ids"] = pad_ids([feature["token_type_ids"] for feature in features], 0)
@@ -111,11 +155,25 @@ def text_batch(features: Sequence[Feature], text: TextSettings) -> Batch:
 
 
 def encode(encoder: nn.Module, batch: Batch) -> torch.Tensor:
-    """Last hidden states ``(batch, seq, hidden)`` of the encoder."""
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    """Last hidden states ``(batch, seq, hidden)`` of the encoder. Neither kind of batch makes
+    transformers read the mask back to the host (``mask.all()``, a device synchronisation in
+    every forward): an unpadded batch goes without a mask (SDPA may then use its fused kernels),
+    a padded one to an SDPA encoder as the 4D boolean key mask ``(batch, 1, 1, seq)`` that
+    transformers passes through unchanged; other attention implementations get the 2D mask."""
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": attention_mask_for(encoder, batch)}
     if "token_type_ids" in batch:
         kwargs["token_type_ids"] = batch["token_type_ids"]
     return encoder(**kwargs).last_hidden_state
+
+
+def attention_mask_for(encoder: nn.Module, batch: Batch) -> torch.Tensor | None:
+    """The attention mask argument for ``encoder`` (see ``encode``)."""
+    if NO_PADDING in batch and bool(batch[NO_PADDING].numpy()):
+        return None
+    mask = batch["attention_mask"]
+    if getattr(getattr(encoder, "config", None), "_attn_implementation", None) == "sdpa":
+        return mask[:, None, None, :].bool()
+    return mask
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

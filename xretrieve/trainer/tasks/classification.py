@@ -37,7 +37,7 @@ class PairClassificationTask(Task):
         self.head = ClassificationHead(text.hidden_size, len(self.labels), text.dropout)
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
 
     def _featurise(self, examples: Sequence[PairExample]) -> list[Feature]:
         single = examples[0].text_b is None

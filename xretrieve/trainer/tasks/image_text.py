@@ -97,8 +97,11 @@ class ImageTextTask(Task):
         self.head = ProjectionHead(text.hidden_size, self.images.shape[1])
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            check_image_rows(config.validation or config.train, validation, len(self.images))
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
+
+    def set_validation(self, data: TaskData, path: Any) -> None:
+        check_image_rows(path or self.config.train, data, len(self.images))
+        self.eval_features = self._featurise(data.examples)
 
     def to(self, device: torch.device) -> None:
         super().to(device)

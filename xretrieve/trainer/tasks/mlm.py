@@ -1,11 +1,18 @@
 """Masked language modelling on plain text, so multilingual MLM can run beside the English tasks:
 BERT masking (15% of non-special tokens; 80% -> mask token, 10% -> random token, 10% unchanged)
-and a fresh head (dense + GELU + LayerNorm, decoder tied to the encoder's word embeddings)."""
+and an LM head (dense + GELU + LayerNorm, decoder tied to the encoder's word embeddings). As in
+jiant, the head starts from the base checkpoint's pretrained one when it has one (XLM-R and
+RoBERTa ``lm_head``, BERT ``cls.predictions``, DistilBERT ``vocab_*``); a checkpoint saved without
+it (a sentence encoder such as E5) gets a fresh head, with a warning: its MLM accuracy starts at
+zero and needs many steps to recover."""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +23,7 @@ from xretrieve.errors import InputError
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.readers import TaskData, TextExample
 from xretrieve.trainer.tasks.base import (
+    NO_PADDING,
     Batch,
     Feature,
     RunContext,
@@ -27,6 +35,73 @@ from xretrieve.trainer.tasks.base import (
 
 IGNORE = -100
 EVAL_MASK_SEED = 1234
+
+logger = logging.getLogger(__name__)
+
+# (dense weight, dense bias, LayerNorm weight, LayerNorm bias, output bias) of each family's
+# pretrained LM head; a tuple lists alternative names of one tensor.
+LM_HEAD_NAMES: tuple[tuple[str | tuple[str, ...], ...], ...] = (
+    (
+        "lm_head.dense.weight",
+        "lm_head.dense.bias",
+        "lm_head.layer_norm.weight",
+        "lm_head.layer_norm.bias",
+        ("lm_head.bias", "lm_head.decoder.bias"),
+    ),
+    (
+        "cls.predictions.transform.dense.weight",
+        "cls.predictions.transform.dense.bias",
+        ("cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.gamma"),
+        ("cls.predictions.transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.beta"),
+        ("cls.predictions.bias", "cls.predictions.decoder.bias"),
+    ),
+    (
+        "vocab_transform.weight",
+        "vocab_transform.bias",
+        "vocab_layer_norm.weight",
+        "vocab_layer_norm.bias",
+        "vocab_projector.bias",
+    ),
+)
+
+
+def _safetensors_names(source: Path) -> dict[str, Path]:
+    """Tensor name -> file of a checkpoint's safetensors weights (single file or sharded)."""
+    from safetensors import safe_open
+
+    index = source / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        return {name: source / file for name, file in weight_map.items()}
+    single = source / "model.safetensors"
+    if not single.is_file():
+        return {}
+    with safe_open(str(single), framework="pt") as handle:
+        return {name: single for name in handle.keys()}  # noqa: SIM118 - not a dict
+
+
+def read_pretrained_lm_head(source: Path) -> tuple[torch.Tensor, ...] | None:
+    """The five LM-head tensors (see ``LM_HEAD_NAMES``) of the checkpoint folder ``source``, or
+    None when its weights have none. Names may carry a model prefix (``roberta.``, ``bert.``)
+    only for the encoder, never for the head, in transformers' layouts."""
+    from safetensors import safe_open
+
+    files = _safetensors_names(Path(source))
+    for family in LM_HEAD_NAMES:
+        found = []
+        for names in family:
+            options = (names,) if isinstance(names, str) else names
+            name = next((n for n in options if n in files), None)
+            if name is None:
+                break
+            found.append(name)
+        if len(found) == len(family):
+            tensors = []
+            for name in found:
+                with safe_open(str(files[name]), framework="pt") as handle:
+                    tensors.append(handle.get_tensor(name))
+            return tuple(tensors)
+    return None
 
 
 def mask_tokens(
@@ -80,11 +155,41 @@ class MLMTask(Task):
             raise InputError(config.train, "MLM needs a tokenizer with a mask token")
         self.mask_id = int(tokenizer.mask_token_id)
         self.vocab_size = min(len(tokenizer), text.vocab_size)
-        self.head: MLMHead = MLMHead(text.hidden_size, self.vocab_size)
+        self.head: MLMHead = MLMHead(text.hidden_size, self.vocab_size, text.layer_norm_eps)
+        self.initialised_from = "fresh"
         self._eval_generator = torch.Generator()
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
+
+    def init_from_checkpoint(self, source: Any) -> None:
+        """Copy the base checkpoint's pretrained LM head into the head when it has one."""
+        tensors = read_pretrained_lm_head(Path(source))
+        if tensors is None:
+            logger.warning(
+                "task %s: %s has no pretrained LM head (lm_head / cls.predictions); MLM starts "
+                "from a fresh head, so its accuracy starts near 0",
+                self.name,
+                source,
+            )
+            return
+        dense_w, dense_b, norm_w, norm_b, bias = tensors
+        head = self.head
+        expected = (head.dense.weight.shape, head.layer_norm.weight.shape)
+        if (dense_w.shape, norm_w.shape) != expected or bias.shape[0] < self.vocab_size:
+            raise InputError(
+                Path(source),
+                f"the checkpoint's LM head has shapes {tuple(dense_w.shape)}/{tuple(bias.shape)}, "
+                f"the encoder needs {tuple(expected[0])} and {self.vocab_size} outputs",
+            )
+        with torch.no_grad():
+            head.dense.weight.copy_(dense_w)
+            head.dense.bias.copy_(dense_b)
+            head.layer_norm.weight.copy_(norm_w)
+            head.layer_norm.bias.copy_(norm_b)
+            head.bias.copy_(bias[: self.vocab_size])
+        self.initialised_from = "pretrained"
+        logger.info("task %s: MLM head from the pretrained LM head of %s", self.name, source)
 
     def _featurise(self, examples: Sequence[TextExample]) -> list[Feature]:
         encoded = self.text.tokenizer(
@@ -112,7 +217,12 @@ class MLMTask(Task):
         inputs, labels = mask_tokens(
             ids, special, self.mask_id, self.vocab_size, self.config.mlm_probability, generator
         )
-        batch = {"input_ids": inputs, "attention_mask": attention, "labels": labels}
+        batch = {
+            "input_ids": inputs,
+            "attention_mask": attention,
+            "labels": labels,
+            NO_PADDING: torch.tensor(bool(attention.numpy().all())),
+        }
         if self.text.use_token_types:
             batch["token_type_ids"] = torch.zeros_like(inputs)
         return batch
@@ -123,10 +233,12 @@ class MLMTask(Task):
 
     def loss(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
         logits = self.logits(encoder, batch)
-        labels = batch["labels"]
-        if not (labels != IGNORE).any():
-            return logits.sum() * 0.0  # nothing masked in a tiny batch: keep the graph, no signal
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        labels = batch["labels"].flatten()
+        # Sum over the masked tokens divided by their count, the count kept on the device: the
+        # mean of cross_entropy without asking the host whether anything was masked (a batch
+        # with nothing masked gives 0 with the graph intact, not nan).
+        total = F.cross_entropy(logits.flatten(0, 1), labels, ignore_index=IGNORE, reduction="sum")
+        return total / (labels != IGNORE).sum().clamp(min=1)
 
     def evaluate(self, encoder: nn.Module, run: RunContext) -> dict[str, float]:
         self._eval_generator.manual_seed(EVAL_MASK_SEED)
@@ -156,4 +268,5 @@ class MLMTask(Task):
             **super().head_info(),
             "tied_decoder": "encoder input embeddings",
             "vocab_size": self.vocab_size,
+            "initialised_from": self.initialised_from,
         }

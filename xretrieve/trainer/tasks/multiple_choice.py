@@ -37,7 +37,7 @@ class MultipleChoiceTask(Task):
         self.head = ClassificationHead(text.hidden_size, 1, text.dropout)
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
 
     def _featurise(self, examples: Sequence[ChoiceExample]) -> list[Feature]:
         firsts, seconds = [], []
@@ -85,6 +85,9 @@ class MultipleChoiceTask(Task):
             predictions.append(scores.argmax(-1).cpu().numpy())
             labels.append(batch["labels"].cpu().numpy())
         return {"accuracy": accuracy(np.concatenate(predictions), np.concatenate(labels))}
+
+    def feature_length(self, feature: Feature) -> int:
+        return sum(len(choice["input_ids"]) for choice in feature["choices"])
 
     def head_info(self) -> dict[str, Any]:
         return {**super().head_info(), "pooling": "first_token"}

@@ -1,8 +1,11 @@
 """Extractive question answering (SQuAD v1.1 / v2.0): start and end logits over the context.
 
-Long contexts are cut into overlapping windows (``doc_stride`` tokens of overlap, the Hugging Face
-``run_qa.py`` convention); a window that does not contain the whole answer, and every window of an
-unanswerable question, points at the first token (the null answer). At evaluation the best span
+Questions are cut to ``max_query_length`` tokens (jiant's default, 64). Long contexts are cut into
+overlapping windows with ``doc_stride`` tokens of overlap (the Hugging Face ``run_qa.py``
+convention; jiant and the original BERT ``run_squad.py`` call ``doc_stride`` the step from one
+window's start to the next, so their 128 is an overlap of ``window context length - 128``); a
+window that does not contain the whole answer, and every window of an unanswerable question,
+points at the first token (the null answer). At evaluation the best span
 over all windows of a question wins unless, with unanswerable questions allowed, the best null
 score (start + end logit at the first token) beats it.
 """
@@ -36,6 +39,7 @@ N_BEST = 20
 
 class ExtractiveQATask(Task):
     main_metric = "f1"
+    eval_state = ("eval_features", "eval_examples")
 
     def __init__(
         self, config: TaskConfig, text: TextSettings, train: TaskData, validation: TaskData | None
@@ -48,18 +52,20 @@ class ExtractiveQATask(Task):
         self.train_features = self._featurise(train.examples, config.train, keep_offsets=False)
         self.eval_examples: tuple[QAExample, ...] = ()
         if validation is not None:
-            self.eval_examples = validation.examples
-            self.eval_features = self._featurise(
-                validation.examples, config.validation, keep_offsets=True
-            )
+            self.set_validation(validation, config.validation)
+
+    def set_validation(self, data: TaskData, path: Any) -> None:
+        self.eval_examples = data.examples
+        self.eval_features = self._featurise(data.examples, path, keep_offsets=True)
 
     def _featurise(
         self, examples: Sequence[QAExample], path: Any, keep_offsets: bool
     ) -> list[Feature]:
         stride = min(self.config.doc_stride, self.max_length // 2)
+        questions = self._cut_questions([example.question.lstrip() for example in examples])
         try:
             encoded = self.text.tokenizer(
-                [example.question.lstrip() for example in examples],
+                questions,
                 [example.context for example in examples],
                 truncation="only_second",
                 max_length=self.max_length,
@@ -107,6 +113,21 @@ class ExtractiveQATask(Task):
                 feature["token_type_ids"] = encoded["token_type_ids"][i]
             features.append(feature)
         return features
+
+    def _cut_questions(self, questions: list[str]) -> list[str]:
+        """Each question cut after its first ``max_query_length`` tokens (at that token's end)."""
+        limit = self.config.max_query_length
+        encoded = self.text.tokenizer(
+            questions,
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        cut = []
+        for question, offsets in zip(questions, encoded["offset_mapping"], strict=True):
+            cut.append(question[: offsets[limit - 1][1]] if len(offsets) > limit else question)
+        return cut
 
     def collate(self, features: Sequence[Feature], train: bool) -> Batch:
         batch = text_batch(features, self.text)

@@ -41,7 +41,7 @@ class TaggingTask(Task):
         )
         self.train_features = self._featurise(train.examples)
         if validation is not None:
-            self.eval_features = self._featurise(validation.examples)
+            self.set_validation(validation, config.validation)
 
     def _featurise(self, examples: Sequence[TagExample]) -> list[Feature]:
         encoded = self.text.tokenizer(

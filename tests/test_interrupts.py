@@ -1,0 +1,36 @@
+"""The one SIGTERM mechanism the CLI (``reports_errors``) and the trainer share."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from xretrieve.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+
+
+def test_sigterm_raises_terminated_once_and_the_handler_is_restored() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    caught = 0
+    with sigterm_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt as error:  # what every Ctrl-C clean-up path catches
+            caught += isinstance(error, Terminated)
+            os.kill(os.getpid(), signal.SIGTERM)  # a second one during the clean-up: ignored
+    assert caught == 1
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert EXIT_TERMINATED == 143
+
+
+def test_a_nested_block_leaves_the_outer_one_in_charge() -> None:
+    """The CLI's block encloses the trainer's: a SIGTERM in the trainer raises once, and a
+    second one while the CLI finishes its clean-up is still ignored."""
+    previous = signal.getsignal(signal.SIGTERM)
+    with sigterm_as_interrupt():
+        with pytest.raises(Terminated):
+            with sigterm_as_interrupt():
+                os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # after the inner block: still ignored
+    assert signal.getsignal(signal.SIGTERM) is previous
