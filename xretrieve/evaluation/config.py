@@ -1,0 +1,58 @@
+"""What ``evaluate`` is asked to do (``EvaluationConfig``) and what it plans per model
+(``ModelPlan``): types shared by the runner and the reports, in a module of their own so that
+neither imports the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xretrieve.evaluation.tasks import ScoringSettings
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """What will be evaluated for one model argument.
+
+    ``checkpoint_hash`` identifies the weights (``content_hash``, or an export's
+    ``source_hash``); ``store_id`` also covers the settings that change vectors (pooling,
+    dtype, prefix, backend). ``encoder_layers`` is passed to the encoder factory (None for an
+    export, whose layers are fixed); ``cache_layers`` are the layers its output axis holds, and
+    ``layers`` those scored (a subset)."""
+
+    model: str
+    name: str
+    checkpoint_hash: str
+    store_id: str
+    layers: tuple[int, ...]
+    encoder_layers: tuple[int, ...] | None
+    cache_layers: tuple[int, ...]
+    # A checkpoint trained with the image-text task: its projected view (the head's layer and
+    # cache id), used by tasks that score in the image-feature space.
+    projection_layer: int | None = None
+    projection_store_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Inputs of ``evaluate``. ``layers``: None (each model's default: the last layer of a
+    checkpoint, the first exported layer of an export), ``"all"`` (hidden states 1..L, or every
+    exported layer), or hidden-state indices (-1 = last). ``langs``: None for every language
+    found under ``data_dir``."""
+
+    models: tuple[str, ...]
+    data_dir: Path
+    out_dir: Path
+    tasks: tuple[str, ...] = ("bucc", "tatoeba")
+    langs: tuple[str, ...] | None = None
+    baseline: str | None = None
+    layers: str | tuple[int, ...] | None = None
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    backend: str = "ort"
+    device: str = "auto"
+    batch_tokens: int = 16384
+    cache_root: Path | None = None
+    resource_groups: dict[str, str] | None = None
+    plots: bool = True
+    # Prepended to every text of a checkpoint (None: each checkpoint's own prefix).
+    text_prefix: str | None = None
