@@ -411,18 +411,15 @@ def _export_source_checkpoint(manifest: Manifest, export_dir: Path) -> Path:
     return checkpoint
 
 
-# RoBERTa-style models number positions from padding_idx + 1: two position embeddings are unused.
-_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
-
-
 def _checkpoint_max_length(checkpoint: Path) -> int:
     """Tokens per text for a checkpoint run by torch, as an export of it would use: the
     tokenizer's limit, capped by the position embeddings."""
     from exporters import read_checkpoint_config
+    from xretrieve.positions import usable_positions
 
     config = read_checkpoint_config(checkpoint)
     limit = tokenizer_max_length(checkpoint)
-    positions = config.get("max_position_embeddings")
-    if positions:
-        limit = min(limit, int(positions) - _POSITION_OFFSET.get(config["model_type"], 0))
-    return limit
+    usable = usable_positions(
+        config.get("model_type"), config.get("max_position_embeddings"), config.get("pad_token_id")
+    )
+    return limit if usable is None else min(limit, usable)

@@ -754,13 +754,13 @@ def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
     """Refuse, before any data is read or a step is run, a ``max_length`` (top level or a
     task's) beyond the positions the encoder has (a longer batch would fail in the middle of the
     run), and retrieval ``layers`` beyond its layers."""
+    from xretrieve.positions import usable_positions
+
     positions = getattr(hf_config, "max_position_embeddings", None)
-    if positions:
-        # RoBERTa-style models (XLM-R) number positions from padding_idx + 1.
-        offset = 0
-        if getattr(hf_config, "model_type", "") in _PADDING_OFFSET_MODELS:
-            offset = int(getattr(hf_config, "pad_token_id", 1) or 0) + 1
-        usable = int(positions) - offset
+    usable = usable_positions(
+        getattr(hf_config, "model_type", None), positions, getattr(hf_config, "pad_token_id", None)
+    )
+    if usable is not None:
         wanted = [("max_length", config.max_length)] + [
             (f"tasks '{task.name}' max_length", task.max_length)
             for task in config.tasks
@@ -782,11 +782,6 @@ def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
             resolve_layers(config.retrieval.layers, int(hf_config.num_hidden_layers))
         except XRetrieveError as error:
             raise InputError(source / "config.json", f"retrieval_eval.layers: {error}") from None
-
-
-_PADDING_OFFSET_MODELS = frozenset(
-    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "longformer"}
-)
 
 
 def _to_tuple(value: Any) -> Any:
