@@ -34,6 +34,7 @@ from xretrieve.evaluation.image_text import image_text_recall
 from xretrieve.evaluation.resources import DEFAULT_GROUPS
 from xretrieve.evaluation.store import EmbeddingStore, text_key
 from xretrieve.formats import read_bucc_split, read_tatoeba
+from xretrieve.layers import LayerSpec
 from xretrieve.margin import MiningConfig
 from xretrieve.tatoeba import evaluate_tatoeba
 
@@ -270,7 +271,7 @@ def test_layer_sweep_reports_and_plots(tmp_path: Path, checkpoints) -> None:
     data = make_dataset(tmp_path / "data", bucc_langs=("de",), tatoeba_langs=("deu", "swh"))
     factory = Factory()
     summary = evaluate(
-        _config(tmp_path, checkpoints, data, layers="all", plots=True), encoder_factory=factory
+        _config(tmp_path, checkpoints, data, layers=LayerSpec(every=True), plots=True), encoder_factory=factory
     )
     assert {r.layer for r in summary.rows} == {1, 2}
     assert all(e.layers == (1, 2) for e in factory.encoders)

@@ -9,18 +9,7 @@ import typer
 
 from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
 from xretrieve.encoding.streaming import OutputDtype
-from xretrieve.errors import XRetrieveError
-
-
-def _parse_layers(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise XRetrieveError(
-            f"--layers takes comma-separated integers (e.g. -1 or 6,12), not {text!r}"
-        ) from None
+from xretrieve.layers import parse_layer_indices
 
 
 def register(app: typer.Typer) -> None:
@@ -92,7 +81,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 batch_tokens=batch_tokens,
                 dtype=dtype,
-                layers=_parse_layers(layers),
+                layers=parse_layer_indices(layers),
                 progress=report,
             )
             stderr.print(f"provider: {encoder.provider}", highlight=False)

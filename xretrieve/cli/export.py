@@ -8,19 +8,11 @@ from typing import Annotated, Any
 import typer
 
 from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors
-from xretrieve.errors import XRetrieveError
+from xretrieve.layers import parse_layer_indices
 
 
 def _parse_layers(layer: list[int] | None, layers: str | None) -> tuple[int, ...]:
-    values = list(layer or [])
-    if layers:
-        try:
-            values += [int(item) for item in layers.split(",") if item.strip()]
-        except ValueError:
-            raise XRetrieveError(
-                f"--layers takes comma-separated integers, not {layers!r}"
-            ) from None
-    return tuple(values) or (-1,)
+    return (*(layer or ()), *(parse_layer_indices(layers) or ())) or (-1,)
 
 
 def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xretrieve.evaluation.tasks import ScoringSettings
+from xretrieve.layers import LayerSpec
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class ModelPlan:
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    """Inputs of ``evaluate``. ``layers``: None (each model's default: the last layer of a
-    checkpoint, the first exported layer of an export), ``"all"`` (hidden states 1..L, or every
-    exported layer), or hidden-state indices (-1 = last). ``langs``: None for every language
+    """Inputs of ``evaluate``. ``layers``: each model's default (the last layer of a checkpoint,
+    the first exported layer of an export), every layer (hidden states 1..L, or every exported
+    layer), or hidden-state indices (-1 = last). ``langs``: None for every language
     found under ``data_dir``."""
 
     models: tuple[str, ...]
@@ -46,7 +47,7 @@ class EvaluationConfig:
     tasks: tuple[str, ...] = ("bucc", "tatoeba")
     langs: tuple[str, ...] | None = None
     baseline: str | None = None
-    layers: str | tuple[int, ...] | None = None
+    layers: LayerSpec = field(default_factory=LayerSpec)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     backend: str = "ort"
     device: str = "auto"

@@ -43,6 +43,7 @@ from xretrieve.evaluation.results import (
 )
 from xretrieve.evaluation.tasks import ScoringSettings, Task, get_task
 from xretrieve.files import atomic_write
+from xretrieve.layers import LayerSpec, parse_layer_spec
 from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
@@ -95,18 +96,9 @@ def default_encoder_factory(
     return factory
 
 
-def parse_layers(spec: str | None) -> str | tuple[int, ...] | None:
-    """``None``/"" -> None, "all" -> "all", "8,12,-1" -> (8, 12, -1); ``InputError`` otherwise."""
-    if spec is None or not spec.strip():
-        return None
-    if spec.strip().lower() == "all":
-        return "all"
-    try:
-        return tuple(int(part) for part in spec.split(",") if part.strip())
-    except ValueError:
-        raise InputError(
-            None, f"--layers must be 'all' or integers like 8,12,-1, not {spec!r}"
-        ) from None
+def parse_layers(spec: str | None) -> LayerSpec:
+    """``--layers`` of ``evaluate``: ``parse_layer_spec`` ("all", "8,12,-1", None/"")."""
+    return parse_layer_spec(spec)
 
 
 def _settings_id(payload: dict) -> str:
@@ -115,7 +107,7 @@ def _settings_id(payload: dict) -> str:
 
 def plan_model(
     model: str,
-    layers: str | tuple[int, ...] | None,
+    layers: LayerSpec | None,
     *,
     backend: str,
     device: str,
@@ -128,6 +120,7 @@ def plan_model(
     from exporters.checkpoint import PROJECTION_INFO
     from xretrieve.encoding.load import resolve_device, resolve_model
 
+    layers = layers or LayerSpec()
     source = resolve_model(model)
     resolved_device = resolve_device(device, backend)
     if source.kind == "export":
@@ -138,12 +131,12 @@ def plan_model(
                 f"{text_prefix!r}: pass the checkpoint directory, or export it again"
             )
         available = tuple(manifest.layers)
-        if layers is None:
-            wanted: tuple[int, ...] = available[:1]
-        elif layers == "all":
-            wanted = available
+        if layers.every:
+            wanted: tuple[int, ...] = available
+        elif layers.indices is None:
+            wanted = available[:1]
         else:
-            wanted = resolve_layers(tuple(layers), manifest.num_hidden_layers)
+            wanted = resolve_layers(layers.indices, manifest.num_hidden_layers)
             absent = [layer for layer in wanted if layer not in available]
             if absent:
                 raise XRetrieveError(
@@ -172,12 +165,12 @@ def plan_model(
             cache_layers=available,
         )
     num_layers = num_hidden_layers(read_checkpoint_config(source.path))
-    if layers is None:
-        wanted = (num_layers,)
-    elif layers == "all":
+    if layers.every:
         wanted = tuple(range(1, num_layers + 1))
+    elif layers.indices is None:
+        wanted = (num_layers,)
     else:
-        wanted = resolve_layers(tuple(layers), num_layers)
+        wanted = resolve_layers(layers.indices, num_layers)
     settings = {
         "kind": "checkpoint",
         "pooling": "mean",
