@@ -271,7 +271,8 @@ def test_layer_sweep_reports_and_plots(tmp_path: Path, checkpoints) -> None:
     data = make_dataset(tmp_path / "data", bucc_langs=("de",), tatoeba_langs=("deu", "swh"))
     factory = Factory()
     summary = evaluate(
-        _config(tmp_path, checkpoints, data, layers=LayerSpec(every=True), plots=True), encoder_factory=factory
+        _config(tmp_path, checkpoints, data, layers=LayerSpec(every=True), plots=True),
+        encoder_factory=factory,
     )
     assert {r.layer for r in summary.rows} == {1, 2}
     assert all(e.layers == (1, 2) for e in factory.encoders)
