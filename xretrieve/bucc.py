@@ -225,21 +225,20 @@ class BuccScoring:
     correct: np.ndarray | None
 
 
-def score_bucc(
-    tune: BuccSplit,
-    tune_src_emb: np.ndarray,
-    tune_tgt_emb: np.ndarray,
+def apply_threshold(
     evaluation: BuccSplit,
-    eval_src_emb: np.ndarray,
-    eval_tgt_emb: np.ndarray,
+    src_emb: np.ndarray,
+    tgt_emb: np.ndarray,
+    threshold: float,
+    tune_f1: float,
     config: MiningConfig = DEFAULT_CONFIG,
     *,
     progress: ProgressCallback | None = None,
 ) -> BuccScoring:
-    """``evaluate_bucc`` that also returns the evaluation split's scored candidates."""
-    threshold, tune_f1 = tune_threshold(tune, tune_src_emb, tune_tgt_emb, config, progress=progress)
+    """Mine ``evaluation`` and score it at ``threshold`` (tuned elsewhere, with ``tune_f1``):
+    the second half of ``evaluate_bucc``, also returning the scored candidates."""
     mining = mine_corpora(
-        evaluation.src, evaluation.tgt, eval_src_emb, eval_tgt_emb, config, progress=progress
+        evaluation.src, evaluation.tgt, src_emb, tgt_emb, config, progress=progress
     )
     candidates = id_candidates(mining, evaluation.src, evaluation.tgt)
     if evaluation.gold is None:
@@ -284,13 +283,7 @@ def evaluate_bucc(
     Embeddings are (lines, d) float with rows aligned with ``split.src.texts`` /
     ``split.tgt.texts``. Without evaluation gold only the threshold and counts are known.
     """
-    return score_bucc(
-        tune,
-        tune_src_emb,
-        tune_tgt_emb,
-        evaluation,
-        eval_src_emb,
-        eval_tgt_emb,
-        config,
-        progress=progress,
+    threshold, tune_f1 = tune_threshold(tune, tune_src_emb, tune_tgt_emb, config, progress=progress)
+    return apply_threshold(
+        evaluation, eval_src_emb, eval_tgt_emb, threshold, tune_f1, config, progress=progress
     ).result

@@ -155,11 +155,14 @@ class BuccTask:
     def score(
         self, data: BuccData, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
-        from xretrieve.bucc import score_bucc
+        from xretrieve.bucc import apply_threshold, tune_threshold
 
+        tune_src_emb, tune_tgt_emb, eval_src_emb, eval_tgt_emb = embeddings
+        threshold, tune_f1 = tune_threshold(data.tune, tune_src_emb, tune_tgt_emb, settings.mining)
         # One mining of the evaluation split serves the point estimate and the bootstrap.
-        scoring = score_bucc(data.tune, *embeddings[:2], data.evaluation, *embeddings[2:],
-                             settings.mining)  # fmt: skip
+        scoring = apply_threshold(
+            data.evaluation, eval_src_emb, eval_tgt_emb, threshold, tune_f1, settings.mining
+        )
         evaluation, result, candidates = data.evaluation, scoring.result, scoring.candidates
         gold = evaluation.gold or frozenset()
         correct = scoring.correct
