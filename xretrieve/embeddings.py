@@ -6,7 +6,7 @@ a directory mirroring the data directory. Both return one float32 row per corpus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -42,15 +42,24 @@ class EncoderSource:
         self.encoder = encoder
 
     def embed(self, corpus: Corpus, progress: ProgressCallback | None = None) -> np.ndarray:
-        first_rows, inverse = distinct_texts(corpus.texts)
-        texts = [corpus.texts[row] for row in first_rows.tolist()]
-        distinct = np.asarray(self.encoder.encode(texts, progress), dtype=np.float32)
-        if distinct.shape != (len(texts), self.encoder.dim):
-            raise XRetrieveError(
-                f"encoder {self.encoder.name!r} returned shape {distinct.shape} for "
-                f"{len(texts)} texts, expected ({len(texts)}, {self.encoder.dim})"
-            )
-        return distinct[inverse]
+        def encode(texts: list[str]) -> np.ndarray:
+            distinct = np.asarray(self.encoder.encode(texts, progress), dtype=np.float32)
+            if distinct.shape != (len(texts), self.encoder.dim):
+                raise XRetrieveError(
+                    f"encoder {self.encoder.name!r} returned shape {distinct.shape} for "
+                    f"{len(texts)} texts, expected ({len(texts)}, {self.encoder.dim})"
+                )
+            return distinct
+
+        return encode_distinct(corpus.texts, encode)
+
+
+def encode_distinct(texts: Sequence[str], encode: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+    """``encode`` called once, on the distinct texts in first-occurrence order; its rows
+    (first axis; ``(n, d)`` or ``(n, layers, d)``) expanded back to one per item of ``texts``.
+    Real corpora (BUCC) repeat sentences, so this encodes each once."""
+    first_rows, inverse = distinct_texts(texts)
+    return encode([texts[row] for row in first_rows.tolist()])[inverse]
 
 
 class DirectorySource:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.errors import InputError
+from xretrieve.formats import Corpus
 from xretrieve.trainer.config import RetrievalEvalConfig
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,14 @@ def check_retrieval_data(config: RetrievalEvalConfig) -> None:
             read_bucc_split(config.data_dir, lang, split)
 
 
-def _layer_vectors(encoder: object, texts: list[str], n_layers: int) -> list[np.ndarray]:
-    """One ``(n, dim)`` array per configured layer."""
+def _layer_vectors(encoder: object, corpus: Corpus, n_layers: int) -> list[np.ndarray]:
+    """One ``(n, dim)`` array per configured layer, each distinct text encoded once (the
+    commands' ``EncoderSource`` path)."""
+    from xretrieve.embeddings import EncoderSource, encode_distinct
+
     if n_layers == 1:
-        return [encoder.encode(texts)]  # type: ignore[attr-defined]
-    stacked = encoder.encode_layers(texts)  # type: ignore[attr-defined]
+        return [EncoderSource(encoder).embed(corpus)]  # type: ignore[arg-type]
+    stacked = encode_distinct(corpus.texts, encoder.encode_layers)  # type: ignore[attr-defined]
     return [stacked[:, i] for i in range(n_layers)]
 
 
@@ -78,8 +82,8 @@ def evaluate_retrieval(checkpoint: Path, config: RetrievalEvalConfig) -> dict[st
 
         for lang in config.tatoeba:
             pair = read_tatoeba(config.data_dir, lang)
-            src = _layer_vectors(encoder, pair.src.texts, len(layers))
-            eng = _layer_vectors(encoder, pair.eng.texts, len(layers))
+            src = _layer_vectors(encoder, pair.src, len(layers))
+            eng = _layer_vectors(encoder, pair.eng, len(layers))
             for tag, src_emb, eng_emb in zip(tags, src, eng, strict=True):
                 result = evaluate_tatoeba(src_emb, eng_emb)
                 metrics[f"tatoeba/{lang}/{tag}accuracy_en2xx"] = float(result.accuracy_en2xx)
@@ -93,9 +97,8 @@ def evaluate_retrieval(checkpoint: Path, config: RetrievalEvalConfig) -> dict[st
             tune = read_bucc_split(config.data_dir, lang, config.bucc_tune_split)
             evaluation = read_bucc_split(config.data_dir, lang, config.bucc_eval_split)
             vectors = [
-                _layer_vectors(encoder, texts, len(layers))
-                for texts in (tune.src.texts, tune.tgt.texts, evaluation.src.texts)
-                + (evaluation.tgt.texts,)
+                _layer_vectors(encoder, corpus, len(layers))
+                for corpus in (tune.src, tune.tgt, evaluation.src, evaluation.tgt)
             ]
             for i, tag in enumerate(tags):
                 result = evaluate_bucc(
