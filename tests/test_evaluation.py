@@ -468,3 +468,29 @@ def test_a_touched_but_intact_shard_is_kept(tmp_path: Path) -> None:
     assert again.texts_encoded == 0
     record = json.loads(shard.with_suffix(".sha256").read_text())
     assert record["files"][shard.name]["mtime_ns"] == 10**18  # refreshed: not hashed again
+
+
+def test_a_resumed_run_scores_again_the_units_whose_data_changed(
+    tmp_path: Path, checkpoints
+) -> None:
+    data = make_dataset(tmp_path / "data")
+    config = _config(tmp_path, checkpoints, data, tasks=("tatoeba",))
+    first = evaluate(config, encoder_factory=Factory())
+    assert first.scored_units == 6 and not first.failures  # 2 models x deu, swh, jav
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    jav = data / "tatoeba" / "tatoeba.jav-eng.jav"
+    assert run["data"]["tatoeba/jav"]["tatoeba/tatoeba.jav-eng.jav"]["size"] == jav.stat().st_size
+    for path in (jav, data / "tatoeba" / "tatoeba.jav-eng.eng"):  # the same count, other text
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(lines[30:] + lines[:30]) + "\n", encoding="utf-8")
+        assert path.stat().st_size == len("".join(f"{line}\n" for line in lines).encode())
+
+    resumed = evaluate(config, encoder_factory=Factory())
+    assert resumed.scored_units == 2 and resumed.skipped_units == 4
+    fresh = evaluate(replace(config, out_dir=tmp_path / "fresh"), encoder_factory=Factory())
+
+    def values(rows):
+        return sorted((r.checkpoint, r.lang, r.metric, r.value, r.n) for r in rows)
+
+    assert values(resumed.rows) == values(fresh.rows)
+    assert evaluate(config, encoder_factory=Factory()).scored_units == 0

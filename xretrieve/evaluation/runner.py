@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
 from xretrieve.evaluation.embedding_cache import LayerEmbeddingCache
+from xretrieve.evaluation.fingerprint import data_fingerprint
 from xretrieve.evaluation.report import write_reports
 from xretrieve.evaluation.results import (
     ERROR_METRIC,
@@ -258,31 +259,97 @@ class _LazyEncoder:
 RUN_FILE = "run.json"
 
 
-def _check_run_settings(out_dir: Path, scoring: ScoringSettings) -> None:
-    """Bootstrap samples and mining settings must not change under a resumed output directory
-    (each row also records its settings, so a missing or damaged run.json never mixes them)."""
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``run.json`` holds: ``settings``, the ``ScoringSettings.to_json()`` the directory's
+    results were scored with (None: no readable record), and ``data``, per unit ``task/lang``
+    the ``data_fingerprint`` of the files its results were computed from."""
+
+    settings: dict | None = None
+    data: dict[str, dict] = field(default_factory=dict)
+
+
+def _read_run_record(out_dir: Path) -> RunRecord:
     path = out_dir / RUN_FILE
     if not path.exists():
-        return
+        return RunRecord()
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
+        previous = None
+    if not isinstance(previous, dict):
         logger.warning("%s is not valid JSON; rows record their own settings", path)
-        return
-    if previous != scoring.to_json():
+        return RunRecord()
+    data = previous.pop("data", None)
+    return RunRecord(previous, data if isinstance(data, dict) else {})
+
+
+def _check_run_settings(out_dir: Path, record: RunRecord, scoring: ScoringSettings) -> None:
+    """Bootstrap samples and mining settings must not change under a resumed output directory
+    (each row also records its settings, so a missing or damaged run.json never mixes them)."""
+    if record.settings is not None and record.settings != scoring.to_json():
         raise XRetrieveError(
-            f"{out_dir} holds results scored with other settings ({previous}); use a new "
+            f"{out_dir} holds results scored with other settings ({record.settings}); use a new "
             "--out directory, or the same settings to resume"
         )
 
 
-def _record_run_settings(out_dir: Path, scoring: ScoringSettings, log: ResultsLog) -> None:
+def _record_run_settings(
+    out_dir: Path, scoring: ScoringSettings, log: ResultsLog, data: dict[str, dict]
+) -> None:
     """Write run.json once the directory holds a result scored with ``scoring``: a run that
     scored nothing (a bad model path, say) must not pin the settings of the next one."""
     fingerprint = scoring.fingerprint()
     if any(row.settings == fingerprint and row.metric != ERROR_METRIC for row in log.read()):
         with atomic_write(out_dir / RUN_FILE) as handle:
-            json.dump(scoring.to_json(), handle, indent=2)
+            json.dump({**scoring.to_json(), "data": data}, handle, indent=2, sort_keys=True)
+
+
+def _unit_key(task: Task, lang: str) -> str:
+    return f"{task.name}/{lang}"
+
+
+def _unit_layers(plan: ModelPlan, task: Task) -> tuple[int, ...]:
+    """The layers a unit of ``task`` is scored at: image-text scoring needs caption vectors in
+    the image space, the projected view at the one layer the head was trained on."""
+    if task.uses_projection and plan.projection_layer is not None:
+        return (plan.projection_layer,)
+    return plan.layers
+
+
+def _unchanged_data(
+    done: set[tuple[str, int, str, str]],
+    recorded: dict[str, dict],
+    current: dict[str, dict],
+) -> set[tuple[str, int, str, str]]:
+    """``done`` less the units whose files differ from those their results were computed on
+    (they are scored again; the new rows supersede the old)."""
+    changed = {
+        key for key, fingerprint in current.items() if recorded.get(key, fingerprint) != fingerprint
+    }
+    for key in sorted(changed):
+        logger.warning("the data of %s changed since it was scored; scoring it again", key)
+    return {unit for unit in done if f"{unit[2]}/{unit[3]}" not in changed}
+
+
+def _data_record(
+    recorded: dict[str, dict],
+    current: dict[str, dict],
+    plans: Sequence[ModelPlan],
+    units: Sequence[tuple[Task, str]],
+    finished: set[tuple[str, int, str, str]],
+) -> dict[str, dict]:
+    """The ``data`` of the new run.json: the current fingerprint of each unit every model has
+    finished now, the recorded one of every other (so stale rows are still detected)."""
+    data = dict(recorded)
+    for task, lang in units:
+        if all(
+            (plan.checkpoint_hash, layer, task.name, lang) in finished
+            for plan in plans
+            for layer in _unit_layers(plan, task)
+        ):
+            data[_unit_key(task, lang)] = current[_unit_key(task, lang)]
+    return data
 
 
 def _task_languages(
@@ -310,18 +377,43 @@ def _task_languages(
     return units
 
 
-def _row(
-    plan: ModelPlan, layer: int, task: Task, lang: str, settings: ScoringSettings, **values
-) -> ResultRow:
-    return ResultRow(
-        checkpoint=plan.name,
-        checkpoint_hash=plan.checkpoint_hash,
-        layer=layer,
-        task=task.name,
-        lang=lang,
-        settings=settings.fingerprint(),
-        **values,
-    )
+@dataclass(frozen=True)
+class _Unit:
+    """One (model, task, language) being scored under ``scoring``; builds its result rows."""
+
+    plan: ModelPlan
+    task: Task
+    lang: str
+    scoring: ScoringSettings
+
+    def row(
+        self,
+        layer: int,
+        metric: str,
+        value: float | None,
+        *,
+        ci_low: float | None = None,
+        ci_high: float | None = None,
+        n: int | None = None,
+        error: str | None = None,
+    ) -> ResultRow:
+        return ResultRow(
+            checkpoint=self.plan.name,
+            checkpoint_hash=self.plan.checkpoint_hash,
+            layer=layer,
+            task=self.task.name,
+            lang=self.lang,
+            metric=metric,
+            value=value,
+            ci_low=ci_low,
+            ci_high=ci_high,
+            n=n,
+            error=error,
+            settings=self.scoring.fingerprint(),
+        )
+
+    def error_row(self, layer: int, error: BaseException) -> ResultRow:
+        return self.row(layer, ERROR_METRIC, None, error=_error_text(error))
 
 
 def _error_text(error: BaseException) -> str:
@@ -330,42 +422,26 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _log_failure(
-    log: ResultsLog,
-    plan: ModelPlan,
-    layers: Sequence[int],
-    task: Task,
-    lang: str,
-    scoring: ScoringSettings,
-    error: BaseException,
-) -> None:
-    logger.error("%s %s/%s: %s", plan.name, task.name, lang, error)
-    text = _error_text(error)
-    log.append(
-        [
-            _row(plan, layer, task, lang, scoring, metric=ERROR_METRIC, value=None, error=text)
-            for layer in layers
-        ]
-    )
+def _log_failure(log: ResultsLog, unit: _Unit, layers: Sequence[int], error: BaseException) -> None:
+    logger.error("%s %s/%s: %s", unit.plan.name, unit.task.name, unit.lang, error)
+    log.append([unit.error_row(layer, error) for layer in layers])
 
 
 def _score_unit(
-    plan: ModelPlan,
+    unit: _Unit,
     layer: int,
-    task: Task,
-    lang: str,
     data: object,
     embeddings: list[np.ndarray],
-    scoring: ScoringSettings,
     log: ResultsLog,
     samples: SampleStore,
 ) -> list[ResultRow]:
     try:
-        measurements = task.score(data, embeddings, scoring)
+        measurements = unit.task.score(data, embeddings, unit.scoring)
     except Exception as error:  # one language's failure must not stop the others
-        logger.error("%s layer %d %s/%s: %s", plan.name, layer, task.name, lang, error)
-        text = _error_text(error)
-        rows = [_row(plan, layer, task, lang, scoring, metric=ERROR_METRIC, value=None, error=text)]
+        logger.error(
+            "%s layer %d %s/%s: %s", unit.plan.name, layer, unit.task.name, unit.lang, error
+        )
+        rows = [unit.error_row(layer, error)]
         log.append(rows)
         return rows
     rows = []
@@ -374,14 +450,10 @@ def _score_unit(
         if measurement.samples is not None:
             low, high = percentile_interval(measurement.samples)
         value = measurement.value
-        row = _row(
-            plan,
+        row = unit.row(
             layer,
-            task,
-            lang,
-            scoring,
-            metric=measurement.metric,
-            value=None if value is None or math.isinf(value) else float(value),
+            measurement.metric,
+            None if value is None or math.isinf(value) else float(value),
             ci_low=low,
             ci_high=high,
             n=measurement.n,
@@ -393,26 +465,127 @@ def _score_unit(
     return rows
 
 
-def evaluate(
-    config: EvaluationConfig,
-    *,
-    encoder_factory: EncoderFactory | None = None,
-    progress: ProgressCallback | None = None,
-) -> EvaluationSummary:
-    """Evaluate ``config.models`` on ``config.tasks``; see the module docstring.
+@dataclass
+class _Counters:
+    """What a run has done so far; ``unit_finished`` reports progress."""
 
-    Raises ``XRetrieveError`` for problems with the whole run (no data, a bad model, changed
-    settings in ``out_dir``); a language's missing or bad data is recorded as an error row."""
-    progress = progress or no_progress
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_run_settings(out_dir, config.scoring)
-    tasks = [get_task(name) for name in config.tasks]
-    units = _task_languages(tasks, Path(config.data_dir), config.langs, config.scoring)
+    total_units: int
+    progress: ProgressCallback
+    scored: int = 0
+    skipped: int = 0
+    encoded: int = 0
+    calls: int = 0
+    finished: int = 0
+
+    def unit_finished(self) -> None:
+        self.finished += 1
+        self.progress("evaluate", self.finished, self.total_units)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every unit of a run shares: the config, the output logs, the finished units, the
+    scoring thread and the futures it has not yet returned (bounded by MAX_PENDING_UNITS)."""
+
+    config: EvaluationConfig
+    log: ResultsLog
+    samples: SampleStore
+    done: set[tuple[str, int, str, str]]
+    scorer: ThreadPoolExecutor
+    pending: list[Future]
+    counters: _Counters
+
+
+@dataclass
+class _Model:
+    """One model's caches and, once the model itself failed (load, export, encode), the error
+    every later unit of it is recorded with; the other models still run."""
+
+    plan: ModelPlan
+    text_cache: LayerEmbeddingCache
+    projected_cache: LayerEmbeddingCache | None
+    error: XRetrieveError | None = None
+
+    @property
+    def caches(self) -> list[LayerEmbeddingCache]:
+        return [c for c in (self.text_cache, self.projected_cache) if c is not None]
+
+
+def _open_model(plan: ModelPlan, factory: EncoderFactory, cache_root: Path) -> _Model:
+    text_cache = LayerEmbeddingCache(
+        cache_root, plan.store_id, _LazyEncoder(factory, plan), plan.cache_layers
+    )
+    projected_cache = None
+    if plan.projection_store_id is not None:
+        projected_cache = LayerEmbeddingCache(
+            cache_root,
+            plan.projection_store_id,
+            _LazyEncoder(factory, plan, projection=True),
+            (plan.projection_layer,),
+        )
+    return _Model(plan, text_cache, projected_cache)
+
+
+def _embed_unit(run: _Run, model: _Model, cache: LayerEmbeddingCache, unit: _Unit, corpora) -> None:
+    """Encode the unit's texts missing from ``cache``; a failure latches ``model.error``."""
+    if model.error is not None:
+        return
+    stage = f"embed {model.plan.name} {unit.task.name}/{unit.lang}"
+    progress = run.counters.progress
+    try:
+        cache.ensure(
+            [text for corpus in corpora for text in corpus.texts],
+            lambda _s, done_, total: progress(stage, done_, total),
+        )
+    except XRetrieveError as error:
+        model.error = error
+
+
+def _evaluate_unit(run: _Run, model: _Model, task: Task, lang: str) -> None:
+    """Skip the unit's finished layers, load its data, embed it, and hand each layer's
+    embeddings to the scoring thread; data or model failures become error rows."""
+    plan = model.plan
+    projected = task.uses_projection and model.projected_cache is not None
+    cache = model.projected_cache if projected else model.text_cache
+    unit_layers = _unit_layers(plan, task)
+    todo = [
+        layer
+        for layer in unit_layers
+        if (plan.checkpoint_hash, layer, task.name, lang) not in run.done
+    ]
+    run.counters.skipped += len(unit_layers) - len(todo)
+    if not todo:
+        return
+    unit = _Unit(plan, task, lang, run.config.scoring)
+    try:
+        data = task.load(Path(run.config.data_dir), lang, run.config.scoring)
+        corpora = task.corpora(data)
+    except XRetrieveError as error:
+        _log_failure(run.log, unit, todo, error)
+        return
+    _embed_unit(run, model, cache, unit, corpora)
+    if model.error is not None:
+        _log_failure(run.log, unit, todo, model.error)
+        return
+    for layer in todo:
+        embeddings = [cache.embed(corpus.texts, layer) for corpus in corpora]
+        run.pending.append(
+            run.scorer.submit(_score_unit, unit, layer, data, embeddings, run.log, run.samples)
+        )
+        run.counters.scored += 1
+    while len(run.pending) > MAX_PENDING_UNITS:
+        run.pending.pop(0).result()
+
+
+def _task_metrics(name: str) -> frozenset[str]:
+    return get_task(name).metrics
+
+
+def _plans(config: EvaluationConfig) -> list[ModelPlan]:
     models = list(config.models)
     if config.baseline is not None and config.baseline not in models:
         models.insert(0, config.baseline)
-    plans = _unique_names(
+    return _unique_names(
         [
             plan_model(
                 m,
@@ -424,112 +597,66 @@ def evaluate(
             for m in models
         ]
     )
+
+
+def evaluate(
+    config: EvaluationConfig,
+    *,
+    encoder_factory: EncoderFactory | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvaluationSummary:
+    """Evaluate ``config.models`` on ``config.tasks``; see the module docstring.
+
+    Raises ``XRetrieveError`` for problems with the whole run (no data, a bad model, changed
+    settings in ``out_dir``); a language's missing or bad data is recorded as an error row.
+    Results of a unit whose files changed since they were scored (``run.json`` records their
+    sizes and hashes) are scored again."""
+    progress = progress or no_progress
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = _read_run_record(out_dir)
+    _check_run_settings(out_dir, record, config.scoring)
+    data_dir = Path(config.data_dir)
+    tasks = [get_task(name) for name in config.tasks]
+    units = _task_languages(tasks, data_dir, config.langs, config.scoring)
+    plans = _plans(config)
     factory = encoder_factory or default_encoder_factory(
         config.backend, config.device, config.batch_tokens, config.text_prefix
     )
     cache_root = config.cache_root or cache_dir() / "embeddings"
     log = ResultsLog(out_dir / "results.jsonl")
-    samples = SampleStore(out_dir / "bootstrap")
-    done = finished_units(
-        log.read(), lambda name: get_task(name).metrics, config.scoring.fingerprint()
-    )
-
-    scored = skipped = encoded = calls = 0
-    total_units = len(plans) * len(units)
-    finished = 0
+    fingerprints = {
+        _unit_key(task, lang): data_fingerprint(
+            task.files(data_dir, lang, config.scoring), data_dir
+        )
+        for task, lang in units
+    }
+    done = finished_units(log.read(), _task_metrics, config.scoring.fingerprint())
+    done = _unchanged_data(done, record.data, fingerprints)
+    counters = _Counters(len(plans) * len(units), progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xretrieve-score") as scorer:
-        pending: list[Future] = []
+        run = _Run(config, log, SampleStore(out_dir / "bootstrap"), done, scorer, [], counters)
         for plan in plans:
-            text_cache = LayerEmbeddingCache(
-                cache_root, plan.store_id, _LazyEncoder(factory, plan), plan.cache_layers
-            )
-            caches = [text_cache]
-            projected_cache = None
-            if plan.projection_store_id is not None:
-                projected_cache = LayerEmbeddingCache(
-                    cache_root,
-                    plan.projection_store_id,
-                    _LazyEncoder(factory, plan, projection=True),
-                    (plan.projection_layer,),
-                )
-                caches.append(projected_cache)
-            model_error: XRetrieveError | None = None
+            model = _open_model(plan, factory, cache_root)
             for task, lang in units:
-                # Image-text scoring needs caption vectors in the image space: the projected
-                # view, at the one layer the head was trained on.
-                projected = getattr(task, "uses_projection", False) and projected_cache is not None
-                cache = projected_cache if projected else text_cache
-                unit_layers = (plan.projection_layer,) if projected else plan.layers
-                todo = [
-                    layer
-                    for layer in unit_layers
-                    if (plan.checkpoint_hash, layer, task.name, lang) not in done
-                ]
-                skipped += len(unit_layers) - len(todo)
-                if not todo:
-                    finished += 1
-                    progress("evaluate", finished, total_units)
-                    continue
-                try:
-                    data = task.load(Path(config.data_dir), lang, config.scoring)
-                    corpora = task.corpora(data)
-                except XRetrieveError as error:
-                    _log_failure(log, plan, todo, task, lang, config.scoring, error)
-                    finished += 1
-                    progress("evaluate", finished, total_units)
-                    continue
-                if model_error is None:
-                    stage = f"embed {plan.name} {task.name}/{lang}"
-                    try:
-                        cache.ensure(
-                            [text for corpus in corpora for text in corpus.texts],
-                            lambda _s, done_, total, stage=stage: progress(stage, done_, total),
-                        )
-                    except XRetrieveError as error:
-                        # The model itself failed (load, export, encode): every later unit of
-                        # this model fails the same way; the other models still run.
-                        model_error = error
-                if model_error is not None:
-                    _log_failure(log, plan, todo, task, lang, config.scoring, model_error)
-                    finished += 1
-                    progress("evaluate", finished, total_units)
-                    continue
-                for layer in todo:
-                    embeddings = [cache.embed(corpus.texts, layer) for corpus in corpora]
-                    pending.append(
-                        scorer.submit(
-                            _score_unit,
-                            plan,
-                            layer,
-                            task,
-                            lang,
-                            data,
-                            embeddings,
-                            config.scoring,
-                            log,
-                            samples,
-                        )
-                    )
-                    scored += 1
-                while len(pending) > MAX_PENDING_UNITS:
-                    pending.pop(0).result()
-                finished += 1
-                progress("evaluate", finished, total_units)
-            encoded += sum(c.encoded_texts for c in caches)
-            calls += sum(c.forward_calls for c in caches)
-        for future in pending:
+                _evaluate_unit(run, model, task, lang)
+                counters.unit_finished()
+            counters.encoded += sum(c.encoded_texts for c in model.caches)
+            counters.calls += sum(c.forward_calls for c in model.caches)
+        for future in run.pending:
             future.result()
 
-    _record_run_settings(out_dir, config.scoring, log)
+    finished = finished_units(log.read(), _task_metrics, config.scoring.fingerprint())
+    data = _data_record(record.data, fingerprints, plans, units, finished)
+    _record_run_settings(out_dir, config.scoring, log, data)
     files, rows = write_reports(out_dir, config, plans, tasks)
-    failures = tuple(row for row in rows if row.metric == ERROR_METRIC)
     return EvaluationSummary(
         rows=tuple(rows),
-        failures=failures,
+        failures=tuple(row for row in rows if row.metric == ERROR_METRIC),
         plans=tuple(plans),
-        scored_units=scored,
-        skipped_units=skipped,
-        encoded_texts=encoded,
-        forward_calls=calls,
+        scored_units=counters.scored,
+        skipped_units=counters.skipped,
+        encoded_texts=counters.encoded,
+        forward_calls=counters.calls,
         files=tuple(files),
     )

@@ -28,10 +28,13 @@ from xretrieve.evaluation.bootstrap import (
 from xretrieve.evaluation.image_text import (
     RECALL_KS,
     ImageTextData,
+    image_text_paths,
     image_text_recall,
     read_image_text,
 )
 from xretrieve.formats import BuccSplit, Corpus, read_bucc_split, read_tatoeba
+from xretrieve.formats.bucc import bucc_paths
+from xretrieve.formats.tatoeba import tatoeba_paths
 from xretrieve.margin import MiningConfig
 
 
@@ -80,12 +83,19 @@ class Measurement:
 
 
 class Task(Protocol):
-    """``name`` as on the command line; ``primary_metric`` is what leaderboards rank by."""
+    """``name`` as on the command line; ``primary_metric`` is what leaderboards rank by;
+    ``uses_projection``: scored on the projected view of a checkpoint that has an image-text
+    projection head (caption vectors in the image-feature space)."""
 
     name: str
     primary_metric: str
     metrics: frozenset[str]
     label: str
+    uses_projection: bool
+
+    def files(self, data_dir: Path, lang: str, settings: ScoringSettings) -> list[Path]:
+        """Every file ``load`` reads for ``lang`` (whether or not it exists)."""
+        ...
 
     def languages(self, data_dir: Path, settings: ScoringSettings) -> list[str]:
         """Languages with at least one file of this task under ``data_dir`` (sorted)."""
@@ -131,6 +141,11 @@ class BuccTask:
     label = "BUCC F1"
     primary_metric = "f1"
     metrics = frozenset({"f1", "precision", "recall", "threshold", "tune_f1"})
+    uses_projection = False
+
+    def files(self, data_dir: Path, lang: str, settings: ScoringSettings) -> list[Path]:
+        splits = dict.fromkeys((settings.bucc_tune_split, settings.bucc_eval_split))
+        return [path for split in splits for path in bucc_paths(data_dir, lang, split)]
 
     def languages(self, data_dir: Path, settings: ScoringSettings) -> list[str]:
         splits = "|".join(
@@ -221,6 +236,10 @@ class TatoebaTask:
     label = "Tatoeba accuracy"
     primary_metric = "accuracy_en2xx"
     metrics = frozenset({"accuracy_en2xx", "accuracy_xx2en"})
+    uses_projection = False
+
+    def files(self, data_dir: Path, lang: str, settings: ScoringSettings) -> list[Path]:
+        return list(tatoeba_paths(data_dir, lang))
 
     def languages(self, data_dir: Path, settings: ScoringSettings) -> list[str]:
         return _discover(Path(data_dir) / "tatoeba", r"tatoeba\.([^.]+)-eng\.[^.]+")
@@ -270,6 +289,9 @@ class ImageTextTask:
     metrics = frozenset(
         {f"t2i_r{k}" for k in RECALL_KS} | {f"i2t_r{k}" for k in RECALL_KS} | {"r1_mean"}
     )
+
+    def files(self, data_dir: Path, lang: str, settings: ScoringSettings) -> list[Path]:
+        return list(image_text_paths(data_dir, lang))
 
     def languages(self, data_dir: Path, settings: ScoringSettings) -> list[str]:
         return _discover(Path(data_dir) / "image_text", r"captions\.([^.]+)\.jsonl")
