@@ -220,24 +220,47 @@ class Trainer:
 
     # ----- set-up -------------------------------------------------------------------------------
     def _setup(self, resume_from: Path | None) -> None:
+        """Device and seed, model and task heads, optimizer and schedule, sampler, then the
+        run's counters (from ``resume_from``'s trainer state when resuming)."""
         import torch
 
-        from xretrieve.trainer.tasks import TextSettings, build_task
-
-        config = self.config
         if self.device_name == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(self.device_name)
-        set_seed(config.seed)
+        set_seed(self.config.seed)
+        self._load_model(resume_from)
+        self.precision = self._precision()
+        self.optimizer = self._optimizer()
+        sizes = [len(task.train_features) for task in self.tasks]
+        batch_sizes = [
+            task.config.batch_size or self.config.optim.batch_size for task in self.tasks
+        ]
+        self._schedule(sizes, batch_sizes)
+        self._sampler(sizes, batch_sizes)
+        self.step = 0
+        self.best_score: float | None = None
+        self.best_checkpoint: Path | None = None
+        self.bad_evals = 0
+        if resume_from is not None:
+            state = load_trainer_state(resume_from)
+            check_same_run(resume_from, state, self.config.to_json())
+            self._load_state(state)
+        self._resume_point = self._snapshot()
+
+    def _load_model(self, resume_from: Path | None) -> None:
+        """Encoder, tokenizer and text prefix of the source checkpoint, and the tasks' heads
+        (the checkpoint's own when resuming), all on ``self.device``."""
+        from xretrieve.encoding.model_settings import read_model_settings
+        from xretrieve.trainer.tasks import TextSettings, build_task
+
+        config = self.config
         source = resume_from or config.base
         if source is None:
             from xretrieve.encoding.default_model import default_checkpoint
 
             source = default_checkpoint()
         self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
-        from xretrieve.encoding.model_settings import read_model_settings
-
         self.text_prefix = read_model_settings(source).text_prefix
         hf = self.encoder.config
         check_model_fits(config, hf, Path(source))
@@ -262,11 +285,14 @@ class Trainer:
         self.encoder.to(self.device)
         for task in self.tasks:
             task.to(self.device)
-        self.precision = self._precision()
-        self.optimizer = self._optimizer()
+
+    def _schedule(self, sizes: list[int], batch_sizes: list[int]) -> None:
+        """``max_steps`` (from ``epochs`` when given), the warm-up + linear-decay scheduler and
+        the fp16 grad scaler."""
+        import torch
+
+        config = self.config
         optim = config.optim
-        sizes = [len(task.train_features) for task in self.tasks]
-        batch_sizes = [task.config.batch_size or optim.batch_size for task in self.tasks]
         self.max_steps = optim.max_steps
         if optim.epochs is not None:
             capped = [min(n, config.sampling.cap or n) for n in sizes]
@@ -279,6 +305,12 @@ class Trainer:
             self.optimizer, linear_schedule(warmup, self.max_steps)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision is Precision.FP16)
+
+    def _sampler(self, sizes: list[int], batch_sizes: list[int]) -> None:
+        """The task sampler, and the (optionally compiled) module the steps run."""
+        import torch
+
+        config = self.config
         probabilities = task_probabilities(
             sizes, config.sampling.strategy, config.sampling.temperature, config.sampling.cap
         )
@@ -300,15 +332,6 @@ class Trainer:
                 for t, n, p in zip(self.tasks, sizes, probabilities, strict=True)
             ),
         )
-        self.step = 0
-        self.best_score: float | None = None
-        self.best_checkpoint: Path | None = None
-        self.bad_evals = 0
-        if resume_from is not None:
-            state = load_trainer_state(resume_from)
-            check_same_run(resume_from, state, config.to_json())
-            self._load_state(state)
-        self._resume_point = self._snapshot()
 
     def _precision(self) -> Precision:
         import torch
