@@ -20,11 +20,11 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -49,15 +49,22 @@ from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     from xretrieve.encoding.encoder import Encoder
+    from xretrieve.encoding.load import ModelSource
 
 logger = logging.getLogger(__name__)
 
 # Scored units allowed to wait for the scoring thread: bounds the embeddings held in memory.
 MAX_PENDING_UNITS = 2
 
-EncoderFactory = Callable[..., "Encoder"]
-"""``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own); called
-with ``projection=True`` as well for the image-text view of a checkpoint with a projection head."""
+
+class EncoderFactory(Protocol):
+    """``(model, layers)`` -> an encoder whose outputs are ``layers`` (None: the model's own);
+    called with ``projection=True`` as well for the image-text view of a checkpoint with a
+    projection head (a factory for models without one may leave ``projection`` out)."""
+
+    def __call__(
+        self, model: str, layers: tuple[int, ...] | None, projection: bool = False
+    ) -> Encoder: ...
 
 
 @dataclass(frozen=True)
@@ -117,54 +124,74 @@ def plan_model(
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
     it: hash, layers and cache id. ``text_prefix`` overrides a checkpoint's own prefix (an
     export's is fixed). ``InputError``/``XRetrieveError`` for a bad model or layers."""
-    from exporters import num_hidden_layers, read_checkpoint_config, read_manifest, resolve_layers
-    from exporters.checkpoint import PROJECTION_INFO
     from xretrieve.encoding.load import resolve_device, resolve_model
 
     layers = layers or LayerSpec()
     source = resolve_model(model)
     resolved_device = resolve_device(device, backend)
     if source.kind == "export":
-        manifest = read_manifest(source.path)
-        if text_prefix is not None and text_prefix != manifest.text_prefix:
-            raise XRetrieveError(
-                f"{source.path} is an export with the text prefix {manifest.text_prefix!r}, not "
-                f"{text_prefix!r}: pass the checkpoint directory, or export it again"
-            )
-        available = tuple(manifest.layers)
-        if layers.every:
-            wanted: tuple[int, ...] = available
-        elif layers.indices is None:
-            wanted = available[:1]
-        else:
-            wanted = resolve_layers(layers.indices, manifest.num_hidden_layers)
-            absent = [layer for layer in wanted if layer not in available]
-            if absent:
-                raise XRetrieveError(
-                    f"{source.path} is an export of layers {available}; layers {absent} are not "
-                    "in it: pass the checkpoint directory to sweep other layers"
-                )
-        settings = {
-            "kind": "export",
-            "pooling": manifest.pooling.value,
-            "normalize": manifest.normalize,
-            "dtype": manifest.dtype.value,
-            "prefix": manifest.text_prefix,
-            "max_length": manifest.max_length,
-            "dim": manifest.dim,
-            "extra": manifest.extra,
-            "backend": backend,
-        }
-        checkpoint_hash = manifest.source_hash
-        return ModelPlan(
-            model=str(model),
-            name=source.name,
-            checkpoint_hash=checkpoint_hash,
-            store_id=f"{checkpoint_hash}-{_settings_id(settings)}",
-            layers=wanted,
-            encoder_layers=None,
-            cache_layers=available,
+        return _plan_export(str(model), source, layers, backend, text_prefix)
+    return _plan_checkpoint(str(model), source, layers, backend, resolved_device, text_prefix)
+
+
+def _plan_export(
+    model: str, source: ModelSource, layers: LayerSpec, backend: str, text_prefix: str | None
+) -> ModelPlan:
+    from exporters import read_manifest, resolve_layers
+
+    manifest = read_manifest(source.path)
+    if text_prefix is not None and text_prefix != manifest.text_prefix:
+        raise XRetrieveError(
+            f"{source.path} is an export with the text prefix {manifest.text_prefix!r}, not "
+            f"{text_prefix!r}: pass the checkpoint directory, or export it again"
         )
+    available = tuple(manifest.layers)
+    if layers.every:
+        wanted: tuple[int, ...] = available
+    elif layers.indices is None:
+        wanted = available[:1]
+    else:
+        wanted = resolve_layers(layers.indices, manifest.num_hidden_layers)
+        absent = [layer for layer in wanted if layer not in available]
+        if absent:
+            raise XRetrieveError(
+                f"{source.path} is an export of layers {available}; layers {absent} are not "
+                "in it: pass the checkpoint directory to sweep other layers"
+            )
+    settings = {
+        "kind": "export",
+        "pooling": manifest.pooling.value,
+        "normalize": manifest.normalize,
+        "dtype": manifest.dtype.value,
+        "prefix": manifest.text_prefix,
+        "max_length": manifest.max_length,
+        "dim": manifest.dim,
+        "extra": manifest.extra,
+        "backend": backend,
+    }
+    checkpoint_hash = manifest.source_hash
+    return ModelPlan(
+        model=str(model),
+        name=source.name,
+        checkpoint_hash=checkpoint_hash,
+        store_id=f"{checkpoint_hash}-{_settings_id(settings)}",
+        layers=wanted,
+        encoder_layers=None,
+        cache_layers=available,
+    )
+
+
+def _plan_checkpoint(
+    model: str,
+    source: ModelSource,
+    layers: LayerSpec,
+    backend: str,
+    resolved_device: str,
+    text_prefix: str | None,
+) -> ModelPlan:
+    from exporters import num_hidden_layers, read_checkpoint_config, resolve_layers
+    from exporters.checkpoint import PROJECTION_INFO
+
     num_layers = num_hidden_layers(read_checkpoint_config(source.path))
     if layers.every:
         wanted = tuple(range(1, num_layers + 1))
