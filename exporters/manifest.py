@@ -71,6 +71,10 @@ class Manifest:
     validation: ValidationFigures | None = None
     # The attached image-text projection head ({in_dim, out_dim, pooling, layer, task}), if any.
     projection: Mapping[str, Any] | None = None
+    # How ``--dtype auto`` chose ``dtype`` on the CPU (held-out accuracies of fp32 and int8).
+    dtype_choice: Mapping[str, Any] | None = None
+    # Packed mode (RemovePadding + PackedAttention): runs on the CUDA execution provider only.
+    packed: bool = False
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -124,6 +128,10 @@ class Manifest:
                 "versions": dict(values["versions"]),
                 "validation": validation,
                 "projection": dict(values["projection"]) if values.get("projection") else None,
+                "dtype_choice": dict(values["dtype_choice"])
+                if values.get("dtype_choice")
+                else None,
+                "packed": bool(values.get("packed", False)),
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )

@@ -77,7 +77,12 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
         ] = False,
         dtype: Annotated[
-            str, typer.Option("--dtype", help="fp16 (for CUDA) or fp32 (for CPU).")
+            str,
+            typer.Option(
+                "--dtype",
+                help="fp16 (for CUDA), fp32 or int8 (for CPU), or auto: fp16 with a GPU, else "
+                "int8 if its held-out retrieval accuracy is within 1 point of fp32, else fp32.",
+            ),
         ] = "fp16",
         opset: Annotated[
             int | None, typer.Option("--opset", help="ONNX opset (default 17).")
