@@ -25,12 +25,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xretrieve.errors import XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    from xretrieve.encoding.ort_backend import OrtOptions
 
 logger = logging.getLogger(__name__)
 
@@ -192,14 +195,16 @@ def gpu_available() -> bool:
 
 @dataclass(frozen=True)
 class EmbedSetting:
-    """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32, ``device``
-    auto|cpu|cuda, ``batch_tokens`` (bound on batch size x padded length)."""
+    """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32 (auto for an
+    export directory, which has its own), ``device`` auto|cpu|cuda, ``batch_tokens`` (bound on
+    batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only)."""
 
     backend: str
     dtype: str
     device: str = "auto"
     batch_tokens: int = 16384
     repeats: int = 1
+    ort_options: OrtOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,7 @@ def bench_embedding(
             device=device,
             dtype=setting.dtype,
             batch_tokens=setting.batch_tokens,
+            ort_options=setting.ort_options,
         )
         encoder.encode(texts[: min(len(texts), 512)])
         best, best_latencies = None, np.zeros(0)
