@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> dict:
     data = root / "data"
     checkpoint = make_tiny_checkpoint(
         root / "model", "xlm-roberta", hidden=args.hidden, layers=args.model_layers,
-        heads=max(2, args.hidden // 32), intermediate=4 * args.hidden,
+        heads=args.heads or max(2, args.hidden // 64), intermediate=4 * args.hidden,
     )  # fmt: skip
     make = TextMaker(checkpoint, args.median_tokens, args.sigma)
     make_data(data, make, args.tatoeba_pairs, args.bucc_sentences, args.bucc_gold)
@@ -211,6 +211,7 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=0.55, help="log-normal shape of lengths")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--model-layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, help="attention heads (default: hidden / 64, >= 2)")
     parser.add_argument("--layers", default=None, help="'all' or indices (default: last)")
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--resamples", type=int, default=1000)
