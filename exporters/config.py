@@ -55,8 +55,9 @@ class ExportConfig:
     max_length: int | None = None
     projection: bool = False
     # int8 only: one weight scale per output column of each MatMul instead of one per matrix.
-    # Per tensor loses too much on multilingual-e5-small (mean cosine 0.9895 to fp32, below the
-    # 0.99 bar; per channel 0.997), at the same speed on the CPU (benchmarks/RESULTS.md).
+    # Per tensor loses too much on multilingual-e5-small (validation mean cosine 0.985 to torch
+    # fp32, below the 0.99 bar; per channel 0.995) and is no faster on the CPU
+    # (benchmarks/RESULTS.md).
     int8_per_channel: bool = True
     # Packed mode for the CUDA execution provider: RemovePadding before the first layer,
     # PackedAttention instead of Attention, RestorePadding after the last layer, so that no

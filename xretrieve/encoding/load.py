@@ -179,6 +179,12 @@ def _ort_encoder(
             "%s is an fp16 export: on the CPU fp32 is faster and exact; export with --dtype fp32",
             export_dir,
         )
+    if source.kind == "export" and manifest.dtype.value == "int8" and device == "cuda":
+        logger.warning(
+            "%s is an int8 export, made for the CPU execution provider: on CUDA its quantised "
+            "MatMuls may run on the CPU; export with --dtype fp16",
+            export_dir,
+        )
     backend = OrtBackend(
         export_dir / manifest.model_file,
         device=device,
