@@ -218,6 +218,19 @@ def test_auto_on_the_cpu_follows_the_heldout_rule(
     ]
 
 
+def test_cli_auto_shows_the_choice(tiny_bert_checkpoint, tmp_path, cpu_only):
+    from xretrieve.cli.app import app
+
+    out = tmp_path / "auto"
+    result = CliRunner().invoke(
+        app, ["export", str(tiny_bert_checkpoint), "--out", str(out), "--dtype", "auto"]
+    )
+    assert result.exit_code == 0, result.output
+    choice = read_manifest(out).dtype_choice
+    assert f"{choice['chosen']}: held-out top-1 int8" in result.stdout
+    assert choice["chosen"] == read_manifest(out).dtype.value
+
+
 def test_auto_with_a_gpu_is_fp16(monkeypatch):
     monkeypatch.setattr(exporters.onnx_export, "cuda_usable", lambda: True)
     assert exporters.onnx_export.resolve_dtype(Dtype.AUTO) is Dtype.FP16

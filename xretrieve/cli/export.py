@@ -37,6 +37,15 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
         ["max length", str(manifest.max_length)],
         ["files", ", ".join(manifest.onnx_files)],
     ]
+    choice = manifest.dtype_choice
+    if choice:
+        rows.append(
+            [
+                "dtype auto",
+                f"{choice['chosen']}: held-out top-1 int8 {choice['int8_accuracy']:.2f} vs "
+                f"fp32 {choice['fp32_accuracy']:.2f} ({choice['pairs']} pairs)",
+            ]
+        )
     rows += [[f"fused {name}", str(count)] for name, count in manifest.fusion.items() if count]
     figures = manifest.validation
     if figures is not None:
