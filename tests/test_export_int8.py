@@ -255,7 +255,7 @@ def test_packed_settings_are_checked(tiny_xlmr_checkpoint, tmp_path, monkeypatch
     assert not (tmp_path / "p").exists()
 
 
-def test_packed_conversion_structure(tiny_bert_checkpoint, tmp_path):
+def test_packed_conversion_structure(tmp_path):
     """The rewrite itself runs anywhere; its operators have CUDA kernels only."""
     import onnx
     from tiny_models import make_tiny_checkpoint
