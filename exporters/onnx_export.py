@@ -39,7 +39,7 @@ from exporters.manifest import (
     Manifest,
     write_manifest,
 )
-from exporters.validate import cuda_usable
+from xretrieve.devices import ort_cuda_available
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD
 from xretrieve.progress import ProgressCallback, no_progress
@@ -98,7 +98,7 @@ def export_checkpoint(
         )
 
     step("load")
-    if config.packed and not cuda_usable():
+    if config.packed and not ort_cuda_available():
         raise XRetrieveError(
             "a packed export runs (and is validated) on the CUDA execution provider only, and "
             "no usable CUDA GPU is here"
@@ -294,7 +294,7 @@ class _GraphSettings:
 def resolve_dtype(dtype: Dtype) -> Dtype:
     """AUTO becomes FP16 where ONNX Runtime can use a CUDA GPU; on the CPU it stays AUTO, which
     ``build_graph`` settles between INT8 and FP32 on the held-out parallel set."""
-    if dtype is Dtype.AUTO and cuda_usable():
+    if dtype is Dtype.AUTO and ort_cuda_available():
         return Dtype.FP16
     return dtype
 

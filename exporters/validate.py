@@ -23,6 +23,7 @@ from exporters.manifest import (
     ValidationFigures,
     read_manifest,
 )
+from xretrieve.devices import ort_cuda_available
 from xretrieve.errors import XRetrieveError
 
 if TYPE_CHECKING:
@@ -165,15 +166,6 @@ def _check_signature(model_path: Path, manifest: Manifest) -> list[str]:
     return failures
 
 
-def cuda_usable() -> bool:
-    """Whether ONNX Runtime's CUDA provider can run here. onnxruntime-gpu lists the provider even
-    without a GPU (and logs errors when asked for it), so a GPU is looked for through torch."""
-    import onnxruntime as ort
-    import torch
-
-    return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
-
-
 def open_session(model_path: Path, device: str = "cpu") -> onnxruntime.InferenceSession:
     """An ONNX Runtime session on ``device`` ("cpu" or "cuda"); "cuda" falls back to the CPU
     execution provider where no GPU is usable (``session.get_providers()`` says which ran)."""
@@ -183,7 +175,7 @@ def open_session(model_path: Path, device: str = "cpu") -> onnxruntime.Inference
     # onnxruntime-gpu logs a warning when it falls back to the CPU; the providers list says it.
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if device == "cuda" and cuda_usable():
+    if device == "cuda" and ort_cuda_available():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(model_path), options, providers=providers)
 

@@ -126,7 +126,7 @@ def test_cli_bench_json_and_plot(tiny_xlmr_checkpoint, tmp_path) -> None:
     assert knn["rows"] == 200 and knn["dim"] == 32 and knn["k"] == 4
     methods = [r["method"] for r in knn["results"]]
     assert methods[:2] == ["faiss_cpu", "torch_cpu"]
-    if not benchmarking.gpu_available():
+    if not benchmarking.torch_cuda_available():
         assert methods == ["faiss_cpu", "torch_cpu"]
     assert knn["results"][0]["speedup_vs_faiss_cpu"] == 1.0
     assert plot.read_bytes().startswith(b"\x89PNG")

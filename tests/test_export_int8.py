@@ -61,7 +61,7 @@ def exports(tiny_xlmr_checkpoint, tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """``auto`` as on a machine without a usable GPU, wherever the test runs."""
-    monkeypatch.setattr(exporters.onnx_export, "cuda_usable", lambda: False)
+    monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: False)
 
 
 # ---------------------------------------------------------------- int8
@@ -232,9 +232,9 @@ def test_cli_auto_shows_the_choice(tiny_bert_checkpoint, tmp_path, cpu_only):
 
 
 def test_auto_with_a_gpu_is_fp16(monkeypatch):
-    monkeypatch.setattr(exporters.onnx_export, "cuda_usable", lambda: True)
+    monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: True)
     assert exporters.onnx_export.resolve_dtype(Dtype.AUTO) is Dtype.FP16
-    monkeypatch.setattr(exporters.onnx_export, "cuda_usable", lambda: False)
+    monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: False)
     assert exporters.onnx_export.resolve_dtype(Dtype.AUTO) is Dtype.AUTO
     assert exporters.onnx_export.resolve_dtype(Dtype.FP32) is Dtype.FP32
 
@@ -249,7 +249,7 @@ def test_packed_settings_are_checked(tiny_xlmr_checkpoint, tmp_path, monkeypatch
         ExportConfig(dtype="fp16", optimize=False, packed=True)
     with pytest.raises(XRetrieveError, match="one layer only"):
         ExportConfig(dtype="fp16", layers=(1, 2), packed=True)
-    monkeypatch.setattr(exporters.onnx_export, "cuda_usable", lambda: False)
+    monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: False)
     with pytest.raises(XRetrieveError, match="CUDA execution provider only"):
         export_checkpoint(tiny_xlmr_checkpoint, tmp_path / "p", ExportConfig(packed=True))
     assert not (tmp_path / "p").exists()
@@ -297,7 +297,7 @@ def test_packed_conversion_structure(tmp_path):
 
 @pytest.mark.gpu
 def test_packed_export_matches_torch_on_cuda(tiny_xlmr_checkpoint, tmp_path):
-    from exporters.validate import cuda_usable
+    from xretrieve.devices import ort_cuda_available as cuda_usable
 
     if not cuda_usable():
         pytest.skip("ONNX Runtime's CUDA execution provider is not usable here")

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xretrieve.devices import torch_cuda_available
 from xretrieve.errors import XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
 
@@ -290,13 +291,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def gpu_available() -> bool:
-    """Whether torch sees a CUDA GPU (FAISS GPU methods check ``faiss.get_num_gpus()`` too)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedding
 
@@ -543,7 +537,7 @@ def _semantic_search_both_ways(
     import torch
     from sentence_transformers import util
 
-    device = "cuda" if gpu_available() else "cpu"
+    device = "cuda" if torch_cuda_available() else "cpu"
     x, y = torch.from_numpy(src).to(device), torch.from_numpy(tgt).to(device)
     found = []
     for queries, database in ((x, y), (y, x)):
@@ -580,7 +574,7 @@ def knn_methods(
     if include_peers:
         found["faiss_cpu"] = _faiss_cpu_both_ways
     found["torch_cpu"] = _chunk_engine("cpu", None, None)
-    if gpu_available():
+    if torch_cuda_available():
         from xretrieve.chunk_max_kernel import triton_available
 
         found["torch_cuda"] = _chunk_engine("cuda", None, gpu_memory)
@@ -646,7 +640,7 @@ def _mine_with(
 ) -> tuple[set[tuple[int, int]], KnnResult, float, float, dict[str, float]]:
     from xretrieve.margin import Margin, Mode, select_pairs
 
-    cuda = gpu_available()
+    cuda = torch_cuda_available()
     clock = _PhaseClock(cuda)
     if cuda:
         _synchronize("cuda")
@@ -662,7 +656,7 @@ def _mine_with(
 
 
 def _peak_gpu_reset() -> None:
-    if gpu_available():
+    if torch_cuda_available():
         import torch
 
         torch.cuda.synchronize()
@@ -670,7 +664,7 @@ def _peak_gpu_reset() -> None:
 
 
 def _peak_gpu_mb() -> float | None:
-    if not gpu_available():
+    if not torch_cuda_available():
         return None
     import torch
 

@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from xretrieve.devices import torch_cuda_available
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.row_blocks import RowMatrix, Rows, as_row_matrix
@@ -50,14 +51,6 @@ def _faiss():
     return faiss
 
 
-def _torch_cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def _faiss_num_gpus() -> int:
     faiss = _faiss()
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
@@ -72,7 +65,7 @@ def resolve_backend(device: str) -> str:
         return "faiss-cpu"
     if device != "auto" and not device.startswith("cuda"):
         raise XRetrieveError(f"unknown device {device!r}: expected auto, cpu or cuda")
-    if _torch_cuda_available():
+    if torch_cuda_available():
         return "torch-cuda"
     if _faiss_num_gpus() > 0:
         return "faiss-gpu"

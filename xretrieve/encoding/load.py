@@ -17,13 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xretrieve.cache import cache_dir, content_hash
+from xretrieve.devices import ort_cuda_available, torch_cuda_available
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
-from xretrieve.encoding.ort_backend import (
-    CudaProviderUnavailable,
-    OrtBackend,
-    OrtOptions,
-    ort_cuda_usable,
-)
+from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, OrtOptions
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
@@ -63,9 +59,7 @@ def resolve_device(device: str, backend: str) -> str:
         raise XRetrieveError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if device == "cpu":
         return "cpu"
-    import torch
-
-    usable = ort_cuda_usable() if backend == "ort" else torch.cuda.is_available()
+    usable = ort_cuda_available() if backend == "ort" else torch_cuda_available()
     if device == "cuda" and not usable:
         what = "torch" if backend == "torch" else "torch/onnxruntime-gpu"
         raise XRetrieveError(f"--device cuda was asked for, but {what} sees no usable CUDA GPU")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xretrieve.devices import CUDA_PROVIDER
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 EMBEDDINGS = "embeddings"
 LAYER_EMBEDDINGS = "layer_embeddings"
@@ -105,23 +105,6 @@ def import_onnxruntime() -> onnxruntime:
     except ImportError:
         raise MissingDependencyError("onnxruntime-gpu", "the ONNX Runtime backend") from None
     return onnxruntime
-
-
-def ort_cuda_usable() -> bool:
-    """This onnxruntime build has the CUDA provider and a CUDA GPU is visible: to torch, or, with
-    a CPU-only torch build, as an NVIDIA device node. Whether ONNX Runtime can really load its
-    CUDA provider shows only when a session is made (``CudaProviderUnavailable``)."""
-    ort = import_onnxruntime()
-    if CUDA_PROVIDER not in ort.get_available_providers():
-        return False
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return True
-    except ImportError:
-        pass
-    return Path("/dev/nvidia0").exists()
 
 
 def physical_cores() -> int:
