@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from xretrieve.cli import embed, evaluate, export, mine, retrieval, train
+from xretrieve.cli import embed, evaluate, export, index, mine, retrieval, train
 
 app = typer.Typer(
     name="xretrieve",
@@ -14,9 +14,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (mine, retrieval, export, embed, train, evaluate):
+for module in (mine, retrieval, export, embed, train, evaluate, index):
     module.register(app)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,8 @@ from xretrieve.cli.common import print_json, print_table, progress_bars, reports
 from xretrieve.embeddings import EmbeddingSource
 from xretrieve.errors import XRetrieveError
 from xretrieve.formats import Corpus
+from xretrieve.index.mining import IndexMining
+from xretrieve.index.search import DEFAULT_INDEX_K, DEFAULT_NPROBE, SearchConfig
 from xretrieve.margin import Margin, MiningConfig, Mode
 from xretrieve.progress import ProgressCallback
 
@@ -177,6 +179,7 @@ def run_mine(
     out: Path | None,
     json_output: bool,
     show_progress: bool,
+    indexes: IndexMining | None = None,
 ) -> None:
     """The ``mine`` command's work (parsing done by typer)."""
     from xretrieve.bucc import (
@@ -195,12 +198,20 @@ def run_mine(
         raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
     if tune_split is not None and src_emb is not None and emb_dir is None:
         raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+    if indexes is not None and (src_emb or tgt_emb or model or emb_dir or tune_split):
+        raise XRetrieveError(
+            "--src-index/--tgt-index replace --src-emb/--tgt-emb, --model, --emb-dir and "
+            "--tune-split: give only the indexes (and --threshold)"
+        )
     inputs = _read_inputs(src_lang, tgt_lang, src_file, tgt_file, data_dir, split, gold_file)
     summary: dict[str, Any] = {"input": inputs.label}
     with progress_bars(show_progress) as progress:
-        src_matrix, tgt_matrix, source = _embed_inputs(
-            inputs, src_emb, tgt_emb, model, emb_dir, progress
-        )
+        if indexes is not None:
+            src_matrix = tgt_matrix = source = None
+        else:
+            src_matrix, tgt_matrix, source = _embed_inputs(
+                inputs, src_emb, tgt_emb, model, emb_dir, progress
+            )
         threshold_source = "given" if threshold is not None else "none"
         if tune_split is not None:
             tune = read_bucc_split(data_dir, src_lang, tune_split)
@@ -212,9 +223,16 @@ def run_mine(
             summary["tune_f1"] = tune_f1
         elif threshold is None and config.margin is Margin.RATIO:
             threshold, threshold_source = DEFAULT_RATIO_THRESHOLD, "default"
-        mining = mine_corpora(
-            inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress
-        )
+        if indexes is not None:
+            from xretrieve.index.mining import mine_corpora_with_indexes
+
+            mining = mine_corpora_with_indexes(
+                inputs.src, inputs.tgt, indexes, config, progress=progress
+            )
+        else:
+            mining = mine_corpora(
+                inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress
+            )
     cut = -math.inf if threshold is None else threshold
     selected = np.flatnonzero(mining.pairs.score.astype(np.float64) >= cut)
     rows = _pair_rows(inputs, mining, selected)
@@ -232,6 +250,8 @@ def run_mine(
         "pairs": int(selected.size),
         "rows": len(rows),
     }
+    if indexes is not None:
+        summary |= {"nprobe": indexes.search.nprobe, "rescore": indexes.search.rescore}
     if inputs.gold is not None:
         candidates = id_candidates(mining, inputs.src, inputs.tgt)
         correct = gold_mask(candidates, inputs.gold, inputs.src, inputs.tgt)
@@ -285,7 +305,10 @@ def register(app: typer.Typer) -> None:
         emb_dir: Annotated[
             Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
         ] = None,
-        k: Annotated[int, typer.Option(min=1, help="Neighbours for the margin.")] = 4,
+        k: Annotated[
+            int | None,
+            typer.Option(min=1, help="Neighbours for the margin (default 4; 16 with indexes)."),
+        ] = None,
         margin: Annotated[Margin, typer.Option(help="Margin function.")] = Margin.RATIO,
         mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
         threshold: Annotated[
@@ -306,8 +329,30 @@ def register(app: typer.Typer) -> None:
         ] = False,
         device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
         show_progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        src_index: Annotated[
+            Path | None, typer.Option(help="Source index directory ('xretrieve index build').")
+        ] = None,
+        tgt_index: Annotated[Path | None, typer.Option(help="Target index directory.")] = None,
+        nprobe: Annotated[
+            int, typer.Option(min=1, help="Inverted lists visited per query (indexes).")
+        ] = DEFAULT_NPROBE,
+        rescore: Annotated[
+            bool, typer.Option(help="Exact similarities for the index's candidates.")
+        ] = True,
+        ray: Annotated[
+            str | None,
+            typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
+        ] = None,
     ) -> None:
         """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
+        indexes = None
+        if src_index is not None or tgt_index is not None or ray is not None:
+            if src_index is None or tgt_index is None:
+                raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
+            search = SearchConfig(nprobe=nprobe, rescore=rescore)
+            indexes = IndexMining(src_index, tgt_index, search, ray)
+        if k is None:
+            k = DEFAULT_INDEX_K if indexes is not None else 4
         run_mine(
             src_lang=src,
             tgt_lang=tgt,
@@ -326,4 +371,5 @@ def register(app: typer.Typer) -> None:
             out=out,
             json_output=json_output,
             show_progress=show_progress,
+            indexes=indexes,
         )
