@@ -303,3 +303,27 @@ def test_too_few_neighbours_found_asks_for_a_larger_nprobe(tmp_path: Path) -> No
     index = open_index(tmp_path / "t")
     with pytest.raises(XRetrieveError, match=r"fewer than k=100 .*nprobe=1\); raise --nprobe"):
         mine_indexes(index, index, MiningConfig(k=100, device="cpu"), SearchConfig(nprobe=1))
+
+
+def test_cuda_build_without_a_faiss_gpu_is_refused(tmp_path: Path) -> None:
+    import faiss
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("FAISS sees a GPU here")
+    np.save(tmp_path / "x.npy", np.ones((5, 4), dtype=np.float32))
+    with pytest.raises(XRetrieveError, match="'cuda' requested, but FAISS sees no GPU"):
+        build_index([tmp_path / "x.npy"], tmp_path / "i", BuildConfig(device="cuda"))
+
+
+@pytest.mark.gpu
+def test_gpu_built_exhaustive_index_mines_as_exact(tmp_path: Path) -> None:
+    # IVF k-means on the GPU and adding through a GPU copy; probing every list must still
+    # return the exact neighbours, so the pairs are exact mining's.
+    src_files, tgt_files, src, tgt = planted_pair(tmp_path, n=2000, d=32)
+    config = BuildConfig(factory="IVF16,Flat", device="cuda", shard_rows=700)
+    build_index(src_files, tmp_path / "s", config)
+    build_index(tgt_files, tmp_path / "t", config)
+    got = mine_indexes(
+        open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=16)
+    )
+    assert pair_scores(got).keys() == pair_scores(mine(src, tgt, EXACT)).keys()

@@ -88,3 +88,16 @@ def test_unreachable_cluster_address_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(ray, "init", refuse)
     with pytest.raises(XRetrieveError, match=r"cannot reach a Ray cluster at 'auto'.*--ray local"):
         connect("auto")
+
+
+def test_shards_populated_by_ray_tasks_equal_a_single_process_build(tmp_path, cluster) -> None:
+    _, tgt_files, _, _ = planted_pair(tmp_path, n=300, d=16)
+    config = BuildConfig(factory="IVF8,PQ4x4", train_size=250, shard_rows=120)
+    local = build_index(tgt_files, tmp_path / "local", config)
+    on_ray = build_index(
+        tgt_files, tmp_path / "ray", BuildConfig(**{**config.__dict__, "ray": "local"})
+    )
+    assert len(on_ray.shards) == 3
+    assert on_ray.shards == local.shards
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir())[0] == "manifest.json"
+    assert not (tmp_path / "ray" / "trained.faiss").exists()

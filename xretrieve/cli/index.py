@@ -45,6 +45,10 @@ def build_command(
     device: Annotated[
         str, typer.Option(help="auto (GPU when FAISS sees one), cpu or cuda.")
     ] = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Populate the shards as Ray tasks: local, auto or a cluster address."),
+    ] = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Manifest as JSON on stdout.")
     ] = False,
@@ -60,6 +64,7 @@ def build_command(
         shard_rows=shard_rows,
         block_rows=block_rows,
         device=device,
+        ray=ray,
     )
     with progress_bars(show_progress) as progress:
         manifest = build_index(embeddings, out, config, progress=progress)

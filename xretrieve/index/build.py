@@ -52,6 +52,8 @@ STOPES_PQ = 64
 TRAIN_POINTS_PER_LIST = 100
 MIN_DEFAULT_TRAIN = 1 << 16
 FAISS_ADVISED_PER_CENTROID = 39
+# The trained, empty index, written beside the shards only while Ray tasks populate them.
+TRAINED = "trained.faiss"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class BuildConfig:
     """``factory``: a FAISS ``index_factory`` string, or None for ``default_factory``;
     ``train_size``: rows in the training sample (None: ``default_train_size``), drawn with
     ``seed``; ``shard_rows``: database rows per shard file; ``block_rows``: rows converted and
-    added per step; ``device``: auto (GPU when FAISS sees one), cpu or cuda."""
+    added per step; ``device``: auto (GPU when FAISS sees one), cpu or cuda; ``ray``: populate
+    the shards as Ray tasks (``local``, ``auto`` or an address; the output directory must be on
+    storage every node sees), None in this process."""
 
     factory: str | None = None
     train_size: int | None = None
@@ -67,6 +71,7 @@ class BuildConfig:
     shard_rows: int = 1_000_000
     block_rows: int = 65_536
     device: str = "auto"
+    ray: str | None = None
 
 
 def pq_subquantizers(dim: int) -> int:
@@ -185,6 +190,21 @@ def _populate(trained, rows: EmbeddingRows, start: int, stop: int, block_rows: i
     return shard
 
 
+def write_shard(
+    trained, rows: EmbeddingRows, number: int, start: int, stop: int, config: BuildConfig, out: Path
+) -> ShardRecord:
+    """Populate a copy of ``trained`` with global rows ``[start, stop)`` and write it to
+    ``out/shard-{number:05d}.faiss``."""
+    faiss = _faiss()
+    shard = _populate(trained, rows, start, stop, config.block_rows, _use_gpu(config.device))
+    name = f"shard-{number:05d}.faiss"
+    faiss.write_index(shard, str(out / name))
+    del shard
+    return ShardRecord(
+        name, start, stop - start, (out / name).stat().st_size, sha256_file(out / name)
+    )
+
+
 def build_index(
     sources: list[Path],
     out_dir: Path,
@@ -223,18 +243,23 @@ def build_index(
         progress("train index", 0, 1)
         _train(index, rows, train_size, config.seed, gpu)
         progress("train index", 1, 1)
-    shards: list[ShardRecord] = []
+    ranges = [
+        (start, min(start + config.shard_rows, rows.count))
+        for start in range(0, rows.count, config.shard_rows)
+    ]
     with atomic_directory(Path(out_dir)) as tmp:
         progress("add to index", 0, rows.count)
-        for number, start in enumerate(range(0, rows.count, config.shard_rows)):
-            stop = min(start + config.shard_rows, rows.count)
-            shard = _populate(index, rows, start, stop, config.block_rows, gpu)
-            name = f"shard-{number:05d}.faiss"
-            faiss.write_index(shard, str(tmp / name))
-            del shard
-            size = (tmp / name).stat().st_size
-            shards.append(ShardRecord(name, start, stop - start, size, sha256_file(tmp / name)))
-            progress("add to index", stop, rows.count)
+        if config.ray is not None:
+            from xretrieve.index.distributed import populate_on_ray
+
+            faiss.write_index(index, str(tmp / TRAINED))
+            shards = populate_on_ray(config.ray, tmp, rows.paths, ranges, config, progress)
+            (tmp / TRAINED).unlink()
+        else:
+            shards = []
+            for number, (start, stop) in enumerate(ranges):
+                shards.append(write_shard(index, rows, number, start, stop, config, tmp))
+                progress("add to index", stop, rows.count)
         manifest = IndexManifest(
             format_version=FORMAT_VERSION,
             factory=factory,

@@ -1,4 +1,5 @@
-"""Sharded search on a Ray cluster: one actor per database shard, query blocks fanned out.
+"""Ray for indexes: sharded search (one actor per database shard, query blocks fanned out) and
+shard population at build time (one task per shard).
 
 Each actor loads one shard (``ShardSearcher``; on a GPU when the cluster has GPUs). For every
 block of queries the driver puts the block in Ray's object store once, asks every actor for its
@@ -6,6 +7,10 @@ top k, and merges the answers with ``merge_topk``, the same merge and tie-break 
 single-process path, so both give identical neighbours. Actors are restarted by Ray when they
 die (``max_restarts``); the restarted actor reloads its shard and the interrupted block is
 retried (``max_task_retries``).
+
+At build time each shard is a Ray task that reads the trained index and its rows from shared
+storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
+shards are byte-identical to those built in one process.
 
 Ray is optional: ``pip install 'xretrieve[distributed]'``.
 """
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.errors import XRetrieveError
+from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
@@ -152,3 +158,55 @@ class RaySearch:
             raise XRetrieveError(
                 f"a shard actor died more than {self.max_restarts} times: {error}"
             ) from None
+
+
+def _populate_task(
+    directory: str, sources: list[str], number: int, start: int, stop: int, config
+) -> ShardRecord:
+    from xretrieve.index.build import TRAINED, write_shard
+    from xretrieve.index.search import read_shard
+
+    trained = read_shard(Path(directory) / TRAINED)
+    rows = EmbeddingRows([Path(p) for p in sources])
+    return write_shard(trained, rows, number, start, stop, config, Path(directory))
+
+
+@cache
+def _populate_remote():
+    return _ray().remote(max_retries=3)(_populate_task)
+
+
+def populate_on_ray(
+    address: str,
+    directory: Path,
+    sources: list[Path],
+    ranges: list[tuple[int, int]],
+    config,
+    progress: ProgressCallback,
+) -> list[ShardRecord]:
+    """Write every shard of ``ranges`` into ``directory`` (which holds the trained index) as
+    one Ray task each; the records come back in shard order."""
+    ray = _ray()
+    started = connect(address)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = _populate_remote().options(num_gpus=gpus)
+        paths = [str(p) for p in sources]
+        futures = [
+            task.remote(str(directory), paths, number, start, stop, config)
+            for number, (start, stop) in enumerate(ranges)
+        ]
+        records: list[ShardRecord] = []
+        total = ranges[-1][1] if ranges else 0
+        for future in futures:  # in order, so progress counts rows of finished leading shards
+            try:
+                records.append(ray.get(future))
+            except ray.exceptions.RayTaskError as error:
+                if isinstance(error.cause, XRetrieveError):
+                    raise error.cause from None
+                raise
+            progress("add to index", records[-1].offset + records[-1].rows, total)
+        return records
+    finally:
+        if started:
+            ray.shutdown()
