@@ -135,10 +135,11 @@ def pair_scores(pairs) -> dict[tuple[int, int], float]:
     [("Flat", 1, False), ("Flat", 1, True), ("IVF8,Flat", 8, False), ("IVF8,Flat", 8, True)],
 )
 def test_exhaustive_indexes_mine_exactly_what_exact_mining_mines(
-    tmp_path: Path, factory: str, nprobe: int, rescore: bool
+    tmp_path: Path, factory: str, nprobe: int, rescore: bool, monkeypatch
 ) -> None:
     # Flat, or IVF visiting every list, finds the exact neighbours: over 4 and 3 shards with
     # margins over the merged top k, the pairs and scores must be those of exact mining.
+    monkeypatch.setattr("xretrieve.index.search.RESCORE_ROWS", 40)  # several re-scoring steps
     src_files, tgt_files, src, tgt = planted_pair(tmp_path)
     config = BuildConfig(factory=factory, shard_rows=80, block_rows=33)
     build_index(src_files, tmp_path / "src_index", config)
@@ -321,6 +322,18 @@ def test_gpu_built_exhaustive_index_mines_as_exact(tmp_path: Path) -> None:
     # return the exact neighbours, so the pairs are exact mining's.
     src_files, tgt_files, src, tgt = planted_pair(tmp_path, n=2000, d=32)
     config = BuildConfig(factory="IVF16,Flat", device="cuda", shard_rows=700)
+    build_index(src_files, tmp_path / "s", config)
+    build_index(tgt_files, tmp_path / "t", config)
+    got = mine_indexes(
+        open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=16)
+    )
+    assert pair_scores(got).keys() == pair_scores(mine(src, tgt, EXACT)).keys()
+
+
+@pytest.mark.gpu
+def test_gpu_search_of_an_exhaustive_index_mines_as_exact(tmp_path: Path) -> None:
+    src_files, tgt_files, src, tgt = planted_pair(tmp_path, n=2000, d=32)
+    config = BuildConfig(factory="IVF16,Flat", device="cpu", shard_rows=700)
     build_index(src_files, tmp_path / "s", config)
     build_index(tgt_files, tmp_path / "t", config)
     got = mine_indexes(

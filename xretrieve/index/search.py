@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # stopes' mining defaults: k = 16 neighbours for the margin, nprobe = 128 inverted lists.
 DEFAULT_INDEX_K = 16
 DEFAULT_NPROBE = 128
+# Candidate rows gathered per re-scoring step (256 MiB of float32 at d=1024).
+RESCORE_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,9 @@ class ShardSearcher:
 
     ``allowed``: the global rows that may be returned (None: all); the others are filtered out
     by an ``IDSelectorBitmap`` inside FAISS, so each answer is the top k among allowed rows.
+    When FAISS sees a GPU (``faiss.get_num_gpus() > 0``) and no rows are filtered, the shard is
+    searched by a GPU copy (fp16 lookup tables, as stopes); FAISS's GPU indexes take no
+    ``IDSelector``, so a filtered shard stays on the CPU.
     """
 
     def __init__(
@@ -112,6 +117,24 @@ class ShardSearcher:
             selector = faiss.IDSelectorBitmap(shard.rows, faiss.swig_ptr(bitmap))
             self._keep += [bitmap, selector]
         self.params = self._parameters(nprobe, selector)
+        self.gpu_index = None
+        if selector is None and faiss.get_num_gpus() > 0:
+            self.gpu_index = self._to_gpu(nprobe)
+
+    def _to_gpu(self, nprobe: int):
+        import faiss
+
+        try:
+            self._keep.append(faiss.StandardGpuResources())
+            options = faiss.GpuClonerOptions()
+            options.useFloat16 = True
+            gpu_index = faiss.index_cpu_to_gpu(self._keep[-1], 0, self.index, options)
+            if faiss.try_extract_index_ivf(self.index) is not None:
+                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
+            return gpu_index
+        except RuntimeError as error:  # an index type without a GPU version
+            logger.warning("searching on the CPU: %s", str(error).strip().splitlines()[-1])
+            return None
 
     def _parameters(self, nprobe: int, selector):
         import faiss
@@ -136,7 +159,11 @@ class ShardSearcher:
         """``queries`` (b, d) float32 unit rows -> ``(sims, ids)`` (b, min(k, rows)), global ids,
         -1 where fewer rows qualified."""
         k = max(1, min(k, self.shard.rows))
-        sims, ids = self.index.search(np.ascontiguousarray(queries), k, params=self.params)
+        queries = np.ascontiguousarray(queries)
+        if self.gpu_index is not None:
+            sims, ids = self.gpu_index.search(queries, k)
+        else:
+            sims, ids = self.index.search(queries, k, params=self.params)
         return sims, np.where(ids >= 0, ids + self.shard.offset, -1)
 
 
@@ -221,7 +248,8 @@ def search_direction(
             f"{ids.shape[0]} queries (nprobe={config.nprobe}); raise --nprobe or lower --k"
         )
     if config.rescore:
-        for a, b in query_blocks(query_rows, config.block_rows):
+        # Gathered candidate rows per step: (block, k, d) float32, at most RESCORE_ROWS x d.
+        for a, b in query_blocks(query_rows, max(1, RESCORE_ROWS // k)):
             vectors = queries.rows(query_rows[a:b])
             sims[a:b], ids[a:b] = rescore(vectors, database.rows, ids[a:b])
     return sims, ids
