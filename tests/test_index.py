@@ -87,7 +87,9 @@ def test_embedding_rows_reject_nan_and_mixed_dimensions(tmp_path: Path) -> None:
     np.save(tmp_path / "nan.npy", bad)
     np.save(tmp_path / "wide.npy", np.ones((2, 5), dtype=np.float32))
     with pytest.raises(InputError, match=r"nan\.npy: NaN or infinite value in row 2"):
-        EmbeddingRows([tmp_path / "nan.npy"]).block(0, 4)
+        EmbeddingRows([tmp_path / "nan.npy"]).block(1, 4)
+    with pytest.raises(InputError, match=r"nan\.npy: NaN or infinite value in row 2"):
+        EmbeddingRows([tmp_path / "nan.npy"]).rows(np.array([3, 2, 0]))
     with pytest.raises(InputError, match=r"wide\.npy: has dimension 5, but .* has 3"):
         EmbeddingRows([tmp_path / "nan.npy", tmp_path / "wide.npy"])
 

@@ -99,8 +99,8 @@ class EmbeddingRows:
             lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
             if lo >= stop:
                 break
-            part = self._maps[i][max(start, lo) - lo : min(stop, hi) - lo]
-            parts.append(self._checked(i, part, max(start, lo) - lo))
+            first, last = max(start, lo) - lo, min(stop, hi) - lo
+            parts.append(self._checked(i, self._maps[i][first:last], np.arange(first, last)))
         return unit_rows(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
@@ -112,13 +112,13 @@ class EmbeddingRows:
         for i in np.unique(file_of).tolist():
             where = np.flatnonzero(file_of == i)
             local = unique[where] - self.offsets[i]
-            out[where] = self._checked(i, self._maps[i][local], int(local[0]))
+            out[where] = self._checked(i, self._maps[i][local], local)
         return unit_rows(out)[inverse].reshape(*np.shape(ids), self.dim)
 
-    def _checked(self, file: int, part: np.ndarray, first_row: int) -> np.ndarray:
-        if not np.isfinite(part).all():
-            bad = int(np.flatnonzero(~np.isfinite(part).all(axis=1))[0])
-            raise InputError(
-                self.paths[file], f"NaN or infinite value in row {first_row + bad} (0-based)"
-            )
+    def _checked(self, file: int, part: np.ndarray, local_rows: np.ndarray) -> np.ndarray:
+        """``part`` (rows ``local_rows`` of file ``file``) unless it holds NaN or inf."""
+        finite = np.isfinite(part).all(axis=1)
+        if not finite.all():
+            bad = int(local_rows[np.flatnonzero(~finite)[0]])
+            raise InputError(self.paths[file], f"NaN or infinite value in row {bad} (0-based)")
         return part
