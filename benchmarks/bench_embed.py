@@ -1,19 +1,32 @@
-"""Embedding throughput: ONNX Runtime vs torch, fp16 vs fp32, on a realistic length distribution.
+"""Embedding throughput: ONNX Runtime (fp32, fp16, int8) vs torch vs sentence-transformers.
 
 Prints one JSON document: per configuration sentences/s, tokens/s (real tokens, special tokens
 included), padding efficiency (real / padded tokens), peak host RSS, peak GPU memory (CUDA
-only), an estimate of the achieved matmul TFLOP/s, and the ratio to the torch run of the same
-dtype. Each configuration runs in its own process so that peak memory is its own.
+only), an estimate of the achieved matmul TFLOP/s, the load average before and after it ran
+(the machine may be shared), and ratios: to torch of the same dtype, to ORT fp32, and to
+sentence-transformers of the same dtype. Each configuration runs in its own process so that
+peak memory is its own; with ``--rounds R`` the whole list runs R times in turn (A B C A B C:
+load that comes and goes hits every configuration alike) and the fastest round counts.
 
     python benchmarks/bench_embed.py --model tiny --sentences 2000            # CPU, a minute
-    python benchmarks/bench_embed.py --model large-random --sentences 50000 \\
+    python benchmarks/bench_embed.py --model default --sentences-file tests/data/default_model_sentences.txt \
+        --sentences 2000 --device cpu --dtypes fp32,int8,int8-tensor --backends ort,torch,st --rounds 2
+    python benchmarks/bench_embed.py --model large-random --sentences 50000 \
         --device cuda --dtypes fp16 --batch-tokens 32768                     # H100 target
 
-``--model`` is a checkpoint directory or a random XLM-R size (tiny: 256 wide, 4 layers; base-random:
-XLM-R base shape; large-random: XLM-R large shape). Sentence lengths are drawn from a log-normal
-with median ~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. The measuring code is
-``xretrieve.benchmarking`` (shared with ``xretrieve bench``); this script adds the random models,
-one process per configuration and the FLOP estimate.
+``--model`` is a checkpoint directory, ``default`` (multilingual-e5-small, converted offline,
+with its "query: " prefix) or a random XLM-R size (tiny: 256 wide, 4 layers; base-random:
+XLM-R base shape; large-random: XLM-R large shape). Sentences come from ``--sentences-file``
+(one per line, cycled up to ``--sentences``) or are generated: lengths log-normal with median
+~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. Dtypes: fp32, fp16, int8 (ONNX Runtime
+dynamic quantisation, per-channel weight scales: what ``xretrieve export --dtype int8`` makes)
+and int8-tensor (one scale per matrix); int8 runs on ORT only. Backends: ort, torch, st
+(sentence-transformers with mean pooling + Normalize, batch ``--st-batch-size``; skipped with a
+note when the package is not installed). GPU levers for ORT: ``--packed`` adds an fp16 export in
+packed mode (RemovePadding + PackedAttention), ``--seq-bucket N`` pads batches to multiples of N
+tokens, ``--sdpa-kernel flash,efficient,...`` restricts the CUDA attention kernels. The
+measuring code is ``xretrieve.benchmarking`` (shared with ``xretrieve bench``); this script adds
+the random models, one process per configuration and the FLOP estimate.
 """
 
 from __future__ import annotations
@@ -69,9 +82,21 @@ def worker(spec: dict) -> dict:
 
     from xretrieve.benchmarking import EmbedSetting, bench_embedding, peak_rss_bytes
 
+    load_before = [round(load, 2) for load in os.getloadavg()]
     texts = json.loads(Path(spec["texts"]).read_text(encoding="utf-8"))
+    if spec["backend"] == "st":
+        return {**st_worker(spec, texts), "load_before": load_before}
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    ort_options = None
+    if spec["backend"] == "ort":
+        ort_options = OrtOptions(
+            seq_bucket=spec["seq_bucket"], sdpa_kernel=tuple(spec["sdpa_kernel"])
+        )
+    # An export directory carries its own dtype; torch takes the one asked for.
+    dtype = "auto" if spec["backend"] == "ort" else spec["dtype"]
     setting = EmbedSetting(
-        spec["backend"], spec["dtype"], spec["device"], spec["batch_tokens"], spec["repeats"]
+        spec["backend"], dtype, spec["device"], spec["batch_tokens"], spec["repeats"], ort_options
     )
     best = bench_embedding(spec["model"], setting, texts)
     config = spec["config"]
@@ -82,7 +107,7 @@ def worker(spec: dict) -> dict:
     )
     result = {
         "backend": best.backend,
-        "dtype": best.dtype,
+        "dtype": spec["label"],
         "device": best.device,
         "provider": best.provider,
         "sentences": best.sentences,
@@ -95,6 +120,8 @@ def worker(spec: dict) -> dict:
         "batch_p95_ms": round(best.batch_p95_ms, 3),
         "achieved_tflops": round(flops / best.seconds / 1e12, 4),
         "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        "load_before": load_before,
+        "load_after": [round(load, 2) for load in os.getloadavg()],
     }
     if best.peak_gpu_mb is not None:
         result["peak_gpu_mb"] = round(best.peak_gpu_mb, 1)
@@ -108,14 +135,64 @@ def worker(spec: dict) -> dict:
     return result
 
 
-def attention_cells(checkpoint: Path, texts: list[str], batch_tokens: int) -> int:
+def st_worker(spec: dict, texts: list[str]) -> dict:
+    """sentence-transformers on the same checkpoint: Transformer -> mean Pooling -> Normalize,
+    the text prefix prepended, fp16 by ``.half()`` on CUDA; fastest of ``repeats`` timed
+    ``encode`` calls after a warm-up on 512 texts."""
+    import time
+
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    from xretrieve.benchmarking import peak_rss_bytes
+
+    device = spec["device"]
+    word = models.Transformer(spec["checkpoint"], max_seq_length=spec["max_length"])
+    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    model = SentenceTransformer(modules=[word, pooling, models.Normalize()], device=device)
+    if spec["dtype"] == "fp16":
+        model.half()
+    prefixed = [spec["text_prefix"] + text for text in texts]
+    batch = spec["st_batch_size"]
+    model.encode(prefixed[:512], batch_size=batch)
+    best = float("inf")
+    for _ in range(spec["repeats"]):
+        start = time.perf_counter()
+        model.encode(prefixed, batch_size=batch, convert_to_numpy=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    import sentence_transformers
+
+    return {
+        "backend": "st",
+        "dtype": spec["dtype"],
+        "device": device,
+        "provider": f"sentence-transformers {sentence_transformers.__version__} batch {batch}",
+        "sentences": len(texts),
+        "seconds": round(best, 4),
+        "sentences_per_s": round(len(texts) / best, 1),
+        "peak_rss_mb": round(peak_rss_bytes() / 2**20, 1),
+        "load_after": [round(load, 2) for load in os.getloadavg()],
+    }
+
+
+def st_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sentence_transformers") is not None
+
+
+def attention_cells(
+    checkpoint: Path, texts: list[str], batch_tokens: int, text_prefix: str = ""
+) -> int:
     """Sum over batches of ``batch_size * padded_length ** 2``, batched as the encoder does
     (length-sorted windows of ``DEFAULT_WINDOW`` sentences cut by the token budget)."""
     from xretrieve.encoding.batching import padding_stats, plan_batches
     from xretrieve.encoding.encoder import DEFAULT_WINDOW
     from xretrieve.encoding.tokenize import TextTokenizer
 
-    tokenizer = TextTokenizer.from_directory(checkpoint)
+    tokenizer = TextTokenizer.from_directory(checkpoint, text_prefix=text_prefix)
     cells = 0
     for start in range(0, len(texts), DEFAULT_WINDOW):
         lengths = tokenizer.tokenize(texts[start : start + DEFAULT_WINDOW]).lengths
@@ -123,11 +200,113 @@ def attention_cells(checkpoint: Path, texts: list[str], batch_tokens: int) -> in
     return cells
 
 
-def export_once(checkpoint: Path, out_dir: Path, dtype: str) -> Path:
-    from exporters import ExportConfig, export_checkpoint
+# dtype label -> ExportConfig settings of the ORT export it is run from. int8-tensor is not one:
+# its mean cosine to torch is below the int8 bar for multilingual-e5-small, so ``export`` refuses
+# it; it is quantised here from the fp32 export for the speed comparison.
+EXPORTS = {
+    "fp32": {"dtype": "fp32"},
+    "fp16": {"dtype": "fp16"},
+    "int8": {"dtype": "int8", "int8_per_channel": True},
+    "int8-tensor": None,
+    "fp16-packed": {"dtype": "fp16", "packed": True},
+}
+TORCH_DTYPES = ("fp32", "fp16")
 
-    export_checkpoint(checkpoint, out_dir, ExportConfig(dtype=dtype))
-    return out_dir
+
+def export_once(
+    checkpoint: Path, tmp_dir: Path, label: str, text_prefix: str, exports: dict[str, Path]
+) -> tuple[Path, dict]:
+    """The export directory for ``label`` and its validation figures against torch fp32."""
+    from exporters import ExportConfig, ExportValidationError, export_checkpoint, read_manifest
+
+    out_dir = tmp_dir / f"export-{label}"
+    if EXPORTS[label] is not None:
+        export_checkpoint(
+            checkpoint, out_dir, ExportConfig(text_prefix=text_prefix, **EXPORTS[label])
+        )
+        figures = read_manifest(out_dir).validation
+        return out_dir, {
+            "validation_mean_cosine": round(figures.mean_cosine, 6),
+            "validation_min_cosine": round(figures.min_cosine, 6),
+        }
+    import shutil
+
+    from exporters import quantize_int8, validate_export
+
+    if "fp32" not in exports:
+        exports["fp32"] = export_once(checkpoint, tmp_dir, "fp32", text_prefix, exports)
+    fp32_dir = exports["fp32"][0]
+    shutil.copytree(fp32_dir, out_dir)
+    quantize_int8(fp32_dir / "model.onnx", out_dir / "model.onnx", per_channel=False)
+    try:
+        figures = validate_export(out_dir, checkpoint, device="cpu").figures
+    except ExportValidationError as error:  # judged by fp32's bar: only the figures count
+        figures = error.report.figures
+    return out_dir, {
+        "validation_mean_cosine": round(figures.mean_cosine, 6),
+        "validation_min_cosine": round(figures.min_cosine, 6),
+        "note": "per-tensor int8 from the fp32 export; `export --dtype int8` makes per-channel "
+        "graphs and refuses a mean cosine below 0.99",
+    }
+
+
+def load_texts(args: argparse.Namespace) -> list[str]:
+    """``--sentences`` texts: the lines of ``--sentences-file`` cycled, or generated ones."""
+    from xretrieve.benchmarking import make_sentences
+
+    if args.sentences_file is None:
+        return make_sentences(args.sentences, args.seed, args.median_tokens, args.sigma)
+    lines = [
+        line
+        for line in args.sentences_file.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    count = args.sentences or len(lines)
+    return [lines[i % len(lines)] for i in range(count)]
+
+
+def configurations(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[dict]]:
+    """``(backend, dtype label)`` pairs to run, and notes on the ones skipped."""
+    backends, dtypes = args.backends.split(","), args.dtypes.split(",")
+    if args.packed:
+        dtypes.append("fp16-packed")
+    unknown = [d for d in dtypes if d not in EXPORTS] + [
+        b for b in backends if b not in ("ort", "torch", "st")
+    ]
+    if unknown:
+        raise SystemExit(f"unknown backend or dtype {unknown[0]!r}")
+    runs, skipped = [], []
+    for backend in backends:
+        for dtype in dtypes:
+            if backend != "ort" and dtype not in TORCH_DTYPES:
+                continue  # int8 and packed graphs exist for ONNX Runtime only
+            if backend == "st" and not st_installed():
+                skipped.append(
+                    {
+                        "backend": "st",
+                        "dtype": dtype,
+                        "skipped": "sentence-transformers is not installed in this environment",
+                    }
+                )
+                continue
+            runs.append((backend, dtype))
+    return runs, skipped
+
+
+def add_ratios(results: list[dict]) -> None:
+    """Speed-ups against torch of the same dtype, ORT fp32, and sentence-transformers of the
+    same dtype, where those ran."""
+    ok = [r for r in results if "error" not in r and "skipped" not in r]
+    rates = {(r["backend"], r["dtype"]): r["sentences_per_s"] for r in ok}
+    for result in ok:
+        base = result["dtype"].split("-")[0]
+        for key, peer in (
+            ("speedup_vs_torch_same_dtype", ("torch", base if base in TORCH_DTYPES else "")),
+            ("speedup_vs_ort_fp32", ("ort", "fp32")),
+            ("speedup_vs_st_same_dtype", ("st", base if base in TORCH_DTYPES else "")),
+        ):
+            if peer in rates and (result["backend"], result["dtype"]) != peer:
+                result[key] = round(result["sentences_per_s"] / rates[peer], 3)
 
 
 def main() -> None:
@@ -136,14 +315,20 @@ def main() -> None:
         "--model", default="tiny", help="checkpoint dir, or " + "|".join(RANDOM_SIZES)
     )
     parser.add_argument("--sentences", type=int, default=2000)
-    parser.add_argument("--backends", default="ort,torch")
-    parser.add_argument("--dtypes", default="fp32,fp16")
+    parser.add_argument("--backends", default="ort,torch", help="ort,torch,st")
+    parser.add_argument("--dtypes", default="fp32,fp16", help="fp32,fp16,int8,int8-tensor")
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--batch-tokens", type=int, default=16384)
+    parser.add_argument("--sentences-file", type=Path, help="real sentences, one per line")
     parser.add_argument("--median-tokens", type=float, default=20.0)
     parser.add_argument("--sigma", type=float, default=0.6, help="log-normal shape of the lengths")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="run every configuration R times")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--st-batch-size", type=int, default=256)
+    parser.add_argument("--packed", action="store_true", help="add an fp16 packed-mode ORT run")
+    parser.add_argument("--seq-bucket", type=int, default=1, help="ORT: pad batches to N tokens")
+    parser.add_argument("--sdpa-kernel", default="", help="ORT CUDA: e.g. flash,efficient")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -154,41 +339,62 @@ def main() -> None:
     import torch
 
     from xretrieve.benchmarking import machine_info as machine
-    from xretrieve.benchmarking import make_sentences
 
     machine_info = machine()
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    runs, skipped = configurations(args)
     with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
         tmp_dir = Path(tmp)
+        text_prefix, torch_model = "", None
         if args.model in RANDOM_SIZES:
             checkpoint = build_random_checkpoint(args.model, tmp_dir / "checkpoint")
+        elif args.model == "default":
+            from xretrieve.encoding.default_model import DEFAULT_TEXT_PREFIX, default_checkpoint
+
+            checkpoint, text_prefix, torch_model = (
+                default_checkpoint(),
+                DEFAULT_TEXT_PREFIX,
+                "default",
+            )
         else:
             checkpoint = Path(args.model)
         config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        texts = make_sentences(args.sentences, args.seed, args.median_tokens, args.sigma)
+        texts = load_texts(args)
         texts_path = tmp_dir / "texts.json"
         texts_path.write_text(json.dumps(texts), encoding="utf-8")
-        cells = attention_cells(checkpoint, texts, args.batch_tokens)
-        backends, dtypes = args.backends.split(","), args.dtypes.split(",")
-        exports = {}
-        if "ort" in backends:
-            for dtype in dtypes:
-                exports[dtype] = export_once(checkpoint, tmp_dir / f"export-{dtype}", dtype)
-        results = []
-        for backend in backends:
-            for dtype in dtypes:
+        cells = attention_cells(checkpoint, texts, args.batch_tokens, text_prefix)
+        exports: dict[str, tuple[Path, dict]] = {}
+        for backend, dtype in runs:
+            if backend == "ort" and dtype not in exports:
+                exports[dtype] = export_once(checkpoint, tmp_dir, dtype, text_prefix, exports)
+
+        from xretrieve.encoding.tokenize import TextTokenizer
+
+        tokenizer = TextTokenizer.from_directory(checkpoint, text_prefix=text_prefix)
+        rounds: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
+        for _ in range(args.rounds):
+            for backend, dtype in runs:
                 spec = {
-                    "model": str(exports[dtype] if backend == "ort" else checkpoint),
+                    "model": str(
+                        exports[dtype][0] if backend == "ort" else (torch_model or checkpoint)
+                    ),
+                    "checkpoint": str(checkpoint),
                     "backend": backend,
                     "dtype": dtype,
+                    "label": dtype,
                     "device": device,
                     "batch_tokens": args.batch_tokens,
                     "repeats": args.repeats,
                     "texts": str(texts_path),
                     "config": config,
                     "attention_cells": cells,
+                    "text_prefix": text_prefix,
+                    "max_length": tokenizer.max_length,
+                    "st_batch_size": args.st_batch_size,
+                    "seq_bucket": args.seq_bucket,
+                    "sdpa_kernel": [k for k in args.sdpa_kernel.split(",") if k],
                 }
                 env = {**os.environ, "XRETRIEVE_CACHE": str(tmp_dir / "cache")}
                 run = subprocess.run(
@@ -199,22 +405,26 @@ def main() -> None:
                 )
                 if run.returncode != 0:
                     tail = run.stderr.strip().splitlines()[-3:]
-                    results.append({"backend": backend, "dtype": dtype, "error": " | ".join(tail)})
+                    rounds[(backend, dtype)].append(
+                        {"backend": backend, "dtype": dtype, "error": " | ".join(tail)}
+                    )
                 else:
-                    results.append(json.loads(run.stdout.strip().splitlines()[-1]))
-        torch_rates = {
-            r["dtype"]: r["sentences_per_s"]
-            for r in results
-            if r["backend"] == "torch" and "error" not in r
-        }
-        for result in results:
-            if "error" not in result and result["dtype"] in torch_rates:
-                result["speedup_vs_torch_same_dtype"] = round(
-                    result["sentences_per_s"] / torch_rates[result["dtype"]], 3
-                )
-        from xretrieve.encoding.tokenize import TextTokenizer
-
-        lengths = TextTokenizer.from_directory(checkpoint).tokenize(texts).lengths
+                    result = json.loads(run.stdout.strip().splitlines()[-1])
+                    if backend == "ort":
+                        result.update(exports[dtype][1])
+                    rounds[(backend, dtype)].append(result)
+        results = []
+        for tries in rounds.values():
+            good = [r for r in tries if "error" not in r]
+            if not good:
+                results.append(tries[-1])
+                continue
+            best = max(good, key=lambda r: r["sentences_per_s"])
+            best["rounds_sentences_per_s"] = [r["sentences_per_s"] for r in good]
+            results.append(best)
+        add_ratios(results)
+        results += skipped
+        lengths = tokenizer.tokenize(texts).lengths
         report = {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "machine": {
@@ -227,9 +437,12 @@ def main() -> None:
                 "num_hidden_layers": config["num_hidden_layers"],
                 "intermediate_size": config["intermediate_size"],
                 "matmul_params": matmul_params(config),
+                "text_prefix": text_prefix,
             },
             "workload": {
                 "sentences": len(texts),
+                "source": str(args.sentences_file) if args.sentences_file else "generated",
+                "distinct_sentences": len(set(texts)),
                 "batch_tokens": args.batch_tokens,
                 "token_length_median": float(np.median(lengths)),
                 "token_length_mean": round(float(np.mean(lengths)), 2),

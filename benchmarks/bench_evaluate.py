@@ -3,7 +3,9 @@ and XTREME Tatoeba (36 languages) layouts, with generated data and a small rando
 
 Measures a cold run (export + encode + score), a warm run into a new output directory (every
 text from the embedding cache: scoring only), and a resumed run (nothing left to do). Data are
-random word sequences with the real files' layout and sizes set by flags (Tatoeba: 1000 pairs per
+word-like tokens glued from the model's own vocabulary pieces, so that token counts follow a
+realistic distribution (log-normal, median ~25 tokens as in BUCC; the JSON reports the measured
+distribution), with the real files' layout and sizes set by flags (Tatoeba: 1000 pairs per
 language as in XTREME; BUCC scaled down from ~400k sentences per side). The model is random, so
 scores are meaningless; only time and counts are.
 
@@ -20,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TATOEBA_LANGS = (
@@ -31,31 +31,52 @@ TATOEBA_LANGS = (
 BUCC_LANGS = ("de", "fr", "ru", "zh")
 
 
-def _sentences(rng: np.random.Generator, lang: str, n: int, vocab: int = 5000) -> list[str]:
-    lengths = rng.integers(5, 30, size=n)
-    return [
-        " ".join(f"{lang}{w}" for w in rng.integers(0, vocab, size=length)) for length in lengths
-    ]
+class TextMaker:
+    """Sentences of word-like tokens from the model's own vocabulary pieces
+    (``xretrieve.benchmarking.make_vocabulary_sentences``), each call with the next seed so
+    that every file differs; keeps a sample of what it made for the length report."""
+
+    def __init__(self, checkpoint: Path, median_tokens: float, sigma: float) -> None:
+        from transformers import AutoTokenizer
+
+        from xretrieve.benchmarking import word_pieces
+
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
+        self.pieces = word_pieces(list(tokenizer.get_vocab()), tokenizer.all_special_tokens)
+        self.median_tokens, self.sigma = median_tokens, sigma
+        self.seed = 0
+        self.sample: list[str] = []
+
+    def __call__(self, n: int) -> list[str]:
+        from xretrieve.benchmarking import make_vocabulary_sentences
+
+        self.seed += 1
+        texts = make_vocabulary_sentences(
+            self.pieces, n, seed=self.seed, median_tokens=self.median_tokens, sigma=self.sigma
+        )
+        self.sample += texts[:250]
+        return texts
 
 
-def make_data(root: Path, tatoeba_pairs: int, bucc_sentences: int, bucc_gold: int) -> None:
-    rng = np.random.default_rng(0)
+def make_data(
+    root: Path, make: TextMaker, tatoeba_pairs: int, bucc_sentences: int, bucc_gold: int
+) -> None:
     tatoeba = root / "tatoeba"
     tatoeba.mkdir(parents=True, exist_ok=True)
     for lang in TATOEBA_LANGS:
         (tatoeba / f"tatoeba.{lang}-eng.{lang}").write_text(
-            "\n".join(_sentences(rng, lang, tatoeba_pairs)) + "\n", encoding="utf-8"
+            "\n".join(make(tatoeba_pairs)) + "\n", encoding="utf-8"
         )
         (tatoeba / f"tatoeba.{lang}-eng.eng").write_text(
-            "\n".join(_sentences(rng, "en", tatoeba_pairs)) + "\n", encoding="utf-8"
+            "\n".join(make(tatoeba_pairs)) + "\n", encoding="utf-8"
         )
     bucc = root / "bucc2018"
     bucc.mkdir(parents=True, exist_ok=True)
     for lang in BUCC_LANGS:
         for split in ("training", "test"):
             stem = bucc / f"{lang}-en.{split}"
-            src = _sentences(rng, lang, bucc_sentences)
-            tgt = _sentences(rng, "en", bucc_sentences)
+            src = make(bucc_sentences)
+            tgt = make(bucc_sentences)
             Path(f"{stem}.{lang}").write_text(
                 "".join(f"{lang}-{i:09d}\t{t}\n" for i, t in enumerate(src)), encoding="utf-8"
             )
@@ -66,6 +87,15 @@ def make_data(root: Path, tatoeba_pairs: int, bucc_sentences: int, bucc_gold: in
                 "".join(f"{lang}-{i:09d}\ten-{i:09d}\n" for i in range(bucc_gold)),
                 encoding="utf-8",
             )
+
+
+def token_lengths(checkpoint: Path, texts: list[str]) -> dict:
+    """Token-count distribution of ``texts`` under the model's tokenizer and maximum length."""
+    from xretrieve.benchmarking import length_summary
+    from xretrieve.encoding.tokenize import TextTokenizer
+
+    tokenizer = TextTokenizer.from_directory(checkpoint)
+    return length_summary(tokenizer.tokenize(texts).lengths, tokenizer.max_length)
 
 
 class TimedEncoder:
@@ -101,11 +131,13 @@ def run(args: argparse.Namespace) -> dict:
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-eval-"))
     os.environ["XRETRIEVE_CACHE"] = str(root / "xcache")
     data = root / "data"
-    make_data(data, args.tatoeba_pairs, args.bucc_sentences, args.bucc_gold)
     checkpoint = make_tiny_checkpoint(
         root / "model", "xlm-roberta", hidden=args.hidden, layers=args.model_layers,
-        heads=max(2, args.hidden // 32), intermediate=4 * args.hidden,
+        heads=args.heads or max(2, args.hidden // 64), intermediate=4 * args.hidden,
     )  # fmt: skip
+    make = TextMaker(checkpoint, args.median_tokens, args.sigma)
+    make_data(data, make, args.tatoeba_pairs, args.bucc_sentences, args.bucc_gold)
+    lengths = token_lengths(checkpoint, make.sample)
     encoders: list[TimedEncoder] = []
 
     def factory(model, layers):
@@ -156,6 +188,12 @@ def run(args: argparse.Namespace) -> dict:
         "layers": args.layers or "last",
         "languages": {"tatoeba": len(TATOEBA_LANGS), "bucc": len(BUCC_LANGS)},
         "sentences_in_data": n_sentences,
+        "token_lengths": {
+            "generator": f"vocabulary pieces, log-normal median {args.median_tokens}, "
+            f"sigma {args.sigma}, clipped to [3, 128]",
+            "sample": "up to the first 250 sentences of every generated file",
+            **lengths,
+        },
         "bootstrap_resamples": args.resamples,
         "phases": phases,
         "out": str(root),
@@ -169,8 +207,11 @@ def main() -> None:
     parser.add_argument("--tatoeba-pairs", type=int, default=1000)
     parser.add_argument("--bucc-sentences", type=int, default=5000, help="per side and split")
     parser.add_argument("--bucc-gold", type=int, default=500)
+    parser.add_argument("--median-tokens", type=float, default=25.0, help="BUCC: about 25")
+    parser.add_argument("--sigma", type=float, default=0.55, help="log-normal shape of lengths")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--model-layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, help="attention heads (default: hidden / 64, >= 2)")
     parser.add_argument("--layers", default=None, help="'all' or indices (default: last)")
     parser.add_argument("--batch-tokens", type=int, default=16384)
     parser.add_argument("--resamples", type=int, default=1000)

@@ -6,7 +6,8 @@ Names load lazily (PEP 562) so that ``import exporters`` does not import torch o
 - ``ExportConfig``, ``Pooling``, ``Dtype``, ``DEFAULT_OPSET``, ``resolve_layers`` (exporters.config)
 - ``load_checkpoint``, ``PooledEncoder``, ``pool_hidden_states`` (exporters.wrapper; imports torch)
 - ``export_checkpoint`` (exporters.onnx_export)
-- ``optimize_graph``, ``FusionError`` (exporters.optimize)
+- ``optimize_graph``, ``quantize_int8``, ``convert_to_packed``, ``FusionError`` (exporters.optimize)
+- ``choose_cpu_dtype``, ``DtypeChoice``, ``read_parallel_set`` (exporters.dtype_choice)
 - ``validate_export``, ``ValidationReport``, ``ExportValidationError`` (exporters.validate)
 - ``Manifest``, ``read_manifest``, ``MANIFEST_NAME``, ``FORMAT_VERSION`` (exporters.manifest)
 - ``SUPPORTED_MODEL_TYPES``, ``read_checkpoint_config``, ``num_hidden_layers`` (exporters.checkpoint)
@@ -32,6 +33,11 @@ _EXPORTS = {
     "export_checkpoint": "exporters.onnx_export",
     "FusionError": "exporters.optimize",
     "optimize_graph": "exporters.optimize",
+    "quantize_int8": "exporters.optimize",
+    "convert_to_packed": "exporters.optimize",
+    "DtypeChoice": "exporters.dtype_choice",
+    "choose_cpu_dtype": "exporters.dtype_choice",
+    "read_parallel_set": "exporters.dtype_choice",
     "ExportValidationError": "exporters.validate",
     "ValidationReport": "exporters.validate",
     "validate_export": "exporters.validate",
@@ -44,6 +50,7 @@ _EXPORTS = {
 __all__ = [
     "DEFAULT_OPSET",
     "Dtype",
+    "DtypeChoice",
     "ExportConfig",
     "ExportValidationError",
     "FORMAT_VERSION",
@@ -54,13 +61,17 @@ __all__ = [
     "Pooling",
     "SUPPORTED_MODEL_TYPES",
     "ValidationReport",
+    "choose_cpu_dtype",
+    "convert_to_packed",
     "export_checkpoint",
     "load_checkpoint",
     "num_hidden_layers",
     "optimize_graph",
     "pool_hidden_states",
     "read_checkpoint_config",
+    "quantize_int8",
     "read_manifest",
+    "read_parallel_set",
     "resolve_layers",
     "validate_export",
 ]
@@ -72,9 +83,10 @@ if TYPE_CHECKING:
         read_checkpoint_config,
     )
     from exporters.config import DEFAULT_OPSET, Dtype, ExportConfig, Pooling, resolve_layers
+    from exporters.dtype_choice import DtypeChoice, choose_cpu_dtype, read_parallel_set
     from exporters.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
     from exporters.onnx_export import export_checkpoint
-    from exporters.optimize import FusionError, optimize_graph
+    from exporters.optimize import FusionError, convert_to_packed, optimize_graph, quantize_int8
     from exporters.validate import ExportValidationError, ValidationReport, validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, pool_hidden_states
 

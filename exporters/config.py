@@ -26,6 +26,12 @@ class Dtype(str, enum.Enum):
 
     FP16 = "fp16"  # for the CUDA execution provider
     FP32 = "fp32"  # for the CPU execution provider (and reference checks)
+    # fp32 graph whose MatMul weights are int8 (ONNX Runtime dynamic quantisation: activations
+    # quantised per batch at run time), for the CPU execution provider.
+    INT8 = "int8"
+    # Chosen at export: fp16 where a CUDA GPU is usable, else int8 when it keeps the held-out
+    # retrieval accuracy of fp32 (``exporters.dtype_choice``), else fp32. Never in a manifest.
+    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,15 @@ class ExportConfig:
     max_length: int | None = None
     projection: bool = False
     mining_threshold: Mapping[str, Any] | None = None
+    # int8 only: one weight scale per output column of each MatMul instead of one per matrix.
+    # Per tensor loses too much on multilingual-e5-small (validation mean cosine 0.985 to torch
+    # fp32, below the 0.99 bar; per channel 0.995) and is no faster on the CPU
+    # (benchmarks/RESULTS.md).
+    int8_per_channel: bool = True
+    # Packed mode for the CUDA execution provider: RemovePadding before the first layer,
+    # PackedAttention instead of Attention, RestorePadding after the last layer, so that no
+    # compute is spent on padding tokens. ONNX Runtime has these operators on CUDA only.
+    packed: bool = False
 
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.
@@ -71,6 +86,14 @@ class ExportConfig:
             raise XRetrieveError(f"opset {self.opset} is not supported (14..23)")
         if self.max_length is not None and self.max_length < 2:
             raise XRetrieveError(f"max_length must be at least 2, not {self.max_length}")
+        if self.packed and (self.dtype is not Dtype.FP16 or not self.optimize):
+            raise XRetrieveError(
+                "a packed export is for the CUDA execution provider: it needs dtype fp16 and "
+                "the optimizer's fused Attention"
+            )
+        if self.packed and len(self.layers) != 1:
+            # Intermediate layers' hidden states stay packed ([tokens, dim]) in a packed graph.
+            raise XRetrieveError("a packed export pools one layer only")
 
 
 def resolve_layers(layers: tuple[int, ...] | list[int], num_hidden_layers: int) -> tuple[int, ...]:

@@ -73,6 +73,10 @@ class Manifest:
     projection: Mapping[str, Any] | None = None
     # A calibrated margin threshold for mining with this model ({margin, k, threshold, ...}).
     mining_threshold: Mapping[str, Any] | None = None
+    # How ``--dtype auto`` chose ``dtype`` on the CPU (held-out accuracies of fp32 and int8).
+    dtype_choice: Mapping[str, Any] | None = None
+    # Packed mode (RemovePadding + PackedAttention): runs on the CUDA execution provider only.
+    packed: bool = False
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -127,6 +131,10 @@ class Manifest:
                 "validation": validation,
                 "projection": dict(values["projection"]) if values.get("projection") else None,
                 "mining_threshold": _mining_threshold(values.get("mining_threshold")),
+                "dtype_choice": dict(values["dtype_choice"])
+                if values.get("dtype_choice")
+                else None,
+                "packed": bool(values.get("packed", False)),
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )

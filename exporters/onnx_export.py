@@ -1,5 +1,6 @@
 """Checkpoint directory -> export directory: ONNX graph of the pooled encoder, optimised and
-(fp16) converted, tokenizer files, and a manifest with the validation figures.
+fp16-converted or int8-quantised (``auto``: chosen on held-out data), tokenizer files, and a
+manifest with the validation figures.
 
 The steps, each its own function: load and check the checkpoint, trace the ``PooledEncoder`` to
 ONNX (TorchScript exporter), optimise/convert, save the tokenizer, validate against torch,
@@ -11,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +28,7 @@ from exporters.checkpoint import (
     num_hidden_layers,
     read_checkpoint_config,
 )
-from exporters.config import ExportConfig, resolve_layers
+from exporters.config import Dtype, ExportConfig, resolve_layers
 from exporters.manifest import (
     EMBEDDINGS,
     FORMAT_VERSION,
@@ -36,12 +39,15 @@ from exporters.manifest import (
     Manifest,
     write_manifest,
 )
+from xretrieve.devices import ort_cuda_available
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD
 from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     import torch
+
+    from exporters.dtype_choice import DtypeChoice
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +80,6 @@ def export_checkpoint(
     max_length beyond the position embeddings), ``FusionError`` when the optimizer did not fuse
     attention, and ``ExportValidationError`` (with the figures) when the export does not match
     torch."""
-    from exporters.optimize import optimize_graph
     from exporters.validate import validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
     from xretrieve.cache import content_hash
@@ -93,6 +98,11 @@ def export_checkpoint(
         )
 
     step("load")
+    if config.packed and not ort_cuda_available():
+        raise XRetrieveError(
+            "a packed export runs (and is validated) on the CUDA execution provider only, and "
+            "no usable CUDA GPU is here"
+        )
     checkpoint_config = read_checkpoint_config(checkpoint_dir)
     check_export_target(checkpoint_dir, out_dir)
     check_weights(checkpoint_dir)
@@ -130,15 +140,14 @@ def export_checkpoint(
         trace_to_onnx(wrapper, raw_path, example, outputs, config.opset)
 
         step("optimize")
-        fusion = optimize_graph(
-            raw_path,
-            staging / MODEL_NAME,
+        graph = _GraphSettings(
             model_type=hf_config.model_type,
             num_heads=hf_config.num_attention_heads,
             hidden_size=hf_config.hidden_size,
             layers_run=max(layers),
-            dtype=config.dtype,
-            optimize=config.optimize,
+        )
+        dtype, fusion, choice = build_graph(
+            raw_path, staging, Path(scratch), graph, config, tokenizer, max_length, text_prefix
         )
 
         step("tokenizer")
@@ -155,7 +164,7 @@ def export_checkpoint(
             layers=layers,
             pooling=config.pooling,
             normalize=config.normalize,
-            dtype=config.dtype,
+            dtype=dtype,
             opset=config.opset,
             optimized=config.optimize,
             text_prefix=text_prefix,
@@ -173,6 +182,8 @@ def export_checkpoint(
             format_version=FORMAT_VERSION,
             projection=projection_info,
             mining_threshold=mining_threshold,
+            dtype_choice=choice.to_json() if choice is not None else None,
+            packed=config.packed,
         )
         write_manifest(staging, manifest)
 
@@ -268,6 +279,80 @@ def _prefix_and_threshold(
     if threshold is None and prefix == own.text_prefix and not config.projection:
         threshold = own.mining_threshold
     return prefix, dict(threshold) if threshold is not None else None
+
+
+@dataclass(frozen=True)
+class _GraphSettings:
+    """What the optimizer needs to know of the model."""
+
+    model_type: str
+    num_heads: int
+    hidden_size: int
+    layers_run: int
+
+
+def resolve_dtype(dtype: Dtype) -> Dtype:
+    """AUTO becomes FP16 where ONNX Runtime can use a CUDA GPU; on the CPU it stays AUTO, which
+    ``build_graph`` settles between INT8 and FP32 on the held-out parallel set."""
+    if dtype is Dtype.AUTO and ort_cuda_available():
+        return Dtype.FP16
+    return dtype
+
+
+def build_graph(
+    raw_path: Path,
+    staging: Path,
+    scratch: Path,
+    graph: _GraphSettings,
+    config: ExportConfig,
+    tokenizer: Any,
+    max_length: int,
+    text_prefix: str,
+) -> tuple[Dtype, dict[str, int], DtypeChoice | None]:
+    """Write ``staging/model.onnx`` (and its external data) from the traced float32 graph at
+    ``raw_path``: optimised, then fp16-converted (and packed), or int8-quantised. Returns the
+    graph's dtype, its fused-operator counts and, for AUTO on the CPU, the held-out comparison
+    that chose between int8 and fp32 (both built in ``scratch``)."""
+    from exporters.optimize import convert_to_packed, optimize_graph, quantize_int8
+
+    dtype = resolve_dtype(config.dtype)
+    settings = dict(
+        model_type=graph.model_type,
+        num_heads=graph.num_heads,
+        hidden_size=graph.hidden_size,
+        layers_run=graph.layers_run,
+        optimize=config.optimize,
+    )
+    if dtype in (Dtype.FP16, Dtype.FP32):
+        fusion = optimize_graph(raw_path, staging / MODEL_NAME, dtype=dtype, **settings)
+        if config.packed:
+            fusion = convert_to_packed(staging / MODEL_NAME, graph.layers_run)
+        return dtype, fusion, None
+    # INT8, or AUTO on the CPU: quantise the optimised float32 graph. Each graph gets a
+    # directory of its own so that its external-data file keeps the name the graph records.
+    fp32_dir, int8_dir = scratch / "fp32", scratch / "int8"
+    fp32_dir.mkdir()
+    int8_dir.mkdir()
+    fp32_fusion = optimize_graph(raw_path, fp32_dir / MODEL_NAME, dtype=Dtype.FP32, **settings)
+    int8_fusion = quantize_int8(
+        fp32_dir / MODEL_NAME, int8_dir / MODEL_NAME, per_channel=config.int8_per_channel
+    )
+    choice = None
+    if dtype is Dtype.AUTO:
+        from exporters.dtype_choice import choose_cpu_dtype
+
+        choice = choose_cpu_dtype(
+            fp32_dir / MODEL_NAME,
+            int8_dir / MODEL_NAME,
+            tokenizer,
+            text_prefix=text_prefix,
+            max_length=max_length,
+        )
+        dtype = choice.chosen
+    chosen_dir, fusion = (int8_dir, int8_fusion) if dtype is Dtype.INT8 else (fp32_dir, fp32_fusion)
+    for path in chosen_dir.iterdir():
+        shutil.move(str(path), str(staging / path.name))
+    return dtype, fusion if config.optimize else {}, choice
 
 
 def _check_projection_fits(

@@ -1,10 +1,12 @@
-"""ONNX Runtime's transformer optimizer and the fp16 conversion, with a check that the fusions
-that make the graph fast actually happened."""
+"""ONNX Runtime's transformer optimizer, the fp16 conversion, int8 dynamic quantisation and the
+packed-mode conversion, with a check that the fusions that make the graph fast actually happened."""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,10 @@ FUSED_OPERATORS = (
     "BiasGelu",
     "FastGelu",
     "Gelu",
+    "MatMulInteger",  # int8 dynamic quantisation: one per quantised MatMul
+    "PackedAttention",  # packed mode (CUDA): Attention without padding tokens
+    "RemovePadding",
+    "RestorePadding",
 )
 # Architectures whose eager attention the optimizer (model_type="bert") is known to fuse: one
 # Attention per transformer layer. Fewer means a change upstream (transformers' attention code,
@@ -126,3 +132,85 @@ def optimize_graph(
     model.save_model_to_file(str(out_path), use_external_data_format=external)
     written = onnx.load(str(out_path), load_external_data=False)
     return count_fused_operators(list(written.graph.node)) if optimize else {}
+
+
+@contextlib.contextmanager
+def _without_preprocess_hint() -> Iterator[None]:
+    """Drop the quantizer's advice to run its pre-processing (logged on the root logger, so it
+    would reach stderr through logging's last-resort handler): the graph given to it is already
+    optimised and shape-inferred by the transformer optimizer."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, *, per_channel: bool = True) -> dict[str, int]:
+    """ONNX Runtime dynamic quantisation of the float32 graph at ``fp32_path`` into ``out_path``:
+    every MatMul with a constant weight gets int8 weights (symmetric, one scale per output
+    column with ``per_channel``, else one per matrix) and uint8 activations quantised per batch
+    at run time (MatMulInteger). The fused Attention (its QKV projection), the embeddings, layer
+    norms and the pooling head stay float32; inputs and outputs keep their types. Returns the
+    fused-operator counts of the written graph; ``XRetrieveError`` when nothing was quantised."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    external = Path(fp32_path).stat().st_size > EXTERNAL_DATA_THRESHOLD
+    with _without_preprocess_hint():
+        quantize_dynamic(
+            str(fp32_path),
+            str(out_path),
+            op_types_to_quantize=["MatMul"],
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=external,
+            extra_options={
+                # Contrib operators (Attention, SkipLayerNormalization) defeat ONNX shape inference;
+                # the tensors it cannot type are float32 in these graphs.
+                "DefaultTensorType": onnx.TensorProto.FLOAT,
+                # Weights only: activation x activation products (unfused attention) stay float32.
+                "MatMulConstBOnly": True,
+            },
+        )
+    written = onnx.load(str(out_path), load_external_data=False)
+    counts = count_fused_operators(list(written.graph.node))
+    if counts["MatMulInteger"] == 0:
+        raise XRetrieveError(f"int8 quantisation of {fp32_path.name} quantised no MatMul")
+    logger.info("int8 (%s): %s", "per channel" if per_channel else "per tensor", counts)
+    return counts
+
+
+def convert_to_packed(path: Path, layers_run: int) -> dict[str, int]:
+    """Rewrite the fused fp16 graph at ``path`` in place into ONNX Runtime's packed mode
+    (``onnxruntime.transformers.convert_to_packing_mode``): RemovePadding gathers the real
+    tokens after the embeddings, each Attention becomes PackedAttention over
+    ``[tokens, hidden]`` with cumulative sequence lengths, and RestorePadding scatters the last
+    layer's output back to ``[batch, seq, hidden]`` before the pooling head. The operators exist
+    for the CUDA execution provider only. ``FusionError`` unless every one of ``layers_run``
+    Attention nodes was converted."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    try:
+        from onnxruntime.transformers.convert_to_packing_mode import PackingMode
+    except ImportError as error:
+        raise XRetrieveError(
+            f"this onnxruntime has no packing-mode conversion ({error}); export without packed"
+        ) from None
+    external = path.stat().st_size > EXTERNAL_DATA_THRESHOLD
+    model = OnnxModel(onnx.load(str(path)))
+    PackingMode(model).convert(use_symbolic_shape_infer=True)
+    counts = count_fused_operators(list(model.model.graph.node))
+    if counts["PackedAttention"] < layers_run or counts["RemovePadding"] != 1:
+        raise FusionError(
+            f"packed-mode conversion made {counts['PackedAttention']} PackedAttention nodes for "
+            f"{layers_run} layers (fused operators: {counts}); export without packed"
+        )
+    model.save_model_to_file(str(path), use_external_data_format=external)
+    return counts

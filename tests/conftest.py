@@ -13,12 +13,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @functools.cache
 def gpu_available() -> bool:
-    try:
-        import torch
+    from xretrieve.devices import torch_cuda_available
 
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
+    return torch_cuda_available()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -27,6 +27,42 @@ def test_make_sentences_lengths_and_determinism() -> None:
     assert 14 <= np.median(words) + 2 <= 26
 
 
+@pytest.mark.parametrize("arch", ["xlmr", "bert"])
+def test_vocabulary_sentences_follow_the_drawn_lengths(arch, request) -> None:
+    from transformers import AutoTokenizer
+
+    from xretrieve.encoding.tokenize import TextTokenizer
+
+    checkpoint = request.getfixturevalue(f"tiny_{arch}_checkpoint")
+    hf = AutoTokenizer.from_pretrained(checkpoint)
+    pieces = benchmarking.word_pieces(list(hf.get_vocab()), hf.all_special_tokens)
+    assert not set(pieces.starts) & {"<s>", "[CLS]", "<pad>", "[PAD]"}
+    assert all(piece.isalpha() for piece in pieces.starts + pieces.continuations)
+    texts = benchmarking.make_vocabulary_sentences(pieces, 1500, seed=4, median_tokens=25)
+    assert texts == benchmarking.make_vocabulary_sentences(pieces, 1500, seed=4, median_tokens=25)
+    tokenizer = TextTokenizer.from_directory(checkpoint)
+    tokenized = tokenizer.tokenize(texts)
+    summary = benchmarking.length_summary(tokenized.lengths, tokenizer.max_length)
+    # The old generator (letters and digits split into one token each) put most sentences at
+    # the 128-token cap; these follow the log-normal: median 25, a long tail, few at the cap.
+    assert 22 <= summary["median"] <= 28 and summary["p90"] < 64
+    assert summary["fraction_at_max_length"] < 0.01 and summary["texts"] == 1500
+    assert hf.unk_token_id not in {i for row in tokenized.ids for i in row}
+
+
+def test_length_summary_by_hand() -> None:
+    summary = benchmarking.length_summary(np.array([3, 10, 20, 128, 128]), 128)
+    assert summary["median"] == 20 and summary["mean"] == 57.8 and summary["max"] == 128
+    assert summary["fraction_at_max_length"] == 0.4
+
+
+def test_word_pieces_needs_both_kinds() -> None:
+    with pytest.raises(benchmarking.XRetrieveError, match="no word-opening or no word-continuing"):
+        benchmarking.word_pieces(["\u2581the", "\u2581cat"])
+    pieces = benchmarking.word_pieces(["\u2581the", "s", "\u2581", "<s>", "1"], ["<s>"])
+    assert pieces == benchmarking.WordPieces(("the",), ("s",))
+
+
 def test_bench_embedding_sane_numbers(tiny_xlmr_checkpoint) -> None:
     texts = benchmarking.make_sentences(120, seed=1)
     seen: list[int] = []
@@ -90,7 +126,7 @@ def test_cli_bench_json_and_plot(tiny_xlmr_checkpoint, tmp_path) -> None:
     assert knn["rows"] == 200 and knn["dim"] == 32 and knn["k"] == 4
     methods = [r["method"] for r in knn["results"]]
     assert methods[:2] == ["faiss_cpu", "torch_cpu"]
-    if not benchmarking.gpu_available():
+    if not benchmarking.torch_cuda_available():
         assert methods == ["faiss_cpu", "torch_cpu"]
     assert knn["results"][0]["speedup_vs_faiss_cpu"] == 1.0
     assert plot.read_bytes().startswith(b"\x89PNG")

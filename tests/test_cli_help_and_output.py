@@ -18,6 +18,7 @@ from xretrieve.cli.app import app
 from xretrieve.errors import XRetrieveError
 
 COMMANDS = ("mine", "bucc", "tatoeba", "export", "embed", "train", "evaluate", "bench")
+INDEX_COMMANDS = ("index build", "index verify")
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +29,12 @@ def _plain_stdout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _help(command: str) -> str:
-    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.stdout
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS + INDEX_COMMANDS)
 def test_help_has_no_bool_metavar_and_no_braces(command: str) -> None:
     text = _help(command)
     assert "<bool>" not in text
@@ -45,11 +46,13 @@ def test_usage_lines_name_arguments_in_capitals() -> None:
     assert "Usage: xretrieve export [OPTIONS] CHECKPOINT" in _help("export")
     assert "Usage: xretrieve embed [OPTIONS] MODEL INPUT" in _help("embed")
     assert "Usage: xretrieve bench [OPTIONS] [MODEL]" in _help("bench")
+    assert "Usage: xretrieve index build [OPTIONS] EMB.NPY..." in _help("index build")
+    assert "Usage: xretrieve index verify [OPTIONS] DIR" in _help("index verify")
     missing = CliRunner().invoke(app, ["export", "--out", "x"])
     assert missing.exit_code == 2 and "Missing argument" in missing.output
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", (*COMMANDS, "index build"))
 def test_progress_flag_is_explained_everywhere(command: str) -> None:
     line = next(line for line in _help(command).splitlines() if "--no-progress" in line)
     assert re.search(r"--no-progress\s+\S*\s*Progress bars? on stderr", line), line

@@ -201,3 +201,72 @@ def test_ort_cuda_fp16_matches_torch(arch: str, request: pytest.FixtureRequest) 
         cosines = np.sum(emb * reference, axis=1)
         assert cosines.min() > 0.999, cosines.min()
     assert np.sum(ort_emb * torch_emb, axis=1).min() > 0.999
+
+
+# ---------------------------------------------------------------- ORT tuning options
+
+
+def test_pad_to_bucket_by_hand() -> None:
+    from xretrieve.encoding.ort_backend import pad_to_bucket
+
+    ids = np.array([[0, 5, 6, 2], [0, 7, 2, 1]], dtype=np.int64)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=np.int64)
+    padded_ids, padded_mask = pad_to_bucket(ids, mask, 3, pad_token_id=1)
+    np.testing.assert_array_equal(padded_ids, [[0, 5, 6, 2, 1, 1], [0, 7, 2, 1, 1, 1]])
+    np.testing.assert_array_equal(padded_mask, [[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    same_ids, same_mask = pad_to_bucket(ids, mask, 4, pad_token_id=1)
+    assert same_ids is ids and same_mask is mask
+
+
+def test_seq_buckets_do_not_change_embeddings(tiny_xlmr_checkpoint: Path) -> None:
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    plain = load_encoder(tiny_xlmr_checkpoint, batch_tokens=256)
+    bucketed = load_encoder(
+        tiny_xlmr_checkpoint, batch_tokens=256, ort_options=OrtOptions(seq_bucket=32)
+    )
+    calls: list[int] = []
+    run = bucketed.backend.session.run
+
+    def spy(names, feeds):
+        calls.append(feeds["input_ids"].shape[1])
+        return run(names, feeds)
+
+    bucketed.backend.session.run = spy
+    np.testing.assert_allclose(bucketed.encode(TEXTS), plain.encode(TEXTS), atol=1e-6)
+    assert calls and all(width % 32 == 0 for width in calls)
+
+
+def test_cuda_provider_options() -> None:
+    from xretrieve.encoding.ort_backend import OrtOptions, cuda_provider_options
+
+    assert cuda_provider_options(1, OrtOptions()) == {
+        "device_id": "1",
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+    options = OrtOptions(
+        sdpa_kernel=("flash", "efficient"),
+        cuda_provider_options=(("enable_skip_layer_norm_strict_mode", "1"),),
+    )
+    provider = cuda_provider_options(0, options)
+    assert provider["sdpa_kernel"] == "3"  # flash (1) | memory-efficient (2)
+    assert provider["enable_skip_layer_norm_strict_mode"] == "1"
+    with pytest.raises(XRetrieveError, match="unknown attention kernel 'fast'"):
+        OrtOptions(sdpa_kernel=("fast",))
+    with pytest.raises(XRetrieveError, match="seq_bucket must be at least 1"):
+        OrtOptions(seq_bucket=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kernel", ["flash", "efficient", "math"])
+def test_ort_cuda_attention_kernels_and_buckets_match_cpu(
+    kernel: str, tiny_xlmr_checkpoint: Path
+) -> None:
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    cpu = load_encoder(tiny_xlmr_checkpoint, device="cpu").encode(TEXTS)
+    options = OrtOptions(seq_bucket=16, sdpa_kernel=(kernel,))
+    cuda = load_encoder(tiny_xlmr_checkpoint, device="cuda", ort_options=options)
+    assert cuda.provider == "CUDAExecutionProvider"
+    cosines = (cuda.encode(TEXTS) * cpu).sum(axis=1)
+    assert cosines.mean() > 0.999

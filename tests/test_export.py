@@ -524,8 +524,8 @@ def test_bad_settings(tiny_xlmr_checkpoint, tmp_path):
         export_checkpoint(tiny_xlmr_checkpoint, tmp_path / "out", ExportConfig(max_length=256))
     with pytest.raises(XRetrieveError, match="pooling must be one of mean, cls"):
         ExportConfig(pooling="max")
-    with pytest.raises(XRetrieveError, match="dtype must be one of fp16, fp32"):
-        ExportConfig(dtype="int8")
+    with pytest.raises(XRetrieveError, match="dtype must be one of fp16, fp32, int8, auto"):
+        ExportConfig(dtype="int4")
     assert not (tmp_path / "out").exists()
 
 
@@ -703,7 +703,7 @@ def test_pretraining_head_weights_are_not_unexpected(tiny_xlmr_checkpoint, tmp_p
 def test_large_fp16_export_fuses_and_matches_on_cuda(tmp_path):
     """An XLM-R-large-shaped random model (24 layers, 1024 wide, 16 heads; small vocabulary):
     full fusion, fp16 parity with torch fp32 on ONNX Runtime's CUDA execution provider."""
-    from exporters.validate import cuda_usable
+    from xretrieve.devices import ort_cuda_available as cuda_usable
 
     if not cuda_usable():
         pytest.skip("ONNX Runtime's CUDA execution provider is not usable here")

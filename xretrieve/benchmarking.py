@@ -27,12 +27,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xretrieve.devices import torch_cuda_available
 from xretrieve.errors import XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
+
+if TYPE_CHECKING:
+    from xretrieve.encoding.ort_backend import OrtOptions
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,82 @@ def make_sentences(
     rng = np.random.default_rng(seed)
     lengths = np.clip(np.round(rng.lognormal(np.log(median_tokens), sigma, size=n)), 3, 128)
     return [" ".join(rng.choice(WORDS, size=int(length) - 2)) for length in lengths]
+
+
+@dataclass(frozen=True)
+class WordPieces:
+    """A tokenizer's vocabulary split for text generation: ``starts`` open a word (SentencePiece
+    pieces with the ``▁`` marker, WordPiece pieces without ``##``), ``continuations`` extend one;
+    both without their markers, alphabetic only (no special tokens, digits or punctuation)."""
+
+    starts: tuple[str, ...]
+    continuations: tuple[str, ...]
+
+
+def word_pieces(vocabulary: Sequence[str], special_tokens: Sequence[str] = ()) -> WordPieces:
+    """Split ``vocabulary`` (a tokenizer's pieces) into word-opening and continuing pieces,
+    sorted for determinism; ``XRetrieveError`` when either kind is missing."""
+    special = set(special_tokens)
+    wordpiece = any(piece.startswith("##") for piece in vocabulary)
+    starts, continuations = set(), set()
+    for piece in vocabulary:
+        if piece in special:
+            continue
+        if wordpiece:
+            is_start, text = not piece.startswith("##"), piece.removeprefix("##")
+        else:
+            is_start, text = piece.startswith("\u2581"), piece.removeprefix("\u2581")
+        if not text.isalpha():
+            continue
+        (starts if is_start else continuations).add(text)
+    if not starts or not continuations:
+        raise XRetrieveError("the vocabulary has no word-opening or no word-continuing pieces")
+    return WordPieces(tuple(sorted(starts)), tuple(sorted(continuations)))
+
+
+def make_vocabulary_sentences(
+    pieces: WordPieces,
+    n: int,
+    seed: int = 0,
+    median_tokens: float = 25.0,
+    sigma: float = 0.55,
+    max_tokens: int = 128,
+) -> list[str]:
+    """``n`` sentences of word-like tokens glued from vocabulary ``pieces``, whose token counts
+    (two special tokens included) follow a log-normal around ``median_tokens`` clipped to
+    [3, ``max_tokens``] (BUCC sentences: median about 25 XLM-R tokens). A word is one opening
+    piece and 0-2 continuing ones (each 1 + geometric(0.6) - 1, so most words are one piece), so
+    a tokenizer that segments them back into those pieces gives the drawn count; segmentations
+    that merge or split pieces move it a little (``length_summary`` reports what came out)."""
+    rng = np.random.default_rng(seed)
+    targets = np.clip(np.round(rng.lognormal(np.log(median_tokens), sigma, size=n)), 3, max_tokens)
+    starts, continuations = np.asarray(pieces.starts), np.asarray(pieces.continuations)
+    sentences = []
+    for target in targets.astype(int):
+        remaining, words = target - 2, []
+        while remaining > 0:
+            extra = min(int(rng.geometric(0.6)) - 1, 2, remaining - 1)
+            word = str(rng.choice(starts)) + "".join(rng.choice(continuations, size=extra))
+            words.append(word)
+            remaining -= 1 + extra
+        sentences.append(" ".join(words))
+    return sentences
+
+
+def length_summary(lengths: np.ndarray, max_length: int) -> dict[str, float]:
+    """Token-count distribution of a workload: median, mean, p10/p90/p99, max, and the fraction
+    of texts at ``max_length`` (truncated, or exactly at the cap)."""
+    lengths = np.asarray(lengths)
+    return {
+        "texts": int(lengths.size),
+        "median": float(np.median(lengths)),
+        "mean": round(float(np.mean(lengths)), 2),
+        "p10": float(np.percentile(lengths, 10)),
+        "p90": float(np.percentile(lengths, 90)),
+        "p99": float(np.percentile(lengths, 99)),
+        "max": int(lengths.max()),
+        "fraction_at_max_length": round(float(np.mean(lengths >= max_length)), 4),
+    }
 
 
 def make_knn_data(
@@ -211,27 +291,22 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def gpu_available() -> bool:
-    """Whether torch sees a CUDA GPU (FAISS GPU methods check ``faiss.get_num_gpus()`` too)."""
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 # ---------------------------------------------------------------------------------------------
 # Embedding
 
 
 @dataclass(frozen=True)
 class EmbedSetting:
-    """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32, ``device``
-    auto|cpu|cuda, ``batch_tokens`` (bound on batch size x padded length)."""
+    """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32 (auto for an
+    export directory, which has its own), ``device`` auto|cpu|cuda, ``batch_tokens`` (bound on
+    batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only)."""
 
     backend: str
     dtype: str
     device: str = "auto"
     batch_tokens: int = 16384
     repeats: int = 1
+    ort_options: OrtOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +380,7 @@ def bench_embedding(
             dtype=setting.dtype,
             batch_tokens=setting.batch_tokens,
             text_prefix=text_prefix,
+            ort_options=setting.ort_options,
         )
         encoder.encode(texts[: min(len(texts), 512)])
         best, best_latencies = None, np.zeros(0)
@@ -461,7 +537,7 @@ def _semantic_search_both_ways(
     import torch
     from sentence_transformers import util
 
-    device = "cuda" if gpu_available() else "cpu"
+    device = "cuda" if torch_cuda_available() else "cpu"
     x, y = torch.from_numpy(src).to(device), torch.from_numpy(tgt).to(device)
     found = []
     for queries, database in ((x, y), (y, x)):
@@ -498,7 +574,7 @@ def knn_methods(
     if include_peers:
         found["faiss_cpu"] = _faiss_cpu_both_ways
     found["torch_cpu"] = _chunk_engine("cpu", None, None)
-    if gpu_available():
+    if torch_cuda_available():
         from xretrieve.chunk_max_kernel import triton_available
 
         found["torch_cuda"] = _chunk_engine("cuda", None, gpu_memory)
@@ -564,7 +640,7 @@ def _mine_with(
 ) -> tuple[set[tuple[int, int]], KnnResult, float, float, dict[str, float]]:
     from xretrieve.margin import Margin, Mode, select_pairs
 
-    cuda = gpu_available()
+    cuda = torch_cuda_available()
     clock = _PhaseClock(cuda)
     if cuda:
         _synchronize("cuda")
@@ -580,7 +656,7 @@ def _mine_with(
 
 
 def _peak_gpu_reset() -> None:
-    if gpu_available():
+    if torch_cuda_available():
         import torch
 
         torch.cuda.synchronize()
@@ -588,7 +664,7 @@ def _peak_gpu_reset() -> None:
 
 
 def _peak_gpu_mb() -> float | None:
-    if not gpu_available():
+    if not torch_cuda_available():
         return None
     import torch
 

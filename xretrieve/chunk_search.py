@@ -388,24 +388,28 @@ def _candidate_chunks(
     return fwd, bwd
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """What both directions' re-scoring share: the plan, the device blocks, the error bound
+    ``margin`` and the progress callback."""
+
+    plan: ChunkPlan
+    uploader: _Uploader
+    margin: float
+    progress: ProgressCallback
+
+
 def _rescore(
-    queries: RowMatrix,
-    database: RowMatrix,
-    lists: _ChunkLists,
-    k: int,
-    margin: float,
-    plan: ChunkPlan,
-    uploader: _Uploader,
-    progress: ProgressCallback,
-    stage: str,
+    queries: RowMatrix, database: RowMatrix, lists: _ChunkLists, k: int, run: _Pass, stage: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pass 2 for one direction: fp32 scores of the rows of each query's kept chunks within
-    ``2 * margin`` of its k-th best chunk maximum, the k best, and the queries whose proof fails
-    (k-th score not above cut + ``margin``; see the module doc).
+    ``2 * run.margin`` of its k-th best chunk maximum, the k best, and the queries whose proof
+    fails (k-th score not above cut + ``run.margin``; see the module doc).
 
     Returns ``sims`` (nq, k) float32, ``ids`` (nq, k) int64 and ``failed`` (f,) int64 rows."""
     import torch
 
+    plan, uploader, margin, progress = run.plan, run.uploader, run.margin, run.progress
     nq, m = queries.shape[0], database.shape[0]
     c = plan.chunk
     kept = lists.ids.shape[1] - 1
@@ -487,23 +491,15 @@ def _max_norm(matrix: RowMatrix, normalize: bool) -> float:
 
 
 def _direction(
-    queries: RowMatrix,
-    database: RowMatrix,
-    lists: _ChunkLists,
-    k: int,
-    margin: float,
-    plan: ChunkPlan,
-    uploader: _Uploader,
-    progress: ProgressCallback,
-    stage: str,
+    queries: RowMatrix, database: RowMatrix, lists: _ChunkLists, k: int, run: _Pass, stage: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    sims, ids, failed = _rescore(
-        queries, database, lists, k, margin, plan, uploader, progress, stage
-    )
+    sims, ids, failed = _rescore(queries, database, lists, k, run, stage)
     if failed.numel():
         logger.info("%s: %d of %d rows searched again exactly", stage, failed.numel(), len(ids))
         rows = failed.cpu().numpy()
-        exact_sims, exact_ids = _exact_rows(queries.select(rows), database, k, plan, uploader)
+        exact_sims, exact_ids = _exact_rows(
+            queries.select(rows), database, k, run.plan, run.uploader
+        )
         sims[failed], ids[failed] = exact_sims, exact_ids
     return sims.cpu().numpy(), ids.cpu().numpy()
 
@@ -538,9 +534,8 @@ def chunk_knn_both_ways(
         fwd_lists, bwd_lists = _candidate_chunks(
             src, tgt, keep_fwd, keep_bwd, plan, uploader, progress
         )
-        fwd_sims, fwd_ids = _direction(
-            src, tgt, fwd_lists, k_fwd, margin, plan, uploader, progress, "kNN forward"
-        )
+        forward = _Pass(plan, uploader, margin, progress)
+        fwd_sims, fwd_ids = _direction(src, tgt, fwd_lists, k_fwd, forward, "kNN forward")
         del fwd_lists
         if bwd_lists is None:
             return (
@@ -549,10 +544,8 @@ def chunk_knn_both_ways(
                 np.empty((tgt.shape[0], 0), np.float32),
                 np.empty((tgt.shape[0], 0), np.int64),
             )
-        bwd_plan = _swap_blocks(plan)
-        bwd_sims, bwd_ids = _direction(
-            tgt, src, bwd_lists, k_bwd, margin, bwd_plan, uploader, progress, "kNN backward"
-        )
+        backward = _Pass(_swap_blocks(plan), uploader, margin, progress)
+        bwd_sims, bwd_ids = _direction(tgt, src, bwd_lists, k_bwd, backward, "kNN backward")
     return fwd_sims, fwd_ids, bwd_sims, bwd_ids
 
 

@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 
+from xretrieve.devices import torch_cuda_available
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.row_blocks import RowMatrix, Rows, as_row_matrix
@@ -50,14 +52,6 @@ def _faiss():
     return faiss
 
 
-def _torch_cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def _faiss_num_gpus() -> int:
     faiss = _faiss()
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
@@ -72,7 +66,7 @@ def resolve_backend(device: str) -> str:
         return "faiss-cpu"
     if device != "auto" and not device.startswith("cuda"):
         raise XRetrieveError(f"unknown device {device!r}: expected auto, cpu or cuda")
-    if _torch_cuda_available():
+    if torch_cuda_available():
         return "torch-cuda"
     if _faiss_num_gpus() > 0:
         return "faiss-gpu"
@@ -262,32 +256,27 @@ def _faiss_cpu_knn(
     stage: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     faiss = _faiss()
-    n, m = queries.shape[0], database.shape[0]
-    query_rows = block_rows or CPU_BLOCK_ROWS
+    m = database.shape[0]
     database_rows = _cpu_database_rows(database, block_rows)
-    single = database_rows >= m
-    resident = _normalized_block(database, 0, m, normalize) if single else None
-    sims = np.empty((n, k), dtype=np.float32)
-    ids = np.empty((n, k), dtype=np.int64)
-    progress(stage, 0, n)
-    for q0 in range(0, n, query_rows):
-        q1 = min(q0 + query_rows, n)
-        block = _normalized_block(queries, q0, q1, normalize)
-        if single:
-            sims[q0:q1], ids[q0:q1] = faiss.knn(block, resident, k, faiss.METRIC_INNER_PRODUCT)
-        else:
-            heap = faiss.ResultHeap(q1 - q0, k, keep_max=True)
+    if database_rows >= m:
+        resident = _normalized_block(database, 0, m, normalize)
+
+        def search(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return faiss.knn(block, resident, k, faiss.METRIC_INNER_PRODUCT)
+
+    else:
+
+        def search(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            heap = faiss.ResultHeap(block.shape[0], k, keep_max=True)
             for d0 in range(0, m, database_rows):
                 d1 = min(d0 + database_rows, m)
                 part = _normalized_block(database, d0, d1, normalize)
-                found_sims, found_ids = faiss.knn(
-                    block, part, min(k, d1 - d0), faiss.METRIC_INNER_PRODUCT
-                )
-                heap.add_result(found_sims, found_ids + d0)
+                sims, ids = faiss.knn(block, part, min(k, d1 - d0), faiss.METRIC_INNER_PRODUCT)
+                heap.add_result(sims, ids + d0)
             heap.finalize()
-            sims[q0:q1], ids[q0:q1] = heap.D, heap.I
-        progress(stage, q1, n)
-    return sims, ids
+            return heap.D, heap.I
+
+    return _blocked_queries(search, queries, k, block_rows, normalize, progress, stage)
 
 
 def _faiss_gpu_knn(
@@ -303,17 +292,32 @@ def _faiss_gpu_knn(
     if faiss.get_num_gpus() <= 0:  # never reach a GPU-only FAISS call without a GPU
         raise XRetrieveError("faiss sees no GPU")
     resources = faiss.StandardGpuResources()
-    n, m = queries.shape[0], database.shape[0]
-    resident = _normalized_block(database, 0, m, normalize)
+    resident = _normalized_block(database, 0, database.shape[0], normalize)
+
+    def search(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn_gpu(resources, block, resident, k, metric=faiss.METRIC_INNER_PRODUCT)
+
+    return _blocked_queries(search, queries, k, block_rows, normalize, progress, stage)
+
+
+def _blocked_queries(
+    search: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    queries: RowMatrix,
+    k: int,
+    block_rows: int | None,
+    normalize: bool,
+    progress: ProgressCallback,
+    stage: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``search`` over consecutive query blocks (of ``block_rows``, default ``CPU_BLOCK_ROWS``),
+    read and normalised one at a time, into ``(n, k)`` sims and ids."""
+    n = queries.shape[0]
     query_rows = block_rows or CPU_BLOCK_ROWS
     sims = np.empty((n, k), dtype=np.float32)
     ids = np.empty((n, k), dtype=np.int64)
     progress(stage, 0, n)
     for q0 in range(0, n, query_rows):
         q1 = min(q0 + query_rows, n)
-        block = _normalized_block(queries, q0, q1, normalize)
-        sims[q0:q1], ids[q0:q1] = faiss.knn_gpu(
-            resources, block, resident, k, metric=faiss.METRIC_INNER_PRODUCT
-        )
+        sims[q0:q1], ids[q0:q1] = search(_normalized_block(queries, q0, q1, normalize))
         progress(stage, q1, n)
     return sims, ids

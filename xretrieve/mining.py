@@ -3,9 +3,9 @@
 - ``mine(src_texts, tgt_texts, model=...)`` and ``mine_embeddings(src_emb, tgt_emb)``: the
   Python API (also importable from ``xretrieve``), returning ``MinedPairs``.
 - ``mine_bitext(MineRequest(...)) -> MiningReport``: what ``xretrieve mine`` runs: read the
-  inputs (files, a BUCC directory, or the bundled sample), embed them or read their embeddings,
-  take, tune or default the threshold, mine over distinct texts, score against gold, write the
-  pairs TSV.
+  inputs (files, a BUCC directory, or the bundled sample), embed them or read their embeddings
+  (or search their approximate indexes, ``MineRequest.indexes``), take, tune or default the
+  threshold, mine over distinct texts, score against gold, write the pairs TSV.
 
 The threshold, when none is given: the model's own calibrated one when it has one for this
 margin and ``k`` (the default model has one, see the README), else ``DEFAULT_RATIO_THRESHOLD``
@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from xretrieve.errors import XRetrieveError
 from xretrieve.formats import Corpus
 from xretrieve.margin import DEFAULT_CONFIG, Margin, MinedPairs, MiningConfig, Mode
 from xretrieve.progress import ProgressCallback
+
+if TYPE_CHECKING:
+    from xretrieve.index.mining import IndexMining
+    from xretrieve.index.search import SearchConfig
 
 # Threshold for the ratio margin when neither the caller nor the model gives one: LASER's mined
 # corpora (WikiMatrix, CCMatrix) keep ratio-margin scores around 1.04-1.06.
@@ -208,7 +212,9 @@ class MineRequest:
     Texts: ``src_file``/``tgt_file`` (plain text or BUCC TSV), or ``data_dir`` + ``split``
     (BUCC layout), or neither: the bundled ``src_lang``-``tgt_lang`` sample. Embeddings:
     ``model`` (None = the default model, with ``text_prefix`` overriding its prefix), or
-    ``src_emb``/``tgt_emb`` files, or ``emb_dir`` mirroring ``data_dir``. Threshold:
+    ``src_emb``/``tgt_emb`` files, or ``emb_dir`` mirroring ``data_dir``; or, instead of
+    embeddings, ``indexes`` (``xretrieve index build`` directories of the two sides, one row
+    per line, searched approximately; no model, tuning split or prefix then). Threshold:
     ``threshold``, or the one ``tune_split`` (of ``data_dir``) tunes, or the default."""
 
     src_lang: str = "de"
@@ -227,6 +233,7 @@ class MineRequest:
     threshold: float | None = None
     tune_split: str | None = None
     out: Path | None = None
+    indexes: IndexMining | None = None
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,7 @@ class MiningReport:
     recall: float | None = None
     f1: float | None = None
     out: Path | None = None
+    index_search: SearchConfig | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary ``xretrieve mine --json`` prints (tuning and gold keys only when
@@ -275,6 +283,8 @@ class MiningReport:
             "pairs": self.pairs,
             "rows": len(self.rows),
         }
+        if self.index_search is not None:
+            summary |= {"nprobe": self.index_search.nprobe, "rescore": self.index_search.rescore}
         if self.gold is not None:
             summary |= {
                 "gold": self.gold,
@@ -352,14 +362,24 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         check_output_path(request.out)  # before any reading or embedding
     inputs = read_inputs(request)
     config = request.config
-    src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
     tune_f1 = None
-    if request.tune_split is not None:
-        threshold, tune_f1 = _tune(inputs, request, source, progress)
-        choice = ThresholdChoice(threshold, "tuned")
+    if request.indexes is not None:
+        from xretrieve.index.mining import mine_corpora_with_indexes
+
+        choice = _given_or_default(request.threshold, config, None)
+        mining = mine_corpora_with_indexes(
+            inputs.src, inputs.tgt, request.indexes, config, progress=progress
+        )
     else:
-        choice = _given_or_default(request.threshold, config, model_threshold(source))
-    mining = mine_corpora(inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress)
+        src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
+        if request.tune_split is not None:
+            threshold, tune_f1 = _tune(inputs, request, source, progress)
+            choice = ThresholdChoice(threshold, "tuned")
+        else:
+            choice = _given_or_default(request.threshold, config, model_threshold(source))
+        mining = mine_corpora(
+            inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress
+        )
     selected = np.flatnonzero(
         mining.pairs.score.astype(np.float64)
         >= (-math.inf if choice.threshold is None else choice.threshold)
@@ -383,11 +403,24 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         tune_split=request.tune_split,
         tune_f1=tune_f1,
         out=request.out,
+        index_search=None if request.indexes is None else request.indexes.search,
         **gold,
     )
 
 
 def _check_request(request: MineRequest) -> None:
+    if request.indexes is not None and (
+        request.src_emb is not None
+        or request.tgt_emb is not None
+        or request.model is not None
+        or request.emb_dir is not None
+        or request.tune_split is not None
+        or request.text_prefix is not None
+    ):
+        raise XRetrieveError(
+            "--src-index/--tgt-index replace --src-emb/--tgt-emb, --model, --text-prefix, "
+            "--emb-dir and --tune-split: give only the indexes (and --threshold)"
+        )
     if request.threshold is not None and request.tune_split is not None:
         raise XRetrieveError("give either --threshold or --tune-split, not both")
     if request.tune_split is not None and request.data_dir is None:

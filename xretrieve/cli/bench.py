@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         """Embedding throughput (per backend, dtype and batch budget) and kNN + margin speed
         (FAISS CPU, torch CPU; torch CUDA and FAISS GPU where a GPU exists), side by side."""
         from xretrieve import benchmarking
+        from xretrieve.devices import torch_cuda_available
         from xretrieve.files import check_output_path
         from xretrieve.formats import read_text_corpus
 
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
             check_output_path(plot, option="--plot")
         backend_names = benchmarking.parse_names(backends, benchmarking.BACKENDS, "--backends")
         if dtypes is None:
-            dtype_names = ("fp16", "fp32") if benchmarking.gpu_available() else ("fp32",)
+            dtype_names = ("fp16", "fp32") if torch_cuda_available() else ("fp32",)
         else:
             dtype_names = benchmarking.parse_names(dtypes, benchmarking.DTYPES, "--dtypes")
         if corpus is not None:

@@ -29,6 +29,15 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
         ["max length", str(manifest.max_length)],
         ["files", ", ".join(manifest.onnx_files)],
     ]
+    choice = manifest.dtype_choice
+    if choice:
+        rows.append(
+            [
+                "dtype auto",
+                f"{choice['chosen']}: held-out top-1 int8 {choice['int8_accuracy']:.2f} vs "
+                f"fp32 {choice['fp32_accuracy']:.2f} ({choice['pairs']} pairs)",
+            ]
+        )
     rows += [[f"fused {name}", str(count)] for name, count in manifest.fusion.items() if count]
     figures = manifest.validation
     if figures is not None:
@@ -69,7 +78,12 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
         ] = False,
         dtype: Annotated[
-            str, typer.Option("--dtype", help="fp16 (for CUDA) or fp32 (for CPU).")
+            str,
+            typer.Option(
+                "--dtype",
+                help="fp16 (for CUDA), fp32 or int8 (for CPU), or auto: fp16 with a GPU, else "
+                "int8 if its held-out retrieval accuracy is within 1 point of fp32, else fp32.",
+            ),
         ] = "fp16",
         opset: Annotated[
             int | None, typer.Option("--opset", help="ONNX opset (default 17).")

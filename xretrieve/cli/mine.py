@@ -25,6 +25,9 @@ from xretrieve.cli.common import (
     stdout,
     threshold_text,
 )
+from xretrieve.errors import XRetrieveError
+from xretrieve.index.mining import IndexMining
+from xretrieve.index.search import DEFAULT_INDEX_K, DEFAULT_NPROBE, SearchConfig
 from xretrieve.margin import Margin, MiningConfig, Mode
 from xretrieve.mining import DEFAULT_RATIO_THRESHOLD, MineRequest, MiningReport
 from xretrieve.sizes import parse_bytes
@@ -92,7 +95,10 @@ def register(app: typer.Typer) -> None:
         emb_dir: Annotated[
             Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
         ] = None,
-        k: Annotated[int, typer.Option(min=1, help="Neighbours for the margin.")] = 4,
+        k: Annotated[
+            int | None,
+            typer.Option(min=1, help="Neighbours for the margin (default 4; 16 with indexes)."),
+        ] = None,
         margin: Annotated[Margin, typer.Option(help="Margin function.")] = Margin.RATIO,
         mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
         threshold: Annotated[
@@ -126,9 +132,32 @@ def register(app: typer.Typer) -> None:
         show_progress: Annotated[
             bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
         ] = True,
+        src_index: Annotated[
+            Path | None, typer.Option(help="Source index directory ('xretrieve index build').")
+        ] = None,
+        tgt_index: Annotated[Path | None, typer.Option(help="Target index directory.")] = None,
+        nprobe: Annotated[
+            int, typer.Option(min=1, help="Inverted lists visited per query (indexes).")
+        ] = DEFAULT_NPROBE,
+        rescore: Annotated[
+            bool, typer.Option(help="Exact similarities for the index's candidates.")
+        ] = True,
+        ray: Annotated[
+            str | None,
+            typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
+        ] = None,
     ) -> None:
         """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
         from xretrieve.mining import mine_bitext
+
+        indexes = None
+        if src_index is not None or tgt_index is not None or ray is not None:
+            if src_index is None or tgt_index is None:
+                raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
+            search = SearchConfig(nprobe=nprobe, rescore=rescore)
+            indexes = IndexMining(src_index, tgt_index, search, ray)
+        if k is None:
+            k = DEFAULT_INDEX_K if indexes is not None else 4
 
         request = MineRequest(
             src_lang=src,
@@ -149,6 +178,7 @@ def register(app: typer.Typer) -> None:
             threshold=threshold,
             tune_split=tune_split,
             out=out,
+            indexes=indexes,
         )
         with progress_bars(show_progress) as progress:
             report = mine_bitext(request, progress)

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xretrieve.cache import cache_dir, content_hash
+from xretrieve.devices import ort_cuda_available, torch_cuda_available
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
-from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, ort_cuda_usable
+from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, OrtOptions
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
@@ -58,9 +59,7 @@ def resolve_device(device: str, backend: str) -> str:
         raise XRetrieveError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if device == "cpu":
         return "cpu"
-    import torch
-
-    usable = ort_cuda_usable() if backend == "ort" else torch.cuda.is_available()
+    usable = ort_cuda_available() if backend == "ort" else torch_cuda_available()
     if device == "cuda" and not usable:
         what = "torch" if backend == "torch" else "torch/onnxruntime-gpu"
         raise XRetrieveError(f"--device cuda was asked for, but {what} sees no usable CUDA GPU")
@@ -136,6 +135,7 @@ def load_encoder(
     text_prefix: str | None = None,
     window: int = DEFAULT_WINDOW,
     projection: bool = False,
+    ort_options: OrtOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> SentenceEncoder:
     """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` "ort" or "torch".
@@ -146,6 +146,7 @@ def load_encoder(
     last), ``pooling`` ("mean"|"cls") and ``text_prefix`` apply to checkpoints; an export's
     must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
     vectors through the checkpoint's trained image-text projection head (image-feature space).
+    ``ort_options`` tunes the ONNX Runtime backend (sequence buckets, CUDA attention kernels).
     ``progress`` sees the default-model conversion and first-use export."""
     if dtype not in DTYPES:
         raise XRetrieveError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
@@ -159,6 +160,7 @@ def load_encoder(
         batch_tokens=batch_tokens,
         window=window,
         projection=projection,
+        ort_options=ort_options,
     )
     if backend == "torch":
         return _torch_encoder(source, resolved_device, settings)
@@ -180,6 +182,7 @@ class _Settings:
     batch_tokens: int
     window: int
     projection: bool = False
+    ort_options: OrtOptions | None = None
 
     def dtype_for(self, device: str) -> str:
         if self.dtype != "auto":
@@ -202,7 +205,18 @@ def _ort_encoder(
             "%s is an fp16 export: on the CPU fp32 is faster and exact; export with --dtype fp32",
             export_dir,
         )
-    backend = OrtBackend(export_dir / manifest.model_file, device=device)
+    if source.kind == "export" and manifest.dtype.value == "int8" and device == "cuda":
+        logger.warning(
+            "%s is an int8 export, made for the CPU execution provider: on CUDA its quantised "
+            "MatMuls may run on the CPU; export with --dtype fp16",
+            export_dir,
+        )
+    backend = OrtBackend(
+        export_dir / manifest.model_file,
+        device=device,
+        options=settings.ort_options,
+        pad_token_id=manifest.pad_token_id,
+    )
     if backend.dim != manifest.dim:
         raise XRetrieveError(
             f"{export_dir}: model.onnx gives {backend.dim}-d vectors, the manifest says {manifest.dim}"

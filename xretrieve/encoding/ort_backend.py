@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xretrieve.devices import CUDA_PROVIDER
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 
 if TYPE_CHECKING:
@@ -17,13 +19,80 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 EMBEDDINGS = "embeddings"
 LAYER_EMBEDDINGS = "layer_embeddings"
 
 # What ONNX Runtime's CUDA allocator says when the device is full (BFCArena / cudaMalloc).
 _OOM_MESSAGES = ("out of memory", "failed to allocate", "cudaerrormemoryallocation")
+
+
+# Bits of the CUDA execution provider's ``sdpa_kernel`` option (onnxruntime's AttentionBackend):
+# which fused attention kernels the Attention / MultiHeadAttention / PackedAttention operators
+# may use. 0 lets ONNX Runtime choose.
+SDPA_KERNELS = {
+    "flash": 1,
+    "efficient": 2,
+    "trt_fused": 4,
+    "cudnn_flash": 8,
+    "math": 16,
+}
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """Tuning of the ONNX Runtime backend; the defaults are ONNX Runtime's own behaviour.
+
+    ``seq_bucket``: pad every batch's sequence axis up to a multiple of this many tokens (1 =
+    off). Padding is masked, so the embeddings do not change; on a GPU fewer distinct shapes
+    mean fewer kernel selections and arena reshuffles, at the cost of the added tokens.
+    ``sdpa_kernel``: names from ``SDPA_KERNELS`` the CUDA provider may use for attention
+    (empty = ONNX Runtime's choice). ``cuda_provider_options``: further CUDA execution provider
+    options as ``(name, value)`` pairs, passed as given (ONNX Runtime rejects unknown names
+    when the session is made). Both CUDA settings are ignored on the CPU."""
+
+    seq_bucket: int = 1
+    sdpa_kernel: tuple[str, ...] = ()
+    cuda_provider_options: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.seq_bucket < 1:
+            raise XRetrieveError(f"seq_bucket must be at least 1, not {self.seq_bucket}")
+        wrong = [name for name in self.sdpa_kernel if name not in SDPA_KERNELS]
+        if wrong:
+            raise XRetrieveError(
+                f"unknown attention kernel {wrong[0]!r}; choose from {', '.join(SDPA_KERNELS)}"
+            )
+
+
+def cuda_provider_options(device_id: int, options: OrtOptions) -> dict[str, str]:
+    """The CUDA execution provider's options for ``device_id`` with ``options`` applied."""
+    # Exact-size arena growth: batches vary in shape, and power-of-two growth wastes up to
+    # half the memory that OOM retries need.
+    provider = {"device_id": str(device_id), "arena_extend_strategy": "kSameAsRequested"}
+    if options.sdpa_kernel:
+        mask = 0
+        for name in options.sdpa_kernel:
+            mask |= SDPA_KERNELS[name]
+        provider["sdpa_kernel"] = str(mask)
+    provider.update({name: str(value) for name, value in options.cuda_provider_options})
+    return provider
+
+
+def pad_to_bucket(
+    input_ids: np.ndarray, attention_mask: np.ndarray, bucket: int, pad_token_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[batch, seq]`` inputs padded on the right to ``seq`` rounded up to a multiple of
+    ``bucket`` (padding id ``pad_token_id``, mask 0); unchanged when already a multiple."""
+    seq = input_ids.shape[1]
+    extra = -seq % bucket
+    if extra == 0:
+        return input_ids, attention_mask
+    widths = ((0, 0), (0, extra))
+    return (
+        np.pad(input_ids, widths, constant_values=pad_token_id),
+        np.pad(attention_mask, widths, constant_values=0),
+    )
 
 
 class CudaProviderUnavailable(XRetrieveError):
@@ -36,23 +105,6 @@ def import_onnxruntime() -> onnxruntime:
     except ImportError:
         raise MissingDependencyError("onnxruntime-gpu", "the ONNX Runtime backend") from None
     return onnxruntime
-
-
-def ort_cuda_usable() -> bool:
-    """This onnxruntime build has the CUDA provider and a CUDA GPU is visible: to torch, or, with
-    a CPU-only torch build, as an NVIDIA device node. Whether ONNX Runtime can really load its
-    CUDA provider shows only when a session is made (``CudaProviderUnavailable``)."""
-    ort = import_onnxruntime()
-    if CUDA_PROVIDER not in ort.get_available_providers():
-        return False
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return True
-    except ImportError:
-        pass
-    return Path("/dev/nvidia0").exists()
 
 
 def physical_cores() -> int:
@@ -79,7 +131,9 @@ class OrtBackend:
     ``device`` "cuda": providers [CUDA, CPU]; inputs are copied to the GPU once per batch and
     outputs are bound on the GPU and copied back once per batch (IO binding). If ONNX Runtime
     falls back to the CPU provider, ``CudaProviderUnavailable`` is raised. ``device`` "cpu": the
-    CPU provider with ``threads`` intra-op threads (default: physical cores)."""
+    CPU provider with ``threads`` intra-op threads (default: physical cores). ``options``:
+    sequence bucketing and CUDA provider settings (``OrtOptions``); ``pad_token_id`` fills
+    bucket padding."""
 
     def __init__(
         self,
@@ -88,32 +142,31 @@ class OrtBackend:
         device: str = "cpu",
         device_id: int = 0,
         threads: int | None = None,
+        options: OrtOptions | None = None,
+        pad_token_id: int = 0,
     ) -> None:
         ort = import_onnxruntime()
         self._ort = ort
         self.device = device
         self.device_id = device_id
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.options = options or OrtOptions()
+        self.pad_token_id = pad_token_id
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if device == "cuda":
             providers: list = [
-                (
-                    CUDA_PROVIDER,
-                    # Exact-size arena growth: batches vary in shape, and power-of-two growth
-                    # wastes up to half the memory that OOM retries need.
-                    {"device_id": device_id, "arena_extend_strategy": "kSameAsRequested"},
-                ),
+                (CUDA_PROVIDER, cuda_provider_options(device_id, self.options)),
                 CPU_PROVIDER,
             ]
         elif device == "cpu":
             providers = [CPU_PROVIDER]
-            options.intra_op_num_threads = threads or physical_cores()
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            session_options.intra_op_num_threads = threads or physical_cores()
+            session_options.inter_op_num_threads = 1
+            session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         else:
             raise XRetrieveError(f"unknown device {device!r} (cuda or cpu)")
-        self.session = _create_session(ort, Path(model_path), options, providers)
+        self.session = _create_session(ort, Path(model_path), session_options, providers)
         self.provider = self.session.get_providers()[0]
         if device == "cuda" and self.provider != CUDA_PROVIDER:
             raise CudaProviderUnavailable(
@@ -133,13 +186,19 @@ class OrtBackend:
         logger.info(
             "ONNX Runtime session on %s (%s)",
             self.provider,
-            f"GPU {device_id}" if device == "cuda" else f"{options.intra_op_num_threads} threads",
+            f"GPU {device_id}"
+            if device == "cuda"
+            else f"{session_options.intra_op_num_threads} threads",
         )
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         names = [EMBEDDINGS, LAYER_EMBEDDINGS] if self._layer_output else [EMBEDDINGS]
+        if self.options.seq_bucket > 1:
+            input_ids, attention_mask = pad_to_bucket(
+                input_ids, attention_mask, self.options.seq_bucket, self.pad_token_id
+            )
         if self.device == "cuda":
             outputs = self._run_bound(names, input_ids, attention_mask)
         else:

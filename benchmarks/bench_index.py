@@ -1,0 +1,345 @@
+"""Benchmark approximate FAISS indexes against exact search: recall@k and mining F1.
+
+Two measurements, each printing one JSON document:
+
+- ``recall``: ``--rows`` source and target rows of planted synthetic data (clustered, see
+  ``make_rows``; half the targets are noisy copies of sources), stored as float16 ``.npy``; an
+  index over the targets with the size-based default factory (or ``--factory``) built by
+  ``xretrieve.index.build_index`` (train and add timed apart); ``--queries`` sampled sources
+  searched through it at each ``--nprobe``, k = 16, with and without exact re-scoring, against
+  exact FAISS ``IndexFlatIP`` ground truth. Reports recall@1, recall@k (|ANN top k & exact
+  top k| / k), the planted partner at rank 1, and per-shard throughputs for scaling.
+- ``bucc``: two BUCC-layout splits (tuning and test; ``--pairs`` gold pairs plus ``--noise``
+  unrelated sentences per side, same generator) mined exactly (``xretrieve.bucc.mine_corpora``)
+  and through default indexes (``mine_corpora_with_indexes``); threshold tuned on the tuning
+  split and applied to the test split, as ``xretrieve bucc``. Reports F1 of each variant.
+
+    python benchmarks/bench_index.py recall --rows 200000 --dim 384 --queries 10000
+    python benchmarks/bench_index.py recall --rows 1000000 --dim 1024 --queries 10000  # 1M x 1M
+    python benchmarks/bench_index.py bucc --pairs 5000 --noise 45000 --dim 384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.benchmarking import peak_rss_bytes
+from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
+from xretrieve.index.search import search_in_process
+from xretrieve.index.sources import unit_rows
+
+
+def make_rows(n_src: int, n_tgt: int, dim: int, planted: int, seed: int, clusters: int = 2000):
+    """Clustered unit rows, a stand-in for sentence embeddings (which are far from isotropic):
+    ``clusters`` random centres; a row is a centre plus Gaussian spread of the same norm.
+    Targets ``[:planted]`` are sources ``[:planted]`` plus translation noise (cosine ~0.87 to
+    their source, against ~0.5 within a cluster). Returns float16 matrices, targets shuffled,
+    and ``partner`` (n_src,) the target row of each planted source (-1 for the others)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+
+    def sample(n: int) -> np.ndarray:
+        spread = rng.standard_normal((n, dim), dtype=np.float32)
+        return unit_rows(centres[rng.integers(0, clusters, n)] + spread)
+
+    src = sample(n_src)
+    tgt = sample(n_tgt)
+    noise = rng.standard_normal((planted, dim), dtype=np.float32) / np.sqrt(dim)
+    tgt[:planted] = unit_rows(src[:planted] + 0.55 * noise * np.sqrt(2))
+    order = rng.permutation(n_tgt)
+    partner = np.full(n_src, -1, dtype=np.int64)
+    partner[:planted] = np.argsort(order)[:planted]
+    return src.astype(np.float16), tgt[order].astype(np.float16), partner
+
+
+def exact_topk(queries: np.ndarray, database: np.ndarray, k: int):
+    import faiss
+
+    index = faiss.IndexFlatIP(database.shape[1])
+    for a in range(0, database.shape[0], 65536):
+        index.add(unit_rows(database[a : a + 65536]))
+    return index.search(unit_rows(queries), k)
+
+
+class StageClock:
+    """A ProgressCallback that records when each stage starts and last advances."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        self.start.setdefault(stage, now)
+        self.last[stage] = now
+
+    def seconds(self, stage: str) -> float | None:
+        if stage not in self.start:
+            return None
+        return round(self.last[stage] - self.start[stage], 3)
+
+
+def machine() -> dict:
+    import faiss
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "faiss": faiss.__version__,
+        "faiss_gpus": int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0,
+        "numpy": np.__version__,
+    }
+
+
+def run_recall(args: argparse.Namespace, work: Path) -> dict:
+    src, tgt, partner = make_rows(args.rows, args.rows, args.dim, args.rows // 2, args.seed)
+    np.save(work / "tgt.npy", tgt)
+    np.save(work / "src.npy", src)
+    rng = np.random.default_rng(args.seed + 1)
+    query_rows = np.sort(rng.choice(args.rows, size=min(args.queries, args.rows), replace=False))
+    k = args.k
+    t0 = time.perf_counter()
+    exact_sims, exact_ids = exact_topk(src[query_rows], tgt, k)
+    exact_seconds = time.perf_counter() - t0
+
+    clock = StageClock()
+    config = BuildConfig(
+        factory=args.factory, train_size=args.train_size, shard_rows=args.shard_rows, seed=args.seed
+    )
+    t0 = time.perf_counter()
+    manifest = build_index([work / "tgt.npy"], work / "index", config, progress=clock)
+    build_seconds = time.perf_counter() - t0
+    index = open_index(work / "index")
+    from xretrieve.index.search import rescore as exact_rescore
+    from xretrieve.index.sources import EmbeddingRows
+
+    queries = EmbeddingRows([work / "src.npy"])
+    results = []
+    for nprobe in args.nprobe:
+        for rescore in (False, True):
+            search = SearchConfig(nprobe=nprobe, block_rows=4096)
+            t0 = time.perf_counter()
+            sims, ids = search_in_process(
+                index, queries, query_rows, k, None, search, lambda *a: None, "search"
+            )
+            search_seconds = time.perf_counter() - t0
+            if rescore:
+                t1 = time.perf_counter()
+                sims, ids = exact_rescore(queries.rows(query_rows), index.rows, ids)
+                search_seconds += time.perf_counter() - t1
+            overlap = np.mean(
+                [
+                    len(set(a) & set(b)) / k
+                    for a, b in zip(ids.tolist(), exact_ids.tolist(), strict=True)
+                ]
+            )
+            planted = partner[query_rows] >= 0
+            results.append(
+                {
+                    "nprobe": nprobe,
+                    "rescore": rescore,
+                    "recall_at_1": float(np.mean(ids[:, 0] == exact_ids[:, 0])),
+                    f"recall_at_{k}": float(overlap),
+                    "planted_partner_at_1": float(
+                        np.mean(ids[planted, 0] == partner[query_rows][planted])
+                    ),
+                    "exact_planted_partner_at_1": float(
+                        np.mean(exact_ids[planted, 0] == partner[query_rows][planted])
+                    ),
+                    "max_abs_sim_error_top1": float(np.max(np.abs(sims[:, 0] - exact_sims[:, 0]))),
+                    "search_seconds": round(search_seconds, 3),
+                    "queries_per_s": round(query_rows.size / search_seconds, 1),
+                }
+            )
+    shard_bytes = sum(s.bytes for s in manifest.shards)
+    return {
+        "task": "recall@k of an approximate index vs exact search (planted clustered data)",
+        "rows": args.rows,
+        "dim": args.dim,
+        "k": k,
+        "queries": int(query_rows.size),
+        "factory": manifest.factory,
+        "factory_note": manifest.factory_note,
+        "train_size": manifest.train_size,
+        "shards": len(manifest.shards),
+        "train_seconds": clock.seconds("train index"),
+        "add_seconds": clock.seconds("add to index"),
+        "build_seconds": round(build_seconds, 3),
+        "index_bytes": shard_bytes,
+        "index_bytes_per_row": round(shard_bytes / args.rows, 2),
+        "exact_search_seconds": round(exact_seconds, 3),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "machine": machine(),
+        "results": results,
+    }
+
+
+def write_bucc_split(root: Path, split: str, pairs: int, noise: int, dim: int, seed: int) -> None:
+    """``root/bucc2018/de-en.{split}.{de,en,gold}`` and ``root/emb/...npy`` from ``make_rows``."""
+    n = pairs + noise
+    src, tgt, partner = make_rows(n, n, dim, pairs, seed)
+    data = root / "bucc2018"
+    emb = root / "emb" / "bucc2018"
+    data.mkdir(parents=True, exist_ok=True)
+    emb.mkdir(parents=True, exist_ok=True)
+    stem = f"de-en.{split}"
+    with open(data / f"{stem}.de", "w", encoding="utf-8") as handle:
+        handle.writelines(f"de-{split}-{i:08d}\tsatz {split} {i}\n" for i in range(n))
+    with open(data / f"{stem}.en", "w", encoding="utf-8") as handle:
+        handle.writelines(f"en-{split}-{i:08d}\tsentence {split} {i}\n" for i in range(n))
+    with open(data / f"{stem}.gold", "w", encoding="utf-8") as handle:
+        handle.writelines(
+            f"de-{split}-{i:08d}\ten-{split}-{int(partner[i]):08d}\n" for i in range(pairs)
+        )
+    np.save(emb / f"{stem}.de.npy", src)
+    np.save(emb / f"{stem}.en.npy", tgt)
+
+
+def run_bucc(args: argparse.Namespace, work: Path) -> dict:
+    from xretrieve.bucc import (
+        gold_mask,
+        id_candidates,
+        mine_corpora,
+        optimize_threshold,
+        precision_recall_f1,
+    )
+    from xretrieve.formats import read_bucc_split
+    from xretrieve.index.mining import IndexMining, mine_corpora_with_indexes
+    from xretrieve.margin import MiningConfig
+
+    splits = {}
+    build = {}
+    for number, split in enumerate(("training", "test")):
+        write_bucc_split(work, split, args.pairs, args.noise, args.dim, args.seed + number)
+        emb = work / "emb" / "bucc2018"
+        src_npy, tgt_npy = emb / f"de-en.{split}.de.npy", emb / f"de-en.{split}.en.npy"
+        splits[split] = (read_bucc_split(work, "de", split), src_npy, tgt_npy)
+        if split == "training" and args.tune == "exact":
+            continue  # thresholds from exact mining: no training-split indexes needed
+        clock = StageClock()
+        t0 = time.perf_counter()
+        config = BuildConfig(factory=args.factory, train_size=args.train_size, seed=args.seed)
+        manifest = build_index([src_npy], work / f"{split}.de.index", config, progress=clock)
+        build_index([tgt_npy], work / f"{split}.en.index", config)
+        build[split] = (manifest, time.perf_counter() - t0, clock)
+
+    def scored(mining, split: str):
+        bucc = splits[split][0]
+        candidates = id_candidates(mining, bucc.src, bucc.tgt)
+        return candidates, gold_mask(candidates, bucc.gold, bucc.src, bucc.tgt)
+
+    def score(mine_split, k: int) -> dict:
+        """As ``xretrieve bucc``: threshold tuned on the training split, F1 on the test split
+        (with ``--tune exact`` the training split is mined exactly with the same k)."""
+        tune_split = mine_split if args.tune == "index" else exact(k)
+        candidates, correct = scored(tune_split("training"), "training")
+        threshold, tune_f1 = optimize_threshold(candidates.score, correct, args.pairs)
+        t0 = time.perf_counter()
+        mining = mine_split("test")
+        seconds = time.perf_counter() - t0
+        candidates, correct = scored(mining, "test")
+        precision, recall, f1, _ = precision_recall_f1(
+            candidates.score, correct, args.pairs, threshold
+        )
+        _, oracle = optimize_threshold(candidates.score, correct, args.pairs)
+        return {
+            "threshold": round(threshold, 5),
+            "tune_f1": round(100 * tune_f1, 3),
+            "precision": round(precision, 3),
+            "recall": round(recall, 3),
+            "f1": round(f1, 3),
+            "oracle_f1": round(100 * oracle, 3),
+            "test_mining_seconds": round(seconds, 3),
+        }
+
+    def exact(k: int):
+        def mine_split(split: str):
+            bucc, src_npy, tgt_npy = splits[split]
+            src = np.load(src_npy).astype(np.float32)
+            tgt = np.load(tgt_npy).astype(np.float32)
+            return mine_corpora(bucc.src, bucc.tgt, src, tgt, MiningConfig(k=k, device="cpu"))
+
+        return mine_split
+
+    def indexed(k: int, nprobe: int, rescore: bool):
+        def mine_split(split: str):
+            bucc = splits[split][0]
+            where = IndexMining(
+                work / f"{split}.de.index",
+                work / f"{split}.en.index",
+                SearchConfig(nprobe=nprobe, rescore=rescore),
+            )
+            return mine_corpora_with_indexes(bucc.src, bucc.tgt, where, MiningConfig(k=k))
+
+        return mine_split
+
+    variants = {
+        "exact k=4": (exact(4), 4),
+        "exact k=16": (exact(16), 16),
+        "index k=16 nprobe=128 rescore (defaults)": (indexed(16, 128, True), 16),
+        "index k=16 nprobe=128 no rescore (stopes)": (indexed(16, 128, False), 16),
+        "index k=16 nprobe=32 rescore": (indexed(16, 32, True), 16),
+        "index k=4 nprobe=128 rescore": (indexed(4, 128, True), 4),
+    }
+    results = {name: score(mine_split, k) for name, (mine_split, k) in variants.items()}
+    manifest, build_seconds, clock = build["test"]
+    return {
+        "task": "BUCC-layout mining F1: exact vs approximate indexes",
+        "pairs": args.pairs,
+        "sentences_per_side": args.pairs + args.noise,
+        "dim": args.dim,
+        "threshold_tuned_on": "training split mined exactly, same k"
+        if args.tune == "exact"
+        else "training split mined through its own indexes",
+        "factory": manifest.factory,
+        "factory_note": manifest.factory_note,
+        "train_size": manifest.train_size,
+        "test_build_seconds_both_sides": round(build_seconds, 3),
+        "test_train_seconds_one_side": clock.seconds("train index"),
+        "test_add_seconds_one_side": clock.seconds("add to index"),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "machine": machine(),
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    recall = sub.add_parser("recall", help="recall@k against exact search")
+    recall.add_argument("--rows", type=int, default=200_000, help="rows per side")
+    recall.add_argument("--queries", type=int, default=10_000)
+    recall.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 128])
+    recall.add_argument("--k", type=int, default=16)
+    recall.add_argument("--shard-rows", type=int, default=1_000_000)
+    bucc = sub.add_parser("bucc", help="mining F1 against exact mining")
+    bucc.add_argument("--pairs", type=int, default=5_000)
+    bucc.add_argument("--noise", type=int, default=45_000)
+    bucc.add_argument(
+        "--tune",
+        choices=("index", "exact"),
+        default="index",
+        help="mine the training split through its own indexes (as a user would) or exactly",
+    )
+    for command in (recall, bucc):
+        command.add_argument("--dim", type=int, default=384)
+        command.add_argument("--factory", default=None, help="default: by size, as stopes")
+        command.add_argument("--seed", type=int, default=0)
+        command.add_argument("--train-size", type=int, default=None, help="default: by size")
+        command.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        run = run_recall if args.what == "recall" else run_bucc
+        print(json.dumps(run(args, Path(tmp)), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Ray for indexes: sharded search (one actor per database shard, query blocks fanned out) and
+shard population at build time (one task per shard).
+
+Each actor loads one shard (``ShardSearcher``; on a GPU when the cluster has GPUs). For every
+block of queries the driver puts the block in Ray's object store once, asks every actor for its
+top k, and merges the answers with ``merge_topk``, the same merge and tie-break as the
+single-process path, so both give identical neighbours. Actors are restarted by Ray when they
+die (``max_restarts``); the restarted actor reloads its shard and the interrupted block is
+retried (``max_task_retries``).
+
+At build time each shard is a Ray task that reads the trained index and its rows from shared
+storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
+shards are byte-identical to those built in one process.
+
+Ray is optional: ``pip install 'xretrieve[distributed]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.errors import XRetrieveError
+from xretrieve.index.manifest import ShardRecord
+from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
+from xretrieve.index.sources import EmbeddingRows
+from xretrieve.index.topk import merge_topk
+from xretrieve.progress import ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'xretrieve[distributed]' (or: pip install ray)"
+# Blocks in flight at once: the next block is searched while the driver merges the previous.
+BLOCKS_IN_FLIGHT = 2
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise XRetrieveError(f"--ray needs the 'ray' package: {INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str) -> bool:
+    """Join (``auto``: the running cluster; an address: that one) or start (``local``) a Ray
+    cluster; True when this call started it. An already initialised Ray is reused."""
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        text = str(error).strip().splitlines()
+        raise XRetrieveError(
+            f"cannot reach a Ray cluster at {address!r}: {text[0] if text else error} "
+            "(use --ray local to start one on this machine)"
+        ) from None
+    return True
+
+
+class _ShardActor:
+    """Holds one shard; Ray re-runs ``__init__`` (reloading the shard) on restart."""
+
+    def __init__(self, directory: str, shard, nprobe: int, allowed: np.ndarray | None) -> None:
+        self.searcher = ShardSearcher(Path(directory), shard, nprobe, allowed)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.searcher.search(queries, k)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@cache
+def _actor_class():
+    return _ray().remote(_ShardActor)
+
+
+class RaySearch:
+    """A ``ShardedSearch`` on Ray. ``address``: ``local``, ``auto`` or ``ray://host:port``;
+    ``actor_cpus``: CPUs reserved per shard actor; ``max_restarts``: restarts per actor (and
+    retries per block). ``actors`` lists the live pool during a search (for inspection)."""
+
+    def __init__(self, address: str = "local", *, actor_cpus: float = 1.0, max_restarts: int = 3):
+        self.started = connect(address)
+        self.actor_cpus = actor_cpus
+        self.max_restarts = max_restarts
+        self.actors: list = []
+
+    def close(self) -> None:
+        """Shut Ray down if this object started it."""
+        if self.started:
+            _ray().shutdown()
+            self.started = False
+
+    def __call__(
+        self,
+        database: OpenIndex,
+        queries: EmbeddingRows,
+        query_rows: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        config: SearchConfig,
+        progress: ProgressCallback,
+        stage: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ray = _ray()
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        actor = _actor_class().options(
+            num_cpus=self.actor_cpus,
+            num_gpus=gpus,
+            max_restarts=self.max_restarts,
+            max_task_retries=self.max_restarts,
+        )
+        allowed_ref = ray.put(allowed)
+        directory = str(database.directory)
+        self.actors = [
+            actor.remote(directory, shard, config.nprobe, allowed_ref)
+            for shard in database.manifest.shards
+        ]
+        blocks = query_blocks(query_rows, config.block_rows)
+        sims = np.empty((query_rows.size, k), dtype=np.float32)
+        ids = np.empty((query_rows.size, k), dtype=np.int64)
+        try:
+            pending: list[tuple[int, int, list]] = []
+            progress(stage, 0, len(blocks))
+            for done, (a, b) in enumerate(blocks, start=1):
+                block_ref = ray.put(queries.rows(query_rows[a:b]))
+                pending.append((a, b, [x.search.remote(block_ref, k) for x in self.actors]))
+                if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
+                    while pending:
+                        a0, b0, futures = pending.pop(0)
+                        sims[a0:b0], ids[a0:b0] = merge_topk(self._get(futures), k)
+                progress(stage, done, len(blocks))
+        finally:
+            for x in self.actors:
+                ray.kill(x)
+            self.actors = []
+        return sims, ids
+
+    def _get(self, futures: list) -> list:
+        ray = _ray()
+        try:
+            return ray.get(futures)
+        except ray.exceptions.RayTaskError as error:
+            if isinstance(error.cause, XRetrieveError):
+                raise error.cause from None
+            raise
+        except ray.exceptions.RayActorError as error:
+            raise XRetrieveError(
+                f"a shard actor died more than {self.max_restarts} times: {error}"
+            ) from None
+
+
+def _populate_task(
+    directory: str, sources: list[str], number: int, start: int, stop: int, config
+) -> ShardRecord:
+    from xretrieve.index.build import TRAINED, write_shard
+    from xretrieve.index.search import read_shard
+
+    trained = read_shard(Path(directory) / TRAINED)
+    rows = EmbeddingRows([Path(p) for p in sources])
+    return write_shard(trained, rows, number, start, stop, config, Path(directory))
+
+
+@cache
+def _populate_remote():
+    return _ray().remote(max_retries=3)(_populate_task)
+
+
+def populate_on_ray(
+    address: str,
+    directory: Path,
+    sources: list[Path],
+    ranges: list[tuple[int, int]],
+    config,
+    progress: ProgressCallback,
+) -> list[ShardRecord]:
+    """Write every shard of ``ranges`` into ``directory`` (which holds the trained index) as
+    one Ray task each; the records come back in shard order."""
+    ray = _ray()
+    started = connect(address)
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        task = _populate_remote().options(num_gpus=gpus)
+        paths = [str(p) for p in sources]
+        futures = [
+            task.remote(str(directory), paths, number, start, stop, config)
+            for number, (start, stop) in enumerate(ranges)
+        ]
+        records: list[ShardRecord] = []
+        total = ranges[-1][1] if ranges else 0
+        for future in futures:  # in order, so progress counts rows of finished leading shards
+            try:
+                records.append(ray.get(future))
+            except ray.exceptions.RayTaskError as error:
+                if isinstance(error.cause, XRetrieveError):
+                    raise error.cause from None
+                raise
+            progress("add to index", records[-1].offset + records[-1].rows, total)
+        return records
+    finally:
+        if started:
+            ray.shutdown()

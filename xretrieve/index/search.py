@@ -1,0 +1,314 @@
+"""Searching sharded indexes both ways and margin mining through them.
+
+Every database shard is searched for each query's top ``k`` (ids made global), the per-shard
+lists are merged into the global top ``k`` (``merge_topk``), optionally re-scored exactly, and
+only then do margins see them: ``select_pairs`` of ``xretrieve.margin``, the same scoring and
+selection as exact mining. Margins over per-shard neighbourhoods (a known pitfall of sharded
+mining) would mine more pairs than a global run.
+
+Re-scoring (``SearchConfig.rescore``, on by default) replaces the PQ-approximated similarities of
+the k merged candidates by exact dot products of the L2-normalised embeddings, read from the
+memory-mapped source files the index manifest records; the candidates stay those the index
+found. Margins are ratios near 1.05, so PQ's similarity error would otherwise move pairs across
+the threshold.
+
+Mining runs over distinct texts as exact mining does: rows that repeat an earlier text are
+excluded from the search with a FAISS ``IDSelector`` and not used as queries.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_manifest
+from xretrieve.index.sources import EmbeddingRows
+from xretrieve.index.topk import merge_topk, sort_topk
+from xretrieve.margin import MinedPairs, MiningConfig, select_pairs
+from xretrieve.progress import ProgressCallback, no_progress
+
+logger = logging.getLogger(__name__)
+
+# stopes' mining defaults: k = 16 neighbours for the margin, nprobe = 128 inverted lists.
+DEFAULT_INDEX_K = 16
+DEFAULT_NPROBE = 128
+# Candidate rows gathered per re-scoring step (256 MiB of float32 at d=1024).
+RESCORE_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """``nprobe``: inverted lists visited per query (clamped to the lists there are; ignored by
+    indexes without lists); ``block_rows``: queries per search call; ``rescore``: exact
+    similarities for the merged candidates (see module doc)."""
+
+    nprobe: int = DEFAULT_NPROBE
+    block_rows: int = 16_384
+    rescore: bool = True
+
+
+@dataclass(frozen=True)
+class OpenIndex:
+    """An index directory whose manifest was checked against its files; ``rows`` reads the
+    embeddings it was built from (the queries of the other direction, and re-scoring)."""
+
+    directory: Path
+    manifest: IndexManifest
+    rows: EmbeddingRows
+
+
+def open_index(directory: Path, *, verify_shards: bool = True) -> OpenIndex:
+    """Read and check ``directory/manifest.json`` (see ``read_manifest``)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, verify_shards=verify_shards)
+    rows = EmbeddingRows([Path(s.path) for s in manifest.sources])
+    return OpenIndex(directory, manifest, rows)
+
+
+def read_shard(path: Path):
+    """A FAISS index file; ``InputError`` when FAISS cannot read it."""
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as error:
+        text = str(error).strip().splitlines()
+        raise InputError(
+            path, f"FAISS cannot read this index ({text[-1] if text else ''})"
+        ) from None
+
+
+class ShardSearcher:
+    """One shard's FAISS index, answering with global row ids.
+
+    ``allowed``: the global rows that may be returned (None: all); the others are filtered out
+    by an ``IDSelectorBitmap`` inside FAISS, so each answer is the top k among allowed rows.
+    When FAISS sees a GPU (``faiss.get_num_gpus() > 0``) and no rows are filtered, the shard is
+    searched by a GPU copy (fp16 lookup tables, as stopes); FAISS's GPU indexes take no
+    ``IDSelector``, so a filtered shard stays on the CPU.
+    """
+
+    def __init__(
+        self, directory: Path, shard: ShardRecord, nprobe: int, allowed: np.ndarray | None
+    ) -> None:
+        import faiss
+
+        self.shard = shard
+        self.index = read_shard(Path(directory) / shard.file)
+        if self.index.ntotal != shard.rows:
+            raise InputError(
+                Path(directory) / shard.file,
+                f"holds {self.index.ntotal} vectors, the manifest says {shard.rows}",
+            )
+        self._keep: list = []  # FAISS objects referenced by pointer must outlive the search
+        selector = None
+        self.allowed_rows = shard.rows
+        if allowed is not None:
+            local = allowed[(allowed >= shard.offset) & (allowed < shard.offset + shard.rows)]
+            mask = np.zeros(shard.rows, dtype=bool)
+            mask[local - shard.offset] = True
+            self.allowed_rows = int(mask.sum())
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(shard.rows, faiss.swig_ptr(bitmap))
+            self._keep += [bitmap, selector]
+        self.params = self._parameters(nprobe, selector)
+        self.gpu_index = None
+        if selector is None and faiss.get_num_gpus() > 0:
+            self.gpu_index = self._to_gpu(nprobe)
+
+    def _to_gpu(self, nprobe: int):
+        import faiss
+
+        try:
+            self._keep.append(faiss.StandardGpuResources())
+            options = faiss.GpuClonerOptions()
+            options.useFloat16 = True
+            gpu_index = faiss.index_cpu_to_gpu(self._keep[-1], 0, self.index, options)
+            if faiss.try_extract_index_ivf(self.index) is not None:
+                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
+            return gpu_index
+        except RuntimeError as error:  # an index type without a GPU version
+            logger.warning("searching on the CPU: %s", str(error).strip().splitlines()[-1])
+            return None
+
+    def _parameters(self, nprobe: int, selector):
+        import faiss
+
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None:
+            params = faiss.SearchParametersIVF()
+            params.nprobe = min(nprobe, int(ivf.nlist))
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+        self._keep.append(params)
+        if isinstance(self.index, faiss.IndexPreTransform):
+            outer = faiss.SearchParametersPreTransform()
+            outer.index_params = params
+            self._keep.append(outer)
+            return outer
+        return params
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``queries`` (b, d) float32 unit rows -> ``(sims, ids)`` (b, min(k, rows)), global ids,
+        -1 where fewer rows qualified."""
+        k = max(1, min(k, self.shard.rows))
+        queries = np.ascontiguousarray(queries)
+        if self.gpu_index is not None:
+            sims, ids = self.gpu_index.search(queries, k)
+        else:
+            sims, ids = self.index.search(queries, k, params=self.params)
+        return sims, np.where(ids >= 0, ids + self.shard.offset, -1)
+
+
+class ShardedSearch(Protocol):
+    """Top ``k`` over all shards of ``database`` for the query rows ``query_rows`` of
+    ``queries``: ``(sims, ids)`` (q, k) merged globally, best first, ties by id."""
+
+    def __call__(
+        self,
+        database: OpenIndex,
+        queries: EmbeddingRows,
+        query_rows: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        config: SearchConfig,
+        progress: ProgressCallback,
+        stage: str,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def query_blocks(query_rows: np.ndarray, block_rows: int) -> list[tuple[int, int]]:
+    return [
+        (a, min(a + block_rows, query_rows.size)) for a in range(0, query_rows.size, block_rows)
+    ]
+
+
+def search_in_process(
+    database: OpenIndex,
+    queries: EmbeddingRows,
+    query_rows: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    config: SearchConfig,
+    progress: ProgressCallback,
+    stage: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ShardedSearch`` one shard at a time (memory: one shard plus the running top k)."""
+    blocks = query_blocks(query_rows, config.block_rows)
+    shards = database.manifest.shards
+    running: tuple[np.ndarray, np.ndarray] | None = None
+    progress(stage, 0, len(shards) * len(blocks))
+    for number, shard in enumerate(shards):
+        searcher = ShardSearcher(database.directory, shard, config.nprobe, allowed)
+        parts = []
+        for done, (a, b) in enumerate(blocks, start=1):
+            parts.append(searcher.search(queries.rows(query_rows[a:b]), k))
+            progress(stage, number * len(blocks) + done, len(shards) * len(blocks))
+        found = (np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts]))
+        running = sort_topk(*found, k) if running is None else merge_topk([running, found], k)
+        del searcher
+    assert running is not None  # a manifest has at least one shard
+    return running
+
+
+def rescore(
+    query_vectors: np.ndarray, database: EmbeddingRows, ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact similarities ``query . database[id]`` (float32) of each query (b, d) with its
+    candidates ``ids`` (b, k), re-sorted best first (ties by id)."""
+    sims = np.einsum("bd,bkd->bk", query_vectors, database.rows(ids))
+    return sort_topk(sims, ids, ids.shape[1])
+
+
+def search_direction(
+    database: OpenIndex,
+    queries: EmbeddingRows,
+    query_rows: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    config: SearchConfig,
+    search: ShardedSearch,
+    progress: ProgressCallback,
+    stage: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Global top ``k`` of each query among ``database``'s allowed rows, re-scored when asked;
+    ``XRetrieveError`` when the index found fewer than ``k`` neighbours for some query."""
+    sims, ids = search(database, queries, query_rows, k, allowed, config, progress, stage)
+    short = int((ids < 0).any(axis=1).sum())
+    if short:
+        raise XRetrieveError(
+            f"{stage}: the index found fewer than k={k} neighbours for {short} of "
+            f"{ids.shape[0]} queries (nprobe={config.nprobe}); raise --nprobe or lower --k"
+        )
+    if config.rescore:
+        # Gathered candidate rows per step: (block, k, d) float32, at most RESCORE_ROWS x d.
+        for a, b in query_blocks(query_rows, max(1, RESCORE_ROWS // k)):
+            vectors = queries.rows(query_rows[a:b])
+            sims[a:b], ids[a:b] = rescore(vectors, database.rows, ids[a:b])
+    return sims, ids
+
+
+def _positions(rows: np.ndarray, count: int) -> np.ndarray:
+    """``lookup[row]`` = position of ``row`` in ``rows`` (-1 elsewhere)."""
+    lookup = np.full(count, -1, dtype=np.int64)
+    lookup[rows] = np.arange(rows.size, dtype=np.int64)
+    return lookup
+
+
+def check_pair(src: OpenIndex, tgt: OpenIndex) -> None:
+    """``InputError`` when the two indexes cannot be mined against each other."""
+    if src.manifest.dimension != tgt.manifest.dimension:
+        raise InputError(
+            tgt.directory / MANIFEST,
+            f"index dimension {tgt.manifest.dimension} differs from "
+            f"{src.directory}'s {src.manifest.dimension}",
+        )
+
+
+def mine_indexes(
+    src: OpenIndex,
+    tgt: OpenIndex,
+    config: MiningConfig,
+    search_config: SearchConfig = SearchConfig(),
+    *,
+    src_rows: np.ndarray | None = None,
+    tgt_rows: np.ndarray | None = None,
+    search: ShardedSearch | None = None,
+    progress: ProgressCallback | None = None,
+) -> MinedPairs:
+    """Margin mining between the rows of two indexes (their source embeddings as queries).
+
+    ``src_rows``/``tgt_rows``: the rows mined (e.g. the first row of each distinct text; None:
+    all); the returned pairs index positions in them, as ``xretrieve.margin.mine`` indexes its
+    inputs. ``config.k`` neighbours each way (clamped to the other side's size); ``search``:
+    ``search_in_process`` by default, or a distributed ``ShardedSearch``.
+    """
+    check_pair(src, tgt)
+    if config.k < 1:
+        raise ValueError(f"k must be at least 1, got {config.k}")
+    progress = progress or no_progress
+    search = search or search_in_process
+    n_src, n_tgt = src.manifest.count, tgt.manifest.count
+    src_rows = np.arange(n_src, dtype=np.int64) if src_rows is None else np.asarray(src_rows)
+    tgt_rows = np.arange(n_tgt, dtype=np.int64) if tgt_rows is None else np.asarray(tgt_rows)
+    src_allowed = None if src_rows.size == n_src else src_rows
+    tgt_allowed = None if tgt_rows.size == n_tgt else tgt_rows
+    k_fwd, k_bwd = min(config.k, tgt_rows.size), min(config.k, src_rows.size)
+    fwd_sims, fwd_ids = search_direction(
+        tgt, src.rows, src_rows, k_fwd, tgt_allowed, search_config, search, progress,
+        "index search forward",
+    )  # fmt: skip
+    bwd_sims, bwd_ids = search_direction(
+        src, tgt.rows, tgt_rows, k_bwd, src_allowed, search_config, search, progress,
+        "index search backward",
+    )  # fmt: skip
+    fwd_ids = _positions(tgt_rows, n_tgt)[fwd_ids]
+    bwd_ids = _positions(src_rows, n_src)[bwd_ids]
+    return select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, config.margin, config.mode)

@@ -1,0 +1,133 @@
+"""Embedding files as one memory-mapped row space (IO only).
+
+Several ``.npy`` files (float16 or float32, same dimension) are read as if concatenated: global
+row ``r`` is row ``r - offset[i]`` of file ``i``. Files are opened with ``mmap_mode="r"`` and
+converted to float32 one block at a time through ``xretrieve.row_blocks.RowMatrix`` (which
+hands a block's pages back to the kernel once copied), so no whole file is ever copied into
+memory or stays resident. Rows come back L2-normalised (cosine similarity as inner product, like
+exact mining).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.errors import InputError
+from xretrieve.row_blocks import RowMatrix, find_non_finite
+
+HASH_CHUNK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class EmbeddingFile:
+    """One ``.npy`` matrix: ``rows`` x ``dim`` of ``dtype`` (``"float16"`` or ``"float32"``)."""
+
+    path: Path
+    rows: int
+    dim: int
+    dtype: str
+
+
+def open_npy(path: Path) -> np.ndarray:
+    """``path`` memory-mapped read-only; ``InputError`` unless it is a 2-D float16/32 ``.npy``."""
+    path = Path(path)
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(path, "embeddings file not found") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise InputError(path, f"not a readable .npy array ({error})") from None
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise InputError(path, f"expected a non-empty 2-D (rows, dim) matrix, found {matrix.shape}")
+    if matrix.dtype not in (np.float16, np.float32):
+        raise InputError(path, f"expected float16 or float32 values, found {matrix.dtype}")
+    return matrix
+
+
+def unit_rows(block: np.ndarray) -> np.ndarray:
+    """``block`` (b, d) as float32 rows of unit L2 norm (all-zero rows stay zero)."""
+    return _normalised(np.array(block, dtype=np.float32))  # a copy: the mmap stays untouched
+
+
+def _normalised(block: np.ndarray) -> np.ndarray:
+    """``block`` (a float32 array of its own) divided by its row norms, in place."""
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    block /= norms
+    return block
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class EmbeddingRows:
+    """Read-only row access over one or more memory-mapped embedding files."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        if not paths:
+            raise InputError(None, "no embedding files given")
+        self.paths = [Path(p) for p in paths]
+        self._maps = [open_npy(p) for p in self.paths]
+        dims = {m.shape[1] for m in self._maps}
+        if len(dims) > 1:
+            first = self._maps[0].shape[1]
+            other = next(i for i, m in enumerate(self._maps) if m.shape[1] != first)
+            raise InputError(
+                self.paths[other],
+                f"has dimension {self._maps[other].shape[1]}, but {self.paths[0]} has {first}",
+            )
+        self.dim = int(self._maps[0].shape[1])
+        sizes = [int(m.shape[0]) for m in self._maps]
+        self.offsets = np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+        self.count = int(self.offsets[-1])
+
+    @property
+    def files(self) -> list[EmbeddingFile]:
+        return [
+            EmbeddingFile(p, int(m.shape[0]), self.dim, str(m.dtype))
+            for p, m in zip(self.paths, self._maps, strict=True)
+        ]
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Global rows ``[start, stop)`` as (stop - start, d) unit float32 rows."""
+        parts = []
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        for i in range(first, len(self._maps)):
+            lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+            if lo >= stop:
+                break
+            first, last = max(start, lo) - lo, min(stop, hi) - lo
+            part = RowMatrix(self._maps[i]).block(first, last)
+            parts.append(self._checked(i, part, np.arange(first, last)))
+        return _normalised(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """The given global rows (any shape of int ids) as unit float32, shape ``ids.shape + (d,)``."""
+        flat = np.asarray(ids, dtype=np.int64).ravel()
+        unique, inverse = np.unique(flat, return_inverse=True)
+        out = np.empty((unique.size, self.dim), dtype=np.float32)
+        file_of = np.searchsorted(self.offsets, unique, side="right") - 1
+        for i in np.unique(file_of).tolist():
+            where = np.flatnonzero(file_of == i)
+            local = unique[where] - self.offsets[i]
+            part = RowMatrix(self._maps[i], rows=local).block(0, local.size)
+            out[where] = self._checked(i, part, local)
+        return _normalised(out)[inverse].reshape(*np.shape(ids), self.dim)
+
+    def _checked(self, file: int, part: np.ndarray, local_rows: np.ndarray) -> np.ndarray:
+        """``part`` (rows ``local_rows`` of file ``file``, float32) unless it holds NaN or inf."""
+        bad_position = find_non_finite(part)
+        if bad_position is not None:
+            bad = int(local_rows[bad_position])
+            raise InputError(self.paths[file], f"NaN or infinite value in row {bad} (0-based)")
+        return part
