@@ -42,6 +42,7 @@ from exporters.manifest import (
 from xretrieve.devices import ort_cuda_available
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD
+from xretrieve.positions import usable_positions
 from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
@@ -52,9 +53,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _STEPS = ("load", "trace", "optimize", "tokenizer", "validate")
-# RoBERTa-style models number positions from padding_idx + 1, so two of their position
-# embeddings can never be used.
-_POSITION_OFFSET = {"xlm-roberta": 2, "roberta": 2}
 # Tokenizers without a limit report model_max_length as this sentinel (int(1e30)).
 _NO_LIMIT = 10**12
 
@@ -431,7 +429,9 @@ def _resolve_max_length(requested: int | None, tokenizer: Any, hf_config: Any) -
     """Tokens per text: ``requested``, else the tokenizer's ``model_max_length``, never more than
     the model's position embeddings allow."""
     positions = getattr(hf_config, "max_position_embeddings", None)
-    usable = positions - _POSITION_OFFSET.get(hf_config.model_type, 0) if positions else None
+    usable = usable_positions(
+        hf_config.model_type, positions, getattr(hf_config, "pad_token_id", None)
+    )
     if requested is not None:
         if usable is not None and requested > usable:
             raise XRetrieveError(

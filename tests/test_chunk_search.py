@@ -186,7 +186,7 @@ def test_plan_streams_when_sides_do_not_fit() -> None:
 TRITON_CHECK = textwrap.dedent(
     """
     import numpy as np, torch
-    from xretrieve.chunk_max_kernel import chunk_maxima_triton
+    from xretrieve.chunk_maxima import chunk_maxima_triton
     from xretrieve.chunk_search import Kernel, Precision, chunk_maxima_torch
     rng = np.random.default_rng(0)
     a = torch.from_numpy(rng.standard_normal((70, 40)).astype(np.float32)).half().float()
@@ -216,7 +216,7 @@ def test_engine_with_triton_kernel_in_interpreter() -> None:
     script = textwrap.dedent(
         """
         import numpy as np
-        import xretrieve.chunk_max_kernel as kernel
+        import xretrieve.chunk_maxima as kernel
         from xretrieve.chunk_search import Kernel, Precision, chunk_knn_both_ways, plan_search
         from xretrieve.knn import knn_both_ways, l2_normalize
         from xretrieve.row_blocks import RowMatrix
@@ -244,7 +244,7 @@ def test_engine_with_triton_kernel_in_interpreter() -> None:
 
 def test_triton_self_check_failure_falls_back_to_torch(monkeypatch, caplog) -> None:
     """A kernel that fails (here: raises) is reported once and the torch reduction is used."""
-    import xretrieve.chunk_max_kernel as kernel
+    import xretrieve.chunk_maxima as kernel
 
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler for this device")
@@ -258,7 +258,7 @@ def test_triton_self_check_failure_falls_back_to_torch(monkeypatch, caplog) -> N
 
 
 def test_triton_self_check_catches_wrong_maxima(monkeypatch) -> None:
-    import xretrieve.chunk_max_kernel as kernel
+    import xretrieve.chunk_maxima as kernel
 
     def off_by_a_little(queries, database, chunk, **kwargs):
         fwd, bwd = chunk_maxima_torch(queries.float(), database.float(), chunk, Precision.FP32)

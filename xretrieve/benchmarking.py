@@ -575,7 +575,7 @@ def knn_methods(
         found["faiss_cpu"] = _faiss_cpu_both_ways
     found["torch_cpu"] = _chunk_engine("cpu", None, None)
     if torch_cuda_available():
-        from xretrieve.chunk_max_kernel import triton_available
+        from xretrieve.chunk_maxima import triton_available
 
         found["torch_cuda"] = _chunk_engine("cuda", None, gpu_memory)
         if triton_available():

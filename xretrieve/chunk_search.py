@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xretrieve.chunk_maxima import chunk_maxima_torch, chunk_maxima_triton
+from xretrieve.precision import Precision, product_error_bound, to_precision
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.row_blocks import RowMatrix
 
@@ -61,43 +63,12 @@ MIN_STREAM_ROWS = 256
 _ROWS_SHARE, _TILE_SHARE, _GATHER_SHARE = 0.55, 0.2, 0.1
 
 
-class Precision(enum.Enum):
-    """Arithmetic of the candidate products: inputs rounded to it, fp32 accumulation."""
-
-    FP16 = "fp16"
-    BF16 = "bf16"
-    FP32 = "fp32"
-
-
-# Unit roundoff and half the smallest subnormal step of each input format.
-_ROUNDOFF = {Precision.FP16: 2.0**-11, Precision.BF16: 2.0**-8, Precision.FP32: 0.0}
-_UNDERFLOW = {Precision.FP16: 2.0**-25, Precision.BF16: 2.0**-134, Precision.FP32: 0.0}
-_FP32_ROUNDOFF = 2.0**-24
-
-
 class Kernel(enum.Enum):
     """How a product tile becomes chunk maxima: torch (product, then ``amax``) or one fused
-    Triton kernel (``xretrieve.chunk_max_kernel``), which never writes the tile."""
+    Triton kernel (``xretrieve.chunk_maxima``), which never writes the tile."""
 
     TORCH = "torch"
     TRITON = "triton"
-
-
-def product_error_bound(precision: Precision, dim: int, norm_a: float, norm_b: float) -> float:
-    """An upper bound on ``|p - a.b|`` for the computed product ``p`` of any rows ``a``, ``b``
-    with ``|a| <= norm_a`` and ``|b| <= norm_b`` (L2), against exact arithmetic.
-
-    Inputs rounded to ``precision`` (relative error ``u``, or an absolute ``eta`` in the
-    subnormal range), fp32 accumulation over ``dim`` terms (``dim * 2^-24`` relative to
-    ``sum |a_i b_i| <= |a| |b|``), and the output rounded to ``precision`` once more. The same
-    accumulation term covers the fp32 re-scoring, so the bound also separates re-scored values.
-    """
-    u, eta = _ROUNDOFF[precision], _UNDERFLOW[precision]
-    scale = norm_a * norm_b
-    rounding = (2 * u + u * u + u) * (1 + 2 * u)
-    accumulation = 2 * dim * _FP32_ROUNDOFF * (1 + u) ** 2
-    underflow = eta * math.sqrt(dim) * (norm_a + norm_b) * (1 + u) + eta * eta * dim
-    return 1.05 * (scale * (rounding + accumulation) + underflow)
 
 
 @dataclass(frozen=True)
@@ -248,56 +219,16 @@ class _Uploader:
         if key in self._cache:
             return self._cache[key]
         block = self.fp32(matrix, start, stop)
-        block = _to_precision(block, self.plan.precision)
+        block = to_precision(block, self.plan.precision)
         if self.plan.cache_blocks:
             self._cache[key] = block
         return block
-
-
-def _torch_dtype(precision: Precision) -> torch.dtype:
-    import torch
-
-    return {
-        Precision.FP16: torch.float16,
-        Precision.BF16: torch.bfloat16,
-        Precision.FP32: torch.float32,
-    }[precision]
-
-
-def _to_precision(block: torch.Tensor, precision: Precision) -> torch.Tensor:
-    if precision is Precision.FP32:
-        return block
-    rounded = block.to(_torch_dtype(precision))
-    return rounded if block.device.type == "cuda" else rounded.float()
-
-
-def chunk_maxima_torch(
-    queries: torch.Tensor, database: torch.Tensor, chunk: int, precision: Precision
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fwd`` (q, ceil(m / chunk)): each query's maximum product over each chunk of database
-    rows; ``bwd`` (ceil(q / chunk), m): each database row's maximum over each chunk of query
-    rows. float32. On the CPU the product of fp16/bf16-valued inputs is rounded to that format,
-    as a GPU's fp16 output is."""
-    import torch
-
-    tile = queries @ database.T
-    if tile.device.type != "cuda" and precision is not Precision.FP32:
-        tile = tile.to(_torch_dtype(precision)).float()
-    q, m = tile.shape
-    pad_cols, pad_rows = (-m) % chunk, (-q) % chunk
-    if pad_cols or pad_rows:
-        tile = torch.nn.functional.pad(tile, (0, pad_cols, 0, pad_rows), value=-math.inf)
-    fwd = tile[:q].reshape(q, -1, chunk).amax(dim=2)
-    bwd = tile[:, :m].reshape(-1, chunk, m).amax(dim=1)
-    return fwd.float(), bwd.float()
 
 
 def _chunk_maxima(
     queries: torch.Tensor, database: torch.Tensor, plan: ChunkPlan
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if plan.kernel is Kernel.TRITON:
-        from xretrieve.chunk_max_kernel import chunk_maxima_triton
-
         return chunk_maxima_triton(queries, database, plan.chunk)
     return chunk_maxima_torch(queries, database, plan.chunk, plan.precision)
 

@@ -201,7 +201,7 @@ def _chunk_search_cuda(
     gpu_memory: int | None,
     progress: ProgressCallback,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from xretrieve.chunk_max_kernel import triton_available, triton_kernel_works
+    from xretrieve.chunk_maxima import triton_available, triton_kernel_works
     from xretrieve.chunk_search import (
         DEFAULT_CHUNK,
         Kernel,

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli import bench
 from xretrieve.cli.common import (
     PROGRESS_HELP,
     print_table,
@@ -26,8 +25,7 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``evaluate`` (and, until app.py registers it itself, ``bench``) to the app."""
-    bench.register(app)
+    """Add ``evaluate`` to the app."""
 
     @app.command("evaluate")
     @reports_errors

@@ -1,6 +1,7 @@
-"""One Triton kernel for a product tile's chunk maxima, so the tile is never written to memory.
+"""A product tile's chunk maxima: the torch reduction, and one Triton kernel that never writes
+the tile to memory.
 
-``chunk_maxima_triton(queries, database, chunk)`` equals ``chunk_search.chunk_maxima_torch``:
+``chunk_maxima_triton(queries, database, chunk)`` equals ``chunk_maxima_torch``:
 each program multiplies a ``BLOCK_M x BLOCK_N`` block of ``queries @ database.T`` with fp32
 accumulation (tensor cores for fp16/bf16 inputs) and writes only its row-chunk and column-chunk
 maxima: ``BLOCK_M * BLOCK_N / chunk`` values each way instead of ``BLOCK_M * BLOCK_N``. The
@@ -20,6 +21,7 @@ import math
 from typing import TYPE_CHECKING
 
 from xretrieve.errors import MissingDependencyError
+from xretrieve.precision import Precision, product_error_bound, torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -33,6 +35,27 @@ GROUP_M = 8
 # Hopper-sized launch: two warpgroups per 128 x 128 block, three-stage software pipeline.
 NUM_WARPS = 8
 NUM_STAGES = 3
+
+
+def chunk_maxima_torch(
+    queries: torch.Tensor, database: torch.Tensor, chunk: int, precision: Precision
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fwd`` (q, ceil(m / chunk)): each query's maximum product over each chunk of database
+    rows; ``bwd`` (ceil(q / chunk), m): each database row's maximum over each chunk of query
+    rows. float32. On the CPU the product of fp16/bf16-valued inputs is rounded to that format,
+    as a GPU's fp16 output is."""
+    import torch
+
+    tile = queries @ database.T
+    if tile.device.type != "cuda" and precision is not Precision.FP32:
+        tile = tile.to(torch_dtype(precision)).float()
+    q, m = tile.shape
+    pad_cols, pad_rows = (-m) % chunk, (-q) % chunk
+    if pad_cols or pad_rows:
+        tile = torch.nn.functional.pad(tile, (0, pad_cols, 0, pad_rows), value=-math.inf)
+    fwd = tile[:q].reshape(q, -1, chunk).amax(dim=2)
+    bwd = tile[:, :m].reshape(-1, chunk, m).amax(dim=1)
+    return fwd.float(), bwd.float()
 
 
 def triton_available() -> bool:
@@ -160,8 +183,6 @@ def triton_kernel_works(device: str, chunk: int) -> bool:
     """A one-off check on ``device`` that the kernel compiles and matches the torch reduction
     (within the fp16 product bound); False, with a warning, sends the search to the torch path."""
     import torch
-
-    from xretrieve.chunk_search import Precision, chunk_maxima_torch, product_error_bound
 
     generator = torch.Generator().manual_seed(0)
     dim = 256
