@@ -12,14 +12,6 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("xretrieve", "exporters")
 
-# Cycles that run through files reserved for someone else; each names who must break it.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # index.build imports populate_on_ray from index.distributed (in a function), which imports
-    # TRAINED and write_shard from index.build: the FAISS-index engineer (xretrieve/index/ is
-    # theirs) moves those two into a module both import.
-    frozenset({"xretrieve.index.build", "xretrieve.index.distributed"}): "index",
-}
-
 
 def _modules(root: Path) -> dict[str, tuple[Path, bool]]:
     """Dotted name -> (file, is a package ``__init__``) for every module of ``PACKAGES``."""
@@ -129,18 +121,8 @@ def a_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 
 def test_no_import_cycles() -> None:
     graph = import_graph()
-    cycles = [
-        " -> ".join(a_cycle(graph, component))
-        for component in strongly_connected(graph)
-        if frozenset(component) not in KNOWN_CYCLES
-    ]
+    cycles = [" -> ".join(a_cycle(graph, component)) for component in strongly_connected(graph)]
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
-
-
-def test_known_cycles_still_exist() -> None:
-    """An exception is removed once its cycle is broken, so that it cannot come back unseen."""
-    components = {frozenset(c) for c in strongly_connected(import_graph())}
-    assert set(KNOWN_CYCLES) <= components
 
 
 @pytest.mark.parametrize("where", ["top", "function", "type_checking", "relative"])

@@ -253,7 +253,9 @@ def build_index(
             from xretrieve.index.distributed import populate_on_ray
 
             faiss.write_index(index, str(tmp / TRAINED))
-            shards = populate_on_ray(config.ray, tmp, rows.paths, ranges, config, progress)
+            shards = populate_on_ray(
+                config.ray, tmp, TRAINED, write_shard, rows.paths, ranges, config, progress
+            )
             (tmp / TRAINED).unlink()
         else:
             shards = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -161,12 +162,18 @@ class RaySearch:
 
 
 def _populate_task(
-    directory: str, sources: list[str], number: int, start: int, stop: int, config
+    directory: str,
+    trained_name: str,
+    write_shard: Callable[..., ShardRecord],
+    sources: list[str],
+    number: int,
+    start: int,
+    stop: int,
+    config,
 ) -> ShardRecord:
-    from xretrieve.index.build import TRAINED, write_shard
     from xretrieve.index.search import read_shard
 
-    trained = read_shard(Path(directory) / TRAINED)
+    trained = read_shard(Path(directory) / trained_name)
     rows = EmbeddingRows([Path(p) for p in sources])
     return write_shard(trained, rows, number, start, stop, config, Path(directory))
 
@@ -179,13 +186,17 @@ def _populate_remote():
 def populate_on_ray(
     address: str,
     directory: Path,
+    trained_name: str,
+    write_shard: Callable[..., ShardRecord],
     sources: list[Path],
     ranges: list[tuple[int, int]],
     config,
     progress: ProgressCallback,
 ) -> list[ShardRecord]:
-    """Write every shard of ``ranges`` into ``directory`` (which holds the trained index) as
-    one Ray task each; the records come back in shard order."""
+    """Write every shard of ``ranges`` into ``directory`` (which holds the trained index as
+    ``trained_name``) as one Ray task each, each calling ``write_shard`` (``index.build``'s,
+    passed in so that this module need not import its caller); the records come back in shard
+    order."""
     ray = _ray()
     started = connect(address)
     try:
@@ -193,7 +204,9 @@ def populate_on_ray(
         task = _populate_remote().options(num_gpus=gpus)
         paths = [str(p) for p in sources]
         futures = [
-            task.remote(str(directory), paths, number, start, stop, config)
+            task.remote(
+                str(directory), trained_name, write_shard, paths, number, start, stop, config
+            )
             for number, (start, stop) in enumerate(ranges)
         ]
         records: list[ShardRecord] = []
