@@ -26,6 +26,7 @@ from xretrieve.index import (
 from xretrieve.index.build import pq_subquantizers
 from xretrieve.index.manifest import MANIFEST, compatible_versions
 from xretrieve.index.mining import IndexMining, mine_corpora_with_indexes
+from xretrieve.index.search import search_direction, search_in_process
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import sort_topk
 from xretrieve.margin import Margin, MiningConfig, Mode, mine
@@ -183,6 +184,63 @@ def test_approximate_index_keeps_nearly_all_exact_pairs(tmp_path: Path) -> None:
     top = {(s, t) for s, t in zip(want.src_index[:500], want.tgt_index[:500], strict=True)}
     found = set(zip(got.src_index.tolist(), got.tgt_index.tolist(), strict=True))
     assert len(top & found) >= 0.98 * len(top)
+
+
+def neighbours_through_index(tmp_path: Path, factory: str, config: SearchConfig, k: int):
+    """Top ``k`` of 60 queries among 600 clustered 16-d rows through a ``factory`` index, and
+    the exact top ``k``."""
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 16))
+    database = unit_rows(centres[rng.integers(0, 30, 600)] + 0.4 * rng.standard_normal((600, 16)))
+    queries = unit_rows(database[:60] + 0.2 * rng.standard_normal((60, 16)))
+    tmp_path.mkdir(exist_ok=True)
+    np.save(tmp_path / "db.npy", database)
+    np.save(tmp_path / "q.npy", queries)
+    build_index([tmp_path / "db.npy"], tmp_path / "i", BuildConfig(factory=factory, seed=1))
+    got = search_direction(
+        open_index(tmp_path / "i"), EmbeddingRows([tmp_path / "q.npy"]), np.arange(60), k,
+        None, config, search_in_process, lambda *a: None, "search",
+    )  # fmt: skip
+    exact = np.argsort(-(queries @ database.T), axis=1, kind="stable")[:, :k]
+    return got, exact
+
+
+def test_rescoring_a_wider_candidate_list_recovers_neighbours_pq_misses(tmp_path: Path) -> None:
+    # PQ4x4 codes 4 dimensions in 4 bits: its own top 8 misses many true neighbours. Re-scoring
+    # 8 x 75 candidates (every row of this flat PQ index) must give the exact top 8; re-scoring
+    # only the index's own top 8 re-orders them and misses what PQ missed.
+    k = 8
+    (sims, ids), exact = neighbours_through_index(
+        tmp_path, "PQ4x4", SearchConfig(candidate_factor=75), k
+    )
+    np.testing.assert_array_equal(ids, exact)
+    assert sims.shape == (60, k) and np.all(np.diff(sims, axis=1) <= 0)
+    (_, own_ids), _ = neighbours_through_index(
+        tmp_path / "own", "PQ4x4", SearchConfig(candidate_factor=1), k
+    )
+
+    def recall(got: np.ndarray) -> float:
+        return np.mean([len(set(a) & set(b)) for a, b in zip(got, exact, strict=True)]) / k
+
+    assert recall(own_ids) < 0.9
+    (_, wide_ids), _ = neighbours_through_index(tmp_path / "wide", "PQ4x4", SearchConfig(), k)
+    assert recall(wide_ids) > recall(own_ids) + 0.05
+
+
+def test_candidates_the_index_did_not_find_are_never_kept(tmp_path: Path) -> None:
+    # One inverted list of 16 per query holds ~40 rows: asking for 8 x 20 candidates leaves
+    # many -1 entries, which must not be re-scored as row 0 (or row -1) and kept.
+    (sims, ids), _ = neighbours_through_index(
+        tmp_path, "IVF16,Flat", SearchConfig(nprobe=1, candidate_factor=20), 8
+    )
+    assert ids.shape == (60, 8) and np.all(ids >= 0) and np.all(np.isfinite(sims))
+    for row in ids:
+        assert len(set(row.tolist())) == 8
+
+
+def test_candidate_factor_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="candidate_factor must be at least 1"):
+        SearchConfig(candidate_factor=0)
 
 
 def test_duplicate_texts_are_mined_once_as_exact_mining_does(tmp_path: Path) -> None:

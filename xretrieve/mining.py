@@ -284,7 +284,12 @@ class MiningReport:
             "rows": len(self.rows),
         }
         if self.index_search is not None:
-            summary |= {"nprobe": self.index_search.nprobe, "rescore": self.index_search.rescore}
+            search = self.index_search
+            summary |= {
+                "nprobe": search.nprobe,
+                "rescore": search.rescore,
+                "candidate_factor": search.candidate_factor if search.rescore else 1,
+            }
         if self.gold is not None:
             summary |= {
                 "gold": self.gold,

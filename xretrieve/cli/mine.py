@@ -27,7 +27,12 @@ from xretrieve.cli.common import (
 )
 from xretrieve.errors import XRetrieveError
 from xretrieve.index.mining import IndexMining
-from xretrieve.index.search import DEFAULT_INDEX_K, DEFAULT_NPROBE, SearchConfig
+from xretrieve.index.search import (
+    DEFAULT_CANDIDATE_FACTOR,
+    DEFAULT_INDEX_K,
+    DEFAULT_NPROBE,
+    SearchConfig,
+)
 from xretrieve.margin import Margin, MiningConfig, Mode
 from xretrieve.mining import DEFAULT_RATIO_THRESHOLD, MineRequest, MiningReport
 from xretrieve.sizes import parse_bytes
@@ -142,6 +147,14 @@ def register(app: typer.Typer) -> None:
         rescore: Annotated[
             bool, typer.Option(help="Exact similarities for the index's candidates.")
         ] = True,
+        candidate_factor: Annotated[
+            int,
+            typer.Option(
+                min=1,
+                help="With --rescore: re-score this many times k candidates from the index "
+                "and keep the k best (1: re-order the index's own top k).",
+            ),
+        ] = DEFAULT_CANDIDATE_FACTOR,
         ray: Annotated[
             str | None,
             typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
@@ -154,7 +167,7 @@ def register(app: typer.Typer) -> None:
         if src_index is not None or tgt_index is not None or ray is not None:
             if src_index is None or tgt_index is None:
                 raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
-            search = SearchConfig(nprobe=nprobe, rescore=rescore)
+            search = SearchConfig(nprobe=nprobe, rescore=rescore, candidate_factor=candidate_factor)
             indexes = IndexMining(src_index, tgt_index, search, ray)
         if k is None:
             k = DEFAULT_INDEX_K if indexes is not None else 4

@@ -6,11 +6,12 @@ only then do margins see them: ``select_pairs`` of ``xretrieve.margin``, the sam
 selection as exact mining. Margins over per-shard neighbourhoods (a known pitfall of sharded
 mining) would mine more pairs than a global run.
 
-Re-scoring (``SearchConfig.rescore``, on by default) replaces the PQ-approximated similarities of
-the k merged candidates by exact dot products of the L2-normalised embeddings, read from the
-memory-mapped source files the index manifest records; the candidates stay those the index
-found. Margins are ratios near 1.05, so PQ's similarity error would otherwise move pairs across
-the threshold.
+Re-scoring (``SearchConfig.rescore``, on by default) asks the index for ``candidate_factor`` x k
+candidates, replaces their PQ-approximated similarities by exact dot products of the
+L2-normalised embeddings (read from the memory-mapped source files the index manifest records)
+and keeps the k best, as FAISS's ``IndexRefine`` does with its ``k_factor``. Margins are ratios
+near 1.05, so PQ's similarity error would otherwise move pairs across the threshold, and PQ's
+own top k misses true neighbours that a wider candidate list still holds.
 
 Mining runs over distinct texts as exact mining does: rows that repeat an earlier text are
 excluded from the search with a FAISS ``IDSelector`` and not used as queries.
@@ -39,17 +40,26 @@ DEFAULT_INDEX_K = 16
 DEFAULT_NPROBE = 128
 # Candidate rows gathered per re-scoring step (256 MiB of float32 at d=1024).
 RESCORE_ROWS = 65_536
+# Candidates re-scored per neighbour kept (FAISS IndexRefine's k_factor).
+DEFAULT_CANDIDATE_FACTOR = 4
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """``nprobe``: inverted lists visited per query (clamped to the lists there are; ignored by
     indexes without lists); ``block_rows``: queries per search call; ``rescore``: exact
-    similarities for the merged candidates (see module doc)."""
+    similarities for the merged candidates; ``candidate_factor``: with ``rescore``, the index
+    returns this many times k candidates, of which the k best by exact similarity are kept
+    (see module doc; 1 re-orders the index's own top k)."""
 
     nprobe: int = DEFAULT_NPROBE
     block_rows: int = 16_384
     rescore: bool = True
+    candidate_factor: int = DEFAULT_CANDIDATE_FACTOR
+
+    def __post_init__(self) -> None:
+        if self.candidate_factor < 1:
+            raise ValueError(f"candidate_factor must be at least 1, got {self.candidate_factor}")
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,16 @@ class ShardSearcher:
         import faiss
 
         ivf = faiss.try_extract_index_ivf(self.index)
+        inner = self.index
+        if isinstance(inner, faiss.IndexPreTransform):
+            inner = faiss.downcast_index(inner.index)
         if ivf is not None:
             params = faiss.SearchParametersIVF()
             params.nprobe = min(nprobe, int(ivf.nlist))
+        elif selector is None:
+            return None  # nothing to set; some indexes (IndexPQ) refuse the generic parameters
+        elif isinstance(inner, faiss.IndexPQ):
+            params = faiss.SearchParametersPQ()
         else:
             params = faiss.SearchParameters()
         if selector is not None:
@@ -219,12 +236,15 @@ def search_in_process(
 
 
 def rescore(
-    query_vectors: np.ndarray, database: EmbeddingRows, ids: np.ndarray
+    query_vectors: np.ndarray, database: EmbeddingRows, ids: np.ndarray, k: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact similarities ``query . database[id]`` (float32) of each query (b, d) with its
-    candidates ``ids`` (b, k), re-sorted best first (ties by id)."""
-    sims = np.einsum("bd,bkd->bk", query_vectors, database.rows(ids))
-    return sort_topk(sims, ids, ids.shape[1])
+    candidates ``ids`` (b, c), re-sorted best first (ties by id) and cut to the ``k`` best
+    (default: all c). Missing candidates (id -1) sort last."""
+    missing = ids < 0
+    sims = np.einsum("bd,bkd->bk", query_vectors, database.rows(np.where(missing, 0, ids)))
+    sims[missing] = -np.inf
+    return sort_topk(sims, ids, ids.shape[1] if k is None else k)
 
 
 def search_direction(
@@ -238,21 +258,27 @@ def search_direction(
     progress: ProgressCallback,
     stage: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Global top ``k`` of each query among ``database``'s allowed rows, re-scored when asked;
-    ``XRetrieveError`` when the index found fewer than ``k`` neighbours for some query."""
-    sims, ids = search(database, queries, query_rows, k, allowed, config, progress, stage)
-    short = int((ids < 0).any(axis=1).sum())
+    """Global top ``k`` of each query among ``database``'s allowed rows, re-scored when asked
+    (from ``config.candidate_factor`` x k candidates); ``XRetrieveError`` when the index found
+    fewer than ``k`` neighbours for some query."""
+    searchable = database.manifest.count if allowed is None else allowed.size
+    wanted = min(k * config.candidate_factor, searchable) if config.rescore else k
+    sims, ids = search(database, queries, query_rows, wanted, allowed, config, progress, stage)
+    short = int((ids[:, :k] < 0).any(axis=1).sum())
     if short:
         raise XRetrieveError(
             f"{stage}: the index found fewer than k={k} neighbours for {short} of "
             f"{ids.shape[0]} queries (nprobe={config.nprobe}); raise --nprobe or lower --k"
         )
-    if config.rescore:
-        # Gathered candidate rows per step: (block, k, d) float32, at most RESCORE_ROWS x d.
-        for a, b in query_blocks(query_rows, max(1, RESCORE_ROWS // k)):
-            vectors = queries.rows(query_rows[a:b])
-            sims[a:b], ids[a:b] = rescore(vectors, database.rows, ids[a:b])
-    return sims, ids
+    if not config.rescore:
+        return sims, ids
+    kept_sims = np.empty((ids.shape[0], k), dtype=np.float32)
+    kept_ids = np.empty((ids.shape[0], k), dtype=np.int64)
+    # Gathered candidate rows per step: (block, candidates, d) float32, at most RESCORE_ROWS x d.
+    for a, b in query_blocks(query_rows, max(1, RESCORE_ROWS // ids.shape[1])):
+        vectors = queries.rows(query_rows[a:b])
+        kept_sims[a:b], kept_ids[a:b] = rescore(vectors, database.rows, ids[a:b], k)
+    return kept_sims, kept_ids
 
 
 def _positions(rows: np.ndarray, count: int) -> np.ndarray:
