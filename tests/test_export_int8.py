@@ -74,16 +74,17 @@ def test_int8_export_quantizes_every_weight_matmul(exports):
     assert manifest.dtype is Dtype.INT8 and manifest.dtype_choice is None
     model = onnx.load(str(exports["int8"] / "model.onnx"))
     ops = [node.op_type for node in model.graph.node]
-    # Per layer: attention output dense, FFN in, FFN out; the fused Attention keeps its
-    # float32 QKV projection, and no float MatMul with a weight is left.
+    # Per layer: attention output dense, FFN in, FFN out as MatMulInteger; the fused Attention
+    # as QAttention (int8 QKV projection); no float MatMul or Attention with a weight is left.
     assert ops.count("MatMulInteger") == 3 * 2 == manifest.fusion["MatMulInteger"]
-    assert ops.count("MatMul") == 0 and ops.count("Attention") == 2
+    assert ops.count("QAttention") == 2 == manifest.fusion["QAttention"]
+    assert ops.count("MatMul") == 0 and ops.count("Attention") == 0
     int8_weights = [
         i
         for i in model.graph.initializer
         if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2
     ]
-    assert len(int8_weights) == 6
+    assert len(int8_weights) == 6 + 2  # and one QKV weight per layer
     assert [i.type.tensor_type.elem_type for i in model.graph.input] == [onnx.TensorProto.INT64] * 2
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [onnx.TensorProto.FLOAT]
 
