@@ -56,6 +56,13 @@ def build_command(
         str | None,
         typer.Option(help="Populate the shards as Ray tasks: local, auto or a cluster address."),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue an interrupted build of --out with the same settings and sources "
+            "(kept in .OUT.partial beside it); --no-resume starts afresh."
+        ),
+    ] = True,
     json_output: Annotated[
         bool, typer.Option("--json", help="Manifest as JSON on stdout.")
     ] = False,
@@ -63,7 +70,8 @@ def build_command(
         bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
     ] = True,
 ) -> None:
-    """Build a sharded index over EMB.npy... into --out (written atomically)."""
+    """Build a sharded index over EMB.npy... into --out (written atomically; an interrupted
+    build resumes)."""
     from xretrieve.index import BuildConfig, build_index
 
     config = BuildConfig(
@@ -74,6 +82,7 @@ def build_command(
         block_rows=block_rows,
         device=device,
         ray=ray,
+        resume=resume,
     )
     with progress_bars(show_progress) as progress:
         manifest = build_index(embeddings, out, config, progress=progress)

@@ -13,13 +13,13 @@ tables, as stopes); the files written are CPU indexes either way.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xretrieve.errors import InputError, XRetrieveError
-from xretrieve.files import atomic_directory
 from xretrieve.index.manifest import (
     FORMAT_VERSION,
     IndexManifest,
@@ -27,6 +27,7 @@ from xretrieve.index.manifest import (
     SourceRecord,
     write_manifest,
 )
+from xretrieve.index.partial import PartialBuild, open_partial, shard_name
 from xretrieve.index.sources import EmbeddingRows, sha256_file
 from xretrieve.progress import ProgressCallback, no_progress
 
@@ -52,8 +53,6 @@ STOPES_PQ = 64
 TRAIN_POINTS_PER_LIST = 100
 MIN_DEFAULT_TRAIN = 1 << 16
 FAISS_ADVISED_PER_CENTROID = 39
-# The trained, empty index, written beside the shards only while Ray tasks populate them.
-TRAINED = "trained.faiss"
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,8 @@ class BuildConfig:
     ``seed``; ``shard_rows``: database rows per shard file; ``block_rows``: rows converted and
     added per step; ``device``: auto (GPU when FAISS sees one), cpu or cuda; ``ray``: populate
     the shards as Ray tasks (``local``, ``auto`` or an address; the output directory must be on
-    storage every node sees), None in this process."""
+    storage every node sees), None in this process; ``resume``: continue the build an earlier
+    run of the same settings left unfinished (``xretrieve.index.partial``)."""
 
     factory: str | None = None
     train_size: int | None = None
@@ -72,6 +72,7 @@ class BuildConfig:
     block_rows: int = 65_536
     device: str = "auto"
     ray: str | None = None
+    resume: bool = True
 
 
 def pq_subquantizers(dim: int) -> int:
@@ -197,7 +198,7 @@ def write_shard(
     ``out/shard-{number:05d}.faiss``."""
     faiss = _faiss()
     shard = _populate(trained, rows, start, stop, config.block_rows, _use_gpu(config.device))
-    name = f"shard-{number:05d}.faiss"
+    name = shard_name(number)
     faiss.write_index(shard, str(out / name))
     del shard
     return ShardRecord(
@@ -213,7 +214,8 @@ def build_index(
     progress: ProgressCallback | None = None,
 ) -> IndexManifest:
     """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension) into
-    ``out_dir`` (replaced atomically: it appears complete or not at all).
+    ``out_dir``. It appears complete or not at all; an interrupted build resumes (see
+    ``xretrieve.index.partial``; ``config.resume``).
 
     Raises ``InputError`` for unreadable or mismatched sources and ``XRetrieveError`` for a
     factory FAISS rejects or a training sample smaller than the index needs.
@@ -231,53 +233,107 @@ def build_index(
     index = new_index(factory, rows.dim)
     gpu = _use_gpu(config.device)
     train_size = _check_train_size(index, factory, rows.count, config.train_size)
-    records = [
-        SourceRecord(str(f.path.resolve()), f.rows, f.dtype, f.path.stat().st_size, "")
-        for f in rows.files
-    ]
-    progress("hash sources", 0, len(records))
-    for i, record in enumerate(records):
-        records[i] = SourceRecord(**{**record.__dict__, "sha256": sha256_file(Path(record.path))})
-        progress("hash sources", i + 1, len(records))
-    if train_size:
-        progress("train index", 0, 1)
-        _train(index, rows, train_size, config.seed, gpu)
-        progress("train index", 1, 1)
+    records = _hashed_sources(rows, progress)
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "faiss_version": faiss.__version__,
+        "factory": factory,
+        "train_size": train_size,
+        "seed": config.seed,
+        "shard_rows": config.shard_rows,
+        "gpu": gpu,
+        "sources": [record.__dict__ for record in records],
+    }
+    partial = open_partial(out_dir, settings, config.resume)
+    index = _trained(index, rows, train_size, config.seed, gpu, partial, progress)
     ranges = [
         (start, min(start + config.shard_rows, rows.count))
         for start in range(0, rows.count, config.shard_rows)
     ]
-    with atomic_directory(Path(out_dir)) as tmp:
-        progress("add to index", 0, rows.count)
-        if config.ray is not None:
-            from xretrieve.index.distributed import populate_on_ray
-
-            faiss.write_index(index, str(tmp / TRAINED))
-            shards = populate_on_ray(
-                config.ray, tmp, TRAINED, write_shard, rows.paths, ranges, config, progress
-            )
-            (tmp / TRAINED).unlink()
-        else:
-            shards = []
-            for number, (start, stop) in enumerate(ranges):
-                shards.append(write_shard(index, rows, number, start, stop, config, tmp))
-                progress("add to index", stop, rows.count)
-        manifest = IndexManifest(
-            format_version=FORMAT_VERSION,
-            factory=factory,
-            factory_note=note,
-            dimension=rows.dim,
-            count=rows.count,
-            metric="inner_product",
-            normalized=True,
-            train_size=train_size,
-            seed=config.seed,
-            faiss_version=faiss.__version__,
-            sources=tuple(records),
-            shards=tuple(shards),
-        )
-        write_manifest(tmp, manifest)
+    shards = _shards(index, rows, ranges, config, partial, progress)
+    manifest = IndexManifest(
+        format_version=FORMAT_VERSION,
+        factory=factory,
+        factory_note=note,
+        dimension=rows.dim,
+        count=rows.count,
+        metric="inner_product",
+        normalized=True,
+        train_size=train_size,
+        seed=config.seed,
+        faiss_version=faiss.__version__,
+        sources=tuple(records),
+        shards=tuple(shards),
+    )
+    write_manifest(partial.directory, manifest)
+    partial.finish(Path(out_dir))
     return manifest
+
+
+def _hashed_sources(rows: EmbeddingRows, progress: ProgressCallback) -> list[SourceRecord]:
+    records = []
+    progress("hash sources", 0, len(rows.files))
+    for f in rows.files:
+        path = f.path.resolve()
+        records.append(
+            SourceRecord(str(path), f.rows, f.dtype, path.stat().st_size, sha256_file(path))
+        )
+        progress("hash sources", len(records), len(rows.files))
+    return records
+
+
+def _trained(
+    index,
+    rows: EmbeddingRows,
+    train_size: int,
+    seed: int,
+    gpu: bool,
+    partial: PartialBuild,
+    progress: ProgressCallback,
+):
+    """``index`` trained (or the trained index an interrupted build saved in ``partial``)."""
+    faiss = _faiss()
+    if partial.has_trained():
+        return faiss.read_index(str(partial.trained_path))
+    if train_size:
+        progress("train index", 0, 1)
+        _train(index, rows, train_size, seed, gpu)
+        progress("train index", 1, 1)
+    staging = partial.trained_path.with_name(partial.trained_path.name + ".tmp")
+    faiss.write_index(index, str(staging))
+    os.replace(staging, partial.trained_path)
+    return index
+
+
+def _shards(
+    trained,
+    rows: EmbeddingRows,
+    ranges: list[tuple[int, int]],
+    config: BuildConfig,
+    partial: PartialBuild,
+    progress: ProgressCallback,
+) -> list[ShardRecord]:
+    """Every shard of ``ranges``, in order: those ``partial`` holds kept, the others written."""
+    done = {number: partial.finished_shard(number) for number in range(len(ranges))}
+    todo = [(number, *ranges[number]) for number, record in done.items() if record is None]
+    progress("add to index", sum(r.rows for r in done.values() if r is not None), rows.count)
+    if config.ray is not None and todo:
+        from xretrieve.index.distributed import populate_on_ray
+
+        for number, record in populate_on_ray(
+            config.ray, partial.directory, partial.trained_path.name, write_shard, rows.paths,
+            todo, config,
+        ):  # fmt: skip
+            partial.record_shard(number, record)
+            done[number] = record
+            progress("add to index", sum(r.rows for r in done.values() if r), rows.count)
+    else:
+        for number, start, stop in todo:
+            record = write_shard(trained, rows, number, start, stop, config, partial.directory)
+            partial.record_shard(number, record)
+            done[number] = record
+            progress("add to index", sum(r.rows for r in done.values() if r), rows.count)
+    return [done[number] for number in range(len(ranges))]  # type: ignore[misc]
 
 
 def _check_train_size(index, factory: str, count: int, train_size: int | None) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
@@ -189,14 +189,13 @@ def populate_on_ray(
     trained_name: str,
     write_shard: Callable[..., ShardRecord],
     sources: list[Path],
-    ranges: list[tuple[int, int]],
+    shards: list[tuple[int, int, int]],
     config,
-    progress: ProgressCallback,
-) -> list[ShardRecord]:
-    """Write every shard of ``ranges`` into ``directory`` (which holds the trained index as
-    ``trained_name``) as one Ray task each, each calling ``write_shard`` (``index.build``'s,
-    passed in so that this module need not import its caller); the records come back in shard
-    order."""
+) -> Iterator[tuple[int, ShardRecord]]:
+    """Write every shard ``(number, start, stop)`` of ``shards`` into ``directory`` (which holds
+    the trained index as ``trained_name``) as one Ray task each, each calling ``write_shard``
+    (``index.build``'s, passed in so that this module need not import its caller); yields
+    ``(number, record)`` in the order given, each as soon as it and those before it are done."""
     ray = _ray()
     started = connect(address)
     try:
@@ -204,22 +203,19 @@ def populate_on_ray(
         task = _populate_remote().options(num_gpus=gpus)
         paths = [str(p) for p in sources]
         futures = [
-            task.remote(
+            (number, task.remote(
                 str(directory), trained_name, write_shard, paths, number, start, stop, config
-            )
-            for number, (start, stop) in enumerate(ranges)
-        ]
-        records: list[ShardRecord] = []
-        total = ranges[-1][1] if ranges else 0
-        for future in futures:  # in order, so progress counts rows of finished leading shards
+            ))
+            for number, start, stop in shards
+        ]  # fmt: skip
+        for number, future in futures:
             try:
-                records.append(ray.get(future))
+                record = ray.get(future)
             except ray.exceptions.RayTaskError as error:
                 if isinstance(error.cause, XRetrieveError):
                     raise error.cause from None
                 raise
-            progress("add to index", records[-1].offset + records[-1].rows, total)
-        return records
+            yield number, record
     finally:
         if started:
             ray.shutdown()
