@@ -230,7 +230,7 @@ def _ort_encoder(
         )
     backend = OrtBackend(
         export_dir / manifest.model_file,
-        device=device.value,
+        device=device,
         options=settings.ort_options,
         pad_token_id=manifest.pad_token_id,
     )
@@ -281,7 +281,7 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         pooling=pooling,
         normalize=normalize,
         projection=projection,
-        device=device.value,
+        device=device,
         dtype=settings.dtype_for(device),
     )
     tokenizer = TextTokenizer.from_directory(
