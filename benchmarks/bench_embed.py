@@ -106,9 +106,9 @@ def worker(spec: dict) -> dict:
         config["num_hidden_layers"] * spec["attention_cells"]
     )
     result = {
-        "backend": best.backend,
+        "backend": best.backend.value,
         "dtype": spec["label"],
-        "device": best.device,
+        "device": best.device.value,
         "provider": best.provider,
         "sentences": best.sentences,
         "seconds": round(best.seconds, 4),

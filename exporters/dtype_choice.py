@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from exporters.config import Dtype
+from xretrieve.encoding.settings import Device
 from xretrieve.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ def choose_cpu_dtype(
     parallel = parallel or read_parallel_set()
     accuracies = []
     for path in (fp32_path, int8_path):
-        session = open_session(Path(path), "cpu")
+        session = open_session(Path(path), Device.CPU)
         accuracies.append(heldout_accuracy(session, tokenizer, parallel, text_prefix, max_length))
     choice = decide(accuracies[0], accuracies[1], parallel, MAX_ACCURACY_DROP)
     logger.info(

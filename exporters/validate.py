@@ -24,6 +24,7 @@ from exporters.manifest import (
     read_manifest,
 )
 from xretrieve.devices import ort_cuda_available
+from xretrieve.encoding.settings import Device, parse_device
 from xretrieve.errors import XRetrieveError
 
 if TYPE_CHECKING:
@@ -166,8 +167,10 @@ def _check_signature(model_path: Path, manifest: Manifest) -> list[str]:
     return failures
 
 
-def open_session(model_path: Path, device: str = "cpu") -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session on ``device`` ("cpu" or "cuda"); "cuda" falls back to the CPU
+def open_session(
+    model_path: Path, device: Device | str = Device.CPU
+) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on ``device`` (CPU or CUDA); CUDA falls back to the CPU
     execution provider where no GPU is usable (``session.get_providers()`` says which ran)."""
     import onnxruntime as ort
 
@@ -175,7 +178,7 @@ def open_session(model_path: Path, device: str = "cpu") -> onnxruntime.Inference
     # onnxruntime-gpu logs a warning when it falls back to the CPU; the providers list says it.
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if device == "cuda" and ort_cuda_available():
+    if parse_device(device) is Device.CUDA and ort_cuda_available():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(model_path), options, providers=providers)
 
@@ -219,7 +222,7 @@ def validate_export(
     export_dir: Path | str,
     checkpoint_dir: Path | str,
     *,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
     reference: torch.nn.Module | None = None,
     batches: Sequence[Sequence[str]] = VALIDATION_BATCHES,
     check_source_hash: bool = True,
@@ -231,8 +234,8 @@ def validate_export(
     dynamic) and outputs (the manifest's names, float32, dynamic batch axis); then, for each
     batch of ``batches`` tokenised with the export's own tokenizer, output shapes and values:
     row cosines to torch must reach ``MIN_MEAN_COSINE``/``MIN_COSINE`` for the export's dtype.
-    ``device``: "cpu", "cuda", or "auto" (CUDA for fp16 exports where available, else CPU;
-    int8 exports are for the CPU execution provider).
+    ``device``: CPU, CUDA, or AUTO (CUDA for fp16 exports where available, else CPU; int8
+    exports are for the CPU execution provider).
     ``reference``: the torch module to compare with (default: a ``PooledEncoder`` built from
     the checkpoint with the manifest's settings). Raises ``ExportValidationError`` naming every
     failure; returns the report when all checks pass."""
@@ -240,7 +243,7 @@ def validate_export(
 
     from xretrieve.cache import content_hash
 
-    export_dir = Path(export_dir)
+    export_dir, device = Path(export_dir), parse_device(device)
     manifest = read_manifest(export_dir)
     model_path = export_dir / manifest.model_file
     failures = _check_signature(model_path, manifest)
@@ -258,8 +261,8 @@ def validate_export(
         model, _ = load_checkpoint(checkpoint_dir)
         reference = PooledEncoder(model, manifest.layers, manifest.pooling, manifest.normalize)
     reference.eval()
-    if device == "auto":
-        device = "cuda" if manifest.dtype is Dtype.FP16 else "cpu"
+    if device is Device.AUTO:
+        device = Device.CUDA if manifest.dtype is Dtype.FP16 else Device.CPU
     try:
         session = open_session(model_path, device)
     except Exception as error:  # onnxruntime raises its own untyped errors

@@ -14,6 +14,7 @@ from tiny_models import SAMPLE_SENTENCES
 import xretrieve.encoding.load as load_module
 from xretrieve.encoding import load_encoder, resolve_device
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable
+from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.errors import InputError, XRetrieveError
 
 TEXTS = SAMPLE_SENTENCES + [
@@ -165,6 +166,23 @@ def _gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def test_settings_parse_values_and_refuse_unknown_ones() -> None:
+    assert parse_backend("torch") is Backend.TORCH and parse_backend(Backend.ORT) is Backend.ORT
+    assert parse_device("cuda") is Device.CUDA
+    with pytest.raises(
+        XRetrieveError, match="unknown backend 'tensorrt'; choose one of ort, torch"
+    ):
+        parse_backend("tensorrt")
+    with pytest.raises(XRetrieveError, match="unknown device 'tpu'; choose one of auto, cuda, cpu"):
+        resolve_device("tpu", "ort")
+
+
+def test_resolve_device_returns_members() -> None:
+    assert resolve_device("cpu", "torch") is Device.CPU
+    assert resolve_device(Device.AUTO, Backend.ORT) in (Device.CPU, Device.CUDA)
+    assert resolve_device("auto", "torch") is (Device.CUDA if _gpu() else Device.CPU)
+
+
 @pytest.mark.skipif(_gpu(), reason="checks the no-GPU behaviour")
 def test_without_a_gpu_auto_is_cpu_and_cuda_is_refused(tiny_xlmr_checkpoint: Path) -> None:
     assert resolve_device("auto", "ort") == resolve_device("auto", "torch") == "cpu"
@@ -177,7 +195,7 @@ def test_auto_falls_back_to_cpu_when_ort_cannot_load_cuda(
     tiny_xlmr_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pretend a GPU is visible: onnxruntime then cannot load its CUDA provider here.
-    monkeypatch.setattr(load_module, "resolve_device", lambda device, backend: "cuda")
+    monkeypatch.setattr(load_module, "resolve_device", lambda device, backend: Device.CUDA)
     encoder = load_encoder(tiny_xlmr_checkpoint, device="auto")
     assert encoder.provider == "CPUExecutionProvider"
     with pytest.raises(CudaProviderUnavailable):

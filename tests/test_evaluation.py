@@ -494,3 +494,14 @@ def test_a_resumed_run_scores_again_the_units_whose_data_changed(
 
     assert values(resumed.rows) == values(fresh.rows)
     assert evaluate(config, encoder_factory=Factory()).scored_units == 0
+
+
+def test_config_parses_backend_and_device_and_refuses_unknown_ones(tmp_path: Path) -> None:
+    from xretrieve.encoding.settings import Backend, Device
+
+    config = EvaluationConfig(("m",), tmp_path, tmp_path / "out", backend="torch", device="cpu")
+    assert config.backend is Backend.TORCH and config.device is Device.CPU
+    with pytest.raises(XRetrieveError, match="unknown device 'cuda:1'; choose one of auto"):
+        EvaluationConfig(("m",), tmp_path, tmp_path / "out", device="cuda:1")
+    with pytest.raises(XRetrieveError, match="unknown backend 'onnx'; choose one of ort, torch"):
+        EvaluationConfig(("m",), tmp_path, tmp_path / "out", backend="onnx")

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from xretrieve.errors import XRetrieveError
-from xretrieve.knn import knn, knn_both_ways, l2_normalize, resolve_backend
+from xretrieve.knn import (
+    SearchBackend,
+    check_device,
+    knn,
+    knn_both_ways,
+    l2_normalize,
+    resolve_backend,
+)
 
 
 def brute_force_knn(queries: np.ndarray, database: np.ndarray, k: int):
@@ -110,6 +117,18 @@ def test_bad_arguments(data) -> None:
         knn(src[:0], tgt, 1, device="cpu")
     with pytest.raises(XRetrieveError, match="unknown device"):
         resolve_backend("tpu")
+
+
+def test_devices_are_checked_and_backends_are_members() -> None:
+    from xretrieve.encoding.settings import Device
+
+    assert check_device("cuda:1") == "cuda:1" and check_device(Device.CPU) == "cpu"
+    assert type(check_device(Device.AUTO)) is str
+    for bad in ("cudax", "cuda:", "gpu"):
+        with pytest.raises(XRetrieveError, match=f"unknown device '{bad}': expected auto, cpu"):
+            check_device(bad)
+    assert resolve_backend("cpu") is SearchBackend.FAISS_CPU
+    assert resolve_backend("auto") in tuple(SearchBackend)
 
 
 def test_cpu_backend_and_cuda_without_gpu() -> None:

@@ -18,7 +18,7 @@ from xretrieve.cli.app import app
 from xretrieve.encoding import default_model
 from xretrieve.encoding.load import resolve_model
 from xretrieve.encoding.model_settings import SETTINGS_FILE, read_model_settings
-from xretrieve.errors import InputError
+from xretrieve.errors import InputError, XRetrieveError
 
 CALIBRATED = {"margin": "ratio", "k": 4, "threshold": 0.5, "calibration": "test"}
 runner = CliRunner()
@@ -195,6 +195,21 @@ def test_evaluate_text_prefix_changes_the_checkpoints_cache_id(
     carried = plan_model(str(base), None, backend="ort", device="cpu")
     explicit = plan_model(str(base), None, backend="ort", device="cpu", text_prefix="query: ")
     assert carried.store_id == explicit.store_id
+
+
+def test_evaluate_cache_id_is_the_same_for_a_setting_and_its_value(
+    tiny_xlmr_checkpoint: Path, isolated: Path
+) -> None:
+    from xretrieve.encoding.settings import Backend, Device
+    from xretrieve.evaluation.runner import plan_model
+
+    by_value = plan_model(str(tiny_xlmr_checkpoint), None, backend="torch", device="cpu")
+    by_member = plan_model(
+        str(tiny_xlmr_checkpoint), None, backend=Backend.TORCH, device=Device.CPU
+    )
+    assert by_member == by_value
+    with pytest.raises(XRetrieveError, match="unknown backend 'onnx'"):
+        plan_model(str(tiny_xlmr_checkpoint), None, backend="onnx", device="cpu")
 
 
 def test_exporting_the_default_models_own_folder_keeps_its_prefix(

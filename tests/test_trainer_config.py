@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from xretrieve.encoding.settings import Backend
 from xretrieve.errors import InputError
 from xretrieve.trainer import (
     Precision,
@@ -118,6 +119,27 @@ def test_bad_config_names_the_key(raw: dict, message: str) -> None:
     with pytest.raises(InputError, match="config|tasks|must|unique|preset|image|metric") as info:
         config_from_dict(raw)
     assert message in str(info.value)
+
+
+def test_retrieval_backend_is_a_choice_that_round_trips(tmp_path: Path) -> None:
+    import json
+
+    from xretrieve.trainer.config import dump_config
+
+    raw = {
+        "tasks": [{"preset": "mnli", "train": "x"}],
+        "retrieval_eval": {"data_dir": "d", "tatoeba": ["de"], "backend": "torch"},
+    }
+    config = config_from_dict(raw)
+    assert config.retrieval is not None and config.retrieval.backend is Backend.TORCH
+    dumped = json.loads(dump_config(config))
+    assert dumped["retrieval"]["backend"] == "torch"
+    assert '"backend": "torch"' in dump_config(config)
+    raw["retrieval_eval"]["backend"] = dumped["retrieval"]["backend"]
+    assert config_from_dict(raw).retrieval == config.retrieval
+    raw["retrieval_eval"]["backend"] = "tensorrt"
+    with pytest.raises(InputError, match="retrieval_eval.backend.*must be one of ort, torch"):
+        config_from_dict(raw)
 
 
 def test_unreadable_and_invalid_files(tmp_path: Path) -> None:

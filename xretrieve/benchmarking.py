@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xretrieve.devices import torch_cuda_available
+from xretrieve.encoding.settings import Backend, Device, SourceKind, parse_backend, parse_device
 from xretrieve.errors import XRetrieveError
 from xretrieve.progress import ProgressCallback, no_progress
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 KnnResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 KnnMethod = Callable[[np.ndarray, np.ndarray, int, ProgressCallback], KnnResult]
 
-BACKENDS = ("ort", "torch")
+BACKENDS = tuple(backend.value for backend in Backend)
 DTYPES = ("fp16", "fp32")
 # How often the memory sampler looks: short enough to catch a batch's peak on a GPU.
 SAMPLE_SECONDS = 0.005
@@ -299,14 +300,19 @@ def machine_info() -> dict[str, Any]:
 class EmbedSetting:
     """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32 (auto for an
     export directory, which has its own), ``device`` auto|cpu|cuda, ``batch_tokens`` (bound on
-    batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only)."""
+    batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only). ``backend``
+    and ``device`` take members or their values."""
 
-    backend: str
+    backend: Backend
     dtype: str
-    device: str = "auto"
+    device: Device = Device.AUTO
     batch_tokens: int = 16384
     repeats: int = 1
     ort_options: OrtOptions | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", parse_backend(self.backend))
+        object.__setattr__(self, "device", parse_device(self.device))
 
 
 @dataclass(frozen=True)
@@ -317,9 +323,9 @@ class EmbedResult:
     was loaded and run (earlier settings' memory may still be held); ``peak_gpu_mb`` the device
     memory peak above the level at its start (None on the CPU)."""
 
-    backend: str
+    backend: Backend
     dtype: str
-    device: str
+    device: Device
     provider: str
     batch_tokens: int
     sentences: int
@@ -369,9 +375,9 @@ def bench_embedding(
     if setting.repeats < 1 or not texts:
         raise XRetrieveError("need at least one repeat and one sentence to benchmark")
     progress = progress or no_progress
-    stage = f"embed {setting.backend} {setting.dtype} {setting.batch_tokens}"
+    stage = f"embed {setting.backend.value} {setting.dtype} {setting.batch_tokens}"
     device = resolve_device(setting.device, setting.backend)
-    memory = MemoryPeak(cuda=device == "cuda")
+    memory = MemoryPeak(cuda=device is Device.CUDA)
     try:
         encoder = load_encoder(
             model,
@@ -415,8 +421,8 @@ def bench_embedding(
     )
 
 
-def _synchronize(device: str) -> None:
-    if device == "cuda":
+def _synchronize(device: Device) -> None:
+    if device is Device.CUDA:
         import torch
 
         torch.cuda.synchronize()
@@ -748,16 +754,20 @@ class BenchConfig:
     model: str | Path | None
     texts: tuple[str, ...]
     corpus: Path | None = None
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[Backend, ...] = tuple(Backend)
     dtypes: tuple[str, ...] = ("fp32",)
     batch_tokens: tuple[int, ...] = (16384,)
-    device: str = "auto"
+    device: Device = Device.AUTO
     repeats: int = 1
     knn_size: int = 10000
     k: int = 4
     seed: int = 0
     # Prepended to every text (None: the model's own prefix).
     text_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backends", tuple(map(parse_backend, self.backends)))
+        object.__setattr__(self, "device", parse_device(self.device))
 
 
 @dataclass(frozen=True)
@@ -815,7 +825,7 @@ def _model_dim(model: str | Path | None) -> int:
     from xretrieve.encoding.load import resolve_model
 
     source = resolve_model(model)
-    if source.kind == "export":
+    if source.kind is SourceKind.EXPORT:
         from exporters import read_manifest
 
         return int(read_manifest(source.path).dim)
@@ -830,8 +840,10 @@ def _rounded(values: dict[str, Any], digits: int = 4) -> dict[str, Any]:
 
 
 def embed_result_dict(result: EmbedResult) -> dict[str, Any]:
-    """JSON-ready dict of one ``EmbedResult`` (floats rounded)."""
-    return _rounded(asdict(result))
+    """JSON-ready dict of one ``EmbedResult`` (floats rounded, settings as their values)."""
+    values = asdict(result)
+    values.update(backend=result.backend.value, device=result.device.value)
+    return _rounded(values)
 
 
 def report_dict(report: BenchReport) -> dict[str, Any]:
@@ -844,7 +856,7 @@ def report_dict(report: BenchReport) -> dict[str, Any]:
     torch_rates = {
         (r.dtype, r.batch_tokens): r.sentences_per_s
         for r in report.embedding
-        if r.backend == "torch"
+        if r.backend is Backend.TORCH
     }
     for entry, result in zip(embedding, report.embedding, strict=True):
         rate = torch_rates.get((result.dtype, result.batch_tokens))
@@ -870,7 +882,12 @@ def report_dict(report: BenchReport) -> dict[str, Any]:
         },
         "embedding": embedding,
         "embedding_errors": [
-            {"backend": s.backend, "dtype": s.dtype, "batch_tokens": s.batch_tokens, "error": e}
+            {
+                "backend": s.backend.value,
+                "dtype": s.dtype,
+                "batch_tokens": s.batch_tokens,
+                "error": e,
+            }
             for s, e in report.embedding_errors
         ],
         "knn": {
@@ -894,7 +911,7 @@ def plot_report(report: BenchReport, path: Path) -> None:
     from xretrieve.files import atomic_write
 
     figure, (embed_axes, knn_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r.backend} {r.dtype}\n{r.batch_tokens}" for r in report.embedding]
+    labels = [f"{r.backend.value} {r.dtype}\n{r.batch_tokens}" for r in report.embedding]
     embed_axes.bar(labels, [r.sentences_per_s for r in report.embedding], color="tab:blue")
     embed_axes.set_title(f"embedding ({len(report.config.texts)} sentences)")
     embed_axes.set_ylabel("sentences / s")

@@ -23,8 +23,10 @@ GPU-only FAISS functions are called only when ``faiss.get_num_gpus() > 0``.
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -57,21 +59,41 @@ def _faiss_num_gpus() -> int:
     return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
 
 
-def resolve_backend(device: str) -> str:
-    """``"faiss-cpu"``, ``"torch-cuda"`` or ``"faiss-gpu"`` for ``device`` auto|cpu|cuda[:n].
+class SearchBackend(str, enum.Enum):
+    """The engine a search runs on (see the module docstring)."""
+
+    FAISS_CPU = "faiss-cpu"
+    TORCH_CUDA = "torch-cuda"
+    FAISS_GPU = "faiss-gpu"
+
+
+_CUDA_DEVICE = re.compile(r"cuda(:[0-9]+)?")
+
+
+def check_device(device: str) -> str:
+    """``device`` as a plain string if it is auto, cpu, cuda or cuda:N (an encoder ``Device``
+    member is taken by its value); ``XRetrieveError`` otherwise."""
+    if isinstance(device, enum.Enum):
+        device = device.value
+    if device in ("auto", "cpu") or _CUDA_DEVICE.fullmatch(device):
+        return device
+    raise XRetrieveError(f"unknown device {device!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def resolve_backend(device: str) -> SearchBackend:
+    """The ``SearchBackend`` for ``device`` auto|cpu|cuda[:n] (see ``check_device``).
 
     Raises ``XRetrieveError`` when ``cuda`` is asked for and neither torch nor FAISS sees a GPU.
     """
+    device = check_device(device)
     if device == "cpu":
-        return "faiss-cpu"
-    if device != "auto" and not device.startswith("cuda"):
-        raise XRetrieveError(f"unknown device {device!r}: expected auto, cpu or cuda")
+        return SearchBackend.FAISS_CPU
     if torch_cuda_available():
-        return "torch-cuda"
+        return SearchBackend.TORCH_CUDA
     if _faiss_num_gpus() > 0:
-        return "faiss-gpu"
+        return SearchBackend.FAISS_GPU
     if device == "auto":
-        return "faiss-cpu"
+        return SearchBackend.FAISS_CPU
     raise XRetrieveError(
         f"device {device!r} requested, but neither torch nor faiss sees a CUDA GPU"
     )
@@ -165,13 +187,14 @@ def _search(
     _check_pair(src, tgt, k)
     k_fwd, k_bwd = min(k, tgt.shape[0]), min(k_back, src.shape[0])
     progress = progress or no_progress
+    device = check_device(device)
     backend = resolve_backend(device)
-    logger.debug("kNN %s x %s, k=%d/%d, on %s", src.shape, tgt.shape, k_fwd, k_bwd, backend)
-    if backend == "torch-cuda":
+    logger.debug("kNN %s x %s, k=%d/%d, on %s", src.shape, tgt.shape, k_fwd, k_bwd, backend.value)
+    if backend is SearchBackend.TORCH_CUDA:
         return _chunk_search_cuda(
             src, tgt, k_fwd, k_bwd, _cuda_name(device), block_rows, normalize, gpu_memory, progress
         )
-    if backend == "faiss-gpu":
+    if backend is SearchBackend.FAISS_GPU:
         search = _faiss_gpu_knn
     else:
         search = _faiss_cpu_knn

@@ -69,16 +69,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
         from xretrieve.encoding import embed_file, load_encoder
+        from xretrieve.encoding.settings import parse_backend, parse_device
         from xretrieve.encoding.streaming import check_not_input
         from xretrieve.files import check_output_path
 
         check_output_path(out)  # before the (slow) model load
         check_not_input(input_path, out)
+        encoder_device, encoder_backend = parse_device(device), parse_backend(backend)
         with progress_bars(progress) as report:
             encoder = load_encoder(
                 model,
-                backend=backend,
-                device=device,
+                backend=encoder_backend,
+                device=encoder_device,
                 batch_tokens=batch_tokens,
                 dtype=dtype,
                 layers=parse_layer_indices(layers),
@@ -112,7 +114,7 @@ def register(app: typer.Typer) -> None:
                 {
                     "model": encoder.name,
                     "provider": stats.provider,
-                    "backend": backend,
+                    "backend": encoder_backend.value,
                     "input": str(input_path),
                     "output": str(out),
                     "shape": list(result.shape),

@@ -5,6 +5,7 @@
 - ``Encoder`` (the protocol), ``SentenceEncoder``, ``EncodeStats`` (``xretrieve.encoding.encoder``)
 - ``embed_file(encoder, input_path, output_path) -> EmbedFileResult`` (``.streaming``)
 - ``plan_batches``, ``restore_order`` (``.batching``); ``TextTokenizer`` (``.tokenize``)
+- ``Backend``, ``Device``, ``SourceKind`` (the settings' enums, ``.settings``)
 
 Names load lazily so that importing this package stays cheap.
 """
@@ -25,13 +26,19 @@ _EXPORTS = {
     "plan_batches": "xretrieve.encoding.batching",
     "restore_order": "xretrieve.encoding.batching",
     "TextTokenizer": "xretrieve.encoding.tokenize",
+    "Backend": "xretrieve.encoding.settings",
+    "Device": "xretrieve.encoding.settings",
+    "SourceKind": "xretrieve.encoding.settings",
 }
 
 __all__ = [
+    "Backend",
+    "Device",
     "EmbedFileResult",
     "EncodeStats",
     "Encoder",
     "SentenceEncoder",
+    "SourceKind",
     "TextTokenizer",
     "embed_file",
     "load_encoder",
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
     from xretrieve.encoding.batching import plan_batches, restore_order
     from xretrieve.encoding.encoder import Encoder, EncodeStats, SentenceEncoder
     from xretrieve.encoding.load import load_encoder, resolve_device
+    from xretrieve.encoding.settings import Backend, Device, SourceKind
     from xretrieve.encoding.streaming import EmbedFileResult, embed_file
     from xretrieve.encoding.tokenize import TextTokenizer
 

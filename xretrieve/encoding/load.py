@@ -20,6 +20,13 @@ from xretrieve.cache import cache_dir, content_hash
 from xretrieve.devices import ort_cuda_available, torch_cuda_available
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, OrtOptions
+from xretrieve.encoding.settings import (
+    Backend,
+    Device,
+    SourceKind,
+    parse_backend,
+    parse_device,
+)
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
@@ -30,19 +37,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("ort", "torch")
-DEVICES = ("auto", "cuda", "cpu")
 DTYPES = ("auto", "fp16", "fp32")
 DEFAULT_MODEL_ALIASES = ("default", "intfloat/multilingual-e5-small")
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where a model's weights are: ``kind`` "export" (a directory with manifest.json) or
-    "checkpoint" (a Hugging Face directory); ``text_prefix`` is the prefix a checkpoint needs
+    """Where a model's weights are: ``kind`` EXPORT (a directory with manifest.json) or
+    CHECKPOINT (a Hugging Face directory); ``text_prefix`` is the prefix a checkpoint needs
     (exports carry their own, in their manifest)."""
 
-    kind: str
+    kind: SourceKind
     path: Path
     name: str
     text_prefix: str = ""
@@ -50,20 +55,18 @@ class ModelSource:
     mining_threshold: Mapping[str, Any] | None = None
 
 
-def resolve_device(device: str, backend: str) -> str:
-    """ "cuda" or "cpu" for a requested ``device`` ("auto" = cuda when the backend can use a GPU
-    here). Asking for "cuda" without a usable GPU raises ``XRetrieveError``."""
-    if device not in DEVICES:
-        raise XRetrieveError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if backend not in BACKENDS:
-        raise XRetrieveError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device == "cpu":
-        return "cpu"
-    usable = ort_cuda_available() if backend == "ort" else torch_cuda_available()
-    if device == "cuda" and not usable:
-        what = "torch" if backend == "torch" else "torch/onnxruntime-gpu"
+def resolve_device(device: Device | str, backend: Backend | str) -> Device:
+    """``Device.CUDA`` or ``Device.CPU`` for a requested ``device`` (AUTO = CUDA when the
+    backend can use a GPU here). Unknown values, and asking for CUDA without a usable GPU,
+    raise ``XRetrieveError``."""
+    device, backend = parse_device(device), parse_backend(backend)
+    if device is Device.CPU:
+        return Device.CPU
+    usable = ort_cuda_available() if backend is Backend.ORT else torch_cuda_available()
+    if device is Device.CUDA and not usable:
+        what = "torch" if backend is Backend.TORCH else "torch/onnxruntime-gpu"
         raise XRetrieveError(f"--device cuda was asked for, but {what} sees no usable CUDA GPU")
-    return "cuda" if usable else "cpu"
+    return Device.CUDA if usable else Device.CPU
 
 
 def resolve_model(
@@ -82,7 +85,11 @@ def resolve_model(
         path = default_checkpoint(progress)
         settings = default_model_settings()
         return ModelSource(
-            "checkpoint", Path(path), DEFAULT_MODEL, settings.text_prefix, settings.mining_threshold
+            SourceKind.CHECKPOINT,
+            Path(path),
+            DEFAULT_MODEL,
+            settings.text_prefix,
+            settings.mining_threshold,
         )
     path = Path(model)
     if not path.exists() and is_model_id(str(model)):
@@ -93,14 +100,18 @@ def resolve_model(
             raise InputError(snapshot, f"the hub snapshot of {model} has no config.json")
         settings = read_model_settings(snapshot)
         return ModelSource(
-            "checkpoint", snapshot, str(model), settings.text_prefix, settings.mining_threshold
+            SourceKind.CHECKPOINT,
+            snapshot,
+            str(model),
+            settings.text_prefix,
+            settings.mining_threshold,
         )
     if (path / "manifest.json").is_file():
-        return ModelSource("export", path, path.name)
+        return ModelSource(SourceKind.EXPORT, path, path.name)
     if (path / "config.json").is_file():
         settings = read_model_settings(path)
         return ModelSource(
-            "checkpoint", path, path.name, settings.text_prefix, settings.mining_threshold
+            SourceKind.CHECKPOINT, path, path.name, settings.text_prefix, settings.mining_threshold
         )
     if not path.exists():
         raise InputError(
@@ -126,8 +137,8 @@ _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.
 def load_encoder(
     model: str | Path | None = "default",
     *,
-    backend: str = "ort",
-    device: str = "auto",
+    backend: Backend | str = Backend.ORT,
+    device: Device | str = Device.AUTO,
     batch_tokens: int = 16384,
     layers: Sequence[int] | None = None,
     dtype: str = "auto",
@@ -138,9 +149,10 @@ def load_encoder(
     ort_options: OrtOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> SentenceEncoder:
-    """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` "ort" or "torch".
+    """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` ORT or TORCH
+    (a member or its value; unknown values raise ``XRetrieveError``).
 
-    ``device`` "auto" takes the GPU when usable; if ONNX Runtime then cannot load its CUDA
+    ``device`` AUTO takes the GPU when usable; if ONNX Runtime then cannot load its CUDA
     provider, it falls back to the CPU (logged). ``dtype`` "auto" is fp16 on CUDA and fp32 on
     CPU; for an export directory its own dtype is used. ``layers`` (hidden-state indices, -1 =
     last), ``pooling`` ("mean"|"cls") and ``text_prefix`` apply to checkpoints; an export's
@@ -150,6 +162,7 @@ def load_encoder(
     ``progress`` sees the default-model conversion and first-use export."""
     if dtype not in DTYPES:
         raise XRetrieveError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    backend, device = parse_backend(backend), parse_device(device)
     resolved_device = resolve_device(device, backend)
     source = resolve_model(model, progress)
     settings = _Settings(
@@ -162,15 +175,15 @@ def load_encoder(
         projection=projection,
         ort_options=ort_options,
     )
-    if backend == "torch":
+    if backend is Backend.TORCH:
         return _torch_encoder(source, resolved_device, settings)
     try:
         return _ort_encoder(source, resolved_device, settings, progress)
     except CudaProviderUnavailable as error:
-        if device != "auto":
+        if device is not Device.AUTO:
             raise
         logger.warning("%s; falling back to the CPU", error)
-        return _ort_encoder(source, "cpu", settings, progress)
+        return _ort_encoder(source, Device.CPU, settings, progress)
 
 
 @dataclass(frozen=True)
@@ -184,28 +197,32 @@ class _Settings:
     projection: bool = False
     ort_options: OrtOptions | None = None
 
-    def dtype_for(self, device: str) -> str:
+    def dtype_for(self, device: Device) -> str:
         if self.dtype != "auto":
             return self.dtype
-        return "fp16" if device == "cuda" else "fp32"
+        return "fp16" if device is Device.CUDA else "fp32"
 
 
 def _ort_encoder(
-    source: ModelSource, device: str, settings: _Settings, progress: ProgressCallback | None
+    source: ModelSource, device: Device, settings: _Settings, progress: ProgressCallback | None
 ) -> SentenceEncoder:
-    if source.kind == "checkpoint":
+    if source.kind is SourceKind.CHECKPOINT:
         export_dir = ensure_export(source, settings, device, progress)
     else:
         export_dir = source.path
     manifest = _read_manifest(export_dir)
-    if source.kind == "export":
+    if source.kind is SourceKind.EXPORT:
         _check_export_settings(manifest, settings, export_dir)
-    if source.kind == "export" and manifest.dtype.value == "fp16" and device == "cpu":
+    if source.kind is SourceKind.EXPORT and manifest.dtype.value == "fp16" and device is Device.CPU:
         logger.warning(
             "%s is an fp16 export: on the CPU fp32 is faster and exact; export with --dtype fp32",
             export_dir,
         )
-    if source.kind == "export" and manifest.dtype.value == "int8" and device == "cuda":
+    if (
+        source.kind is SourceKind.EXPORT
+        and manifest.dtype.value == "int8"
+        and device is Device.CUDA
+    ):
         logger.warning(
             "%s is an int8 export, made for the CPU execution provider: on CUDA its quantised "
             "MatMuls may run on the CPU; export with --dtype fp16",
@@ -239,10 +256,10 @@ def _ort_encoder(
     )
 
 
-def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> SentenceEncoder:
+def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> SentenceEncoder:
     from xretrieve.encoding.torch_backend import TorchBackend
 
-    if source.kind == "export":
+    if source.kind is SourceKind.EXPORT:
         manifest = _read_manifest(source.path)
         _check_export_settings(manifest, settings, source.path)
         checkpoint = _export_source_checkpoint(manifest, source.path)
@@ -270,7 +287,7 @@ def _torch_encoder(source: ModelSource, device: str, settings: _Settings) -> Sen
     tokenizer = TextTokenizer.from_directory(
         checkpoint, max_length=max_length, text_prefix=text_prefix
     )
-    if source.kind == "export":
+    if source.kind is SourceKind.EXPORT:
         _check_manifest_bounds(manifest, source.path, tokenizer, _checkpoint_max_length(checkpoint))
     return SentenceEncoder(
         backend,
@@ -287,7 +304,7 @@ def _prefix(source: ModelSource, settings: _Settings) -> str:
     return settings.text_prefix if settings.text_prefix is not None else source.text_prefix
 
 
-def export_key(source: ModelSource, settings: _Settings, device: str) -> str:
+def export_key(source: ModelSource, settings: _Settings, device: Device) -> str:
     """``<content hash>-<layers>-<pooling>-<dtype>[-p<prefix hash>]``: one cached export per
     distinct checkpoint content and export setting."""
     from exporters import num_hidden_layers, read_checkpoint_config, resolve_layers
@@ -322,7 +339,7 @@ def _mining_threshold(source: ModelSource, settings: _Settings) -> Mapping[str, 
 
 
 def ensure_export(
-    source: ModelSource, settings: _Settings, device: str, progress: ProgressCallback | None
+    source: ModelSource, settings: _Settings, device: Device, progress: ProgressCallback | None
 ) -> Path:
     """The cached export of a checkpoint, made on first use. A file lock serialises processes
     that need the same export; ``export_checkpoint`` writes the directory atomically, and the

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xretrieve.devices import CUDA_PROVIDER
+from xretrieve.encoding.settings import Device, parse_device
 from xretrieve.errors import MissingDependencyError, XRetrieveError
 
 if TYPE_CHECKING:
@@ -128,9 +129,9 @@ class OrtBackend:
     int64 ``[batch, seq]``, output ``embeddings`` float32 ``[batch, dim]`` and optionally
     ``layer_embeddings`` ``[batch, n_layers, dim]``).
 
-    ``device`` "cuda": providers [CUDA, CPU]; inputs are copied to the GPU once per batch and
+    ``device`` CUDA: providers [CUDA, CPU]; inputs are copied to the GPU once per batch and
     outputs are bound on the GPU and copied back once per batch (IO binding). If ONNX Runtime
-    falls back to the CPU provider, ``CudaProviderUnavailable`` is raised. ``device`` "cpu": the
+    falls back to the CPU provider, ``CudaProviderUnavailable`` is raised. ``device`` CPU: the
     CPU provider with ``threads`` intra-op threads (default: physical cores). ``options``:
     sequence bucketing and CUDA provider settings (``OrtOptions``); ``pad_token_id`` fills
     bucket padding."""
@@ -139,12 +140,13 @@ class OrtBackend:
         self,
         model_path: Path,
         *,
-        device: str = "cpu",
+        device: Device | str = Device.CPU,
         device_id: int = 0,
         threads: int | None = None,
         options: OrtOptions | None = None,
         pad_token_id: int = 0,
     ) -> None:
+        device = parse_device(device)
         ort = import_onnxruntime()
         self._ort = ort
         self.device = device
@@ -154,21 +156,21 @@ class OrtBackend:
         session_options = ort.SessionOptions()
         session_options.log_severity_level = 3
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if device == "cuda":
+        if device is Device.CUDA:
             providers: list = [
                 (CUDA_PROVIDER, cuda_provider_options(device_id, self.options)),
                 CPU_PROVIDER,
             ]
-        elif device == "cpu":
+        elif device is Device.CPU:
             providers = [CPU_PROVIDER]
             session_options.intra_op_num_threads = threads or physical_cores()
             session_options.inter_op_num_threads = 1
             session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         else:
-            raise XRetrieveError(f"unknown device {device!r} (cuda or cpu)")
+            raise XRetrieveError(f"unknown device {device.value!r} (cuda or cpu)")
         self.session = _create_session(ort, Path(model_path), session_options, providers)
         self.provider = self.session.get_providers()[0]
-        if device == "cuda" and self.provider != CUDA_PROVIDER:
+        if device is Device.CUDA and self.provider != CUDA_PROVIDER:
             raise CudaProviderUnavailable(
                 "ONNX Runtime could not load its CUDA execution provider (check that the CUDA "
                 "and cuDNN libraries onnxruntime-gpu needs are installed); run with --device cpu "
@@ -187,7 +189,7 @@ class OrtBackend:
             "ONNX Runtime session on %s (%s)",
             self.provider,
             f"GPU {device_id}"
-            if device == "cuda"
+            if device is Device.CUDA
             else f"{session_options.intra_op_num_threads} threads",
         )
 
@@ -199,7 +201,7 @@ class OrtBackend:
             input_ids, attention_mask = pad_to_bucket(
                 input_ids, attention_mask, self.options.seq_bucket, self.pad_token_id
             )
-        if self.device == "cuda":
+        if self.device is Device.CUDA:
             outputs = self._run_bound(names, input_ids, attention_mask)
         else:
             outputs = self.session.run(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xretrieve.encoding.settings import Device, parse_device
 from xretrieve.errors import XRetrieveError
 
 logger = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 class TorchBackend:
     """A checkpoint run by torch: ``PooledEncoder(model, layers, pooling, normalize)`` in
-    ``dtype`` ("fp16" or "fp32") on ``device`` ("cuda" or "cpu"), SDPA attention."""
+    ``dtype`` ("fp16" or "fp32") on ``device`` (CUDA or CPU), SDPA attention."""
 
     def __init__(
         self,
@@ -26,7 +27,7 @@ class TorchBackend:
         layers: Sequence[int],
         pooling: str,
         normalize: bool,
-        device: str = "cpu",
+        device: Device | str = Device.CPU,
         dtype: str = "fp32",
         projection: bool = False,
     ) -> None:
@@ -35,8 +36,9 @@ class TorchBackend:
         from exporters import PooledEncoder, load_checkpoint
         from exporters.wrapper import load_projection
 
-        if device not in ("cuda", "cpu"):
-            raise XRetrieveError(f"unknown device {device!r} (cuda or cpu)")
+        device = parse_device(device)
+        if device is Device.AUTO:
+            raise XRetrieveError("unknown device 'auto' (cuda or cpu)")
         if dtype not in ("fp16", "fp32"):
             raise XRetrieveError(f"unknown dtype {dtype!r} (fp16 or fp32)")
         model, config = load_checkpoint(checkpoint_dir, attn_implementation="sdpa")
@@ -44,14 +46,14 @@ class TorchBackend:
         encoder = PooledEncoder(model, tuple(layers), pooling, normalize, projection=head)
         torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
         self._torch = torch
-        self._device = torch.device(device)
+        self._device = torch.device(device.value)
         self.module = encoder.to(device=self._device, dtype=torch_dtype).eval()
         self.dim = int(encoder.dim)
         self.n_layers = len(encoder.layers)
         self.layers = tuple(encoder.layers)
         self.config = config
-        self.provider = f"torch-{device}-{dtype}-sdpa"
-        logger.info("torch backend on %s (%s, SDPA attention)", device, dtype)
+        self.provider = f"torch-{device.value}-{dtype}-sdpa"
+        logger.info("torch backend on %s (%s, SDPA attention)", device.value, dtype)
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.evaluation.tasks import ScoringSettings
 from xretrieve.layers import LayerSpec
 
@@ -39,7 +40,8 @@ class EvaluationConfig:
     """Inputs of ``evaluate``. ``layers``: each model's default (the last layer of a checkpoint,
     the first exported layer of an export), every layer (hidden states 1..L, or every exported
     layer), or hidden-state indices (-1 = last). ``langs``: None for every language
-    found under ``data_dir``."""
+    found under ``data_dir``. ``backend`` and ``device`` (the encoder's) take members or their
+    values; unknown values raise ``XRetrieveError``."""
 
     models: tuple[str, ...]
     data_dir: Path
@@ -49,11 +51,15 @@ class EvaluationConfig:
     baseline: str | None = None
     layers: LayerSpec = field(default_factory=LayerSpec)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
-    backend: str = "ort"
-    device: str = "auto"
+    backend: Backend = Backend.ORT
+    device: Device = Device.AUTO
     batch_tokens: int = 16384
     cache_root: Path | None = None
     resource_groups: dict[str, str] | None = None
     plots: bool = True
     # Prepended to every text of a checkpoint (None: each checkpoint's own prefix).
     text_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", parse_backend(self.backend))
+        object.__setattr__(self, "device", parse_device(self.device))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from xretrieve.cache import cache_dir, content_hash
+from xretrieve.encoding.settings import Backend, Device, SourceKind, parse_backend
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
@@ -84,7 +85,7 @@ class EvaluationSummary:
 
 
 def default_encoder_factory(
-    backend: str, device: str, batch_tokens: int, text_prefix: str | None = None
+    backend: Backend, device: Device, batch_tokens: int, text_prefix: str | None = None
 ) -> EncoderFactory:
     """``load_encoder`` with fixed backend, device, token budget and text prefix."""
 
@@ -117,8 +118,8 @@ def plan_model(
     model: str,
     layers: LayerSpec | None,
     *,
-    backend: str,
-    device: str,
+    backend: Backend | str,
+    device: Device | str,
     text_prefix: str | None = None,
 ) -> ModelPlan:
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
@@ -128,14 +129,15 @@ def plan_model(
 
     layers = layers or LayerSpec()
     source = resolve_model(model)
+    backend = parse_backend(backend)
     resolved_device = resolve_device(device, backend)
-    if source.kind == "export":
+    if source.kind is SourceKind.EXPORT:
         return _plan_export(str(model), source, layers, backend, text_prefix)
     return _plan_checkpoint(str(model), source, layers, backend, resolved_device, text_prefix)
 
 
 def _plan_export(
-    model: str, source: ModelSource, layers: LayerSpec, backend: str, text_prefix: str | None
+    model: str, source: ModelSource, layers: LayerSpec, backend: Backend, text_prefix: str | None
 ) -> ModelPlan:
     from exporters import read_manifest, resolve_layers
 
@@ -159,7 +161,7 @@ def _plan_export(
                 "in it: pass the checkpoint directory to sweep other layers"
             )
     settings = {
-        "kind": "export",
+        "kind": SourceKind.EXPORT.value,
         "pooling": manifest.pooling.value,
         "normalize": manifest.normalize,
         "dtype": manifest.dtype.value,
@@ -167,7 +169,7 @@ def _plan_export(
         "max_length": manifest.max_length,
         "dim": manifest.dim,
         "extra": manifest.extra,
-        "backend": backend,
+        "backend": backend.value,
     }
     checkpoint_hash = manifest.source_hash
     return ModelPlan(
@@ -185,8 +187,8 @@ def _plan_checkpoint(
     model: str,
     source: ModelSource,
     layers: LayerSpec,
-    backend: str,
-    resolved_device: str,
+    backend: Backend,
+    resolved_device: Device,
     text_prefix: str | None,
 ) -> ModelPlan:
     from exporters import num_hidden_layers, read_checkpoint_config, resolve_layers
@@ -200,12 +202,12 @@ def _plan_checkpoint(
     else:
         wanted = resolve_layers(layers.indices, num_layers)
     settings = {
-        "kind": "checkpoint",
+        "kind": SourceKind.CHECKPOINT.value,
         "pooling": "mean",
         "normalize": True,
-        "dtype": "fp16" if resolved_device == "cuda" else "fp32",
+        "dtype": "fp16" if resolved_device is Device.CUDA else "fp32",
         "prefix": source.text_prefix if text_prefix is None else text_prefix,
-        "backend": backend,
+        "backend": backend.value,
     }
     checkpoint_hash = content_hash(source.path)
     projection_layer = projection_store_id = None

@@ -29,6 +29,7 @@ from xretrieve.index.manifest import (
 )
 from xretrieve.index.partial import PartialBuild, open_partial, shard_name
 from xretrieve.index.sources import EmbeddingRows, sha256_file
+from xretrieve.knn import check_device
 from xretrieve.progress import ProgressCallback, no_progress
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def _faiss():
 
 
 def _use_gpu(device: str) -> bool:
+    device = check_device(device)
     faiss = _faiss()
     gpus = int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
     if device == "cpu":

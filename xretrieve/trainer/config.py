@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xretrieve.encoding.settings import Backend
 from xretrieve.errors import InputError, MissingDependencyError
 from xretrieve.trainer.presets import PRESETS
 from xretrieve.trainer.task_type import TaskType
@@ -145,7 +146,7 @@ class RetrievalEvalConfig:
     bucc: tuple[str, ...] = ()
     bucc_tune_split: str = "dev"
     bucc_eval_split: str = "dev"
-    backend: str = "ort"
+    backend: Backend = Backend.ORT
     batch_tokens: int = 16384
     layers: tuple[int, ...] | None = None
 
@@ -540,7 +541,7 @@ def _retrieval(section: _Section) -> RetrievalEvalConfig:
         bucc=section.strings("bucc") or (),
         bucc_tune_split=section.string("bucc_tune_split", "dev"),
         bucc_eval_split=section.string("bucc_eval_split", "dev"),
-        backend=section.string("backend", "ort"),
+        backend=section.choice("backend", Backend, Backend.ORT),
         batch_tokens=section.integer("batch_tokens", 16384, minimum=1),
         layers=_layers(section),
     )
