@@ -230,8 +230,14 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
         clock = StageClock()
         t0 = time.perf_counter()
         config = BuildConfig(factory=args.factory, train_size=args.train_size, seed=args.seed)
-        manifest = build_index([src_npy], work / f"{split}.de.index", config, progress=clock)
-        build_index([tgt_npy], work / f"{split}.en.index", config)
+        src_index, tgt_index = work / f"{split}.de.index", work / f"{split}.en.index"
+        if args.keep and (tgt_index / "manifest.json").is_file():
+            # --keep: the data are regenerated identically (seeded), so are the indexes.
+            manifest = open_index(src_index).manifest
+            build[split] = (manifest, None, clock)
+            continue
+        manifest = build_index([src_npy], src_index, config, progress=clock)
+        build_index([tgt_npy], tgt_index, config)
         build[split] = (manifest, time.perf_counter() - t0, clock)
 
     def scored(mining, split: str):
@@ -272,7 +278,7 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
 
         return mine_split
 
-    def indexed(k: int, nprobe: int, rescore: bool, factor: int = 4):
+    def indexed(k: int, nprobe: int | None, rescore: bool, factor: int = 4):
         def mine_split(split: str):
             bucc = splits[split][0]
             where = IndexMining(
@@ -287,12 +293,17 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
     variants = {
         "exact k=4": (exact(4), 4),
         "exact k=16": (exact(16), 16),
-        "index k=16 nprobe=128 rescore 4k candidates (defaults)": (indexed(16, 128, True), 16),
+        "index k=16 nprobe=auto rescore 4k candidates (defaults)": (indexed(16, None, True), 16),
+        "index k=16 nprobe=128 rescore 4k candidates": (indexed(16, 128, True), 16),
         "index k=16 nprobe=128 rescore own top k": (indexed(16, 128, True, 1), 16),
         "index k=16 nprobe=128 no rescore (stopes)": (indexed(16, 128, False), 16),
         "index k=16 nprobe=32 rescore 4k candidates": (indexed(16, 32, True), 16),
-        "index k=4 nprobe=128 rescore 4k candidates": (indexed(4, 128, True), 4),
+        "index k=4 nprobe=auto rescore 4k candidates": (indexed(4, None, True), 4),
     }
+    for nprobe in args.sweep_nprobe:
+        for factor in args.sweep_factor:
+            name = f"index k=16 nprobe={nprobe} rescore {factor}k candidates"
+            variants.setdefault(name, (indexed(16, nprobe, True, factor), 16))
     results = {name: score(mine_split, k) for name, (mine_split, k) in variants.items()}
     manifest, build_seconds, clock = build["test"]
     return {
@@ -306,7 +317,7 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
         "factory": manifest.factory,
         "factory_note": manifest.factory_note,
         "train_size": manifest.train_size,
-        "test_build_seconds_both_sides": round(build_seconds, 3),
+        "test_build_seconds_both_sides": None if build_seconds is None else round(build_seconds, 3),
         "test_train_seconds_one_side": clock.seconds("train index"),
         "test_add_seconds_one_side": clock.seconds("add to index"),
         "peak_rss_bytes": peak_rss_bytes(),
@@ -321,7 +332,7 @@ def main() -> None:
     recall = sub.add_parser("recall", help="recall@k against exact search")
     recall.add_argument("--rows", type=int, default=200_000, help="rows per side")
     recall.add_argument("--queries", type=int, default=10_000)
-    recall.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 128])
+    recall.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 128, 256])
     recall.add_argument("--k", type=int, default=16)
     recall.add_argument("--shard-rows", type=int, default=1_000_000)
     bucc = sub.add_parser("bucc", help="mining F1 against exact mining")
@@ -333,6 +344,17 @@ def main() -> None:
         default="index",
         help="mine the training split through its own indexes (as a user would) or exactly",
     )
+    bucc.add_argument("--sweep-nprobe", type=int, nargs="*", default=[], help="extra variants")
+    bucc.add_argument(
+        "--sweep-factor", type=int, nargs="*", default=[4], help="with --sweep-nprobe"
+    )
+    bucc.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="work in this directory and reuse the indexes an earlier run with the same "
+        "arguments left there",
+    )
     for command in (recall, bucc):
         command.add_argument("--dim", type=int, default=384)
         command.add_argument("--factory", default=None, help="default: by size, as stopes")
@@ -340,8 +362,12 @@ def main() -> None:
         command.add_argument("--train-size", type=int, default=None, help="default: by size")
         command.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    run = run_recall if args.what == "recall" else run_bucc
+    if getattr(args, "keep", None):
+        args.keep.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(run(args, args.keep), indent=2))
+        return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-        run = run_recall if args.what == "recall" else run_bucc
         print(json.dumps(run(args, Path(tmp)), indent=2))
 
 

@@ -79,7 +79,7 @@ def test_build_then_mine_through_indexes_equals_exact_mining(planted: Path) -> N
     )  # fmt: skip
     assert exact.exit_code == 0 and indexed.exit_code == 0, indexed.output
     want, got = json.loads(exact.stdout), json.loads(indexed.stdout)
-    assert got.pop("nprobe") == 128 and got.pop("rescore") is True
+    assert got.pop("nprobe") == "auto" and got.pop("rescore") is True
     assert got.pop("candidate_factor") == 4
     assert got.pop("out") == str(out)
     assert got == want

@@ -400,3 +400,17 @@ def test_gpu_search_of_an_exhaustive_index_mines_as_exact(tmp_path: Path) -> Non
         open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=16)
     )
     assert pair_scores(got).keys() == pair_scores(mine(src, tgt, EXACT)).keys()
+
+
+def test_auto_nprobe_visits_a_quarter_of_the_lists_within_stopes_bounds(tmp_path: Path) -> None:
+    from xretrieve.index.search import ShardSearcher, auto_nprobe, probes
+
+    lists = [16, 256, 1024, 4096, 262_144]
+    assert [auto_nprobe(n) for n in lists] == [16, 128, 256, 1024, 1024]
+    assert probes(64, 1024) == 64 and probes(4096, 1024) == 1024 and probes(None, 1024) == 256
+    _, tgt_files, _, _ = planted_pair(tmp_path, n=400, d=8)
+    build_index(tgt_files, tmp_path / "t", BuildConfig(factory="IVF32,Flat"))
+    index = open_index(tmp_path / "t")
+    shard = index.manifest.shards[0]
+    assert ShardSearcher(index.directory, shard, None, None).nprobe == 32
+    assert ShardSearcher(index.directory, shard, 3, None).nprobe == 3

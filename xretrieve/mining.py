@@ -286,7 +286,7 @@ class MiningReport:
         if self.index_search is not None:
             search = self.index_search
             summary |= {
-                "nprobe": search.nprobe,
+                "nprobe": "auto" if search.nprobe is None else search.nprobe,
                 "rescore": search.rescore,
                 "candidate_factor": search.candidate_factor if search.rescore else 1,
             }

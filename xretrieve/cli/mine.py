@@ -30,7 +30,6 @@ from xretrieve.index.mining import IndexMining
 from xretrieve.index.search import (
     DEFAULT_CANDIDATE_FACTOR,
     DEFAULT_INDEX_K,
-    DEFAULT_NPROBE,
     SearchConfig,
 )
 from xretrieve.margin import Margin, MiningConfig, Mode
@@ -142,8 +141,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         tgt_index: Annotated[Path | None, typer.Option(help="Target index directory.")] = None,
         nprobe: Annotated[
-            int, typer.Option(min=1, help="Inverted lists visited per query (indexes).")
-        ] = DEFAULT_NPROBE,
+            int | None,
+            typer.Option(
+                min=1,
+                help="Inverted lists visited per query (indexes; default: a quarter of the "
+                "index's lists, 128 to 1024).",
+            ),
+        ] = None,
         rescore: Annotated[
             bool, typer.Option(help="Exact similarities for the index's candidates.")
         ] = True,

@@ -37,7 +37,11 @@ logger = logging.getLogger(__name__)
 
 # stopes' mining defaults: k = 16 neighbours for the margin, nprobe = 128 inverted lists.
 DEFAULT_INDEX_K = 16
-DEFAULT_NPROBE = 128
+# Default inverted lists visited (``auto_nprobe``): a quarter of the lists, at least stopes'
+# 128 and at most 1024. On 1024 lists a quarter (256) was needed to keep mining F1 within
+# 1 point of exact mining; 128 lost 1.3 points (benchmarks/RESULTS.md).
+MIN_AUTO_NPROBE = 128
+MAX_AUTO_NPROBE = 1024
 # Candidate rows gathered per re-scoring step (256 MiB of float32 at d=1024).
 RESCORE_ROWS = 65_536
 # Candidates re-scored per neighbour kept (FAISS IndexRefine's k_factor).
@@ -47,12 +51,12 @@ DEFAULT_CANDIDATE_FACTOR = 4
 @dataclass(frozen=True)
 class SearchConfig:
     """``nprobe``: inverted lists visited per query (clamped to the lists there are; ignored by
-    indexes without lists); ``block_rows``: queries per search call; ``rescore``: exact
+    indexes without lists; None: ``auto_nprobe`` of each index); ``block_rows``: queries per search call; ``rescore``: exact
     similarities for the merged candidates; ``candidate_factor``: with ``rescore``, the index
     returns this many times k candidates, of which the k best by exact similarity are kept
     (see module doc; 1 re-orders the index's own top k)."""
 
-    nprobe: int = DEFAULT_NPROBE
+    nprobe: int | None = None
     block_rows: int = 16_384
     rescore: bool = True
     candidate_factor: int = DEFAULT_CANDIDATE_FACTOR
@@ -93,6 +97,16 @@ def read_shard(path: Path):
         ) from None
 
 
+def auto_nprobe(lists: int) -> int:
+    """The default lists visited per query for an IVF of ``lists`` inverted lists."""
+    return min(lists, max(MIN_AUTO_NPROBE, min(MAX_AUTO_NPROBE, lists // 4)))
+
+
+def probes(nprobe: int | None, lists: int) -> int:
+    """Lists visited per query: ``nprobe`` (None: ``auto_nprobe``), at most ``lists``."""
+    return min(lists, auto_nprobe(lists) if nprobe is None else nprobe)
+
+
 class ShardSearcher:
     """One shard's FAISS index, answering with global row ids.
 
@@ -104,7 +118,7 @@ class ShardSearcher:
     """
 
     def __init__(
-        self, directory: Path, shard: ShardRecord, nprobe: int, allowed: np.ndarray | None
+        self, directory: Path, shard: ShardRecord, nprobe: int | None, allowed: np.ndarray | None
     ) -> None:
         import faiss
 
@@ -126,12 +140,15 @@ class ShardSearcher:
             bitmap = np.packbits(mask, bitorder="little")
             selector = faiss.IDSelectorBitmap(shard.rows, faiss.swig_ptr(bitmap))
             self._keep += [bitmap, selector]
-        self.params = self._parameters(nprobe, selector)
+        ivf = faiss.try_extract_index_ivf(self.index)
+        # Lists visited per query; None for an index without inverted lists.
+        self.nprobe = None if ivf is None else probes(nprobe, int(ivf.nlist))
+        self.params = self._parameters(selector)
         self.gpu_index = None
         if selector is None and faiss.get_num_gpus() > 0:
-            self.gpu_index = self._to_gpu(nprobe)
+            self.gpu_index = self._to_gpu()
 
-    def _to_gpu(self, nprobe: int):
+    def _to_gpu(self):
         import faiss
 
         try:
@@ -139,23 +156,22 @@ class ShardSearcher:
             options = faiss.GpuClonerOptions()
             options.useFloat16 = True
             gpu_index = faiss.index_cpu_to_gpu(self._keep[-1], 0, self.index, options)
-            if faiss.try_extract_index_ivf(self.index) is not None:
-                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", nprobe)
+            if self.nprobe is not None:
+                faiss.GpuParameterSpace().set_index_parameter(gpu_index, "nprobe", self.nprobe)
             return gpu_index
         except RuntimeError as error:  # an index type without a GPU version
             logger.warning("searching on the CPU: %s", str(error).strip().splitlines()[-1])
             return None
 
-    def _parameters(self, nprobe: int, selector):
+    def _parameters(self, selector):
         import faiss
 
-        ivf = faiss.try_extract_index_ivf(self.index)
         inner = self.index
         if isinstance(inner, faiss.IndexPreTransform):
             inner = faiss.downcast_index(inner.index)
-        if ivf is not None:
+        if self.nprobe is not None:
             params = faiss.SearchParametersIVF()
-            params.nprobe = min(nprobe, int(ivf.nlist))
+            params.nprobe = self.nprobe
         elif selector is None:
             return None  # nothing to set; some indexes (IndexPQ) refuse the generic parameters
         elif isinstance(inner, faiss.IndexPQ):
@@ -268,7 +284,8 @@ def search_direction(
     if short:
         raise XRetrieveError(
             f"{stage}: the index found fewer than k={k} neighbours for {short} of "
-            f"{ids.shape[0]} queries (nprobe={config.nprobe}); raise --nprobe or lower --k"
+            f"{ids.shape[0]} queries (nprobe={config.nprobe or 'auto'}); raise --nprobe or "
+            "lower --k"
         )
     if not config.rescore:
         return sims, ids
