@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.files import atomic_write, default_permissions
+from xretrieve.files import atomic_write, replace_directory
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.sources import sha256_file
 
@@ -81,15 +80,7 @@ class PartialBuild:
             path.unlink()
         for name in (SETTINGS, TRAINED):
             (self.directory / name).unlink(missing_ok=True)
-        default_permissions(self.directory)
-        out_dir = Path(out_dir)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(self.directory, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.directory, out_dir)
+        replace_directory(self.directory, Path(out_dir))
 
 
 def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> PartialBuild:
