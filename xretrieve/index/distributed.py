@@ -12,7 +12,7 @@ At build time each shard is a Ray task that reads the trained index and its rows
 storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
 shards are byte-identical to those built in one process.
 
-Ray is optional: ``pip install 'xretrieve[distributed]'``.
+Ray is optional (``xretrieve.ray_cluster``: joining a cluster, the install hint).
 """
 
 from __future__ import annotations
@@ -31,40 +31,13 @@ from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
 from xretrieve.progress import ProgressCallback
+from xretrieve.ray_cluster import connect, get_result, gpus_per_worker
+from xretrieve.ray_cluster import ray_module as _ray
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'xretrieve[distributed]' (or: pip install ray)"
 # Blocks in flight at once: the next block is searched while the driver merges the previous.
 BLOCKS_IN_FLIGHT = 2
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise XRetrieveError(f"--ray needs the 'ray' package: {INSTALL_HINT}") from None
-    return ray
-
-
-def connect(address: str) -> bool:
-    """Join (``auto``: the running cluster; an address: that one) or start (``local``) a Ray
-    cluster; True when this call started it. An already initialised Ray is reused."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        text = str(error).strip().splitlines()
-        raise XRetrieveError(
-            f"cannot reach a Ray cluster at {address!r}: {text[0] if text else error} "
-            "(use --ray local to start one on this machine)"
-        ) from None
-    return True
 
 
 class _ShardActor:
@@ -114,10 +87,9 @@ class RaySearch:
         stage: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         actor = _actor_class().options(
             num_cpus=self.actor_cpus,
-            num_gpus=gpus,
+            num_gpus=gpus_per_worker(),
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )
@@ -150,11 +122,7 @@ class RaySearch:
     def _get(self, futures: list) -> list:
         ray = _ray()
         try:
-            return ray.get(futures)
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, XRetrieveError):
-                raise error.cause from None
-            raise
+            return get_result(futures)
         except ray.exceptions.RayActorError as error:
             raise XRetrieveError(
                 f"a shard actor died more than {self.max_restarts} times: {error}"
@@ -200,8 +168,7 @@ def populate_on_ray(
     ray = _ray()
     started = connect(address)
     try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = _populate_remote().options(num_gpus=gpus)
+        task = _populate_remote().options(num_gpus=gpus_per_worker())
         paths = [str(p) for p in sources]
         futures = [
             task.remote(
@@ -212,12 +179,7 @@ def populate_on_ray(
         records: list[ShardRecord] = []
         total = ranges[-1][1] if ranges else 0
         for future in futures:  # in order, so progress counts rows of finished leading shards
-            try:
-                records.append(ray.get(future))
-            except ray.exceptions.RayTaskError as error:
-                if isinstance(error.cause, XRetrieveError):
-                    raise error.cause from None
-                raise
+            records.append(get_result(future))
             progress("add to index", records[-1].offset + records[-1].rows, total)
         return records
     finally:
