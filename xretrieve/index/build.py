@@ -20,6 +20,7 @@ import numpy as np
 
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.files import atomic_directory
+from xretrieve.formats.embedding_shards import expand_shard_directories
 from xretrieve.index.manifest import (
     FORMAT_VERSION,
     IndexManifest,
@@ -212,8 +213,8 @@ def build_index(
     *,
     progress: ProgressCallback | None = None,
 ) -> IndexManifest:
-    """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension) into
-    ``out_dir`` (replaced atomically: it appears complete or not at all).
+    """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension, or a
+    finished ``embed --ray`` directory, read as its shard files in order) into ``out_dir`` (replaced atomically: it appears complete or not at all).
 
     Raises ``InputError`` for unreadable or mismatched sources and ``XRetrieveError`` for a
     factory FAISS rejects or a training sample smaller than the index needs.
@@ -222,7 +223,7 @@ def build_index(
     progress = progress or no_progress
     if config.shard_rows < 1 or config.block_rows < 1:
         raise XRetrieveError("shard_rows and block_rows must be positive")
-    rows = EmbeddingRows(sources)
+    rows = EmbeddingRows(expand_shard_directories(sources))
     factory, note = (
         (config.factory, "") if config.factory else default_factory(rows.count, rows.dim)
     )
