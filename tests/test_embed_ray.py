@@ -153,6 +153,17 @@ def test_other_settings_are_refused_unless_overwrite(
     np.testing.assert_allclose(got, single_process, atol=2e-3)
 
 
+def test_a_foreign_non_empty_directory_is_refused(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, tmp_path: Path
+) -> None:
+    from xretrieve.encoding.distributed import RayEmbedder
+
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(InputError, match="not empty and holds no embed --ray manifest"):
+        RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 def test_killed_actor_is_restarted_and_its_shard_redone(
     cluster, tiny_xlmr_checkpoint: Path, text_file: Path, single_process: np.ndarray, tmp_path: Path
 ) -> None:

@@ -46,8 +46,9 @@ def gpus_per_worker() -> int:
     return 1 if ray_module().cluster_resources().get("GPU", 0) >= 1 else 0
 
 
-def get_result(future):
-    """``ray.get(future)``, re-raising an ``XRetrieveError`` raised remotely as itself."""
+def get_result(future, actor: str = "an actor", max_restarts: int = 0):
+    """``ray.get(future)``, re-raising an ``XRetrieveError`` raised remotely as itself, and an
+    ``actor`` that stayed dead after its ``max_restarts`` as an ``XRetrieveError``."""
     ray = ray_module()
     try:
         return ray.get(future)
@@ -55,3 +56,5 @@ def get_result(future):
         if isinstance(error.cause, XRetrieveError):
             raise error.cause from None
         raise
+    except ray.exceptions.RayActorError as error:
+        raise XRetrieveError(f"{actor} died more than {max_restarts} times: {error}") from None

@@ -88,18 +88,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
         if ray is not None:
-            from xretrieve.encoding.distributed import EncoderSpec, embed_on_ray
+            from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
 
             spec = EncoderSpec(
                 model, backend, device, batch_tokens, dtype, parse_layer_indices(layers)
             )
             with progress_bars(progress) as report:
-                done = embed_on_ray(
+                done = RayEmbedder(ray, pool_size=actors).run(
                     spec,
                     input_path,
                     out,
-                    address=ray,
-                    pool_size=actors,
                     shard_lines=shard_lines,
                     out_dtype=out_dtype,
                     layer_outputs=all_layers,

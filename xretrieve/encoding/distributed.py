@@ -205,6 +205,8 @@ def _previous_shards(
     non-empty directory that is not ours) unless ``overwrite``, which clears our files."""
     if not directory.is_dir():
         return {}
+    for leftover in directory.glob(".shard-*.tmp"):  # of a run killed mid-write
+        leftover.unlink(missing_ok=True)
     manifest = read_shards_manifest(directory) if not overwrite else None
     if manifest is not None:
         differences = manifest.settings.differences(settings)
@@ -308,7 +310,7 @@ class RayEmbedder:
             max_task_retries=self.max_restarts,
         )
         self.actors = [actor.remote(spec)]
-        name, dim, layers, n_layers = self._get(self.actors[0].info.remote())
+        name, dim, layers, n_layers = self._result(self.actors[0].info.remote())
         self.actors += [actor.remote(spec) for _ in range(min(size, most) - 1)]
         logger.info("embedding with %d actors of %s (%d GPU each)", len(self.actors), name, gpus)
         return ShardsManifest(settings, dim, tuple(layers), n_shards, ())
@@ -343,7 +345,7 @@ class RayEmbedder:
         while running:
             (future,), _ = ray.wait(list(running), num_returns=1)
             actor = running.pop(future)
-            entry = self._get(future)
+            entry = self._result(future)
             entries[entry.number] = entry
             manifest = replace(manifest, shards=tuple(entries[k] for k in sorted(entries)))
             write_shards_manifest(directory, manifest)
@@ -352,14 +354,8 @@ class RayEmbedder:
                 submit(actor)
         return manifest
 
-    def _get(self, future):
-        ray = ray_module()
-        try:
-            return get_result(future)
-        except ray.exceptions.RayActorError as error:
-            raise XRetrieveError(
-                f"an embedding actor died more than {self.max_restarts} times: {error}"
-            ) from None
+    def _result(self, future):
+        return get_result(future, "an embedding actor", self.max_restarts)
 
     def _stop_pool(self) -> None:
         ray = ray_module()
@@ -367,30 +363,3 @@ class RayEmbedder:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
         self.actors = []
-
-
-def embed_on_ray(
-    spec: EncoderSpec,
-    input_path: Path,
-    directory: Path,
-    *,
-    address: str = "local",
-    pool_size: int | None = None,
-    shard_lines: int = DEFAULT_SHARD_LINES,
-    out_dtype: OutputDtype = OutputDtype.FP32,
-    layer_outputs: bool = False,
-    overwrite: bool = False,
-    progress: ProgressCallback | None = None,
-) -> ShardedEmbedResult:
-    """Embed ``input_path`` into ``directory`` on the Ray cluster at ``address`` (see
-    ``RayEmbedder``); the shards concatenated equal ``embed_file``'s output row for row."""
-    return RayEmbedder(address, pool_size=pool_size).run(
-        spec,
-        input_path,
-        directory,
-        shard_lines=shard_lines,
-        out_dtype=out_dtype,
-        layer_outputs=layer_outputs,
-        overwrite=overwrite,
-        progress=progress,
-    )

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
 from xretrieve.index.sources import EmbeddingRows
@@ -111,22 +110,14 @@ class RaySearch:
                 if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
                     while pending:
                         a0, b0, futures = pending.pop(0)
-                        sims[a0:b0], ids[a0:b0] = merge_topk(self._get(futures), k)
+                        answers = get_result(futures, "a shard actor", self.max_restarts)
+                        sims[a0:b0], ids[a0:b0] = merge_topk(answers, k)
                 progress(stage, done, len(blocks))
         finally:
             for x in self.actors:
                 ray.kill(x)
             self.actors = []
         return sims, ids
-
-    def _get(self, futures: list) -> list:
-        ray = _ray()
-        try:
-            return get_result(futures)
-        except ray.exceptions.RayActorError as error:
-            raise XRetrieveError(
-                f"a shard actor died more than {self.max_restarts} times: {error}"
-            ) from None
 
 
 def _populate_task(
