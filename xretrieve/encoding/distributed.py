@@ -231,9 +231,9 @@ def _previous_shards(
 
 class RayEmbedder:
     """Embeds shards on a pool of encoder actors. ``address``: ``local``, ``auto`` or
-    ``ray://host:port``; ``actors``: pool size (None: one per GPU, else one per CPU, at most
-    one per shard); ``max_restarts``: restarts per actor (and retries per shard). ``actors``
-    (the attribute) lists the live pool during a run, for inspection."""
+    ``ray://host:port``; ``pool_size``: actors (None: one per GPU, else one per CPU; at most
+    one per shard to do); ``max_restarts``: restarts per actor (and retries per shard).
+    ``actors`` lists the live pool during a run, for inspection."""
 
     def __init__(
         self, address: str = "local", *, pool_size: int | None = None, max_restarts: int = 3
