@@ -66,8 +66,53 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--json", help="Print a JSON summary on stdout.")
         ] = False,
         progress: Annotated[bool, typer.Option(help=PROGRESS_HELP)] = True,
+        ray: Annotated[
+            str | None,
+            typer.Option(
+                help="Embed on a Ray cluster (local, auto or an address): --out is then a "
+                "directory of shard-NNNNN.npy files and manifest.json; a rerun resumes."
+            ),
+        ] = None,
+        shard_lines: Annotated[
+            int, typer.Option(min=1, help="With --ray: input lines per shard.")
+        ] = 1_000_000,
+        actors: Annotated[
+            int | None,
+            typer.Option(
+                min=1, help="With --ray: encoder actors (default: one per GPU, else CPU)."
+            ),
+        ] = None,
+        overwrite: Annotated[
+            bool, typer.Option(help="With --ray: replace shards made with other settings.")
+        ] = False,
     ) -> None:
         """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
+        if ray is not None:
+            from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
+
+            spec = EncoderSpec(
+                model, backend, device, batch_tokens, dtype, parse_layer_indices(layers)
+            )
+            with progress_bars(progress) as report:
+                done = RayEmbedder(ray, pool_size=actors).run(
+                    spec,
+                    input_path,
+                    out,
+                    shard_lines=shard_lines,
+                    out_dtype=out_dtype,
+                    layer_outputs=all_layers,
+                    overwrite=overwrite,
+                    progress=report,
+                )
+            stderr.print(
+                f"{out}: {done.embedded} shards embedded, {done.skipped} already complete, "
+                f"{done.shape}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if json_output:
+                print_json(done.manifest.to_json())
+            return
         from xretrieve.encoding import embed_file, load_encoder
         from xretrieve.encoding.settings import parse_backend, parse_device
         from xretrieve.encoding.streaming import check_not_input

@@ -30,8 +30,8 @@ def build_command(
         list[Path],
         typer.Argument(
             metavar="EMB.npy",
-            help="Embedding files (float16/float32 .npy, one dimension), rows concatenated in "
-            "the order given.",
+            help="Embedding files (float16/float32 .npy, one dimension) or embed --ray "
+            "directories (their shards in order), rows concatenated in the order given.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],

@@ -83,13 +83,20 @@ def _check_utf8(path: Path, data: bytes, first_line: int) -> None:
         ) from None
 
 
-def read_line_windows(path: Path, window: int) -> Iterator[list[str]]:
+def read_line_windows(
+    path: Path, window: int, *, start_byte: int = 0, first_line: int = 0, lines: int | None = None
+) -> Iterator[list[str]]:
     """The file's lines, ``window`` at a time, without their line ending (``\\n`` or ``\\r\\n``)
-    and without a leading byte-order mark; empty lines are kept (as "")."""
+    and without a leading byte-order mark; empty lines are kept (as ""). From ``start_byte``
+    (the start of line ``first_line``, 0-based; errors name lines from there), at most ``lines``
+    lines (None: to the end)."""
     path = Path(path)
-    lines: list[str] = []
+    chunk: list[str] = []
+    if lines == 0:
+        return
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        handle.seek(start_byte)
+        for number, raw in enumerate(handle, start=first_line + 1):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -97,12 +104,14 @@ def read_line_windows(path: Path, window: int) -> Iterator[list[str]]:
                 raise  # unreachable: _check_utf8 raised InputError
             if number == 1:
                 text = text.removeprefix("\ufeff")
-            lines.append(text.removesuffix("\n").removesuffix("\r"))
-            if len(lines) == window:
-                yield lines
-                lines = []
-    if lines:
-        yield lines
+            chunk.append(text.removesuffix("\n").removesuffix("\r"))
+            if len(chunk) == window:
+                yield chunk
+                chunk = []
+            if lines is not None and number - first_line == lines:
+                break
+    if chunk:
+        yield chunk
 
 
 def embed_file(
@@ -122,6 +131,33 @@ def embed_file(
     input_path, output_path = Path(input_path), check_output_path(output_path)
     check_not_input(input_path, output_path)
     n_lines = count_lines(input_path)
+    windows = read_line_windows(input_path, encoder.window)
+    return write_embeddings(
+        encoder,
+        windows,
+        n_lines,
+        input_path,
+        output_path,
+        layer_outputs=layer_outputs,
+        out_dtype=out_dtype,
+        progress=progress,
+    )
+
+
+def write_embeddings(
+    encoder: SentenceEncoder,
+    windows: Iterator[list[str]],
+    n_lines: int,
+    input_path: Path,
+    output_path: Path,
+    *,
+    first_line: int = 0,
+    layer_outputs: bool = False,
+    out_dtype: OutputDtype = OutputDtype.FP32,
+    progress: ProgressCallback | None = None,
+) -> EmbedFileResult:
+    """``embed_file``'s write: embed the ``n_lines`` sentences of ``windows`` (lines
+    ``first_line ...`` of ``input_path``, which errors name) into ``output_path`` atomically."""
     width = (encoder.backend.n_layers, encoder.dim) if layer_outputs else (encoder.dim,)
     shape = (n_lines, *width)
     output_path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,11 +183,11 @@ def embed_file(
 
             def sink(start: int, rows: np.ndarray) -> None:
                 if dtype is np.float16:
-                    _check_fits_fp16(input_path, start, rows)
+                    _check_fits_fp16(input_path, first_line + start, rows)
                 out[start : start + len(rows)] = rows
 
             stats = encoder.encode_stream(
-                read_line_windows(input_path, encoder.window),
+                windows,
                 sink,
                 total=n_lines,
                 progress=progress,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.formats.embedding_shards import expand_shard_directories
 from xretrieve.index.manifest import (
     FORMAT_VERSION,
     IndexManifest,
@@ -215,8 +216,9 @@ def build_index(
     *,
     progress: ProgressCallback | None = None,
 ) -> IndexManifest:
-    """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension) into
-    ``out_dir``. It appears complete or not at all; an interrupted build resumes (see
+    """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension, or a
+    finished ``embed --ray`` directory, read as its shard files in order) into ``out_dir``. It
+    appears complete or not at all; an interrupted build resumes (see
     ``xretrieve.index.partial``; ``config.resume``).
 
     Raises ``InputError`` for unreadable or mismatched sources and ``XRetrieveError`` for a
@@ -226,7 +228,7 @@ def build_index(
     progress = progress or no_progress
     if config.shard_rows < 1 or config.block_rows < 1:
         raise XRetrieveError("shard_rows and block_rows must be positive")
-    rows = EmbeddingRows(sources)
+    rows = EmbeddingRows(expand_shard_directories(sources))
     factory, note = (
         (config.factory, "") if config.factory else default_factory(rows.count, rows.dim)
     )

@@ -12,7 +12,7 @@ At build time each shard is a Ray task that reads the trained index and its rows
 storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
 shards are byte-identical to those built in one process.
 
-Ray is optional: ``pip install 'xretrieve[distributed]'``.
+Ray is optional (``xretrieve.ray_cluster``: joining a cluster, the install hint).
 """
 
 from __future__ import annotations
@@ -25,46 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
 from xretrieve.progress import ProgressCallback
+from xretrieve.ray_cluster import connect, get_result, gpus_per_worker
+from xretrieve.ray_cluster import ray_module as _ray
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'xretrieve[distributed]' (or: pip install ray)"
 # Blocks in flight at once: the next block is searched while the driver merges the previous.
 BLOCKS_IN_FLIGHT = 2
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise XRetrieveError(f"--ray needs the 'ray' package: {INSTALL_HINT}") from None
-    return ray
-
-
-def connect(address: str) -> bool:
-    """Join (``auto``: the running cluster; an address: that one) or start (``local``) a Ray
-    cluster; True when this call started it. An already initialised Ray is reused."""
-    ray = _ray()
-    if ray.is_initialized():
-        return False
-    try:
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(address=address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        text = str(error).strip().splitlines()
-        raise XRetrieveError(
-            f"cannot reach a Ray cluster at {address!r}: {text[0] if text else error} "
-            "(use --ray local to start one on this machine)"
-        ) from None
-    return True
 
 
 class _ShardActor:
@@ -114,10 +86,9 @@ class RaySearch:
         stage: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         actor = _actor_class().options(
             num_cpus=self.actor_cpus,
-            num_gpus=gpus,
+            num_gpus=gpus_per_worker(),
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )
@@ -139,26 +110,14 @@ class RaySearch:
                 if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
                     while pending:
                         a0, b0, futures = pending.pop(0)
-                        sims[a0:b0], ids[a0:b0] = merge_topk(self._get(futures), k)
+                        answers = get_result(futures, "a shard actor", self.max_restarts)
+                        sims[a0:b0], ids[a0:b0] = merge_topk(answers, k)
                 progress(stage, done, len(blocks))
         finally:
             for x in self.actors:
                 ray.kill(x)
             self.actors = []
         return sims, ids
-
-    def _get(self, futures: list) -> list:
-        ray = _ray()
-        try:
-            return ray.get(futures)
-        except ray.exceptions.RayTaskError as error:
-            if isinstance(error.cause, XRetrieveError):
-                raise error.cause from None
-            raise
-        except ray.exceptions.RayActorError as error:
-            raise XRetrieveError(
-                f"a shard actor died more than {self.max_restarts} times: {error}"
-            ) from None
 
 
 def _populate_task(
@@ -199,8 +158,7 @@ def populate_on_ray(
     ray = _ray()
     started = connect(address)
     try:
-        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        task = _populate_remote().options(num_gpus=gpus)
+        task = _populate_remote().options(num_gpus=gpus_per_worker())
         paths = [str(p) for p in sources]
         futures = [
             (number, task.remote(
@@ -209,13 +167,7 @@ def populate_on_ray(
             for number, start, stop in shards
         ]  # fmt: skip
         for number, future in futures:
-            try:
-                record = ray.get(future)
-            except ray.exceptions.RayTaskError as error:
-                if isinstance(error.cause, XRetrieveError):
-                    raise error.cause from None
-                raise
-            yield number, record
+            yield number, get_result(future)
     finally:
         if started:
             ray.shutdown()

@@ -1,0 +1,233 @@
+"""``embed --ray`` on a local Ray cluster (2 CPUs, started once here): the shards concatenated
+equal the single-process ``embed_file`` output; a rerun resumes (only missing or damaged shards
+are redone), other settings are refused, a killed actor is restarted with identical output, and
+without Ray the option names the install command."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from xretrieve.cli.app import app
+from xretrieve.errors import InputError
+
+ray = pytest.importorskip("ray")
+
+LINES = [f"sentence number {i} " + "word " * (i % 7) for i in range(23)] + ["", "le chat"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    # Set before the cluster starts, so that its workers find the same model cache.
+    cache = tmp_path_factory.mktemp("ray-embed-cache")
+    old = os.environ.get("XRETRIEVE_CACHE")
+    os.environ["XRETRIEVE_CACHE"] = str(cache)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    if old is None:
+        os.environ.pop("XRETRIEVE_CACHE")
+    else:
+        os.environ["XRETRIEVE_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ray-embed-input") / "in.txt"
+    path.write_text("\ufeff" + "\n".join(LINES), encoding="utf-8")  # BOM, no final newline
+    return path
+
+
+@pytest.fixture(scope="module")
+def single_process(cluster, tiny_xlmr_checkpoint: Path, text_file: Path) -> np.ndarray:
+    from xretrieve.encoding import embed_file, load_encoder
+
+    out = text_file.parent / "single.npy"
+    embed_file(load_encoder(str(tiny_xlmr_checkpoint), batch_tokens=64), text_file, out)
+    return np.load(out)
+
+
+def _spec(checkpoint: Path):
+    from xretrieve.encoding.distributed import EncoderSpec
+
+    return EncoderSpec(str(checkpoint), batch_tokens=64)
+
+
+def _concatenated(directory: Path) -> np.ndarray:
+    from xretrieve.formats.embedding_shards import shard_paths
+
+    return np.concatenate([np.load(p) for p in shard_paths(directory)])
+
+
+def test_scan_cuts_shards_by_line_count_alone(tmp_path: Path) -> None:
+    from xretrieve.encoding.distributed import scan_input
+    from xretrieve.encoding.streaming import read_line_windows
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a\nbb\n\nccc\r\nd")
+    scan = scan_input(path, 2)
+    assert scan.lines == 5 and [(j.first_line, j.lines) for j in scan.jobs] == [
+        (0, 2),
+        (2, 2),
+        (4, 1),
+    ]
+    got = [
+        line
+        for job in scan.jobs
+        for window in read_line_windows(path, 1, start_byte=job.start_byte, lines=job.lines)
+        for line in window
+    ]
+    assert got == ["a", "bb", "", "ccc", "d"]
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    assert scan_input(empty, 3).lines == 0 and scan_input(empty, 3).jobs == ()
+
+
+def test_shards_equal_the_single_process_embedding_and_resume(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, single_process: np.ndarray, tmp_path: Path
+) -> None:
+    from xretrieve.encoding.distributed import RayEmbedder
+
+    out = tmp_path / "shards"
+    first = RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=7)
+    assert (first.embedded, first.skipped) == (4, 0) and first.shape == (25, 32)
+    np.testing.assert_allclose(_concatenated(out), single_process, atol=1e-6)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["first_line"] for s in manifest["shards"]] == [0, 7, 14, 21]
+    assert manifest["settings"]["input_lines"] == 25
+
+    # A missing shard file and a damaged one are redone; the other two are kept as they are.
+    (out / "shard-00001.npy").unlink()
+    with (out / "shard-00003.npy").open("r+b") as handle:
+        handle.seek(-4, os.SEEK_END)
+        handle.write(b"\0\0\0\0")
+    kept = (out / "shard-00000.npy").stat().st_mtime_ns
+    again = RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=7)
+    assert (again.embedded, again.skipped) == (2, 2)
+    assert (out / "shard-00000.npy").stat().st_mtime_ns == kept
+    np.testing.assert_allclose(_concatenated(out), single_process, atol=1e-6)
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+    # Complete: nothing to do, Ray not even needed.
+    done = RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=7)
+    assert (done.embedded, done.skipped) == (0, 4)
+
+
+def test_other_settings_are_refused_unless_overwrite(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, single_process: np.ndarray, tmp_path: Path
+) -> None:
+    from xretrieve.encoding.distributed import RayEmbedder
+    from xretrieve.encoding.streaming import OutputDtype
+
+    out = tmp_path / "shards"
+    embedder = RayEmbedder("local")
+    embedder.run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=10)
+    with pytest.raises(InputError, match=r"other settings \(shard_lines: 10 -> 12\).*--overwrite"):
+        embedder.run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=12)
+    changed = tmp_path / "changed.txt"
+    changed.write_text("other\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"input_bytes.*input_sha256"):
+        embedder.run(_spec(tiny_xlmr_checkpoint), changed, out, shard_lines=10)
+    redone = embedder.run(
+        _spec(tiny_xlmr_checkpoint),
+        text_file,
+        out,
+        shard_lines=12,
+        out_dtype=OutputDtype.FP16,
+        overwrite=True,
+    )
+    assert redone.embedded == 3 and sorted(p.name for p in out.glob("shard-*")) == [
+        "shard-00000.npy",
+        "shard-00001.npy",
+        "shard-00002.npy",
+    ]
+    got = _concatenated(out)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got, single_process, atol=2e-3)
+
+
+def test_a_foreign_non_empty_directory_is_refused(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, tmp_path: Path
+) -> None:
+    from xretrieve.encoding.distributed import RayEmbedder
+
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(InputError, match="not empty and holds no embed --ray manifest"):
+        RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_killed_actor_is_restarted_and_its_shard_redone(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, single_process: np.ndarray, tmp_path: Path
+) -> None:
+    from xretrieve.encoding.distributed import RayEmbedder
+
+    embedder = RayEmbedder("local", pool_size=2, max_restarts=2)
+    pids: list[int] = []
+
+    def kill_first_actor(stage: str, done: int, total: int | None) -> None:
+        if done == 1:
+            pids.append(ray.get(embedder.actors[0].pid.remote()))
+            os.kill(pids[0], signal.SIGKILL)
+        if done == total:
+            pids.append(ray.get(embedder.actors[0].pid.remote()))
+
+    out = tmp_path / "shards"
+    result = embedder.run(
+        _spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=4, progress=kill_first_actor
+    )
+    assert result.embedded == 7
+    assert len(pids) == 2 and pids[0] != pids[1]  # a new process holds the encoder
+    np.testing.assert_allclose(_concatenated(out), single_process, atol=1e-6)
+
+
+def test_cli_embeds_on_ray_and_index_build_reads_the_directory(
+    cluster, tiny_xlmr_checkpoint: Path, text_file: Path, single_process: np.ndarray, tmp_path: Path
+) -> None:
+    out = tmp_path / "shards"
+    args = [str(tiny_xlmr_checkpoint), str(text_file), "--out", str(out), "--batch-tokens", "64"]
+    result = CliRunner().invoke(
+        app, ["embed", *args, "--ray", "local", "--shard-lines", "9", "--no-progress", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["n_shards"] == 3
+    assert "3 shards embedded, 0 already complete" in result.stderr
+    np.testing.assert_allclose(_concatenated(out), single_process, atol=1e-6)
+    refused = CliRunner().invoke(
+        app, ["embed", *args, "--ray", "local", "--shard-lines", "8", "--no-progress"]
+    )
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+    index = CliRunner().invoke(
+        app, ["index", "build", str(out), "--out", str(tmp_path / "idx"), "--json", "--no-progress"]
+    )
+    assert index.exit_code == 0, index.output
+    sources = json.loads(index.stdout)["sources"]
+    assert [Path(s["path"]).name for s in sources] == [f"shard-0000{i}.npy" for i in range(3)]
+
+
+def test_without_ray_the_option_names_the_install_command(
+    monkeypatch: pytest.MonkeyPatch, tiny_xlmr_checkpoint: Path, text_file: Path, tmp_path: Path
+) -> None:
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    result = CliRunner().invoke(
+        app,
+        ["embed", str(tiny_xlmr_checkpoint), str(text_file), "--out", str(tmp_path / "d")]
+        + ["--ray", "local", "--no-progress"],
+    )
+    assert result.exit_code == 2
+    assert "--ray needs the 'ray' package: pip install 'xretrieve[distributed]'" in result.stderr
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,365 @@
+"""Embed a large text file on a Ray cluster: the input is cut into shards of ``shard_lines``
+lines (boundaries depend on that number alone, so reruns agree), a pool of encoder actors (one
+GPU each when the cluster has GPUs, one CPU each otherwise) embeds them, and each shard becomes
+``shard-NNNNN.npy`` in the output directory, written atomically, with ``manifest.json`` (see
+``xretrieve.formats.embedding_shards``) rewritten after every shard.
+
+A rerun with the same settings skips the shards whose files match the manifest (size and
+sha256) and embeds the rest; other settings are refused unless ``overwrite``. A dead actor is
+restarted by Ray (``max_restarts``), reloads the model and redoes its shard (``max_task_retries``),
+so the shards always equal ``embed_file``'s rows for the same lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from xretrieve.cache import content_hash
+from xretrieve.encoding.encoder import SentenceEncoder
+from xretrieve.encoding.load import load_encoder, resolve_model
+from xretrieve.encoding.streaming import (
+    OutputDtype,
+    check_not_input,
+    read_line_windows,
+    write_embeddings,
+)
+from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.files import check_output_path
+from xretrieve.formats.embedding_shards import (
+    MANIFEST_NAME,
+    ShardEntry,
+    ShardSettings,
+    ShardsManifest,
+    read_shards_manifest,
+    shard_name,
+    write_shards_manifest,
+)
+from xretrieve.integrity import file_sha256
+from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.ray_cluster import connect, get_result, gpus_per_worker, ray_module
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHARD_LINES = 1_000_000
+_BLOCK_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The ``load_encoder`` arguments every actor loads its encoder with."""
+
+    model: str
+    backend: str = "ort"
+    device: str = "auto"
+    batch_tokens: int = 16384
+    dtype: str = "auto"
+    layers: tuple[int, ...] | None = None
+
+    def load(self) -> SentenceEncoder:
+        return load_encoder(
+            self.model,
+            backend=self.backend,
+            device=self.device,
+            batch_tokens=self.batch_tokens,
+            dtype=self.dtype,
+            layers=self.layers,
+        )
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Lines ``first_line .. first_line + lines - 1`` (0-based), starting at byte ``start_byte``."""
+
+    number: int
+    first_line: int
+    lines: int
+    start_byte: int
+
+
+@dataclass(frozen=True)
+class InputScan:
+    """One pass over the input: its size, sha256, line count and the shard jobs."""
+
+    bytes: int
+    sha256: str
+    lines: int
+    jobs: tuple[ShardJob, ...]
+
+
+@dataclass(frozen=True)
+class ShardedEmbedResult:
+    """``embedded``: shards computed by this run; ``skipped``: complete ones found on disk."""
+
+    directory: Path
+    manifest: ShardsManifest
+    embedded: int
+    skipped: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        settings = self.manifest.settings
+        width = (len(self.manifest.model_layers),) if settings.layer_outputs else ()
+        return (settings.input_lines, *width, self.manifest.dim)
+
+
+def scan_input(path: Path, shard_lines: int) -> InputScan:
+    """Size, sha256 and lines of ``path`` (a last line without a newline counts), and its
+    shards of ``shard_lines`` lines with the byte offset where each starts."""
+    if shard_lines < 1:
+        raise XRetrieveError("shard_lines must be positive")
+    digest = hashlib.sha256()
+    newlines, position, last = 0, 0, b""
+    starts = [0]
+    try:
+        handle = Path(path).open("rb")
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+    with handle:
+        for block in iter(lambda: handle.read(_BLOCK_BYTES), b""):
+            digest.update(block)
+            ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+            counts = newlines + np.arange(1, ends.size + 1)
+            starts.extend(int(position + e + 1) for e in ends[counts % shard_lines == 0])
+            newlines += ends.size
+            position += len(block)
+            last = block[-1:]
+    lines = newlines + (1 if last not in (b"", b"\n") else 0)
+    n_shards = -(-lines // shard_lines)
+    jobs = tuple(
+        ShardJob(k, k * shard_lines, min(shard_lines, lines - k * shard_lines), starts[k])
+        for k in range(n_shards)
+    )
+    return InputScan(position, digest.hexdigest(), lines, jobs)
+
+
+class _EmbedActor:
+    """Holds one encoder; Ray re-runs ``__init__`` (reloading the model) on restart."""
+
+    def __init__(self, spec: EncoderSpec) -> None:
+        self.encoder = spec.load()
+
+    def info(self) -> tuple[str, int, tuple[int, ...], int]:
+        """Model name, dim, layers and the number of layer outputs."""
+        encoder = self.encoder
+        return encoder.name, encoder.dim, encoder.layers, encoder.backend.n_layers
+
+    def embed(
+        self, input_path: str, job: ShardJob, out: str, out_dtype: OutputDtype, layer_outputs: bool
+    ) -> ShardEntry:
+        source, path = Path(input_path), Path(out)
+        windows = read_line_windows(
+            source,
+            self.encoder.window,
+            start_byte=job.start_byte,
+            first_line=job.first_line,
+            lines=job.lines,
+        )
+        write_embeddings(
+            self.encoder,
+            windows,
+            job.lines,
+            source,
+            path,
+            first_line=job.first_line,
+            layer_outputs=layer_outputs,
+            out_dtype=out_dtype,
+        )
+        return ShardEntry(
+            job.number, job.first_line, job.lines, path.name, path.stat().st_size, file_sha256(path)
+        )
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+@cache
+def _actor_class():
+    return ray_module().remote(_EmbedActor)
+
+
+def _verified(directory: Path, entries: tuple[ShardEntry, ...]) -> dict[int, ShardEntry]:
+    """The recorded shards whose files are still there with the recorded size and sha256."""
+    kept = {}
+    for entry in entries:
+        path = directory / entry.file
+        if path.is_file() and path.stat().st_size == entry.bytes:
+            if file_sha256(path) == entry.sha256:
+                kept[entry.number] = entry
+                continue
+        logger.info("shard %d (%s) is missing or changed: embedding it again", entry.number, path)
+    return kept
+
+
+def _previous_shards(
+    directory: Path, settings: ShardSettings, overwrite: bool
+) -> dict[int, ShardEntry]:
+    """Shards a previous run with the same settings finished; refuses other settings (or a
+    non-empty directory that is not ours) unless ``overwrite``, which clears our files."""
+    if not directory.is_dir():
+        return {}
+    for leftover in directory.glob(".shard-*.tmp"):  # of a run killed mid-write
+        leftover.unlink(missing_ok=True)
+    manifest = read_shards_manifest(directory) if not overwrite else None
+    if manifest is not None:
+        differences = manifest.settings.differences(settings)
+        if not differences:
+            return _verified(directory, manifest.shards)
+        raise InputError(
+            directory,
+            "holds shards embedded with other settings ("
+            + "; ".join(differences)
+            + "): rerun with the same arguments to resume, or pass --overwrite to start again",
+        )
+    ours = [directory / MANIFEST_NAME, *directory.glob("shard-*.npy")]
+    if overwrite:
+        for path in ours:
+            path.unlink(missing_ok=True)
+    elif any(directory.iterdir()):
+        raise InputError(
+            directory, "is not empty and holds no embed --ray manifest: give a new directory"
+        )
+    return {}
+
+
+class RayEmbedder:
+    """Embeds shards on a pool of encoder actors. ``address``: ``local``, ``auto`` or
+    ``ray://host:port``; ``pool_size``: actors (None: one per GPU, else one per CPU; at most
+    one per shard to do); ``max_restarts``: restarts per actor (and retries per shard).
+    ``actors`` lists the live pool during a run, for inspection."""
+
+    def __init__(
+        self, address: str = "local", *, pool_size: int | None = None, max_restarts: int = 3
+    ) -> None:
+        ray_module()  # the install hint before any other work
+        self.address = address
+        self.pool_size = pool_size
+        self.max_restarts = max_restarts
+        self.actors: list = []
+
+    def run(
+        self,
+        spec: EncoderSpec,
+        input_path: Path,
+        directory: Path,
+        *,
+        shard_lines: int = DEFAULT_SHARD_LINES,
+        out_dtype: OutputDtype = OutputDtype.FP32,
+        layer_outputs: bool = False,
+        overwrite: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> ShardedEmbedResult:
+        """Embed ``input_path`` into shard files in ``directory`` (see the module docstring)."""
+        progress = progress or no_progress
+        input_path, directory = Path(input_path), check_output_path(directory, directory=True)
+        check_not_input(input_path, directory)
+        scan = scan_input(input_path, shard_lines)
+        settings = ShardSettings(
+            model=str(spec.model),
+            model_hash=content_hash(resolve_model(spec.model).path),
+            backend=spec.backend,
+            compute_dtype=spec.dtype,
+            layers=spec.layers,
+            layer_outputs=layer_outputs,
+            out_dtype=out_dtype.value,
+            input_path=str(input_path.resolve()),
+            input_bytes=scan.bytes,
+            input_sha256=scan.sha256,
+            input_lines=scan.lines,
+            shard_lines=shard_lines,
+        )
+        done = _previous_shards(directory, settings, overwrite)
+        previous = read_shards_manifest(directory) if done else None
+        todo = [job for job in scan.jobs if job.number not in done]
+        if not todo and previous is not None:
+            progress("embed shards", len(done), len(scan.jobs))
+            return ShardedEmbedResult(directory, previous, 0, len(done))
+        directory.mkdir(parents=True, exist_ok=True)
+        started = connect(self.address)
+        try:
+            manifest = self._start_pool(spec, settings, len(scan.jobs), len(todo) or 1)
+            manifest = replace(manifest, shards=tuple(done[k] for k in sorted(done)))
+            write_shards_manifest(directory, manifest)
+            manifest = self._embed(manifest, todo, input_path, directory, progress)
+        finally:
+            self._stop_pool()
+            if started:
+                ray_module().shutdown()
+        return ShardedEmbedResult(directory, manifest, len(todo), len(done))
+
+    def _start_pool(
+        self, spec: EncoderSpec, settings: ShardSettings, n_shards: int, most: int
+    ) -> ShardsManifest:
+        """Start the actors (the first alone, so that a checkpoint's first-use export runs once)
+        and return an empty manifest with the encoder's dim and layers."""
+        ray = ray_module()
+        gpus = gpus_per_worker()
+        resources = ray.cluster_resources()
+        size = self.pool_size or max(1, int(resources.get("GPU" if gpus else "CPU", 1)))
+        actor = _actor_class().options(
+            num_cpus=1,
+            num_gpus=gpus,
+            max_restarts=self.max_restarts,
+            max_task_retries=self.max_restarts,
+        )
+        self.actors = [actor.remote(spec)]
+        name, dim, layers, n_layers = self._result(self.actors[0].info.remote())
+        self.actors += [actor.remote(spec) for _ in range(min(size, most) - 1)]
+        logger.info("embedding with %d actors of %s (%d GPU each)", len(self.actors), name, gpus)
+        return ShardsManifest(settings, dim, tuple(layers), n_shards, ())
+
+    def _embed(
+        self,
+        manifest: ShardsManifest,
+        todo: list[ShardJob],
+        input_path: Path,
+        directory: Path,
+        progress: ProgressCallback,
+    ) -> ShardsManifest:
+        """Keep every actor busy with one shard; record each finished shard in the manifest."""
+        ray = ray_module()
+        settings = manifest.settings
+        out_dtype = OutputDtype(settings.out_dtype)
+        queue = list(reversed(todo))
+        running: dict = {}
+        entries = {e.number: e for e in manifest.shards}
+
+        def submit(actor) -> None:
+            job = queue.pop()
+            out = str(directory / shard_name(job.number))
+            future = actor.embed.remote(
+                str(input_path), job, out, out_dtype, settings.layer_outputs
+            )
+            running[future] = actor
+
+        for actor in self.actors[: len(queue)]:
+            submit(actor)
+        progress("embed shards", len(entries), manifest.n_shards)
+        while running:
+            (future,), _ = ray.wait(list(running), num_returns=1)
+            actor = running.pop(future)
+            entry = self._result(future)
+            entries[entry.number] = entry
+            manifest = replace(manifest, shards=tuple(entries[k] for k in sorted(entries)))
+            write_shards_manifest(directory, manifest)
+            progress("embed shards", len(entries), manifest.n_shards)
+            if queue:
+                submit(actor)
+        return manifest
+
+    def _result(self, future):
+        return get_result(future, "an embedding actor", self.max_restarts)
+
+    def _stop_pool(self) -> None:
+        ray = ray_module()
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(actor)
+        self.actors = []

@@ -1,0 +1,152 @@
+"""A directory of embedding shards (``xretrieve embed --ray``): ``shard-NNNNN.npy`` files, each the
+rows of consecutive input lines, and ``manifest.json`` recording what they were computed from
+(model hash, dtype, layers, input size and sha256, lines per shard) and every finished shard
+(first line, line count, file, size, sha256). The manifest is rewritten atomically after each
+shard, so a killed run leaves a consistent record of what is complete."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from xretrieve.errors import InputError
+from xretrieve.files import atomic_write
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "xretrieve-embedding-shards"
+VERSION = 1
+
+
+def shard_name(number: int) -> str:
+    return f"shard-{number:05d}.npy"
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    """One finished shard: rows of lines ``first_line .. first_line + lines - 1`` (0-based)."""
+
+    number: int
+    first_line: int
+    lines: int
+    file: str
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """What the shards were computed from; a rerun resumes only when these are equal."""
+
+    model: str
+    model_hash: str
+    backend: str
+    compute_dtype: str
+    layers: tuple[int, ...] | None
+    layer_outputs: bool
+    out_dtype: str
+    input_path: str
+    input_bytes: int
+    input_sha256: str
+    input_lines: int
+    shard_lines: int
+
+    def differences(self, other: ShardSettings) -> list[str]:
+        """``name: mine -> other's`` for every setting that differs (the paths are not: the same
+        model files or input bytes given under another path are the same)."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} -> {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if f.name not in ("model", "input_path")
+            and getattr(self, f.name) != getattr(other, f.name)
+        ]
+
+
+@dataclass(frozen=True)
+class ShardsManifest:
+    """``dim`` and ``model_layers`` as the encoder reported them; ``shards`` in number order."""
+
+    settings: ShardSettings
+    dim: int
+    model_layers: tuple[int, ...]
+    n_shards: int
+    shards: tuple[ShardEntry, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "settings": asdict(self.settings),
+            "dim": self.dim,
+            "model_layers": list(self.model_layers),
+            "n_shards": self.n_shards,
+            "shards": [asdict(s) for s in self.shards],
+        }
+
+    @property
+    def complete(self) -> bool:
+        return len(self.shards) == self.n_shards
+
+
+def is_shards_directory(path: Path) -> bool:
+    """Whether ``path`` is a directory written by ``embed --ray``."""
+    manifest = Path(path) / MANIFEST_NAME
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_shards_manifest(directory: Path) -> ShardsManifest | None:
+    """The manifest of ``directory``, or None when it has none; ``InputError`` when it is not
+    one of ours or is damaged."""
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise InputError(path, f"not an embedding-shards manifest ({FORMAT} v{VERSION})")
+        settings = dict(data["settings"])
+        if settings["layers"] is not None:
+            settings["layers"] = tuple(settings["layers"])
+        return ShardsManifest(
+            settings=ShardSettings(**settings),
+            dim=int(data["dim"]),
+            model_layers=tuple(data["model_layers"]),
+            n_shards=int(data["n_shards"]),
+            shards=tuple(ShardEntry(**s) for s in data["shards"]),
+        )
+    except (ValueError, KeyError, TypeError) as error:
+        raise InputError(path, f"damaged embedding-shards manifest: {error}") from None
+
+
+def write_shards_manifest(directory: Path, manifest: ShardsManifest) -> None:
+    """Write ``manifest.json`` atomically (readers see the old one or the new one)."""
+    with atomic_write(Path(directory) / MANIFEST_NAME) as handle:
+        json.dump(manifest.to_json(), handle, indent=1)
+        handle.write("\n")
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The shard files of a complete shards directory, in line order; ``InputError`` when the
+    run that wrote it has not finished."""
+    manifest = read_shards_manifest(directory)
+    if manifest is None:
+        raise InputError(directory, f"no {MANIFEST_NAME}: not a directory written by embed --ray")
+    if not manifest.complete:
+        raise InputError(
+            directory,
+            f"only {len(manifest.shards)} of {manifest.n_shards} shards are finished: "
+            "rerun the same embed --ray command to complete it",
+        )
+    return [Path(directory) / s.file for s in manifest.shards]
+
+
+def expand_shard_directories(paths: list[Path]) -> list[Path]:
+    """``paths`` with every ``embed --ray`` directory replaced by its shard files, in order."""
+    return [
+        p for path in paths for p in (shard_paths(path) if is_shards_directory(path) else [path])
+    ]
