@@ -406,7 +406,7 @@ def test_auto_nprobe_visits_a_quarter_of_the_lists_within_stopes_bounds(tmp_path
     from xretrieve.index.search import ShardSearcher, auto_nprobe, probes
 
     lists = [16, 256, 1024, 4096, 262_144]
-    assert [auto_nprobe(n) for n in lists] == [16, 128, 256, 1024, 1024]
+    assert [auto_nprobe(n) for n in lists] == [16, 128, 256, 256, 256]
     assert probes(64, 1024) == 64 and probes(4096, 1024) == 1024 and probes(None, 1024) == 256
     _, tgt_files, _, _ = planted_pair(tmp_path, n=400, d=8)
     build_index(tgt_files, tmp_path / "t", BuildConfig(factory="IVF32,Flat"))

@@ -145,7 +145,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 min=1,
                 help="Inverted lists visited per query (indexes; default: a quarter of the "
-                "index's lists, 128 to 1024).",
+                "index's lists, 128 to 256).",
             ),
         ] = None,
         rescore: Annotated[

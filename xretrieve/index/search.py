@@ -38,10 +38,11 @@ logger = logging.getLogger(__name__)
 # stopes' mining defaults: k = 16 neighbours for the margin, nprobe = 128 inverted lists.
 DEFAULT_INDEX_K = 16
 # Default inverted lists visited (``auto_nprobe``): a quarter of the lists, at least stopes'
-# 128 and at most 1024. On 1024 lists a quarter (256) was needed to keep mining F1 within
-# 1 point of exact mining; 128 lost 1.3 points (benchmarks/RESULTS.md).
+# 128 and at most 256. On 1024 lists 256 was needed to keep mining F1 within 1 point of exact
+# mining; 128 lost 1.3 points (benchmarks/RESULTS.md). The cap keeps the scan at twice
+# stopes' cost on large indexes, where it dominates the search time.
 MIN_AUTO_NPROBE = 128
-MAX_AUTO_NPROBE = 1024
+MAX_AUTO_NPROBE = 256
 # Candidate rows gathered per re-scoring step (256 MiB of float32 at d=1024).
 RESCORE_ROWS = 65_536
 # Candidates re-scored per neighbour kept (FAISS IndexRefine's k_factor).
