@@ -231,3 +231,16 @@ def test_without_ray_the_option_names_the_install_command(
     assert result.exit_code == 2
     assert "--ray needs the 'ray' package: pip install 'xretrieve[distributed]'" in result.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_encoder_spec_refuses_a_bad_backend_or_device_before_ray_starts() -> None:
+    from xretrieve.encoding.distributed import EncoderSpec
+    from xretrieve.encoding.settings import Backend, Device
+    from xretrieve.errors import XRetrieveError
+
+    spec = EncoderSpec("m", "torch", "cpu")
+    assert (spec.backend, spec.device) == (Backend.TORCH, Device.CPU)
+    with pytest.raises(XRetrieveError, match="unknown backend 'onnx'"):
+        EncoderSpec("m", backend="onnx")
+    with pytest.raises(XRetrieveError, match="unknown device 'tpu'"):
+        EncoderSpec("m", device="tpu")

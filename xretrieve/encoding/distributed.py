@@ -25,6 +25,7 @@ import numpy as np
 from xretrieve.cache import content_hash
 from xretrieve.encoding.encoder import SentenceEncoder
 from xretrieve.encoding.load import load_encoder, resolve_model
+from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.streaming import (
     OutputDtype,
     check_not_input,
@@ -54,14 +55,20 @@ _BLOCK_BYTES = 8 << 20
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """The ``load_encoder`` arguments every actor loads its encoder with."""
+    """The ``load_encoder`` arguments every actor loads its encoder with (``backend`` and
+    ``device`` given as strings are parsed on construction, so a bad one fails before Ray
+    starts)."""
 
     model: str
-    backend: str = "ort"
-    device: str = "auto"
+    backend: Backend = Backend.ORT
+    device: Device = Device.AUTO
     batch_tokens: int = 16384
     dtype: str = "auto"
     layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", parse_backend(self.backend))
+        object.__setattr__(self, "device", parse_device(self.device))
 
     def load(self) -> SentenceEncoder:
         return load_encoder(
@@ -264,7 +271,7 @@ class RayEmbedder:
         settings = ShardSettings(
             model=str(spec.model),
             model_hash=content_hash(resolve_model(spec.model).path),
-            backend=spec.backend,
+            backend=spec.backend.value,
             compute_dtype=spec.dtype,
             layers=spec.layers,
             layer_outputs=layer_outputs,
