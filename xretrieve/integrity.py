@@ -27,12 +27,19 @@ _VERSION = 1
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    """Hex sha256 of a file's bytes, read in 8 MiB blocks."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
+        for block in iter(lambda: handle.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_matches(path: Path, size: int, sha256: str) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes with digest ``sha256`` (hashed only when
+    the size agrees)."""
+    path = Path(path)
+    return path.is_file() and path.stat().st_size == size and file_sha256(path) == sha256
 
 
 def _entry(path: Path, sha256: str | None = None) -> dict[str, int | str]:

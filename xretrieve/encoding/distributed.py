@@ -43,7 +43,7 @@ from xretrieve.formats.embedding_shards import (
     shard_name,
     write_shards_manifest,
 )
-from xretrieve.integrity import file_sha256
+from xretrieve.integrity import file_matches, file_sha256
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.ray_cluster import connect, get_result, gpus_per_worker, ray_module
 
@@ -196,29 +196,29 @@ def _verified(directory: Path, entries: tuple[ShardEntry, ...]) -> dict[int, Sha
     """The recorded shards whose files are still there with the recorded size and sha256."""
     kept = {}
     for entry in entries:
-        path = directory / entry.file
-        if path.is_file() and path.stat().st_size == entry.bytes:
-            if file_sha256(path) == entry.sha256:
-                kept[entry.number] = entry
-                continue
-        logger.info("shard %d (%s) is missing or changed: embedding it again", entry.number, path)
+        if file_matches(directory / entry.file, entry.bytes, entry.sha256):
+            kept[entry.number] = entry
+        else:
+            logger.info("shard %d (%s) is missing or changed: embedding it again", entry.number,
+                        directory / entry.file)  # fmt: skip
     return kept
 
 
 def _previous_shards(
     directory: Path, settings: ShardSettings, overwrite: bool
-) -> dict[int, ShardEntry]:
-    """Shards a previous run with the same settings finished; refuses other settings (or a
-    non-empty directory that is not ours) unless ``overwrite``, which clears our files."""
+) -> tuple[dict[int, ShardEntry], ShardsManifest | None]:
+    """Shards a previous run with the same settings finished, and its manifest; refuses other
+    settings (or a non-empty directory that is not ours) unless ``overwrite``, which clears our
+    files."""
     if not directory.is_dir():
-        return {}
+        return {}, None
     for leftover in directory.glob(".shard-*.tmp"):  # of a run killed mid-write
         leftover.unlink(missing_ok=True)
     manifest = read_shards_manifest(directory) if not overwrite else None
     if manifest is not None:
         differences = manifest.settings.differences(settings)
         if not differences:
-            return _verified(directory, manifest.shards)
+            return _verified(directory, manifest.shards), manifest
         raise InputError(
             directory,
             "holds shards embedded with other settings ("
@@ -233,7 +233,7 @@ def _previous_shards(
         raise InputError(
             directory, "is not empty and holds no embed --ray manifest: give a new directory"
         )
-    return {}
+    return {}, None
 
 
 class RayEmbedder:
@@ -282,8 +282,7 @@ class RayEmbedder:
             input_lines=scan.lines,
             shard_lines=shard_lines,
         )
-        done = _previous_shards(directory, settings, overwrite)
-        previous = read_shards_manifest(directory) if done else None
+        done, previous = _previous_shards(directory, settings, overwrite)
         todo = [job for job in scan.jobs if job.number not in done]
         if not todo and previous is not None:
             progress("embed shards", len(done), len(scan.jobs))

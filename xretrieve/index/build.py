@@ -29,7 +29,8 @@ from xretrieve.index.manifest import (
     write_manifest,
 )
 from xretrieve.index.partial import PartialBuild, open_partial, shard_name
-from xretrieve.index.sources import EmbeddingRows, sha256_file
+from xretrieve.index.sources import EmbeddingRows
+from xretrieve.integrity import file_sha256
 from xretrieve.knn import check_device
 from xretrieve.progress import ProgressCallback, no_progress
 
@@ -205,7 +206,7 @@ def write_shard(
     faiss.write_index(shard, str(out / name))
     del shard
     return ShardRecord(
-        name, start, stop - start, (out / name).stat().st_size, sha256_file(out / name)
+        name, start, stop - start, (out / name).stat().st_size, file_sha256(out / name)
     )
 
 
@@ -280,7 +281,7 @@ def _hashed_sources(rows: EmbeddingRows, progress: ProgressCallback) -> list[Sou
     for f in rows.files:
         path = f.path.resolve()
         records.append(
-            SourceRecord(str(path), f.rows, f.dtype, path.stat().st_size, sha256_file(path))
+            SourceRecord(str(path), f.rows, f.dtype, path.stat().st_size, file_sha256(path))
         )
         progress("hash sources", len(records), len(rows.files))
     return records
@@ -320,23 +321,25 @@ def _shards(
     """Every shard of ``ranges``, in order: those ``partial`` holds kept, the others written."""
     done = {number: partial.finished_shard(number) for number in range(len(ranges))}
     todo = [(number, *ranges[number]) for number, record in done.items() if record is None]
-    progress("add to index", sum(r.rows for r in done.values() if r is not None), rows.count)
+    added = sum(record.rows for record in done.values() if record is not None)
+    progress("add to index", added, rows.count)
     if config.ray is not None and todo:
         from xretrieve.index.distributed import populate_on_ray
 
-        for number, record in populate_on_ray(
+        written = populate_on_ray(
             config.ray, partial.directory, partial.trained_path.name, write_shard, rows.paths,
             todo, config,
-        ):  # fmt: skip
-            partial.record_shard(number, record)
-            done[number] = record
-            progress("add to index", sum(r.rows for r in done.values() if r), rows.count)
+        )  # fmt: skip
     else:
-        for number, start, stop in todo:
-            record = write_shard(trained, rows, number, start, stop, config, partial.directory)
-            partial.record_shard(number, record)
-            done[number] = record
-            progress("add to index", sum(r.rows for r in done.values() if r), rows.count)
+        written = (
+            (number, write_shard(trained, rows, number, start, stop, config, partial.directory))
+            for number, start, stop in todo
+        )
+    for number, record in written:
+        partial.record_shard(number, record)
+        done[number] = record
+        added += record.rows
+        progress("add to index", added, rows.count)
     return [done[number] for number in range(len(ranges))]  # type: ignore[misc]
 
 

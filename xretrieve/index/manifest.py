@@ -15,7 +15,8 @@ from pathlib import Path
 
 from xretrieve.errors import InputError
 from xretrieve.files import atomic_write
-from xretrieve.index.sources import open_npy, sha256_file
+from xretrieve.index.sources import open_npy
+from xretrieve.integrity import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -142,7 +143,7 @@ def _check_shard(path: Path, shard: ShardRecord, verify: bool) -> None:
         raise InputError(
             path, f"index shard has {size} bytes, manifest.json says {shard.bytes} (truncated?)"
         )
-    if verify and sha256_file(path) != shard.sha256:
+    if verify and file_sha256(path) != shard.sha256:
         raise InputError(path, "index shard's SHA-256 differs from manifest.json's")
 
 
@@ -157,5 +158,5 @@ def _check_source(source: SourceRecord, dimension: int, verify: bool) -> None:
         )
     if path.stat().st_size != source.bytes:
         raise InputError(path, "size differs from the index manifest's record")
-    if verify and sha256_file(path) != source.sha256:
+    if verify and file_sha256(path) != source.sha256:
         raise InputError(path, "SHA-256 differs from the index manifest's record")

@@ -22,7 +22,7 @@ from typing import Any
 
 from xretrieve.files import atomic_write, replace_directory
 from xretrieve.index.manifest import ShardRecord
-from xretrieve.index.sources import sha256_file
+from xretrieve.integrity import file_matches
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,8 @@ class PartialBuild:
             record = ShardRecord(**json.loads(record_path.read_text(encoding="utf-8")))
         except (ValueError, TypeError):
             return None
-        path = self.directory / record.file
-        if not path.is_file() or path.stat().st_size != record.bytes:
-            return None
-        return record if sha256_file(path) == record.sha256 else None
+        complete = file_matches(self.directory / record.file, record.bytes, record.sha256)
+        return record if complete else None
 
     def record_shard(self, number: int, record: ShardRecord) -> None:
         """Mark shard ``number`` (already written under ``record.file``) complete."""

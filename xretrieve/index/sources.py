@@ -10,7 +10,6 @@ exact mining).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ import numpy as np
 
 from xretrieve.errors import InputError
 from xretrieve.row_blocks import RowMatrix, find_non_finite
-
-HASH_CHUNK_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -59,15 +56,6 @@ def _normalised(block: np.ndarray) -> np.ndarray:
     norms[norms == 0] = 1.0
     block /= norms
     return block
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class EmbeddingRows:
