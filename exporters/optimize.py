@@ -152,11 +152,13 @@ def _without_preprocess_hint() -> Iterator[None]:
         root.removeFilter(keep)
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, *, per_channel: bool = True) -> dict[str, int]:
+def quantize_int8(
+    fp32_path: Path, out_path: Path, *, per_channel: bool = True, attention: bool = True
+) -> dict[str, int]:
     """ONNX Runtime dynamic quantisation of the float32 graph at ``fp32_path`` into ``out_path``:
     every MatMul with a constant weight gets int8 weights (symmetric, one scale per output
     column with ``per_channel``, else one per matrix) and uint8 activations quantised per batch
-    at run time (MatMulInteger), and each fused Attention becomes QAttention, whose QKV
+    at run time (MatMulInteger), and (with ``attention``) each fused Attention becomes QAttention, whose QKV
     projection runs the same way (7-bit weights, ONNX Runtime's choice for it; the scores and
     softmax stay float32). The embeddings, layer norms and the pooling head stay float32;
     inputs and outputs keep their types. Returns the fused-operator counts of the written
@@ -171,7 +173,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, *, per_channel: bool = True) 
             str(out_path),
             # Quantising Attention too (QAttention) measured 1.5x faster than MatMul alone on
             # 2 CPU cores at the same validation cosine (benchmarks/RESULTS.md, issue 12).
-            op_types_to_quantize=["MatMul", "Attention"],
+            op_types_to_quantize=["MatMul", "Attention"] if attention else ["MatMul"],
             per_channel=per_channel,
             weight_type=QuantType.QInt8,
             use_external_data_format=external,

@@ -308,3 +308,15 @@ def test_packed_export_matches_torch_on_cuda(tiny_xlmr_checkpoint, tmp_path):
     assert manifest.packed and manifest.fusion["PackedAttention"] == 2
     assert manifest.validation.provider == "CUDAExecutionProvider"
     assert manifest.validation.mean_cosine >= 0.999
+
+
+def test_quantize_int8_without_attention_leaves_the_fused_attention_fp32(exports, tmp_path):
+    # The bench's int8-matmul variant: MatMuls in int8, Attention (and its QKV weight) fp32.
+    import onnx
+
+    from exporters import quantize_int8
+
+    counts = quantize_int8(exports["fp32"] / "model.onnx", tmp_path / "model.onnx", attention=False)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "model.onnx")).graph.node]
+    assert counts["MatMulInteger"] == ops.count("MatMulInteger") == 6
+    assert counts["QAttention"] == 0 and ops.count("Attention") == 2
