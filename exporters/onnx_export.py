@@ -41,6 +41,7 @@ from exporters.manifest import (
 )
 from xretrieve.devices import ort_cuda_available
 from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.files import OutputOwner
 from xretrieve.integrity import DIRECTORY_RECORD
 from xretrieve.positions import usable_positions
 from xretrieve.progress import ProgressCallback, no_progress
@@ -68,7 +69,7 @@ def export_checkpoint(
     ``out_dir`` receives ``model.onnx`` (plus ``model.onnx.data`` over 2 GiB), the tokenizer
     files and ``manifest.json``, atomically: on any error nothing is left at ``out_dir`` (an
     existing export there is replaced only on success; anything else there is refused, see
-    ``check_export_target``). The graph's inputs are ``input_ids``
+    ``export_disowns``). The graph's inputs are ``input_ids``
     and ``attention_mask`` int64 ``[batch, sequence]``; its output ``embeddings`` float32
     ``[batch, dim]`` (the first of ``config.layers``), plus ``layer_embeddings`` float32
     ``[batch, n_layers, dim]`` when several layers are asked for.
@@ -84,7 +85,9 @@ def export_checkpoint(
     from xretrieve.files import atomic_directory, check_output_path
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
-    out_dir = check_output_path(Path(out_dir), directory=True)
+    out_dir = check_output_path(
+        Path(out_dir), directory=True, inputs=[checkpoint_dir], owner=EXPORT_OUTPUT
+    )
     config = config or ExportConfig()
     report = progress or no_progress
     started = time.perf_counter()
@@ -102,7 +105,6 @@ def export_checkpoint(
             "no usable CUDA GPU is here"
         )
     checkpoint_config = read_checkpoint_config(checkpoint_dir)
-    check_export_target(checkpoint_dir, out_dir)
     check_weights(checkpoint_dir)
     check_tokenizer(checkpoint_dir)
     # Checked before the (possibly slow) model load; again below against the loaded config.
@@ -206,50 +208,32 @@ _TOKENIZER_FILE_NAMES = frozenset({"vocab.txt", "vocab.json", "merges.txt"})
 _TOKENIZER_FILE_SUFFIXES = (".model",)
 
 
-def check_export_target(checkpoint_dir: Path, out_dir: Path) -> None:
-    """Refuse an ``out_dir`` whose replacement would destroy something that is not an export:
-    the checkpoint itself (``out_dir`` equal to it, inside it, or holding it), a file, or a
-    non-empty directory that is not an earlier export or holds files no export writes. An
-    empty directory and an earlier export (replaced atomically on success) are accepted.
-    Raises ``XRetrieveError``."""
+def export_disowns(out_dir: Path) -> str | None:
+    """None when the non-empty ``out_dir`` is an earlier export holding only what an export
+    writes (so replacing it loses nothing), else why it is not: no export manifest, an
+    unreadable one, or files no export writes. The ``OutputOwner`` of ``export --out``."""
     from exporters.manifest import read_manifest
 
-    source, target = Path(checkpoint_dir).resolve(), Path(out_dir).resolve()
-    if target == source or target.is_relative_to(source) or source.is_relative_to(target):
-        raise XRetrieveError(
-            f"--out {out_dir} would overwrite the checkpoint {checkpoint_dir} being exported: "
-            "choose a directory outside it"
-        )
-    if not os.path.lexists(out_dir):
-        return
-    if not Path(out_dir).is_dir():
-        raise XRetrieveError(f"--out {out_dir} exists and is not a directory")
-    entries = sorted(Path(out_dir).iterdir())
-    if not entries:
-        return
     if not (Path(out_dir) / MANIFEST_NAME).is_file():
-        raise XRetrieveError(
-            f"--out {out_dir} is a non-empty directory that is not an xretrieve export (no "
-            f"{MANIFEST_NAME}); an export replaces its directory: choose a new or empty one"
-        )
+        return f"no export {MANIFEST_NAME}"
     try:
         manifest = read_manifest(out_dir)
     except InputError as error:
-        raise XRetrieveError(
-            f"--out {out_dir} holds an unreadable manifest ({error.detail}): it is not replaced; "
-            "choose a new or empty directory"
-        ) from None
+        return f"its manifest is unreadable: {error.detail}"
     foreign = [
         entry.name
-        for entry in entries
+        for entry in sorted(Path(out_dir).iterdir())
         if not (entry.is_file() and _is_export_file(entry.name, manifest.onnx_files))
     ]
     if foreign:
-        raise XRetrieveError(
-            f"--out {out_dir} is an earlier export but also holds {', '.join(foreign[:5])}"
-            f"{' ...' if len(foreign) > 5 else ''}, which an export does not write; replacing "
-            "it would delete them: move them or choose another directory"
+        return (
+            f"it also holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+            "which an export does not write"
         )
+    return None
+
+
+EXPORT_OUTPUT = OutputOwner("export", export_disowns)
 
 
 def _is_export_file(name: str, onnx_files: tuple[str, ...]) -> bool:

@@ -159,7 +159,7 @@ def test_a_foreign_non_empty_directory_is_refused(
     from xretrieve.encoding.distributed import RayEmbedder
 
     (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
-    with pytest.raises(InputError, match="not empty and holds no embed --ray manifest"):
+    with pytest.raises(InputError, match="not an earlier embed --ray output"):
         RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -618,11 +618,11 @@ def test_export_never_replaces_the_checkpoint_or_foreign_files(tiny_xlmr_checkpo
     (notes / "NOTES.md").write_text("mine\n")
     before = {path: _tree(path) for path in (checkpoint, notes)}
     cases = [
-        (checkpoint, "would overwrite the checkpoint"),
-        (checkpoint / ".", "would overwrite the checkpoint"),
-        (checkpoint / "export", "would overwrite the checkpoint"),
-        (tmp_path, "would overwrite the checkpoint"),  # the checkpoint is inside it
-        (notes, "not an xretrieve export"),
+        (checkpoint, "is an input"),
+        (checkpoint / ".", "is an input"),
+        (checkpoint / "export", "lies inside the input directory"),
+        (tmp_path, "holds the input"),  # the checkpoint is inside it
+        (notes, "not an earlier export output (no export manifest.json)"),
         (notes / "NOTES.md", "must be a directory; this is a file"),
     ]
     for out, message in cases:
@@ -638,20 +638,21 @@ def test_export_never_replaces_the_checkpoint_or_foreign_files(tiny_xlmr_checkpo
 def test_an_earlier_export_is_replaced_only_when_it_holds_nothing_else(
     tiny_xlmr_checkpoint, tmp_path
 ):
-    from exporters.onnx_export import check_export_target
+    from exporters.onnx_export import EXPORT_OUTPUT
+    from xretrieve.files import check_output_path
 
     out = tmp_path / "export"
     out.mkdir()  # an empty directory is fine
     _export(tiny_xlmr_checkpoint, out, dtype="fp32", optimize=False)
-    check_export_target(tiny_xlmr_checkpoint, out)  # an earlier export: replaceable
+    check_output_path(out, directory=True, owner=EXPORT_OUTPUT)  # an earlier export
     (out / "NOTES.md").write_text("keep\n")
     with pytest.raises(XRetrieveError, match=r"also holds NOTES\.md"):
         _export(tiny_xlmr_checkpoint, out, dtype="fp32", optimize=False)
     assert (out / "NOTES.md").read_text() == "keep\n"
     (out / "NOTES.md").unlink()
     (out / "manifest.json").write_text("{broken")
-    with pytest.raises(XRetrieveError, match="unreadable manifest"):
-        check_export_target(tiny_xlmr_checkpoint, out)
+    with pytest.raises(XRetrieveError, match="manifest is unreadable"):
+        check_output_path(out, directory=True, owner=EXPORT_OUTPUT)
 
 
 @pytest.mark.parametrize(

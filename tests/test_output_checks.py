@@ -151,3 +151,48 @@ def test_bench_plot_is_checked_before_benchmarking(
     _refused(CliRunner().invoke(app, [*args, str(tmp_path)]), "--plot is a directory")
     _refused(CliRunner().invoke(app, [*args, str(a_file / "b.png")]), "is a file")
     _no_work_done(cache)
+
+
+def test_the_guard_refuses_inputs_their_ancestors_and_directory_inputs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    text = data / "de.txt"
+    text.write_text("x\n", encoding="utf-8")
+    model = tmp_path / "model"
+    model.mkdir()
+    inputs = [text, model]
+    for out, directory, message in [
+        (text, False, "is an input"),
+        (data / "." / "de.txt", False, "is an input"),
+        (data, True, "holds the input"),
+        (tmp_path, True, "holds the input"),
+        (model, True, "is an input"),
+        (model / "emb", True, "lies inside the input directory"),
+        (model / "pairs.tsv", False, "lies inside the input directory"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            files.check_output_path(out, directory=directory, inputs=inputs)
+    link = tmp_path / "link.txt"
+    link.symlink_to(text)
+    with pytest.raises(InputError, match="is an input"):
+        files.check_output_path(link, inputs=inputs)
+    files.check_output_path(data / "pairs.tsv", inputs=inputs)  # beside a file input: fine
+
+
+def test_the_guard_replaces_only_a_directory_its_owner_recognises(tmp_path: Path) -> None:
+    def disowns(directory: Path) -> str | None:
+        names = {p.name for p in directory.iterdir()}
+        return None if names <= {"own.json", "part-0"} and "own.json" in names else "not ours"
+
+    owner = files.OutputOwner("demo", disowns)
+    out = tmp_path / "out"
+    out.mkdir()
+    files.check_output_path(out, directory=True, owner=owner)  # empty
+    (out / "own.json").write_text("{}")
+    files.check_output_path(out, directory=True, owner=owner)  # ours
+    with pytest.raises(InputError, match="non-empty directory: give a new or empty"):
+        files.check_output_path(out, directory=True)  # no owner: only new or empty
+    (out / "notes.txt").write_text("keep\n")
+    with pytest.raises(InputError, match=r"not an earlier demo output \(not ours\)"):
+        files.check_output_path(out, directory=True, owner=owner)
+    assert (out / "notes.txt").read_text() == "keep\n"

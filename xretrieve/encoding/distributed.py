@@ -28,18 +28,18 @@ from xretrieve.encoding.load import load_encoder, resolve_model
 from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.streaming import (
     OutputDtype,
-    check_not_input,
     read_line_windows,
     write_embeddings,
 )
 from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.files import check_output_path
 from xretrieve.formats.embedding_shards import (
-    MANIFEST_NAME,
+    SHARDS_OUTPUT,
     ShardEntry,
     ShardSettings,
     ShardsManifest,
     read_shards_manifest,
+    remove_shards,
     shard_name,
     write_shards_manifest,
 )
@@ -225,14 +225,8 @@ def _previous_shards(
             + "; ".join(differences)
             + "): rerun with the same arguments to resume, or pass --overwrite to start again",
         )
-    ours = [directory / MANIFEST_NAME, *directory.glob("shard-*.npy")]
-    if overwrite:
-        for path in ours:
-            path.unlink(missing_ok=True)
-    elif any(directory.iterdir()):
-        raise InputError(
-            directory, "is not empty and holds no embed --ray manifest: give a new directory"
-        )
+    if overwrite:  # the output guard has made sure that the directory holds only ours
+        remove_shards(directory)
     return {}, None
 
 
@@ -265,12 +259,14 @@ class RayEmbedder:
     ) -> ShardedEmbedResult:
         """Embed ``input_path`` into shard files in ``directory`` (see the module docstring)."""
         progress = progress or no_progress
-        input_path, directory = Path(input_path), check_output_path(directory, directory=True)
-        check_not_input(input_path, directory)
+        input_path, model_path = Path(input_path), resolve_model(spec.model).path
+        directory = check_output_path(
+            directory, directory=True, inputs=[input_path, model_path], owner=SHARDS_OUTPUT
+        )
         scan = scan_input(input_path, shard_lines)
         settings = ShardSettings(
             model=str(spec.model),
-            model_hash=content_hash(resolve_model(spec.model).path),
+            model_hash=content_hash(model_path),
             backend=spec.backend.value,
             compute_dtype=spec.dtype,
             layers=spec.layers,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from xretrieve.errors import InputError
-from xretrieve.files import atomic_write
+from xretrieve.files import OutputOwner, atomic_write
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "xretrieve-embedding-shards"
@@ -97,6 +97,44 @@ def is_shards_directory(path: Path) -> bool:
         return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
     except (OSError, ValueError, AttributeError):
         return False
+
+
+def _is_shards_file(name: str) -> bool:
+    """What ``embed --ray`` writes into its directory: shards, the manifest, and the temporary
+    files of a write that was killed (``.shard-N.npy.*.tmp``, ``.manifest.json.*.tmp``)."""
+    if name == MANIFEST_NAME:
+        return True
+    if name.startswith("shard-") and name.endswith(".npy"):
+        return True
+    return name.endswith(".tmp") and name.startswith((".shard-", f".{MANIFEST_NAME}."))
+
+
+def shards_disowns(directory: Path) -> str | None:
+    """None when the non-empty ``directory`` was written by ``embed --ray`` and holds only what
+    it writes, else why not. The ``OutputOwner`` of ``embed --ray --out``."""
+    if not is_shards_directory(directory):
+        return f"no embed --ray {MANIFEST_NAME}"
+    foreign = sorted(
+        entry.name
+        for entry in Path(directory).iterdir()
+        if not (entry.is_file() and _is_shards_file(entry.name))
+    )
+    if foreign:
+        return (
+            f"it also holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+            "which embed --ray does not write"
+        )
+    return None
+
+
+SHARDS_OUTPUT = OutputOwner("embed --ray", shards_disowns)
+
+
+def remove_shards(directory: Path) -> None:
+    """Delete what ``embed --ray`` wrote into ``directory`` (``--overwrite``), nothing else."""
+    for entry in Path(directory).iterdir():
+        if entry.is_file() and _is_shards_file(entry.name):
+            entry.unlink(missing_ok=True)
 
 
 def read_shards_manifest(directory: Path) -> ShardsManifest | None:
