@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from xretrieve.cli import bench, embed, evaluate, export, index, mine, retrieval, train
+from xretrieve.cli import bench, embed, evaluate, export, index, mine, retrieval, train, xtreme
 from xretrieve.cli.common import Command
 
 app = typer.Typer(
@@ -15,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (mine, retrieval, export, embed, train, bench, evaluate, index):
+for module in (mine, retrieval, export, embed, train, bench, evaluate, index, xtreme):
     module.register(app)
 for command in app.registered_commands:
     command.cls = Command  # typer fills in its own TyperCommand at registration
