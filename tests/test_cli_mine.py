@@ -258,3 +258,56 @@ def test_embeddings_without_their_texts_do_not_fall_back_to_the_sample(tmp_path:
     result = invoke("--src-emb", str(tmp_path / "a.npy"), "--tgt-emb", str(tmp_path / "b.npy"))
     assert result.exit_code == 2
     assert "--src-emb/--tgt-emb need the texts they embed" in " ".join(result.stderr.split())
+
+
+def test_an_out_that_is_an_input_is_refused_and_left_intact(planted, tmp_path: Path) -> None:
+    """``--out dc.txt`` with ``--src-file dc.txt`` used to leave the sentences file empty."""
+    root, _ = planted
+    data, emb = root / "data" / "bucc2018", root / "emb" / "bucc2018"
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    files = [p for p in (*data.iterdir(), *emb.iterdir()) if p.is_file()]
+    before = {path: path.read_bytes() for path in files}
+    gold = data / "de-en.test.gold"
+    cases = [
+        ([*bucc_args(root)], data / "de-en.test.de", "--out is an input"),
+        ([*bucc_args(root)], emb / "de-en.test.en.npy", "--out is an input"),
+        ([*bucc_args(root), "--gold", str(gold)], gold, "--out is an input"),
+        (
+            [
+                "--data-dir",
+                str(root / "data"),
+                "--emb-dir",
+                str(root / "emb"),
+                "--tune-split",
+                "training",
+            ],
+            data / "de-en.training.en",
+            "--out is an input",
+        ),  # fmt: skip
+        (
+            ["--data-dir", str(root / "data"), "--emb-dir", str(root / "emb")],
+            emb / "de-en.test.de.npy",
+            "--out is an input",
+        ),
+        (
+            [
+                "--src-file",
+                str(data / "de-en.test.de"),
+                "--tgt-file",
+                str(data / "de-en.test.en"),
+                "--model",
+                str(model),
+            ],
+            model / "pairs.tsv",
+            "lies inside the input directory",
+        ),  # fmt: skip
+    ]
+    for args, out, fragment in cases:
+        result = invoke(*args, "--out", str(out))
+        assert result.exit_code == 2, (args, result.output)
+        assert fragment in result.stderr and str(out) in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert {path: path.read_bytes() for path in files} == before
+    assert not (model / "pairs.tsv").exists()

@@ -143,7 +143,7 @@ def test_numbers_equal_bucc_and_tatoeba_scoring(tmp_path: Path, checkpoints) -> 
     lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
     assert list(json.loads(lines[0])) == [
         "checkpoint", "checkpoint_hash", "layer", "task", "lang", "metric", "value", "ci_low",
-        "ci_high", "n", "error", "settings",
+        "ci_high", "n", "error", "settings", "store_id", "data_hash",
     ]  # fmt: skip
     csv_lines = (tmp_path / "out" / "results.csv").read_text().splitlines()
     assert len(csv_lines) == len(lines) + 1
@@ -477,13 +477,9 @@ def test_a_resumed_run_scores_again_the_units_whose_data_changed(
     config = _config(tmp_path, checkpoints, data, tasks=("tatoeba",))
     first = evaluate(config, encoder_factory=Factory())
     assert first.scored_units == 6 and not first.failures  # 2 models x deu, swh, jav
-    run = json.loads((tmp_path / "out" / "run.json").read_text())
-    jav = data / "tatoeba" / "tatoeba.jav-eng.jav"
-    assert run["data"]["tatoeba/jav"]["tatoeba/tatoeba.jav-eng.jav"]["size"] == jav.stat().st_size
-    for path in (jav, data / "tatoeba" / "tatoeba.jav-eng.eng"):  # the same count, other text
-        lines = path.read_text(encoding="utf-8").splitlines()
-        path.write_text("\n".join(lines[30:] + lines[:30]) + "\n", encoding="utf-8")
-        assert path.stat().st_size == len("".join(f"{line}\n" for line in lines).encode())
+    rows = ResultsLog(tmp_path / "out" / "results.jsonl").read()
+    assert len({r.data_hash for r in rows}) == 3 and None not in {r.data_hash for r in rows}
+    _rotate(data, "jav")
 
     resumed = evaluate(config, encoder_factory=Factory())
     assert resumed.scored_units == 2 and resumed.skipped_units == 4
@@ -494,6 +490,40 @@ def test_a_resumed_run_scores_again_the_units_whose_data_changed(
 
     assert values(resumed.rows) == values(fresh.rows)
     assert evaluate(config, encoder_factory=Factory()).scored_units == 0
+
+
+def _rotate(data: Path, lang: str) -> None:
+    """The same line count and sizes, other text: a change only the hashes see."""
+    for side in (lang, "eng"):
+        path = data / "tatoeba" / f"tatoeba.{lang}-eng.{side}"
+        lines = path.read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join(lines[30:] + lines[:30]) + "\n", encoding="utf-8")
+        assert path.stat().st_size == len("".join(f"{line}\n" for line in lines).encode())
+
+
+def test_units_scored_before_an_interrupt_are_scored_again_once_their_data_changed(
+    tmp_path: Path, checkpoints
+) -> None:
+    """The data's hashes used to be written only at the end of a run: after SIGTERM, a change
+    of a data file and a rerun, the units scored before the interrupt kept their old scores."""
+    data = make_dataset(tmp_path / "data")
+    config = _config(tmp_path, checkpoints, data, tasks=("tatoeba",))
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config, encoder_factory=Factory(fail_after_calls=2))
+    scored = {r.lang for r in ResultsLog(tmp_path / "out" / "results.jsonl").read()}
+    assert scored and len(scored) < 3
+    changed = sorted(scored)[0]
+    _rotate(data, changed)
+    resumed = evaluate(config, encoder_factory=Factory())
+    assert resumed.skipped_units == len(scored) - 1
+    fresh = evaluate(replace(config, out_dir=tmp_path / "fresh"), encoder_factory=Factory())
+
+    def values(rows):
+        return sorted((r.checkpoint, r.lang, r.metric, r.value, r.n) for r in rows)
+
+    assert values(resumed.rows) == values(fresh.rows)
+    kept = ResultsLog(tmp_path / "out" / "results.jsonl").read()
+    assert values(kept) == values(fresh.rows)  # the rows of the old data are gone
 
 
 def test_config_parses_backend_and_device_and_refuses_unknown_ones(tmp_path: Path) -> None:

@@ -145,9 +145,11 @@ def test_resume_continues_only_the_same_run(tiny_xlmr_checkpoint, tmp_path: Path
     with pytest.raises(InputError, match=r"checkpoint-3: was written by a different run") as info:
         Trainer(config_from_dict(other)).train(resume=True)
     assert "optim.learning_rate" in str(info.value) and "seed" in str(info.value)
-    # A checkpoint from before config hashes: its train_config.json decides.
+    # A checkpoint from before config hashes (and integrity records): its train_config.json
+    # decides.
     del state["config_hash"]
     torch.save(state, tmp_path / "out/checkpoint-3" / STATE_FILE)
+    (tmp_path / "out/checkpoint-3/.xretrieve.sha256").unlink()
     with pytest.raises(InputError, match="optim.learning_rate"):
         Trainer(config_from_dict(other)).train(resume=True)
     same = config_from_dict(_raw(tiny_xlmr_checkpoint, tmp_path / "out", tasks, 3))
@@ -235,3 +237,166 @@ def test_retrieval_layers_and_tatoeba_direction_names(
         "tatoeba/deu/layer2/accuracy_en2xx": pytest.approx(100 / 3),
         "tatoeba/deu/layer2/accuracy_xx2en": pytest.approx(100 / 3),
     }
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from xretrieve.cli.app import app
+
+    return CliRunner().invoke(app, ["train", *args, "--no-progress"])
+
+
+def _refused(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def _write(path: Path, raw: dict) -> Path:
+    path.write_text(json.dumps(raw))  # JSON is YAML
+    return path
+
+
+def test_overwrite_never_deletes_an_input_inside_the_output_dir(
+    tiny_xlmr_checkpoint, tmp_path: Path
+) -> None:
+    """``base = "runs/p/checkpoint-2"`` with ``output_dir = "runs/p"`` and ``--overwrite`` used
+    to delete the base checkpoint; every input of the config is protected the same way."""
+    tasks = [trainer_data.write_tag_task(tmp_path / "data")]
+    out = tmp_path / "runs/p"
+    first = _cli(str(_write(tmp_path / "run.yaml", _raw(tiny_xlmr_checkpoint, out, tasks, 2))))
+    assert first.exit_code == 0, first.output
+    base = out / "checkpoint-2"
+    files = sorted(path.name for path in base.iterdir())
+    raw = _raw(base, out, tasks, 2)
+    _refused(
+        _cli(str(_write(tmp_path / "again.yaml", raw)), "--overwrite"),
+        f"{out}: output_dir holds the input {base}",
+    )
+    assert sorted(path.name for path in base.iterdir()) == files
+    # A data file kept in the output folder, an output folder inside the base checkpoint.
+    moved = out / "tags.jsonl"
+    moved.write_text(Path(tasks[0]["train"]).read_text())
+    raw = _raw(tiny_xlmr_checkpoint, out, [{**tasks[0], "train": str(moved)}], 2)
+    _refused(_cli(str(_write(tmp_path / "data.yaml", raw)), "--overwrite"), "holds the input")
+    assert moved.is_file() and base.is_dir()
+    raw = _raw(tiny_xlmr_checkpoint, tiny_xlmr_checkpoint / "run", tasks, 2)
+    _refused(_cli(str(_write(tmp_path / "in.yaml", raw))), "lies inside the input directory")
+    assert not (tiny_xlmr_checkpoint / "run").exists()
+    # A checkpoint-N the trainer did not write is not the trainer's to replace.
+    moved.unlink()
+    (base / "train_config.json").unlink()
+    raw = _raw(tiny_xlmr_checkpoint, out, tasks, 2)
+    _refused(
+        _cli(str(_write(tmp_path / "foreign.yaml", raw)), "--overwrite"),
+        "checkpoint-2: not written by the trainer",
+    )
+    assert sorted(path.name for path in base.iterdir()) == sorted(
+        set(files) - {"train_config.json"}
+    )
+
+
+def test_output_dir_is_checked_before_the_data_is_read(
+    tiny_xlmr_checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only output folder (simulated: the tests run as root, for whom os.access says
+    yes) and one that is a file are refused in one line, before any data file is read."""
+    import xretrieve.trainer.loop as loop
+
+    tasks = [trainer_data.write_tag_task(tmp_path / "data")]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode, *a, **k: (
+            False if Path(path) == locked and mode & os.W_OK else real(path, mode, *a, **k)
+        ),
+    )
+
+    def no_loading(source):  # noqa: ANN001, ANN202
+        raise AssertionError("the model and data were loaded before the output check")
+
+    monkeypatch.setattr(loop, "load_encoder_and_tokenizer", no_loading)
+    raw = _raw(tiny_xlmr_checkpoint, locked / "run", tasks, 2)
+    _refused(
+        _cli(str(_write(tmp_path / "ro.yaml", raw))), f"the directory {locked} is not writable"
+    )
+    assert list(locked.iterdir()) == []
+    (tmp_path / "a-file").write_text("mine")
+    raw = _raw(tiny_xlmr_checkpoint, tmp_path / "a-file", tasks, 2)
+    _refused(_cli(str(_write(tmp_path / "file.yaml", raw))), "output_dir must be a directory")
+    assert (tmp_path / "a-file").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def saved_run(tiny_xlmr_checkpoint, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A finished 3-step run with a resumable checkpoint-3, and its config."""
+    root = tmp_path_factory.mktemp("saved-run")
+    tasks = [trainer_data.write_pair_task(root / "data")]
+    raw = _raw(tiny_xlmr_checkpoint, root / "out", tasks, 3)
+    Trainer(config_from_dict(raw)).train()
+    return root / "out", raw
+
+
+def _damaged_copy(saved_run, tmp_path: Path, name: str, damage) -> Path:  # noqa: ANN001
+    import shutil
+
+    out, raw = saved_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    damage(copy / "checkpoint-3" / name)
+    return _write(tmp_path / "run.yaml", {**raw, "output_dir": str(copy)})
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # the same size: safetensors and torch would load it without a word
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["heads.safetensors", "model.safetensors", STATE_FILE])
+def test_resume_refuses_a_checkpoint_changed_at_the_same_size(
+    saved_run, tmp_path: Path, name: str
+) -> None:
+    config = _damaged_copy(saved_run, tmp_path, name, _flip_a_byte)
+    _refused(
+        _cli(str(config), "--resume"),
+        "checkpoint-3: damaged checkpoint",
+        f"{name} changed since it was written (sha256 differs)",
+    )
+
+
+def test_resume_names_an_unreadable_heads_or_state_file(saved_run, tmp_path: Path) -> None:
+    """Checkpoints of older versions carry no record: the files themselves are then checked."""
+    from xretrieve.integrity import DIRECTORY_RECORD
+
+    def truncate(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[:100])
+        (path.parent / DIRECTORY_RECORD).unlink()
+
+    config = _damaged_copy(saved_run, tmp_path / "a", "heads.safetensors", truncate)
+    _refused(_cli(str(config), "--resume"), "heads.safetensors: cannot read the task heads")
+
+    def garbage(path: Path) -> None:
+        path.write_bytes(b"not a pickle at all" * 10)
+        (path.parent / DIRECTORY_RECORD).unlink()
+
+    config = _damaged_copy(saved_run, tmp_path / "b", STATE_FILE, garbage)
+    _refused(_cli(str(config), "--resume"), f"{STATE_FILE}: cannot read the trainer state")
+    assert sorted(p.name for p in (tmp_path / "b/out").iterdir()) == [
+        "checkpoint-3", "metrics.jsonl", "train_summary.json",
+    ]  # fmt: skip
+
+
+def test_a_saved_checkpoint_records_its_files(saved_run) -> None:
+    from xretrieve.integrity import DIRECTORY_RECORD, verify_record
+
+    checkpoint = saved_run[0] / "checkpoint-3"
+    record = json.loads((checkpoint / DIRECTORY_RECORD).read_text())
+    on_disk = {p.name for p in checkpoint.iterdir() if p.name != DIRECTORY_RECORD}
+    assert set(record["files"]) == on_disk and verify_record(checkpoint / DIRECTORY_RECORD) is None

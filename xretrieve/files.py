@@ -111,11 +111,11 @@ def check_output_path(
     path = Path(path)
     if not path.name or path.name in (".", ".."):
         path = Path(os.path.abspath(path))
+    if not directory and path.is_dir():  # said first: it may also hold the inputs
+        raise InputError(path, f"{option} is a directory; give a file path in it instead")
     _refuse_inputs(path, inputs, option)
     if directory:
         _check_directory_output(path, option, owner)
-    elif path.is_dir():
-        raise InputError(path, f"{option} is a directory; give a file path in it instead")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

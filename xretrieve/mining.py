@@ -364,7 +364,8 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
 
     _check_request(request)
     if request.out is not None:
-        check_output_path(request.out)  # before any reading or embedding
+        # Before any reading or embedding; an --out that is an input would be emptied.
+        check_output_path(request.out, inputs=request_inputs(request))
     inputs = read_inputs(request)
     config = request.config
     tune_f1 = None
@@ -411,6 +412,36 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         index_search=None if request.indexes is None else request.indexes.search,
         **gold,
     )
+
+
+def request_inputs(request: MineRequest) -> list[Path]:
+    """Every file or directory ``request`` reads (sentence, gold and embedding files, the BUCC
+    files of the mined and tuning splits and their mirrors under ``emb_dir``, the indexes, a
+    model directory), for the output guard: ``--out`` may be none of them."""
+    from xretrieve.formats.bucc import bucc_paths
+    from xretrieve.formats.embeddings import embedding_path
+
+    given = (request.src_file, request.tgt_file, request.gold_file, request.src_emb)
+    paths = [Path(path) for path in (*given, request.tgt_emb) if path is not None]
+    root = request.data_dir
+    if root is None and request.src_file is None and request.tgt_file is None:
+        root = sample_data_dir()
+    if root is not None:
+        splits = dict.fromkeys(
+            [request.split if request.data_dir is not None else SAMPLE_SPLIT, request.tune_split]
+        )
+        for split in (split for split in splits if split is not None):
+            src_path, tgt_path, gold_path = bucc_paths(root, request.src_lang, split)
+            paths += [src_path, tgt_path, gold_path]
+            if request.emb_dir is not None:
+                paths += [embedding_path(request.emb_dir, root, p) for p in (src_path, tgt_path)]
+    elif request.emb_dir is not None:
+        paths.append(Path(request.emb_dir))
+    if request.indexes is not None:
+        paths += [Path(request.indexes.src_dir), Path(request.indexes.tgt_dir)]
+    if request.model is not None and Path(request.model).exists():
+        paths.append(Path(request.model))
+    return paths
 
 
 def _check_request(request: MineRequest) -> None:

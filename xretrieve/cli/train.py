@@ -30,8 +30,9 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option(
                 "--overwrite",
-                help="Delete the previous run's checkpoints and metrics in the output folder "
-                "and start over (without it, a non-empty output folder is refused).",
+                help="Delete the previous run's checkpoints, metrics.jsonl and "
+                "train_summary.json in the output folder (nothing else) and start over; without "
+                "it an earlier run's folder is refused, and so is any other non-empty folder.",
             ),
         ] = False,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",

@@ -34,7 +34,7 @@ class Estimate:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
 
-Unit = tuple[str, int, str, str]  # (checkpoint_hash, layer, task, lang)
+Unit = tuple[str, int, str, str]  # (store_id, layer, task, lang)
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,9 @@ class PrimaryScores:
     samples: Mapping[Unit, np.ndarray | None]
     errors: Mapping[Unit, str]
 
-    def langs(self, checkpoint_hash: str, layer: int, task: str) -> list[str]:
+    def langs(self, model: str, layer: int, task: str) -> list[str]:
         return sorted(
-            lang
-            for (h, lay, t, lang) in self.values
-            if (h, lay, t) == (checkpoint_hash, layer, task)
+            lang for (h, lay, t, lang) in self.values if (h, lay, t) == (model, layer, task)
         )
 
 
@@ -81,14 +79,14 @@ def _mean_estimate(values: Sequence[float], replicates: Sequence[np.ndarray | No
 
 def average(
     scores: PrimaryScores,
-    checkpoint_hash: str,
+    model: str,
     layer: int,
     task: str,
     langs: Sequence[str] | None = None,
 ) -> Estimate | None:
     """Mean over ``langs`` (default: every scored language) of one checkpoint/layer/task."""
-    langs = scores.langs(checkpoint_hash, layer, task) if langs is None else langs
-    units = [(checkpoint_hash, layer, task, lang) for lang in langs]
+    langs = scores.langs(model, layer, task) if langs is None else langs
+    units = [(model, layer, task, lang) for lang in langs]
     units = [unit for unit in units if unit in scores.values]
     if not units:
         return None
@@ -106,9 +104,9 @@ def gain(scores: PrimaryScores, unit: Unit, baseline_unit: Unit) -> Estimate | N
 
 def mean_gain(
     scores: PrimaryScores,
-    checkpoint_hash: str,
+    model: str,
     layer: int,
-    baseline_hash: str,
+    baseline_model: str,
     baseline_layer: int,
     task: str,
     langs: Sequence[str],
@@ -116,8 +114,8 @@ def mean_gain(
     """Mean paired gain over the ``langs`` both checkpoints have."""
     diffs, replicates = [], []
     for lang in langs:
-        unit = (checkpoint_hash, layer, task, lang)
-        base = (baseline_hash, baseline_layer, task, lang)
+        unit = (model, layer, task, lang)
+        base = (baseline_model, baseline_layer, task, lang)
         if unit not in scores.values or base not in scores.values:
             continue
         diffs.append(scores.values[unit] - scores.values[base])

@@ -17,10 +17,15 @@ class ModelPlan:
     """What will be evaluated for one model argument.
 
     ``checkpoint_hash`` identifies the weights (``content_hash``, or an export's
-    ``source_hash``); ``store_id`` also covers the settings that change vectors (pooling,
-    dtype, prefix, backend). ``encoder_layers`` is passed to the encoder factory (None for an
-    export, whose layers are fixed); ``cache_layers`` are the layers its output axis holds, and
-    ``layers`` those scored (a subset)."""
+    ``source_hash``); ``store_id`` also covers every setting that changes the vectors: for a
+    checkpoint (exported on the fly) its pooling, dtype, prefix and backend, for an export its
+    whole manifest but where, when and how well it was made (dtype and quantisation, pooling,
+    layers, prefix, max length, projection, opset, ...) and the sizes of its ONNX files. It
+    keys both the embedding cache and the result rows: two exports of one checkpoint, or an
+    export and its checkpoint, are two models (an export is never taken for its checkpoint,
+    even with the same settings: its graph is its own). ``encoder_layers`` is passed to the
+    encoder factory (None for an export, whose layers are fixed); ``cache_layers`` are the
+    layers its output axis holds, and ``layers`` those scored (a subset)."""
 
     model: str
     name: str

@@ -1,8 +1,11 @@
-"""What a unit's results were computed on: the sizes and sha256 of its data files, recorded in
-``run.json`` so that a resumed evaluation never keeps results of data that has changed since."""
+"""What a unit's results were computed on: the sizes and sha256 of its data files, and a short
+hash of those, recorded with every result row so that a resumed evaluation never keeps results
+of data that has changed since."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,3 +27,11 @@ def data_fingerprint(paths: Iterable[Path], data_dir: Path) -> dict[str, dict[st
             name = str(path)
         fingerprint[name] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     return fingerprint
+
+
+def data_hash(paths: Iterable[Path], data_dir: Path) -> str:
+    """16 hex digits of sha256 over the ``data_fingerprint`` of ``paths`` (canonical JSON):
+    equal exactly when the same files exist with the same bytes."""
+    fingerprint = data_fingerprint(paths, data_dir)
+    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +16,14 @@ from xretrieve.evaluation.aggregate import (
     group_languages,
     mean_gain,
     primary_scores,
+)
+from xretrieve.evaluation.output import (
+    BOOTSTRAP_DIR,
+    CSV_FILE,
+    GROUPS_FILE,
+    LEADERBOARD_FILE,
+    PLOTS_DIR,
+    RESULTS_FILE,
 )
 from xretrieve.evaluation.resources import DEFAULT_GROUPS
 from xretrieve.evaluation.results import ResultRow, ResultsLog, SampleStore, write_csv
@@ -88,7 +96,7 @@ class _Report:
 
     def _gain_units(self, plan: ModelPlan, layer: int):
         assert self.baseline is not None
-        return self.baseline.checkpoint_hash, _baseline_layer(self.baseline, layer)
+        return self.baseline.store_id, _baseline_layer(self.baseline, layer)
 
     def summary(self) -> list[str]:
         header = ["checkpoint", "layer"]
@@ -103,20 +111,20 @@ class _Report:
                 row = [plan.name + (" (baseline)" if plan is self.baseline else ""), str(layer)]
                 for task in self.tasks:
                     langs = self.task_langs(task)
-                    estimate = average(self.scores, plan.checkpoint_hash, layer, task.name, langs)
+                    estimate = average(self.scores, plan.store_id, layer, task.name, langs)
                     cell = _fmt_estimate(estimate)
                     if estimate is not None and estimate.n_langs < len(langs):
                         cell += f" ({estimate.n_langs}/{len(langs)} langs)"
                     row.append(cell)
                     if self.baseline is not None:
-                        base_hash, base_layer = self._gain_units(plan, layer)
+                        base_model, base_layer = self._gain_units(plan, layer)
                         delta = None
                         if plan is not self.baseline:
                             delta = mean_gain(
                                 self.scores,
-                                plan.checkpoint_hash,
+                                plan.store_id,
                                 layer,
-                                base_hash,
+                                base_model,
                                 base_layer,
                                 task.name,
                                 langs,
@@ -134,7 +142,7 @@ class _Report:
             layer = report_layer(plan)
             cells = []
             for lang in langs:
-                unit = (plan.checkpoint_hash, layer, task.name, lang)
+                unit = (plan.store_id, layer, task.name, lang)
                 if unit in self.scores.values:
                     cells.append(_fmt(self.scores.values[unit]))
                 else:
@@ -143,13 +151,13 @@ class _Report:
         if self.baseline is not None:
             for plan in self.others:
                 layer = report_layer(plan)
-                base_hash, base_layer = self._gain_units(plan, layer)
+                base_model, base_layer = self._gain_units(plan, layer)
                 cells = [
                     _fmt_estimate(
                         gain(
                             self.scores,
-                            (plan.checkpoint_hash, layer, task.name, lang),
-                            (base_hash, base_layer, task.name, lang),
+                            (plan.store_id, layer, task.name, lang),
+                            (base_model, base_layer, task.name, lang),
                         ),
                         signed=True,
                     )
@@ -166,14 +174,14 @@ class _Report:
         out: dict[str, Estimate | None] = {}
         for group, langs in by_group.items():
             if self.baseline is None:
-                out[group] = average(self.scores, plan.checkpoint_hash, layer, task.name, langs)
+                out[group] = average(self.scores, plan.store_id, layer, task.name, langs)
             else:
-                base_hash, base_layer = self._gain_units(plan, layer)
+                base_model, base_layer = self._gain_units(plan, layer)
                 out[group] = mean_gain(
                     self.scores,
-                    plan.checkpoint_hash,
+                    plan.store_id,
                     layer,
-                    base_hash,
+                    base_model,
                     base_layer,
                     task.name,
                     langs,
@@ -215,7 +223,7 @@ class _Report:
             rows = []
             for plan in self.plans:
                 averages = {
-                    layer: average(self.scores, plan.checkpoint_hash, layer, task.name)
+                    layer: average(self.scores, plan.store_id, layer, task.name)
                     for layer in plan.layers
                 }
                 best = max(
@@ -235,7 +243,7 @@ class _Report:
     def errors_section(self) -> list[str]:
         if not self.scores.errors:
             return []
-        names = {plan.checkpoint_hash: plan.name for plan in self.plans}
+        names = {plan.store_id: plan.name for plan in self.plans}
         lines = ["## Failed units", ""]
         for (h, layer, task, lang), message in sorted(self.scores.errors.items()):
             lines.append(f"- {names.get(h, h)} layer {layer} {task}/{lang}: {message}")
@@ -285,6 +293,7 @@ class _Report:
                                 estimate.low,
                                 estimate.high,
                                 estimate.n_langs,
+                                plan.store_id,
                             ]
                         )
         return rows
@@ -302,7 +311,7 @@ class _Report:
                 layer = report_layer(plan)
                 series[plan.name] = [
                     Estimate(self.scores.values[u], *_interval(self.scores, u))
-                    if (u := (plan.checkpoint_hash, layer, task.name, lang)) in self.scores.values
+                    if (u := (plan.store_id, layer, task.name, lang)) in self.scores.values
                     else None
                     for lang in langs
                 ]
@@ -324,7 +333,7 @@ class _Report:
                 for plan in self.plans:
                     points = {}
                     for layer in plan.layers:
-                        estimate = average(self.scores, plan.checkpoint_hash, layer, task.name)
+                        estimate = average(self.scores, plan.store_id, layer, task.name)
                         if estimate is not None:
                             points[layer] = estimate.value
                     by_layer[plan.name] = points
@@ -354,20 +363,28 @@ GROUP_COLUMNS = (
     "ci_low",
     "ci_high",
     "n_langs",
+    "store_id",
 )
 
 
 def write_reports(
-    out_dir: Path, config: EvaluationConfig, plans: Sequence[ModelPlan], tasks: Sequence[Task]
+    out_dir: Path,
+    config: EvaluationConfig,
+    plans: Sequence[ModelPlan],
+    tasks: Sequence[Task],
+    data_hashes: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[list[Path], list[ResultRow]]:
-    """Compact ``results.jsonl`` and write every report; returns ``(files, rows in scope)``."""
+    """Compact ``results.jsonl`` and write every report; returns ``(files, rows in scope)``:
+    rows of ``plans``' models and layers and of ``tasks``, scored with ``config.scoring``, and
+    for a (task, language) of ``data_hashes`` on that data (never a result of older data)."""
     out_dir = Path(out_dir)
-    position = {plan.checkpoint_hash: i for i, plan in enumerate(plans)}
+    data_hashes = data_hashes or {}
+    position = {plan.store_id: i for i, plan in enumerate(plans)}
     task_order = {name: i for i, name in enumerate(TASKS)}
 
     def order(row: ResultRow) -> tuple:
         return (
-            position.get(row.checkpoint_hash, len(plans)),
+            position.get(row.unit[0], len(plans)),
             row.checkpoint,
             row.layer,
             task_order.get(row.task, len(task_order)),
@@ -376,32 +393,33 @@ def write_reports(
             row.metric,
         )
 
-    all_rows = ResultsLog(out_dir / "results.jsonl").compact(order)
-    write_csv(out_dir / "results.csv", all_rows)
-    in_scope = {(p.checkpoint_hash, layer) for p in plans for layer in p.layers}
+    all_rows = ResultsLog(out_dir / RESULTS_FILE).compact(order)
+    write_csv(out_dir / CSV_FILE, all_rows)
+    in_scope = {(p.store_id, layer) for p in plans for layer in p.layers}
     task_names = {task.name for task in tasks}
     settings = config.scoring.fingerprint()  # rows scored otherwise are history, not results
     rows = [
         r
         for r in all_rows
-        if (r.checkpoint_hash, r.layer) in in_scope
+        if (r.unit[0], r.layer) in in_scope
         and r.task in task_names
         and r.settings == settings
+        and data_hashes.get((r.task, r.lang), r.data_hash) == r.data_hash
     ]
     scores = primary_scores(
-        rows, {t.name: t.primary_metric for t in tasks}, SampleStore(out_dir / "bootstrap")
+        rows, {t.name: t.primary_metric for t in tasks}, SampleStore(out_dir / BOOTSTRAP_DIR)
     )
     report = _Report(config, plans, tasks, scores)
-    files = [out_dir / "results.jsonl", out_dir / "results.csv"]
-    with atomic_write(out_dir / "leaderboard.md") as handle:
+    files = [out_dir / RESULTS_FILE, out_dir / CSV_FILE]
+    with atomic_write(out_dir / LEADERBOARD_FILE) as handle:
         handle.write(report.markdown())
-    files.append(out_dir / "leaderboard.md")
-    with atomic_write(out_dir / "groups.csv") as handle:
+    files.append(out_dir / LEADERBOARD_FILE)
+    with atomic_write(out_dir / GROUPS_FILE) as handle:
         writer = csv.writer(handle)
         writer.writerow(GROUP_COLUMNS)
         for row in report.group_rows():
             writer.writerow(["" if v is None else v for v in row])
-    files.append(out_dir / "groups.csv")
+    files.append(out_dir / GROUPS_FILE)
     if config.plots:
-        files += report.plots(out_dir / "plots")
+        files += report.plots(out_dir / PLOTS_DIR)
     return files, rows

@@ -1,10 +1,14 @@
 """Evaluation results on disk: ``results.jsonl`` (append-only while running, compacted at the end),
 ``results.csv``, and the bootstrap samples behind each confidence interval.
 
-Resuming: a unit (checkpoint, layer, task, language) is finished when ``results.jsonl`` holds
-every metric of its task; its rows are appended in one write and fsync'd after the unit's
-bootstrap samples are on disk. A torn last line (a run killed mid-write) is ignored on reading
-and cut off before the next append.
+A unit is (model, layer, task, language), the model named by its ``store_id``: the hash of its
+weights and of every setting that changes its vectors, so two exports of one checkpoint (fp32
+and int8, two poolings) or an export and its checkpoint are two models, never one.
+
+Resuming: a unit is finished when ``results.jsonl`` holds every metric of its task, scored with
+the same settings on the same data (``data_hash``, recorded with each row); its rows are
+appended in one write and fsync'd after the unit's bootstrap samples are on disk. A torn last
+line (a run killed mid-write) is ignored on reading and cut off before the next append.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -35,7 +39,10 @@ class ResultRow:
     ``ci_low`` and ``ci_high`` are percent for accuracies, F1 and recalls; ``ci_*`` are None
     where no interval is computed; ``n`` counts what the metric averages over (query pairs,
     gold pairs, captions); ``settings`` identifies the scoring settings (k, margin, mode,
-    splits, bootstrap) the row was computed with."""
+    splits, bootstrap) the row was computed with; ``store_id`` the model's vectors
+    (``ModelPlan.store_id``: weights and every setting that changes them) and ``data_hash`` the
+    files of the task and language (``fingerprint.data_hash``). Rows of older versions lack the
+    last two (None): they are never taken as finished, so their units are scored again."""
 
     checkpoint: str
     checkpoint_hash: str
@@ -50,10 +57,14 @@ class ResultRow:
     error: str | None = None
     # ScoringSettings.fingerprint() of the run that scored it (None in rows of older versions).
     settings: str | None = None
+    store_id: str | None = None
+    data_hash: str | None = None
 
     @property
     def unit(self) -> tuple[str, int, str, str]:
-        return (self.checkpoint_hash, self.layer, self.task, self.lang)
+        """``(store_id, layer, task, lang)`` (the checkpoint hash in rows of older versions)."""
+        model = self.store_id if self.store_id is not None else self.checkpoint_hash
+        return (model, self.layer, self.task, self.lang)
 
 
 COLUMNS = tuple(field.name for field in fields(ResultRow))
@@ -135,11 +146,15 @@ class ResultsLog:
 
 
 def latest_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
-    """The last row of each (unit, settings, metric); error rows of a unit that also has
-    results under the same settings dropped."""
+    """The last row of each (unit, settings, metric), among the rows scored on the data of the
+    unit's last row under those settings (rows of data since changed are superseded); error
+    rows of a unit that also has results under the same settings dropped."""
+    rows = list(rows)
+    last_data = {(*row.unit, row.settings): row.data_hash for row in rows}
     latest: dict[tuple, ResultRow] = {}
     for row in rows:
-        latest[(*row.unit, row.settings, row.metric)] = row
+        if row.data_hash == last_data[(*row.unit, row.settings)]:
+            latest[(*row.unit, row.settings, row.metric)] = row
     succeeded = {key[:5] for key, row in latest.items() if row.metric != ERROR_METRIC}
     return [
         row
@@ -149,15 +164,31 @@ def latest_rows(rows: Iterable[ResultRow]) -> list[ResultRow]:
 
 
 def finished_units(
-    rows: Iterable[ResultRow], metrics_of: Callable[[str], frozenset[str]], settings: str
+    rows: Iterable[ResultRow],
+    metrics_of: Callable[[str], frozenset[str]],
+    settings: str,
+    data_hashes: Mapping[tuple[str, str], str],
 ) -> set[tuple[str, int, str, str]]:
-    """Units whose rows scored with ``settings`` (a ``ScoringSettings.fingerprint()``) cover
-    every metric ``metrics_of(task)`` names."""
+    """Units whose rows scored with ``settings`` (a ``ScoringSettings.fingerprint()``) on the
+    data of ``data_hashes[(task, lang)]`` cover every metric ``metrics_of(task)`` names. A unit
+    with rows of other data only is logged: its files changed since it was scored."""
     seen: dict[tuple[str, int, str, str], set[str]] = {}
+    changed: set[tuple[str, str]] = set()
     for row in rows:
-        if row.metric != ERROR_METRIC and row.settings == settings:
-            seen.setdefault(row.unit, set()).add(row.metric)
-    return {unit for unit, metrics in seen.items() if metrics_of(unit[2]) <= metrics}
+        if row.metric == ERROR_METRIC or row.settings != settings:
+            continue
+        if row.data_hash != data_hashes.get((row.task, row.lang)):
+            if row.data_hash is not None:  # None: a row of an older version, scored again too
+                changed.add((row.task, row.lang))
+            continue
+        seen.setdefault(row.unit, set()).add(row.metric)
+    done = {unit for unit, metrics in seen.items() if metrics_of(unit[2]) <= metrics}
+    for task, lang in sorted(changed - {(unit[2], unit[3]) for unit in done}):
+        if (task, lang) in data_hashes:
+            logger.warning(
+                "the data of %s/%s changed since it was scored; scoring it again", task, lang
+            )
+    return done
 
 
 def write_csv(path: Path | str, rows: Sequence[ResultRow]) -> None:
@@ -171,13 +202,13 @@ def write_csv(path: Path | str, rows: Sequence[ResultRow]) -> None:
 
 class SampleStore:
     """Bootstrap samples, ``(resamples,)`` float32 per (unit, metric), under
-    ``RESULTS_DIR/bootstrap/<checkpoint_hash>/layer<L>/<task>.<lang>.<metric>.npy``."""
+    ``RESULTS_DIR/bootstrap/<store_id>/layer<L>/<task>.<lang>.<metric>.npy``."""
 
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
 
-    def path(self, checkpoint_hash: str, layer: int, task: str, lang: str, metric: str) -> Path:
-        return self.directory / checkpoint_hash / f"layer{layer}" / f"{task}.{lang}.{metric}.npy"
+    def path(self, model: str, layer: int, task: str, lang: str, metric: str) -> Path:
+        return self.directory / model / f"layer{layer}" / f"{task}.{lang}.{metric}.npy"
 
     def save(self, row: ResultRow, samples: np.ndarray) -> None:
         save_npy(self.path(*row.unit, row.metric), np.asarray(samples, dtype=np.float32))

@@ -1,9 +1,14 @@
 """``evaluate``: checkpoints -> results.jsonl, results.csv, leaderboard.md, plots.
 
-For each checkpoint the runner
+Before anything is written, the output directory goes through the shared output guard
+(``output.RESULTS_OUTPUT``), the data directory is searched for the tasks and languages asked for,
+and every model is planned. For each model the runner
 
-1. plans: its content hash, the layers to score, and the embedding-cache directory (``plan_model``);
-2. skips units (checkpoint, layer, task, language) already in ``results.jsonl`` (resume);
+1. plans: its ``store_id`` (the hash of its weights and of every setting that changes its
+   vectors: the key of its cached embeddings and of its result rows), the layers to score
+   (``plan_model``);
+2. skips units (model, layer, task, language) already in ``results.jsonl``, scored with the same
+   settings on the same data (each row records the hash of its unit's files) (resume);
 3. for each pending (task, language): loads the data (a missing or bad file becomes an error row
    for that language only), encodes the texts missing from the cache in one pass for all
    layers, and hands the embeddings to a scoring thread, so that kNN and margin scoring of one
@@ -22,7 +27,7 @@ import logging
 import math
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,7 +39,8 @@ from xretrieve.errors import InputError, XRetrieveError
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
 from xretrieve.evaluation.embedding_cache import LayerEmbeddingCache
-from xretrieve.evaluation.fingerprint import data_fingerprint
+from xretrieve.evaluation.fingerprint import data_hash
+from xretrieve.evaluation.output import BOOTSTRAP_DIR, RESULTS_FILE, RESULTS_OUTPUT, RUN_FILE
 from xretrieve.evaluation.report import write_reports
 from xretrieve.evaluation.results import (
     ERROR_METRIC,
@@ -44,7 +50,7 @@ from xretrieve.evaluation.results import (
     finished_units,
 )
 from xretrieve.evaluation.tasks import ScoringSettings, Task, get_task
-from xretrieve.files import atomic_write
+from xretrieve.files import atomic_write, check_output_path
 from xretrieve.layers import LayerSpec, parse_layer_spec
 from xretrieve.progress import ProgressCallback, no_progress
 
@@ -136,6 +142,25 @@ def plan_model(
     return _plan_checkpoint(str(model), source, layers, backend, resolved_device, text_prefix)
 
 
+# Manifest entries that do not change an export's vectors: where and when it was made, how its
+# validation and dtype choice went, the mining threshold calibrated on it. Every other entry
+# (dtype, pooling, layers, prefix, max length, projection, opset, fusions, packing, versions,
+# any future one) is part of the export's ``store_id``.
+_NOT_VECTOR_SETTINGS = frozenset(
+    {"source_checkpoint", "created", "validation", "dtype_choice", "mining_threshold"}
+)
+
+
+def _file_sizes(directory: Path, names: Sequence[str]) -> dict[str, int | None]:
+    sizes: dict[str, int | None] = {}
+    for name in names:
+        try:
+            sizes[name] = (Path(directory) / name).stat().st_size
+        except OSError:
+            sizes[name] = None
+    return sizes
+
+
 def _plan_export(
     model: str, source: ModelSource, layers: LayerSpec, backend: Backend, text_prefix: str | None
 ) -> ModelPlan:
@@ -162,13 +187,12 @@ def _plan_export(
             )
     settings = {
         "kind": SourceKind.EXPORT.value,
-        "pooling": manifest.pooling.value,
-        "normalize": manifest.normalize,
-        "dtype": manifest.dtype.value,
-        "prefix": manifest.text_prefix,
-        "max_length": manifest.max_length,
-        "dim": manifest.dim,
-        "extra": manifest.extra,
+        "manifest": {
+            key: value
+            for key, value in manifest.to_json().items()
+            if key not in _NOT_VECTOR_SETTINGS
+        },
+        "onnx_bytes": _file_sizes(source.path, manifest.onnx_files),
         "backend": backend.value,
     }
     checkpoint_hash = manifest.source_hash
@@ -285,57 +309,42 @@ class _LazyEncoder:
         return self._get().encode_layers(texts, progress)
 
 
-RUN_FILE = "run.json"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What ``run.json`` holds: ``settings``, the ``ScoringSettings.to_json()`` the directory's
-    results were scored with (None: no readable record), and ``data``, per unit ``task/lang``
-    the ``data_fingerprint`` of the files its results were computed from."""
-
-    settings: dict | None = None
-    data: dict[str, dict] = field(default_factory=dict)
-
-
-def _read_run_record(out_dir: Path) -> RunRecord:
+def _read_run_settings(out_dir: Path) -> dict | None:
+    """The ``ScoringSettings.to_json()`` that ``run.json`` records for the directory's results
+    (None: no readable record). A ``data`` entry of older versions is ignored: each row now
+    records the hash of its data."""
     path = out_dir / RUN_FILE
     if not path.exists():
-        return RunRecord()
+        return None
     try:
         previous = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         previous = None
     if not isinstance(previous, dict):
         logger.warning("%s is not valid JSON; rows record their own settings", path)
-        return RunRecord()
-    data = previous.pop("data", None)
-    return RunRecord(previous, data if isinstance(data, dict) else {})
+        return None
+    previous.pop("data", None)
+    return previous
 
 
-def _check_run_settings(out_dir: Path, record: RunRecord, scoring: ScoringSettings) -> None:
+def _check_run_settings(out_dir: Path, recorded: dict | None, scoring: ScoringSettings) -> None:
     """Bootstrap samples and mining settings must not change under a resumed output directory
     (each row also records its settings, so a missing or damaged run.json never mixes them)."""
-    if record.settings is not None and record.settings != scoring.to_json():
-        raise XRetrieveError(
-            f"{out_dir} holds results scored with other settings ({record.settings}); use a new "
-            "--out directory, or the same settings to resume"
+    if recorded is not None and recorded != scoring.to_json():
+        raise InputError(
+            out_dir,
+            f"holds results scored with other settings ({recorded}); use a new --out "
+            "directory, or the same settings to resume",
         )
 
 
-def _record_run_settings(
-    out_dir: Path, scoring: ScoringSettings, log: ResultsLog, data: dict[str, dict]
-) -> None:
+def _record_run_settings(out_dir: Path, scoring: ScoringSettings, log: ResultsLog) -> None:
     """Write run.json once the directory holds a result scored with ``scoring``: a run that
     scored nothing (a bad model path, say) must not pin the settings of the next one."""
     fingerprint = scoring.fingerprint()
     if any(row.settings == fingerprint and row.metric != ERROR_METRIC for row in log.read()):
         with atomic_write(out_dir / RUN_FILE) as handle:
-            json.dump({**scoring.to_json(), "data": data}, handle, indent=2, sort_keys=True)
-
-
-def _unit_key(task: Task, lang: str) -> str:
-    return f"{task.name}/{lang}"
+            json.dump(scoring.to_json(), handle, indent=2, sort_keys=True)
 
 
 def _unit_layers(plan: ModelPlan, task: Task) -> tuple[int, ...]:
@@ -346,44 +355,11 @@ def _unit_layers(plan: ModelPlan, task: Task) -> tuple[int, ...]:
     return plan.layers
 
 
-def _unchanged_data(
-    done: set[tuple[str, int, str, str]],
-    recorded: dict[str, dict],
-    current: dict[str, dict],
-) -> set[tuple[str, int, str, str]]:
-    """``done`` less the units whose files differ from those their results were computed on
-    (they are scored again; the new rows supersede the old)."""
-    changed = {
-        key for key, fingerprint in current.items() if recorded.get(key, fingerprint) != fingerprint
-    }
-    for key in sorted(changed):
-        logger.warning("the data of %s changed since it was scored; scoring it again", key)
-    return {unit for unit in done if f"{unit[2]}/{unit[3]}" not in changed}
-
-
-def _data_record(
-    recorded: dict[str, dict],
-    current: dict[str, dict],
-    plans: Sequence[ModelPlan],
-    units: Sequence[tuple[Task, str]],
-    finished: set[tuple[str, int, str, str]],
-) -> dict[str, dict]:
-    """The ``data`` of the new run.json: the current fingerprint of each unit every model has
-    finished now, the recorded one of every other (so stale rows are still detected)."""
-    data = dict(recorded)
-    for task, lang in units:
-        if all(
-            (plan.checkpoint_hash, layer, task.name, lang) in finished
-            for plan in plans
-            for layer in _unit_layers(plan, task)
-        ):
-            data[_unit_key(task, lang)] = current[_unit_key(task, lang)]
-    return data
-
-
-def _task_languages(
-    tasks: list[Task], data_dir: Path, langs: tuple[str, ...] | None, scoring: ScoringSettings
-) -> list[tuple[Task, str]]:
+def _task_languages(config: EvaluationConfig, tasks: list[Task]) -> list[tuple[Task, str]]:
+    """The (task, language) units ``config`` asks for that ``config.data_dir`` holds;
+    ``InputError`` for a language asked for that no task has, or no data at all (saying where
+    the data comes from and how to try the bundled sample)."""
+    data_dir, langs, scoring = Path(config.data_dir), config.langs, config.scoring
     units = []
     found_any: set[str] = set()
     for task in tasks:
@@ -400,10 +376,35 @@ def _task_languages(
                 f"{', '.join(task.name for task in tasks)}",
             )
     if not units:
-        raise InputError(
-            data_dir, f"no data for tasks {', '.join(task.name for task in tasks)} found here"
-        )
+        raise InputError(data_dir, _no_data_message(config, tasks))
     return units
+
+
+def _no_data_message(config: EvaluationConfig, tasks: list[Task]) -> str:
+    """Where each task's files are looked for, where they come from, and the command that
+    evaluates the same models on the bundled BUCC sample."""
+    import shlex
+
+    from xretrieve.mining import SAMPLE_SPLIT, sample_data_dir
+
+    scoring = config.scoring
+    wanted = {
+        "bucc": "BUCC 2018 (comparable.limsi.fr/bucc2018) as bucc2018/{xx}-en.{split}.{xx,en,gold} "
+        f"with --tune-split {scoring.bucc_tune_split} and --eval-split {scoring.bucc_eval_split}",
+        "tatoeba": "Tatoeba (XTREME's copy of LASER's) as tatoeba/tatoeba.{xxx}-eng.{xxx,eng}",
+        "image-text": "image-text as image_text/images.npy, image_ids.txt, captions.{lang}.jsonl",
+    }
+    looked_for = "; ".join(wanted.get(task.name, task.name) for task in tasks)
+    models = " ".join(shlex.quote(model) for model in config.models)
+    sample = shlex.quote(str(sample_data_dir()))
+    return (
+        f"no data for tasks {', '.join(task.name for task in tasks)} in this directory; evaluate "
+        f"reads {looked_for}. google-research/xtreme's scripts/download_data.sh leaves bucc2018/ "
+        "and tatoeba/ in its download/ folder: give that folder as --data-dir (its BUCC splits "
+        "are dev, with gold, and test, without: pass --tune-split dev --eval-split dev). To try "
+        f"evaluate on the bundled de-en sample: xretrieve evaluate {models} --data-dir {sample} "
+        f"--out evaluate-sample --tasks bucc --tune-split {SAMPLE_SPLIT} --eval-split {SAMPLE_SPLIT}"
+    )
 
 
 @dataclass(frozen=True)
@@ -414,6 +415,7 @@ class _Unit:
     task: Task
     lang: str
     scoring: ScoringSettings
+    data_hash: str
 
     def row(
         self,
@@ -439,6 +441,8 @@ class _Unit:
             n=n,
             error=error,
             settings=self.scoring.fingerprint(),
+            store_id=self.plan.store_id,
+            data_hash=self.data_hash,
         )
 
     def error_row(self, layer: int, error: BaseException) -> ResultRow:
@@ -513,12 +517,14 @@ class _Counters:
 
 @dataclass(frozen=True)
 class _Run:
-    """What every unit of a run shares: the config, the output logs, the finished units, the
-    scoring thread and the futures it has not yet returned (bounded by MAX_PENDING_UNITS)."""
+    """What every unit of a run shares: the config, the output logs, the hash of each (task,
+    language)'s data, the finished units, the scoring thread and the futures it has not yet
+    returned (bounded by MAX_PENDING_UNITS)."""
 
     config: EvaluationConfig
     log: ResultsLog
     samples: SampleStore
+    data_hashes: dict[tuple[str, str], str]
     done: set[tuple[str, int, str, str]]
     scorer: ThreadPoolExecutor
     pending: list[Future]
@@ -578,14 +584,12 @@ def _evaluate_unit(run: _Run, model: _Model, task: Task, lang: str) -> None:
     cache = model.projected_cache if projected else model.text_cache
     unit_layers = _unit_layers(plan, task)
     todo = [
-        layer
-        for layer in unit_layers
-        if (plan.checkpoint_hash, layer, task.name, lang) not in run.done
+        layer for layer in unit_layers if (plan.store_id, layer, task.name, lang) not in run.done
     ]
     run.counters.skipped += len(unit_layers) - len(todo)
     if not todo:
         return
-    unit = _Unit(plan, task, lang, run.config.scoring)
+    unit = _Unit(plan, task, lang, run.config.scoring, run.data_hashes[(task.name, lang)])
     try:
         data = task.load(Path(run.config.data_dir), lang, run.config.scoring)
         corpora = task.corpora(data)
@@ -628,6 +632,14 @@ def _plans(config: EvaluationConfig) -> list[ModelPlan]:
     )
 
 
+def _input_paths(config: EvaluationConfig, cache_root: Path) -> list[Path]:
+    """What ``evaluate`` reads, which ``--out`` may not be, hold or lie inside: the data
+    directory, every model given as a directory, the embedding cache."""
+    models = [*config.models, *([config.baseline] if config.baseline is not None else [])]
+    paths = [Path(model) for model in models if Path(model).exists()]
+    return [Path(config.data_dir), *paths, Path(cache_root)]
+
+
 def evaluate(
     config: EvaluationConfig,
     *,
@@ -636,35 +648,39 @@ def evaluate(
 ) -> EvaluationSummary:
     """Evaluate ``config.models`` on ``config.tasks``; see the module docstring.
 
-    Raises ``XRetrieveError`` for problems with the whole run (no data, a bad model, changed
-    settings in ``out_dir``); a language's missing or bad data is recorded as an error row.
-    Results of a unit whose files changed since they were scored (``run.json`` records their
-    sizes and hashes) are scored again."""
+    Raises ``XRetrieveError`` for problems with the whole run (an output that may not be
+    written, no data, a bad model, changed settings in ``out_dir``), all before anything is
+    written; a language's missing or bad data is recorded as an error row. Results of a unit
+    whose files changed since they were scored (each row records their hash) are scored
+    again."""
     progress = progress or no_progress
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    record = _read_run_record(out_dir)
-    _check_run_settings(out_dir, record, config.scoring)
+    cache_root = config.cache_root or cache_dir() / "embeddings"
+    check_output_path(
+        out_dir,
+        directory=True,
+        inputs=_input_paths(config, cache_root),
+        owner=RESULTS_OUTPUT,
+    )
+    _check_run_settings(out_dir, _read_run_settings(out_dir), config.scoring)
     data_dir = Path(config.data_dir)
     tasks = [get_task(name) for name in config.tasks]
-    units = _task_languages(tasks, data_dir, config.langs, config.scoring)
+    units = _task_languages(config, tasks)
     plans = _plans(config)
     factory = encoder_factory or default_encoder_factory(
         config.backend, config.device, config.batch_tokens, config.text_prefix
     )
-    cache_root = config.cache_root or cache_dir() / "embeddings"
-    log = ResultsLog(out_dir / "results.jsonl")
-    fingerprints = {
-        _unit_key(task, lang): data_fingerprint(
-            task.files(data_dir, lang, config.scoring), data_dir
-        )
+    data_hashes = {
+        (task.name, lang): data_hash(task.files(data_dir, lang, config.scoring), data_dir)
         for task, lang in units
     }
-    done = finished_units(log.read(), _task_metrics, config.scoring.fingerprint())
-    done = _unchanged_data(done, record.data, fingerprints)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = ResultsLog(out_dir / RESULTS_FILE)
+    done = finished_units(log.read(), _task_metrics, config.scoring.fingerprint(), data_hashes)
     counters = _Counters(len(plans) * len(units), progress)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xretrieve-score") as scorer:
-        run = _Run(config, log, SampleStore(out_dir / "bootstrap"), done, scorer, [], counters)
+        samples = SampleStore(out_dir / BOOTSTRAP_DIR)
+        run = _Run(config, log, samples, data_hashes, done, scorer, [], counters)
         for plan in plans:
             model = _open_model(plan, factory, cache_root)
             for task, lang in units:
@@ -675,10 +691,8 @@ def evaluate(
         for future in run.pending:
             future.result()
 
-    finished = finished_units(log.read(), _task_metrics, config.scoring.fingerprint())
-    data = _data_record(record.data, fingerprints, plans, units, finished)
-    _record_run_settings(out_dir, config.scoring, log, data)
-    files, rows = write_reports(out_dir, config, plans, tasks)
+    _record_run_settings(out_dir, config.scoring, log)
+    files, rows = write_reports(out_dir, config, plans, tasks, data_hashes)
     return EvaluationSummary(
         rows=tuple(rows),
         failures=tuple(row for row in rows if row.metric == ERROR_METRIC),

@@ -7,18 +7,24 @@
   ``projection.json`` {in_dim, out_dim, pooling, normalize, task} for the export side;
 - ``xretrieve.json`` ``{"text_prefix": ...}``: the base model's text prefix, which export reads;
 - ``trainer_state.pt`` (optimizer, scheduler, grad scaler, step, RNG states, sampler position,
-  keep-best bookkeeping, the run's config hash) and ``train_config.json``.
+  keep-best bookkeeping, the run's config hash) and ``train_config.json``;
+- ``.xretrieve.sha256`` (``integrity.DIRECTORY_RECORD``): the size and sha256 of every other
+  file, written last; resuming verifies it, so a damaged checkpoint is refused, not trained on.
 
 A run's identity is the hash of its resolved config without ``output_dir``
 (``config_fingerprint``): resuming checks it, so ``--resume`` never continues a different run.
 
 Each checkpoint is written into a temporary folder that is renamed into place when complete.
+
+The output folder of a run (``TRAINING_RUN_OUTPUT``) is new, empty, or an earlier run's: the
+trainer recognises what it wrote (``run_artifacts``) and ``--overwrite`` removes only that.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -28,7 +34,10 @@ from typing import Any
 from exporters.checkpoint import PROJECTION_INFO
 from exporters.checkpoint import PROJECTION_WEIGHTS as PROJECTION_FILE
 from xretrieve.errors import InputError
-from xretrieve.files import atomic_directory
+from xretrieve.files import OutputOwner, atomic_directory
+from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
+
+logger = logging.getLogger(__name__)
 
 HEADS_FILE = "heads.safetensors"
 HEADS_INFO = "heads.json"
@@ -114,6 +123,41 @@ def run_artifacts(output_dir: Path) -> list[Path]:
         ):
             found.append(child)
     return found
+
+
+def _foreign_artifacts(artifacts: Sequence[Path]) -> list[str]:
+    """Names of ``run_artifacts`` the trainer did not write: a ``checkpoint-N`` without
+    ``train_config.json`` (a checkpoint copied in by hand), a folder named like a run file."""
+    foreign = []
+    for path in artifacts:
+        if path.name in RUN_FILES:
+            own = path.is_file()
+        elif _CHECKPOINT.match(path.name):
+            own = path.is_dir() and (path / CONFIG_FILE).is_file()
+        else:  # the temporary folder of an interrupted save
+            own = path.is_dir()
+        if not own:
+            foreign.append(path.name)
+    return foreign
+
+
+def training_run_disowns(output_dir: Path) -> str | None:
+    """None when the non-empty ``output_dir`` holds an earlier run of the trainer (a checkpoint,
+    metrics.jsonl or train_summary.json, see ``run_artifacts``), every one of them written by
+    the trainer; else why not. Other files may sit beside them: the trainer never replaces the
+    folder as a whole, and ``--overwrite`` removes only ``run_artifacts``. The ``OutputOwner``
+    of ``train``'s ``output_dir``."""
+    artifacts = run_artifacts(output_dir)
+    if not artifacts:
+        return f"no checkpoint-N, {' or '.join(RUN_FILES)} of a training run"
+    foreign = _foreign_artifacts(artifacts)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        return f"{shown}: not written by the trainer (a checkpoint it writes holds {CONFIG_FILE})"
+    return None
+
+
+TRAINING_RUN_OUTPUT = OutputOwner("train", training_run_disowns)
 
 
 def remove_run(output_dir: Path) -> None:
@@ -203,17 +247,41 @@ def save_checkpoint(
         if trainer_state is not None:
             torch.save(trainer_state, tmp / STATE_FILE)
         (tmp / CONFIG_FILE).write_text(config_json, encoding="utf-8")
+        write_directory_record(tmp)  # last: it covers every file above
     return path
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Refuse to resume from a checkpoint whose files differ from what was saved (the record
+    ``save_checkpoint`` writes: a file missing, truncated, or changed at the same size). A
+    checkpoint saved before records were written is taken as it is (logged)."""
+    record = Path(path) / DIRECTORY_RECORD
+    if not record.exists():
+        logger.warning(
+            "%s has no integrity record (saved by an older xretrieve): not verified", path
+        )
+        return
+    problem = verify_record(record)
+    if problem is not None:
+        raise InputError(
+            path,
+            f"damaged checkpoint: {problem}; resume from another checkpoint (--resume-from) "
+            "or start over (--overwrite)",
+        )
 
 
 def load_heads(path: Path, tasks: Sequence[Any]) -> None:
     """Load every task head from ``path/heads.safetensors``; names and shapes must match."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     file = Path(path) / HEADS_FILE
     if not file.is_file():
         raise InputError(file, "checkpoint has no task heads")
-    tensors = load_file(str(file))
+    try:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise InputError(file, f"cannot read the task heads (damaged?): {error}") from None
     for task in tasks:
         prefix = f"{task.name}."
         state = {
@@ -226,12 +294,25 @@ def load_heads(path: Path, tasks: Sequence[Any]) -> None:
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
+    """The trainer state of checkpoint ``path``; ``InputError`` naming the file when it is
+    missing or cannot be read."""
+    import pickle
+
     import torch
 
     file = Path(path) / STATE_FILE
     if not file.is_file():
         raise InputError(file, "not a resumable checkpoint (no trainer state)")
-    return torch.load(file, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InputError(
+            file, f"cannot read the trainer state (damaged?): {type(error).__name__} {first_line}"
+        ) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise InputError(file, "not a trainer state (no step)")
+    return state
 
 
 def prune_checkpoints(output_dir: Path, keep_last: int, keep: Sequence[Path]) -> list[Path]:

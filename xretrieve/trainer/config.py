@@ -172,6 +172,18 @@ class TrainConfig:
         """A JSON-safe dict of every setting (paths as strings, enums as values)."""
         return _jsonable(dataclasses.asdict(self))
 
+    def input_paths(self) -> list[Path]:
+        """Every file and folder the run reads: ``base``, each task's training, validation and
+        image-feature files, the retrieval data folder (what ``output_dir`` must not be, hold or
+        lie inside)."""
+        paths = [] if self.base is None else [self.base]
+        for task in self.tasks:
+            paths += [*task.train_files, *task.validation_languages.values()]
+            paths += [path for path in (task.validation, task.image_features) if path is not None]
+        if self.retrieval is not None:
+            paths.append(self.retrieval.data_dir)
+        return paths
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):

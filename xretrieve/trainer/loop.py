@@ -6,8 +6,10 @@ and sums their (task-weighted) losses; then clips, steps AdamW and the linear sc
 ``eval_every`` steps each task with validation data is scored; every ``save_every`` steps (and at
 each new best) a checkpoint is written. Ctrl-C, and SIGTERM (a scheduler's pre-emption), save a
 resumable checkpoint of the last completed step before the KeyboardInterrupt (``Terminated`` for
-SIGTERM) propagates. A fresh run refuses an output folder that is not empty unless told to
-overwrite it; a resumed run must have the config of the run that wrote the checkpoint.
+SIGTERM) propagates. Before anything is loaded the output folder goes through the shared output
+guard (writable, none of the run's inputs, new, empty or an earlier run's); a fresh run refuses
+an earlier run's folder unless told to overwrite it; a resumed run must have the config of the
+run that wrote the checkpoint, and the checkpoint's files must be those that were saved.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from xretrieve.errors import InputError
 from xretrieve.interrupts import sigterm_as_interrupt
 from xretrieve.progress import ProgressCallback, no_progress
 from xretrieve.trainer.checkpoint import (
+    STATE_FILE,
+    TRAINING_RUN_OUTPUT,
     check_same_run,
     checkpoint_dir,
     config_fingerprint,
@@ -39,6 +43,7 @@ from xretrieve.trainer.checkpoint import (
     remove_run,
     run_artifacts,
     save_checkpoint,
+    verify_checkpoint,
 )
 from xretrieve.trainer.config import Precision, SamplingUnit, TrainConfig, dump_config
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
@@ -229,6 +234,11 @@ class Trainer:
         else:
             self.device = torch.device(self.device_name)
         set_seed(self.config.seed)
+        state = None
+        if resume_from is not None:  # a damaged or foreign checkpoint is refused before loading
+            verify_checkpoint(resume_from)
+            state = load_trainer_state(resume_from)
+            check_same_run(resume_from, state, self.config.to_json())
         self._load_model(resume_from)
         self.precision = self._precision()
         self.optimizer = self._optimizer()
@@ -242,10 +252,8 @@ class Trainer:
         self.best_score: float | None = None
         self.best_checkpoint: Path | None = None
         self.bad_evals = 0
-        if resume_from is not None:
-            state = load_trainer_state(resume_from)
-            check_same_run(resume_from, state, self.config.to_json())
-            self._load_state(state)
+        if state is not None:
+            self._load_state(resume_from, state)
         self._resume_point = self._snapshot()
 
     def _load_model(self, resume_from: Path | None) -> None:
@@ -418,7 +426,15 @@ class Trainer:
             **self._resume_point,
         }
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise InputError(
+                checkpoint / STATE_FILE, f"not a trainer state this xretrieve can resume: {error!r}"
+            ) from None
+
+    def _restore(self, state: dict[str, Any]) -> None:
         import torch
 
         self.step = int(state["step"])
@@ -477,6 +493,7 @@ class Trainer:
             resume_from = latest_resumable(self.output_dir)
         elif isinstance(resume, Path | str) and resume is not False:
             resume_from = Path(resume)
+        self._check_output_dir(resume_from)
         replace = resume is False and self._claim_output_dir(overwrite)
         if self.config.retrieval is not None:
             from xretrieve.trainer.retrieval import check_retrieval_data
@@ -501,15 +518,35 @@ class Trainer:
                 logger.warning("interrupted: saved resumable checkpoint %s", path)
                 raise
 
+    def _check_output_dir(self, resume_from: Path | None) -> None:
+        """The shared output guard, before anything is loaded: ``output_dir`` is writable, is
+        none of the run's inputs (``TrainConfig.input_paths``, a checkpoint resumed from another
+        folder), holds none and lies inside none of their folders, and is new, empty or an
+        earlier run's (``TRAINING_RUN_OUTPUT``)."""
+        from xretrieve.files import check_output_path
+
+        inputs = self.config.input_paths()
+        own = resume_from is not None and _resolved(resume_from).parent == _resolved(
+            self.output_dir
+        )
+        if resume_from is not None and not own:
+            inputs.append(resume_from)
+        check_output_path(
+            self.output_dir,
+            directory=True,
+            option="output_dir",
+            inputs=inputs,
+            owner=TRAINING_RUN_OUTPUT,
+        )
+
     def _claim_output_dir(self, overwrite: bool) -> bool:
         """A fresh run needs an empty output folder: never mix two runs' checkpoints and
         metrics (a later ``--resume`` would pick the other run's checkpoint). True: the folder
-        holds files and ``overwrite`` was given (the caller removes the old run's)."""
+        holds an earlier run (``_check_output_dir`` let only that through) and ``overwrite`` was
+        given (the caller removes what that run wrote)."""
         folder = self.output_dir
-        if not folder.exists():
-            return False
         if not folder.is_dir():
-            raise InputError(folder, "output_dir exists and is not a folder")
+            return False
         entries = sorted(child.name for child in folder.iterdir())
         if not entries:
             return False
@@ -805,6 +842,12 @@ def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
             resolve_layers(config.retrieval.layers, int(hf_config.num_hidden_layers))
         except XRetrieveError as error:
             raise InputError(source / "config.json", f"retrieval_eval.layers: {error}") from None
+
+
+def _resolved(path: Path) -> Path:
+    with contextlib.suppress(OSError, RuntimeError):
+        return Path(path).resolve()
+    return Path(path).absolute()
 
 
 def _to_tuple(value: Any) -> Any:
