@@ -251,7 +251,7 @@ def _tagging_format(path: Path, task: TaskConfig, suffix: str) -> FileFormat:
         return FileFormat.CONLLU
     if suffix == ".csv":
         return FileFormat.CSV
-    head = _head_lines(path, 64)
+    head = _head_lines(path, 256)
     first = head[0].strip() if head else ""
     if suffix == ".auto" or first.startswith("ID="):
         return FileFormat.CCGBANK_AUTO
@@ -645,20 +645,16 @@ def _select_language(path: Path, records: Records, language: str | None) -> Reco
     language passes). Without a choice, a second language is an error listing every language of
     the file; a chosen language the file does not hold is an error listing those it holds;
     ``"all"`` passes every record."""
-    seen: dict[str, int] = {}
+    seen: set[str] = set()
     iterator = iter(records)
     for line, record in iterator:
         record_language = _record_language(record)
         if record_language is None or language == ALL_LANGUAGES:
             yield line, record
             continue
-        seen.setdefault(record_language, 0)
-        seen[record_language] += 1
+        seen.add(record_language)
         if language is None and len(seen) > 1:
-            for _, rest in iterator:
-                other = _record_language(rest)
-                if other is not None:
-                    seen[other] = seen.get(other, 0) + 1
+            seen.update(_record_language(rest) or record_language for _, rest in iterator)
             raise InputError(
                 path,
                 f"holds {len(seen)} languages ({', '.join(sorted(seen))}); choose one with the "
