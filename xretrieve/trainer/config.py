@@ -74,6 +74,12 @@ class TaskConfig:
     image_features: Path | None = None
     # masked language modelling
     mlm_probability: float = 0.15
+    # files holding several languages (a language column, XNLI's all_languages): the one read;
+    # "all" reads every row. Validation tables of language -> file choose by their keys.
+    language: str | None = None
+    # TSV/CSV rows whose column count differs from the header's are skipped and counted (as
+    # TFDS's GLUE does) instead of stopping the run
+    skip_malformed: bool = False
 
     @property
     def train(self) -> Path:
@@ -456,6 +462,8 @@ def _task(section: _Section, index: int) -> TaskConfig:
         allow_unanswerable=section.boolean("allow_unanswerable", None),
         image_features=image_features,
         mlm_probability=section.number("mlm_probability", 0.15, minimum=0.0),
+        language=section.string("language"),
+        skip_malformed=section.boolean("skip_malformed", False),
     )
     section.finish()
     if task_type is TaskType.IMAGE_TEXT and image_features is None:

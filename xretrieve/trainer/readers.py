@@ -1,9 +1,19 @@
 """Readers for training data: JSON Lines (every task; also in a ``.json`` file, as Hugging Face
-``datasets.to_json`` writes it), SQuAD-style nested JSON, TSV with a header (GLUE), CSV with a
-header (CosmosQA), jiant's ``text<TAB>tags`` TSV, CCGbank AUTO derivations, CoNLL-style columns and
-plain text, with field-name presets for the common public releases. The format is detected per
-file (``detect_format``) and, within a format, the preset's layout (official release or Hugging
-Face export) from the file's first record (``choose_layout``).
+``datasets.to_json`` writes it), SQuAD-style nested JSON, TSV with a header (GLUE) or without one
+(XTREME's ``text_a<TAB>text_b<TAB>label``), CSV with a header (CosmosQA), jiant's
+``text<TAB>tags`` TSV, CCGbank AUTO derivations (a file, a folder or a glob of them), CoNLL-style
+columns (XTREME's ``word<TAB>tag``; raw PAN-X's ``LANG:token`` prefixes removed), CoNLL-U
+(Universal Dependencies: FORM and UPOS of the syntactic words) and plain text, with field-name
+presets for the common public releases. The format is detected per file (``detect_format``) and,
+within a format, the preset's layout (official release or Hugging Face export) from the file's
+first record (``choose_layout``).
+
+A file holding several languages (a ``language`` column, TyDi QA's language-prefixed ids, the
+Hugging Face XNLI ``all_languages`` records) is read for one chosen language (``language``; "all"
+reads every row); without a choice it is an error listing the languages found, never all rows.
+Files without labels (XTREME's test files) are read with ``labelled=False`` only: examples then
+carry no label (``PairExample.label`` and ``TagExample.tags`` None, ``QAExample.answers`` empty);
+read as training or validation data they are an error.
 
 Readers only parse and check; they return frozen example records. Every problem is an InputError
 naming the file and the 1-based line: missing fields, unknown labels, answers that do not occur in
@@ -15,8 +25,10 @@ from __future__ import annotations
 import codecs
 import csv
 import enum
+import glob
 import itertools
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +37,11 @@ from typing import Any
 
 from xretrieve.errors import InputError
 from xretrieve.trainer.config import TaskConfig, TaskType
-from xretrieve.trainer.presets import PRESETS
+from xretrieve.trainer.presets import PRESETS, Preset
+
+logger = logging.getLogger(__name__)
+
+ALL_LANGUAGES = "all"
 
 
 class FileFormat(str, enum.Enum):
@@ -37,7 +53,8 @@ class FileFormat(str, enum.Enum):
     CSV = "csv"  # comma-separated with a header row and standard quoting (CosmosQA)
     TAGS_TSV = "tags_tsv"  # jiant's CCG files: "tokens<TAB>tags", both space-separated
     CCGBANK_AUTO = "ccgbank_auto"  # CCGbank machine-readable derivations; leaves give the tags
-    CONLL = "conll"  # whitespace columns, blank line between sentences
+    CONLL = "conll"  # whitespace (or tab) columns, blank line between sentences
+    CONLLU = "conllu"  # Universal Dependencies: 10 tab-separated columns, comments, ranges
     TEXT = "text"  # plain text, one passage per line (MLM)
 
 
@@ -53,11 +70,12 @@ _DEFAULT_FIELDS: dict[TaskType, dict[str, str | tuple[str, ...]]] = {
 
 @dataclass(frozen=True)
 class PairExample:
-    """Sentence(-pair) classification: ``text_b`` is None for single sentences."""
+    """Sentence(-pair) classification: ``text_b`` is None for single sentences; ``label`` is
+    None in a file without labels (read with ``labelled=False``)."""
 
     text_a: str
     text_b: str | None
-    label: int
+    label: int | None
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,8 @@ class ChoiceExample:
 
 @dataclass(frozen=True)
 class QAExample:
-    """Extractive QA; ``answers`` are (text, character start) pairs, empty when unanswerable."""
+    """Extractive QA; ``answers`` are (text, character start) pairs, empty when unanswerable (or
+    in a file without labels)."""
 
     id: str
     question: str
@@ -82,8 +101,10 @@ class QAExample:
 
 @dataclass(frozen=True)
 class TagExample:
+    """One sentence; ``tags`` is None in a file without labels."""
+
     words: tuple[str, ...]
-    tags: tuple[str, ...]
+    tags: tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -157,34 +178,58 @@ def task_labels(task: TaskConfig) -> tuple[str, ...] | None:
 
 def _first_line(path: Path) -> str:
     """The first non-blank line (stripped of a byte-order mark and whitespace), for sniffing."""
+    lines = _head_lines(path, 1)
+    return lines[0].strip() if lines else ""
+
+
+def _head_lines(path: Path, count: int) -> list[str]:
+    """The first ``count`` non-blank lines (without a byte-order mark or line break)."""
+    lines: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 if line.strip():
-                    return line.lstrip("\ufeff").strip()
+                    lines.append(line.lstrip("\ufeff").rstrip("\r\n"))
+                    if len(lines) >= count:
+                        break
+    except IsADirectoryError:
+        raise InputError(path, "is a folder, expected a data file") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror}") from None
-    return ""
+    return lines
+
+
+_CONLLU_ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
+
+
+def _looks_like_conllu(lines: list[str]) -> bool:
+    """The first line that is no ``#`` comment has CoNLL-U's 10 tab-separated columns and an ID
+    (``4``, a multi-word range ``4-5`` or an empty node ``4.1``) first."""
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        columns = line.split("\t")
+        return len(columns) == 10 and bool(_CONLLU_ID.fullmatch(columns[0]))
+    return False
 
 
 def detect_format(path: Path, task: TaskConfig) -> FileFormat:
-    """The layout of one data file, from the preset, its name and its first line: ``.csv`` is
-    CSV, ``.auto`` (or a first line ``ID=...``) CCGbank, ``.conll`` CoNLL columns; a first line
-    that is a JSON object is JSON Lines whatever the file is called, unless it is (the start of)
-    a ``{"data": ...}`` SQuAD document; a tab in the first line is a TSV (jiant's
-    ``text<TAB>tags`` for tagging); otherwise tagging reads CoNLL columns and MLM plain text."""
-    preset = PRESETS[task.preset] if task.preset else None
+    """The layout of one data file, from the preset, its name and its first lines: ``.csv`` is
+    CSV; a first line that is a JSON object is JSON Lines whatever the file is called, unless it
+    is (the start of) a ``{"data": ...}`` SQuAD document; a tab in the first line is a TSV.
+    Tagging: ``.conllu`` or CoNLL-U content (10 tab-separated columns after ``#`` comments) is
+    CoNLL-U; ``.auto`` (or a first line ``ID=...``) CCGbank; a tab-separated first line is
+    jiant's ``tokens<TAB>tags`` for the ``ccg`` preset, a ``text<TAB>tags`` header or several
+    tokens before the tab, else CoNLL columns (one word per line, as XTREME's files); other text
+    is CoNLL columns. MLM reads plain text."""
     suffix = path.suffix.lower()
     if task.type is TaskType.MLM:
         return FileFormat.JSONL if suffix == ".jsonl" else FileFormat.TEXT
-    tagging = task.type is TaskType.TAGGING
-    if tagging and ((preset is not None and preset.format == "conll") or suffix == ".conll"):
-        return FileFormat.CONLL
+    if task.type is TaskType.TAGGING:
+        return _tagging_format(path, task, suffix)
     if suffix == ".csv":
         return FileFormat.CSV
     first = _first_line(path)
-    if tagging and (suffix == ".auto" or first.startswith("ID=")):
-        return FileFormat.CCGBANK_AUTO
     if first.startswith("{"):
         if task.type is TaskType.EXTRACTIVE_QA:
             try:
@@ -196,64 +241,104 @@ def detect_format(path: Path, task: TaskConfig) -> FileFormat:
             return FileFormat.SQUAD_JSON
         return FileFormat.JSONL
     if "\t" in first or suffix == ".tsv":
-        return FileFormat.TAGS_TSV if tagging else FileFormat.TSV
-    if tagging and first and not first.startswith("["):
+        return FileFormat.TSV
+    return FileFormat.JSONL
+
+
+def _tagging_format(path: Path, task: TaskConfig, suffix: str) -> FileFormat:
+    preset = PRESETS[task.preset] if task.preset else None
+    if suffix == ".conllu":
+        return FileFormat.CONLLU
+    if suffix == ".csv":
+        return FileFormat.CSV
+    head = _head_lines(path, 256)
+    first = head[0].strip() if head else ""
+    if suffix == ".auto" or first.startswith("ID="):
+        return FileFormat.CCGBANK_AUTO
+    if first.startswith("{"):
+        return FileFormat.JSONL
+    if _looks_like_conllu(head):
+        return FileFormat.CONLLU
+    if "\t" in first:
+        columns = first.split("\t")
+        jiant = task.preset == "ccg" or [c.strip().lower() for c in columns] == ["text", "tags"]
+        if jiant or len(columns[0].split()) > 1:
+            return FileFormat.TAGS_TSV
+        return FileFormat.CONLL
+    if (preset is not None and preset.format == "conll") or suffix == ".conll":
+        return FileFormat.CONLL
+    if first and not first.startswith("["):
         return FileFormat.CONLL
     return FileFormat.JSONL
 
 
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def data_files(path: Path) -> tuple[Path, ...]:
+    """The files a task's data path stands for: a file itself; a folder, the CCGbank ``.auto``
+    files under it (e.g. ``ccgbank/data/AUTO``, recursively, in path order); a glob pattern
+    (``AUTO/0[2-9]/*.auto``, ``**`` recursive), its matching files in path order."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.auto") if p.is_file())
+        if not files:
+            raise InputError(
+                path,
+                "is a folder without CCGbank .auto files (a folder is read as CCGbank "
+                "derivations; name the data file otherwise)",
+            )
+        return tuple(files)
+    if not path.exists() and _GLOB_CHARS.search(str(path)):
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        if not files:
+            raise InputError(path, "no file matches this pattern")
+        return tuple(files)
+    return (path,)
+
+
 def read_task_file(
-    task: TaskConfig, path: Path, labels: tuple[str, ...] | None, limit: int | None
+    task: TaskConfig,
+    path: Path,
+    labels: tuple[str, ...] | None,
+    limit: int | None,
+    *,
+    language: str | None = None,
+    labelled: bool = True,
 ) -> TaskData:
-    """Read one data file of ``task`` in whichever format and layout it has. ``labels`` fixes
-    the label set (a validation file is read with the training file's labels); ``limit`` keeps
-    the first examples only."""
-    preset = PRESETS[task.preset] if task.preset else None
-    fmt = detect_format(path, task)
-    if task.type is TaskType.MLM:
-        data = _read_text(path, resolve_fields(task), limit)
-    elif task.type is TaskType.TAGGING and fmt is FileFormat.CONLL:
-        data = _read_tags(path, _conll_sentences(path, resolve_fields(task)), labels, limit)
-    elif task.type is TaskType.TAGGING and fmt is FileFormat.TAGS_TSV:
-        data = _read_tags(path, _tags_tsv_sentences(path), labels, limit)
-    elif task.type is TaskType.TAGGING and fmt is FileFormat.CCGBANK_AUTO:
-        data = _read_tags(path, _ccgbank_sentences(path), labels, limit)
-    else:
-        first, records = _peek(_records(path, fmt))
-        fields = choose_layout(task, first)
-        if task.type is TaskType.PAIR_CLASSIFICATION:
-            skip = preset.skip_labels if preset else ()
-            data = _read_pairs(path, records, fields, labels, skip, limit)
-        elif task.type is TaskType.MULTIPLE_CHOICE:
-            data = _read_choices(path, records, fields, limit)
-        elif task.type is TaskType.EXTRACTIVE_QA:
-            allow = task.allow_unanswerable
-            if allow is None:
-                allow = preset.allow_unanswerable if preset else False
-            data = _read_qa(path, records, fields, allow, limit)
-        elif task.type is TaskType.TAGGING:
-            data = _read_tags(path, _tag_records(path, records, fields), labels, limit)
-        else:
-            data = _read_image_text(path, records, fields, limit)
-    if not data.examples:
-        raise InputError(path, "no examples in file")
-    return data
+    """Read one data path of ``task`` (a file, or a CCGbank folder or glob: see ``data_files``)
+    in whichever format and layout it has. ``labels`` fixes the label set (a validation file is
+    read with the training file's labels); ``limit`` keeps the first examples only; ``language``
+    (default: the task's) picks one language of a file that holds several; ``labelled=False``
+    reads a file without labels (XTREME's test files) for prediction."""
+    chosen = task.language if language is None else language
+    return _read_files(task, data_files(path), labels, limit, chosen, labelled)
 
 
 def read_train_files(task: TaskConfig, labels: tuple[str, ...] | None) -> TaskData:
     """Every training file of ``task`` in order, as one TaskData (``max_train_examples`` counts
     over all of them). Later files use the first file's labels, except that tagging without a
     declared tag set takes the union of every file's tags."""
+    paths = [file for path in task.train_files for file in data_files(path)]
+    return _read_files(task, paths, labels, task.max_train_examples, task.language, True)
+
+
+def _read_files(
+    task: TaskConfig,
+    paths: list[Path] | tuple[Path, ...],
+    labels: tuple[str, ...] | None,
+    limit: int | None,
+    language: str | None,
+    labelled: bool,
+) -> TaskData:
     parts: list[tuple[Path, TaskData]] = []
-    limit = task.max_train_examples
-    for path in task.train_files:
+    for path in paths:
         remaining = None if limit is None else limit - sum(len(d.examples) for _, d in parts)
         if remaining is not None and remaining <= 0:
             break
         fixed = labels
         if fixed is None and parts and task.type is not TaskType.TAGGING:
             fixed = parts[0][1].labels or None
-        parts.append((path, read_task_file(task, path, fixed, remaining)))
+        parts.append((path, _read_one(task, path, fixed, remaining, language, labelled)))
     if len(parts) == 1:
         return parts[0][1]
     examples = tuple(e for _, data in parts for e in data.examples)
@@ -269,6 +354,59 @@ def read_train_files(task: TaskConfig, labels: tuple[str, ...] | None) -> TaskDa
     return TaskData(examples, merged_labels, extra)
 
 
+def _read_one(
+    task: TaskConfig,
+    path: Path,
+    labels: tuple[str, ...] | None,
+    limit: int | None,
+    language: str | None,
+    labelled: bool,
+) -> TaskData:
+    preset = PRESETS[task.preset] if task.preset else None
+    fmt = detect_format(path, task)
+    skipped: list[int] | None = [] if task.skip_malformed else None
+    if task.type is TaskType.MLM:
+        data = _read_text(path, resolve_fields(task), limit)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.CONLL:
+        rows = _conll_sentences(path, resolve_fields(task), labelled)
+        data = _read_tags(path, rows, labels, limit, labelled)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.CONLLU:
+        data = _read_tags(path, _conllu_sentences(path, labelled), labels, limit, labelled)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.TAGS_TSV:
+        data = _read_tags(path, _tags_tsv_sentences(path), labels, limit, labelled)
+    elif task.type is TaskType.TAGGING and fmt is FileFormat.CCGBANK_AUTO:
+        data = _read_tags(path, _ccgbank_sentences(path), labels, limit, labelled)
+    else:
+        first, records = _peek(_records(path, fmt, task, labelled, skipped))
+        fields = choose_layout(task, first)
+        records = _select_language(path, records, language)
+        if task.type is TaskType.PAIR_CLASSIFICATION:
+            data = _read_pairs(path, records, fields, labels, preset, limit, language, labelled)
+        elif task.type is TaskType.MULTIPLE_CHOICE:
+            data = _read_choices(path, records, fields, limit)
+        elif task.type is TaskType.EXTRACTIVE_QA:
+            allow = task.allow_unanswerable
+            if allow is None:
+                allow = preset.allow_unanswerable if preset else False
+            data = _read_qa(path, records, fields, allow, limit, labelled)
+        elif task.type is TaskType.TAGGING:
+            rows = _tag_records(path, records, fields, task_labels(task), labelled)
+            data = _read_tags(path, rows, labels, limit, labelled)
+        else:
+            data = _read_image_text(path, records, fields, limit)
+    if skipped:
+        logger.warning(
+            "%s: skipped %d malformed row(s) whose column count differs from the header's "
+            "(skip_malformed; first at line %d)",
+            path,
+            len(skipped),
+            skipped[0],
+        )
+    if not data.examples:
+        raise InputError(path, "no examples in file")
+    return data
+
+
 def _peek(
     records: Iterator[tuple[int | None, dict[str, Any]]],
 ) -> tuple[dict[str, Any] | None, Iterator[tuple[int | None, dict[str, Any]]]]:
@@ -278,23 +416,76 @@ def _peek(
     return first[1], itertools.chain([first], records)
 
 
-def _records(path: Path, fmt: FileFormat) -> Iterator[tuple[int | None, dict[str, Any]]]:
+def _records(
+    path: Path, fmt: FileFormat, task: TaskConfig, labelled: bool, skipped: list[int] | None
+) -> Iterator[tuple[int | None, dict[str, Any]]]:
     if fmt is FileFormat.SQUAD_JSON:
         return _squad_records(path)
     if fmt is FileFormat.TSV:
-        return iter_table(path, "\t", csv.QUOTE_NONE)
+        preset = PRESETS[task.preset] if task.preset else None
+        if preset is not None and preset.headerless and not _has_header(path, task, preset):
+            return _headerless_records(path, preset.headerless, labelled, skipped)
+        return iter_table(path, "\t", csv.QUOTE_NONE, skipped)
     if fmt is FileFormat.CSV:
-        return iter_table(path, ",", csv.QUOTE_MINIMAL)
+        return iter_table(path, ",", csv.QUOTE_MINIMAL, skipped)
     return iter_jsonl(path)  # type: ignore[return-value]
 
 
+def _has_header(path: Path, task: TaskConfig, preset: Preset) -> bool:
+    """Whether the first row of a TSV names the fields of one of the preset's layouts."""
+    first = _first_line(path).split("\t")
+    header = {name.strip() for name in first}
+    for layout in (preset.fields, *preset.layouts):
+        names = _field_names({**layout, **task.fields})
+        if all(name.split(".")[0] in header for name in names):
+            return True
+    return False
+
+
+def _headerless_records(
+    path: Path, names: tuple[str, ...], labelled: bool, skipped: list[int] | None
+) -> Iterator[tuple[int | None, dict[str, Any]]]:
+    """Rows of XTREME's headerless TSVs (``utils_preprocess.py`` writes them with Python's
+    ``csv.writer``, so a field holding a quote is quoted: read with the same quoting, the text
+    comes back as it was). The last column, the label, is absent from test files."""
+    reader = csv.reader((text for _, text in _utf8_lines(path)), delimiter="\t")
+    expected = " <TAB> ".join(names)
+    line = 1
+    try:
+        for row in reader:
+            start, line = line, reader.line_num + 1
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) == len(names):
+                yield start, dict(zip(names, row, strict=True))
+            elif len(row) == len(names) - 1 and not labelled:
+                yield start, dict(zip(names[:-1], row, strict=True))
+            elif len(row) == len(names) - 1:
+                raise InputError(
+                    path,
+                    f"{len(row)} columns, no label (expected {expected}); XTREME's "
+                    "test-LANG.tsv files have their labels removed: they are read for "
+                    "prediction only (xretrieve.xtreme.data)",
+                    start,
+                )
+            elif skipped is not None:
+                skipped.append(start)
+            else:
+                raise InputError(
+                    path, f"expected {len(names)} columns ({expected}), got {len(row)}", start
+                )
+    except csv.Error as error:
+        raise InputError(path, f"malformed row: {error}", reader.line_num) from None
+
+
 def iter_table(
-    path: Path, delimiter: str, quoting: int
+    path: Path, delimiter: str, quoting: int, skipped: list[int] | None = None
 ) -> Iterator[tuple[int | None, dict[str, Any]]]:
     """(1-based line, {column: value}) for each row of a delimited file with a header row; a
-    row whose column count differs from the header's is an error. GLUE's TSVs are read with
-    ``csv.QUOTE_NONE`` (quotes are text there), CosmosQA's CSV with standard quoting (a quoted
-    field may span lines; the line is where the row starts)."""
+    row whose column count differs from the header's is an error, or, with ``skipped`` a list,
+    skipped and its line appended to it (TFDS's GLUE loaders drop such rows). GLUE's TSVs are
+    read with ``csv.QUOTE_NONE`` (quotes are text there), CosmosQA's CSV with standard quoting
+    (a quoted field may span lines; the line is where the row starts)."""
     # Lines decoded one by one (see ``_utf8_lines``): invalid UTF-8 names its line, where a
     # text-mode file would decode whole chunks ahead of it.
     reader = csv.reader(
@@ -312,11 +503,14 @@ def iter_table(
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
+                if skipped is not None:
+                    skipped.append(start)
+                    continue
                 raise InputError(
                     path,
                     f"expected {len(header)} columns as in the header "
                     f"({', '.join(header[:6])}{', ...' if len(header) > 6 else ''}), "
-                    f"got {len(row)}",
+                    f"got {len(row)} (skip_malformed = true skips such rows)",
                     start,
                 )
             yield start, dict(zip(header, row, strict=True))
@@ -394,9 +588,15 @@ def _text(value: Any, name: str, path: Path, line: int | None) -> str:
 
 
 def _label_index(
-    value: Any, labels: tuple[str, ...], name: str, path: Path, line: int | None
+    value: Any,
+    labels: tuple[str, ...],
+    name: str,
+    path: Path,
+    line: int | None,
+    aliases: Mapping[str, str] | None = None,
 ) -> int:
-    """Integer labels index the label list; strings must be one of its names."""
+    """Integer labels index the label list; strings must be one of its names (or an alias of
+    one: ANLI's ``e`` for ``entailment`` under ``anli_plus``)."""
     if isinstance(value, bool):
         value = str(value).lower()
     if isinstance(value, int):
@@ -405,6 +605,8 @@ def _label_index(
         raise InputError(
             path, f"label {value} in field '{name}' is out of range 0..{len(labels) - 1}", line
         )
+    if isinstance(value, str) and aliases:
+        value = aliases.get(value, value)
     if isinstance(value, str) and value in labels:
         return labels.index(value)
     raise InputError(
@@ -414,40 +616,143 @@ def _label_index(
 
 Records = Iterable[tuple[int | None, Mapping[str, Any]]]
 
+# TyDi QA ids start with the language's English name ("finnish-123-0"); XTREME's
+# utils_preprocess.py splits the GoldP training file by it.
+_TYDIQA_LANGUAGES = {
+    "arabic": "ar", "bengali": "bn", "english": "en", "finnish": "fi", "indonesian": "id",
+    "japanese": "ja", "korean": "ko", "russian": "ru", "swahili": "sw", "telugu": "te",
+    "thai": "th",
+}  # fmt: skip
+_TYDIQA_ID = re.compile(rf"({'|'.join(_TYDIQA_LANGUAGES)})-")
+
+
+def _record_language(record: Mapping[str, Any]) -> str | None:
+    """The language of one record: its ``language`` field (the official XNLI TSV, the
+    google/xtreme XNLI export), or the language named by a TyDi QA id; None when it names none."""
+    value = record.get("language")
+    if isinstance(value, str) and value:
+        return value
+    record_id = record.get("id")
+    if isinstance(record_id, str):
+        match = _TYDIQA_ID.match(record_id)
+        if match:
+            return _TYDIQA_LANGUAGES[match.group(1)]
+    return None
+
+
+def _select_language(path: Path, records: Records, language: str | None) -> Records:
+    """The records of ``language`` in a file that holds several (every record without a
+    language passes). Without a choice, a second language is an error listing every language of
+    the file; a chosen language the file does not hold is an error listing those it holds;
+    ``"all"`` passes every record."""
+    seen: set[str] = set()
+    iterator = iter(records)
+    for line, record in iterator:
+        record_language = _record_language(record)
+        if record_language is None or language == ALL_LANGUAGES:
+            yield line, record
+            continue
+        seen.add(record_language)
+        if language is None and len(seen) > 1:
+            seen.update(_record_language(rest) or record_language for _, rest in iterator)
+            raise InputError(
+                path,
+                f"holds {len(seen)} languages ({', '.join(sorted(seen))}); choose one with the "
+                'task\'s language = "LANG" (a validation table chooses by its keys), or '
+                'language = "all" for every row',
+            )
+        if language is None or record_language == language:
+            yield line, record
+    if language not in (None, ALL_LANGUAGES) and seen and language not in seen:
+        raise InputError(
+            path, f"has no rows in language {language!r}; it holds {', '.join(sorted(seen))}"
+        )
+
+
+def _language_pairs(
+    premise: Any, hypothesis: Any, language: str | None, path: Path, line: int | None
+) -> list[tuple[str, str]]:
+    """Hugging Face XNLI ``all_languages``: ``premise`` a {language: text} mapping,
+    ``hypothesis`` {"language": [...], "translation": [...]}; the pair of ``language`` (every
+    language's with ``"all"``)."""
+    if not isinstance(premise, Mapping) or not all(isinstance(v, str) for v in premise.values()):
+        raise InputError(path, "premise must be a {language: text} mapping", line)
+    if isinstance(hypothesis, Mapping) and "translation" in hypothesis:
+        names, texts = hypothesis.get("language"), hypothesis.get("translation")
+        if not isinstance(names, list) or not isinstance(texts, list) or len(names) != len(texts):
+            raise InputError(
+                path, "hypothesis needs equal-length 'language' and 'translation' lists", line
+            )
+        hypotheses = dict(zip(names, texts, strict=True))
+    elif isinstance(hypothesis, Mapping):
+        hypotheses = dict(hypothesis)
+    else:
+        raise InputError(path, "hypothesis must be per language, like the premise", line)
+    languages = [lang for lang in premise if lang in hypotheses]
+    if language is None:
+        raise InputError(
+            path,
+            f"each record holds {len(languages)} languages ({', '.join(languages)}); choose one "
+            'with the task\'s language = "LANG" (a validation table chooses by its keys)',
+            line,
+        )
+    chosen = languages if language == ALL_LANGUAGES else [language]
+    if language != ALL_LANGUAGES and language not in languages:
+        raise InputError(
+            path, f"record has no {language!r} pair; it holds {', '.join(languages)}", line
+        )
+    return [
+        (
+            _text(premise[lang], "premise", path, line),
+            _text(hypotheses[lang], "hypothesis", path, line),
+        )
+        for lang in chosen
+    ]
+
 
 def _read_pairs(
     path: Path,
     records: Records,
     fields: Mapping[str, Any],
     labels: tuple[str, ...] | None,
-    skip_labels: tuple[str, ...],
+    preset: Preset | None,
     limit: int | None,
+    language: str | None,
+    labelled: bool,
 ) -> TaskData:
+    skip_labels = preset.skip_labels if preset else ()
+    aliases = preset.label_aliases if preset else None
     raw: list[tuple[str, str | None, Any, int | None]] = []
     single = fields.get("text_b") in (None, "")
     for line, record in records:
-        label = get_field(record, fields["label"], path, line)
-        if isinstance(label, str) and label in skip_labels:
-            continue
-        text_a = _text(
-            get_field(record, fields["text_a"], path, line), fields["text_a"], path, line
-        )
-        text_b = None
-        if not single:
-            text_b = _text(
-                get_field(record, fields["text_b"], path, line), fields["text_b"], path, line
+        label = get_field(record, fields["label"], path, line) if labelled else None
+        if isinstance(label, str | int) and not isinstance(label, bool):
+            if str(label) in skip_labels:
+                continue
+        value_a = get_field(record, fields["text_a"], path, line)
+        value_b = None if single else get_field(record, fields["text_b"], path, line)
+        if isinstance(value_a, Mapping):
+            pairs: list[tuple[str, str | None]] = list(
+                _language_pairs(value_a, value_b, language, path, line)
             )
-        raw.append((text_a, text_b, label, line))
+        else:
+            text_a = _text(value_a, fields["text_a"], path, line)
+            text_b = None if single else _text(value_b, fields["text_b"], path, line)
+            pairs = [(text_a, text_b)]
+        raw.extend((a, b, label, line) for a, b in pairs)
         if limit is not None and len(raw) >= limit:
+            del raw[limit:]
             break
-    if labels is None:
+    if labels is None and labelled:
         # Without a declared label set, the sorted labels of the training file define it.
         if any(isinstance(item[2], int) and not isinstance(item[2], bool) for item in raw):
             labels = tuple(str(i) for i in range(max(int(item[2]) for item in raw) + 1))
         else:
             labels = tuple(sorted({str(item[2]) for item in raw}))
+    if not labelled or labels is None:
+        return TaskData(tuple(PairExample(a, b, None) for a, b, _, _ in raw), labels or ())
     examples = tuple(
-        PairExample(a, b, _label_index(label, labels, fields["label"], path, line))
+        PairExample(a, b, _label_index(label, labels, fields["label"], path, line, aliases))
         for a, b, label, line in raw
     )
     return TaskData(examples, labels)
@@ -524,6 +829,7 @@ def _read_qa(
     fields: Mapping[str, Any],
     allow_unanswerable: bool,
     limit: int | None,
+    labelled: bool = True,
 ) -> TaskData:
     examples = []
     for line, record in records:
@@ -534,28 +840,51 @@ def _read_qa(
         context = _text(
             get_field(record, fields["context"], path, line), fields["context"], path, line
         )
-        answers = _answers(get_field(record, fields["answers"], path, line), fields, path, line)
-        if record.get("is_impossible"):
-            answers = ()
-        for text, start in answers:
-            if context[start : start + len(text)] != text:
-                raise InputError(
-                    path,
-                    f"answer {text!r} of question {qid} does not occur in its context at "
-                    f"character {start}",
-                    line,
-                )
-        if not answers and not allow_unanswerable:
-            raise InputError(
-                path,
-                f"question {qid} has no answer; set allow_unanswerable = true (or the "
-                "squad_v2 preset) for SQuAD 2.0-style data",
-                line,
-            )
+        answers: tuple[tuple[str, int], ...] = ()
+        if labelled:
+            answers = _checked_answers(record, fields, qid, context, allow_unanswerable, path, line)
         examples.append(QAExample(qid, question, context, answers))
         if limit is not None and len(examples) >= limit:
             break
     return TaskData(tuple(examples))
+
+
+def _checked_answers(
+    record: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    qid: str,
+    context: str,
+    allow_unanswerable: bool,
+    path: Path,
+    line: int | None,
+) -> tuple[tuple[str, int], ...]:
+    answers = _answers(get_field(record, fields["answers"], path, line), fields, path, line)
+    if record.get("is_impossible"):
+        answers = ()
+    for text, start in answers:
+        if not text:
+            raise InputError(
+                path,
+                f"question {qid} has an empty answer: XTREME removes the answers of its QA "
+                "test files (xquad, the mlqa test set, tydiqa's dev files), which are read for "
+                "prediction only (xretrieve.xtreme.data)",
+                line,
+            )
+        if context[start : start + len(text)] != text:
+            raise InputError(
+                path,
+                f"answer {text!r} of question {qid} does not occur in its context at "
+                f"character {start}",
+                line,
+            )
+    if not answers and not allow_unanswerable:
+        raise InputError(
+            path,
+            f"question {qid} has no answer; set allow_unanswerable = true (or the "
+            "squad_v2 preset) for SQuAD 2.0-style data",
+            line,
+        )
+    return answers
 
 
 def _answers(
@@ -618,16 +947,51 @@ def _word_list(value: Any, name: str, path: Path, line: int | None) -> tuple[str
     raise InputError(path, f"field '{name}' must be a list of strings or a string", line)
 
 
-Sentences = Iterable[tuple[tuple[str, ...], tuple[str, ...], int | None]]
+Sentences = Iterable[tuple[tuple[str, ...], tuple[str, ...] | None, int | None]]
 
 
-def _tag_records(path: Path, records: Records, fields: Mapping[str, Any]) -> Sentences:
+def _tag_records(
+    path: Path,
+    records: Records,
+    fields: Mapping[str, Any],
+    names: tuple[str, ...] | None,
+    labelled: bool,
+) -> Sentences:
     for line, record in records:
         words = _word_list(
             get_field(record, fields["words"], path, line), fields["words"], path, line
         )
-        tags = _word_list(get_field(record, fields["tags"], path, line), fields["tags"], path, line)
-        yield words, tags, line
+        if not labelled:
+            yield words, None, line
+            continue
+        value = get_field(record, fields["tags"], path, line)
+        yield words, _tag_list(value, fields["tags"], names, path, line), line
+
+
+def _tag_list(
+    value: Any, name: str, names: tuple[str, ...] | None, path: Path, line: int | None
+) -> tuple[str, ...]:
+    """Tags as strings; integer tags (Hugging Face ClassLabel ids: ``ner_tags``, ``pos_tags``)
+    are mapped through the class names, the preset's or the task's ``labels``."""
+    if not (isinstance(value, list) and value and all(_is_int(v) for v in value)):
+        return _word_list(value, name, path, line)
+    if names is None:
+        raise InputError(
+            path,
+            f"field '{name}' holds integer tag ids; name their classes in order with the "
+            "task's labels = [...] (or the udpos / panx preset)",
+            line,
+        )
+    bad = [v for v in value if not 0 <= v < len(names)]
+    if bad:
+        raise InputError(
+            path, f"tag id {bad[0]} in field '{name}' is out of range 0..{len(names) - 1}", line
+        )
+    return tuple(names[v] for v in value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -677,23 +1041,29 @@ def _read_tags(
     rows: Sentences,
     labels: tuple[str, ...] | None,
     limit: int | None,
+    labelled: bool = True,
 ) -> TaskData:
-    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int | None]] = []
+    sentences: list[tuple[tuple[str, ...], tuple[str, ...] | None, int | None]] = []
     for words, tags, line in rows:
-        if len(words) != len(tags):
-            raise InputError(path, f"{len(words)} words but {len(tags)} tags", line)
+        if not labelled:
+            tags = None
+        elif tags is None or len(words) != len(tags):
+            raise InputError(path, f"{len(words)} words but {len(tags or ())} tags", line)
         if not words:
             raise InputError(path, "a tagging example needs at least one word", line)
         sentences.append((words, tags, line))
         if limit is not None and len(sentences) >= limit:
             break
+    if not labelled:
+        examples = tuple(TagExample(words, None) for words, _, _ in sentences)
+        return TaskData(examples, labels or (), {"inferred_labels": False})
     inferred = labels is None
     if labels is None:
-        labels = tuple(sorted({tag for _, tags, _ in sentences for tag in tags}))
+        labels = tuple(sorted({tag for _, tags, _ in sentences for tag in tags or ()}))
     else:
         known = set(labels)
         for _, tags, line in sentences:
-            unknown = [tag for tag in tags if tag not in known]
+            unknown = [tag for tag in tags or () if tag not in known]
             if unknown:
                 raise InputError(
                     path, f"unknown tag {unknown[0]!r}; the task's tags are {list(labels)}", line
@@ -702,37 +1072,144 @@ def _read_tags(
     return TaskData(examples, labels, {"inferred_labels": inferred})
 
 
+# Raw PAN-X (WikiANN) prefixes every token with its language: "en:Rick<TAB>B-PER".
+_PANX_PREFIX = re.compile(r"([a-z]{2,3}(?:-[a-z]+)*):.")
+
+
+def _columns(line: str) -> list[str]:
+    """A CoNLL line's columns: tab-separated when it has a tab (XTREME's and PAN-X's files),
+    else whitespace-separated (CoNLL-2003)."""
+    line = line.rstrip()
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _panx_prefix(lines: list[str]) -> str | None:
+    """``LANG:`` when every token of the first sentence carries that prefix (raw PAN-X)."""
+    prefixes = set()
+    for line in lines:
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line.strip():
+            if prefixes:
+                break
+            continue
+        match = _PANX_PREFIX.match(_columns(line)[0])
+        if match is None:
+            return None
+        prefixes.add(match.group(1))
+    return f"{prefixes.pop()}:" if len(prefixes) == 1 else None
+
+
 def _conll_sentences(
-    path: Path, fields: Mapping[str, Any]
-) -> list[tuple[tuple[str, ...], tuple[str, ...], int | None]]:
-    """Word and tag columns from ``fields`` when they are column numbers, else first and last."""
+    path: Path, fields: Mapping[str, Any], labelled: bool = True
+) -> list[tuple[tuple[str, ...], tuple[str, ...] | None, int | None]]:
+    """Word and tag columns from ``fields`` when they are column numbers, else first and last.
+    A file whose tokens carry raw PAN-X's ``LANG:`` prefix is read without it (as XTREME's
+    ``utils_preprocess.py`` does). A line without a tag column (XTREME's test files) is an
+    error unless ``labelled`` is false; a tag with spaces in it is jiant's ``tokens<TAB>tags``."""
     word_col, tag_col = 0, -1
     if re.fullmatch(r"-?\d+", str(fields.get("words", ""))) and re.fullmatch(
         r"-?\d+", str(fields.get("tags", ""))
     ):
         word_col, tag_col = int(fields["words"]), int(fields["tags"])
-    sentences: list[tuple[tuple[str, ...], tuple[str, ...], int | None]] = []
+    lines = _read_utf8(path).splitlines()
+    prefix = _panx_prefix(lines)
+    sentences: list[tuple[tuple[str, ...], tuple[str, ...] | None, int | None]] = []
     words: list[str] = []
     tags: list[str] = []
     start = 1
-    lines = _read_utf8(path).splitlines()
     for line_no, line in enumerate(lines + [""], start=1):
         if not line.strip() or line.startswith("-DOCSTART-"):
             if words:
-                sentences.append((tuple(words), tuple(tags), start))
+                sentences.append((tuple(words), tuple(tags) if labelled else None, start))
             words, tags = [], []
             continue
         if not words:
             start = line_no
-        columns = line.split()
+        columns = _columns(line)
         try:
-            words.append(columns[word_col])
-            tags.append(columns[tag_col])
+            word = columns[word_col]
+            tag = columns[tag_col] if labelled and len(columns) > 1 else None
         except IndexError:
             raise InputError(
                 path, f"expected columns {word_col} and {tag_col}, got {len(columns)}", line_no
             ) from None
+        if prefix is not None:
+            if not word.startswith(prefix):
+                raise InputError(
+                    path,
+                    f"token {word!r} lacks the {prefix!r} language prefix of the other tokens "
+                    "(raw PAN-X: LANG:token<TAB>tag)",
+                    line_no,
+                )
+            word = word[len(prefix) :]
+        if labelled and tag is None:
+            raise InputError(
+                path,
+                "a word without a tag column; XTREME's test-LANG.tsv files hold words only "
+                "(their tags are removed) and are read for prediction only "
+                "(xretrieve.xtreme.data)",
+                line_no,
+            )
+        if tag is not None and (not tag or len(tag.split()) != 1):
+            raise InputError(
+                path,
+                f"tag {tag!r} is not one tag; jiant's 'tokens<TAB>tags' files need the ccg preset",
+                line_no,
+            )
+        words.append(word)
+        tags.append(tag or "")
     return sentences
+
+
+def _conllu_sentences(path: Path, labelled: bool = True) -> Sentences:
+    """Universal Dependencies CoNLL-U: the FORM and UPOS of each syntactic word. ``#`` comment
+    lines, multi-word token ranges (``4-5 zum``: their words ``zu``, ``dem`` follow) and empty
+    nodes (``5.1``) are skipped; word ids must run 1, 2, 3, ... Sentences whose every FORM is
+    ``_`` (treebanks distributed without their text) are skipped and counted."""
+    words: list[str] = []
+    tags: list[str] = []
+    start = 1
+    withheld = read = 0
+    for line_no, line in itertools.chain(_text_lines(path), [(0, "")]):
+        if not line.strip():
+            if words and all(word == "_" for word in words):
+                withheld += 1
+            elif words:
+                read += 1
+                yield tuple(words), tuple(tags) if labelled else None, start
+            words, tags = [], []
+            continue
+        if line.startswith("#"):
+            continue
+        columns = line.split("\t")
+        if len(columns) != 10 or not _CONLLU_ID.fullmatch(columns[0]):
+            raise InputError(
+                path,
+                f"expected a CoNLL-U word line (10 tab-separated columns, ID FORM LEMMA UPOS "
+                f"...), got {len(columns)} column(s)",
+                line_no,
+            )
+        if not columns[0].isdigit():
+            continue
+        if int(columns[0]) != len(words) + 1:
+            raise InputError(
+                path, f"word id {columns[0]} out of sequence (expected {len(words) + 1})", line_no
+            )
+        if not words:
+            start = line_no
+        words.append(columns[1])
+        tags.append(columns[3])
+    if withheld:
+        logger.warning(
+            "%s: skipped %d sentence(s) whose FORM column is '_' everywhere", path, withheld
+        )
+    if withheld and not read:
+        raise InputError(
+            path,
+            "every sentence's FORM column is '_': this treebank is distributed without its "
+            "text (restore it with the treebank's own script first)",
+        )
 
 
 def _read_image_text(

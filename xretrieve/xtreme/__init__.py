@@ -6,6 +6,9 @@
   and the ``TASK/test-LANG.tsv|json`` layout, for code that writes predictions
 - ``metrics``: accuracy, seqeval chunk F1, BUCC pair F1, SQuAD / MLQA exact match and F1
 - ``submission``: reading and checking prediction and label files
+- ``data`` (imported on its own): where a download's files are (``locate``, ``xtreme_files``)
+  and readers returning the trainer's example records (``read_examples``, ``read_bucc``,
+  ``read_tatoeba_sides``)
 """
 
 from xretrieve.xtreme.score import (

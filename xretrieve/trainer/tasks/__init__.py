@@ -39,7 +39,9 @@ def build_task(config: TaskConfig, text: TextSettings) -> Task:
     task = TASK_CLASSES[config.type](config, text, train, validation)  # type: ignore[call-arg]
     for lang, path in config.validation_languages.items():
         eval_labels = None if config.type is TaskType.TAGGING and labels is None else train.labels
-        data = read_task_file(config, path, eval_labels or None, config.max_eval_examples)
+        data = read_task_file(
+            config, path, eval_labels or None, config.max_eval_examples, language=lang
+        )
         task.add_language(lang, data, path)
     return task
 
