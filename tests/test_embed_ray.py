@@ -395,25 +395,41 @@ def test_an_unreachable_cluster_exits_2_without_creating_anything(
 
 
 @pytest.mark.parametrize(
-    ("signum", "code", "message"),
-    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+    ("signum", "code", "message", "address"),
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM)", "local"),
+        (signal.SIGINT, 130, "interrupted", "local"),
+        (signal.SIGINT, 130, "interrupted", "this test's cluster"),
+    ],
 )
 def test_a_signal_mid_run_cleans_up_and_a_rerun_resumes(
-    cluster, tiny_export: Path, tmp_path: Path, signum: int, code: int, message: str
+    cluster,
+    tiny_export: Path,
+    tmp_path: Path,
+    signum: int,
+    code: int,
+    message: str,
+    address: str,
 ) -> None:
     """SIGTERM (a scheduler pre-empting the job) and Ctrl-C reach the driver while its actors
     embed: it exits 143 or 130 after stopping them, with no temporary file left and a manifest
-    that lists exactly the finished shards; the same command then resumes."""
+    that lists exactly the finished shards; the same command then resumes. The driver starts a
+    cluster of its own (``--ray local``, whose shutdown also stops the actors) or joins one
+    that stays up (where only the driver's own clean-up removes what the killed actors left)."""
     from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
     from xretrieve.formats.embedding_shards import read_shards_manifest
     from xretrieve.integrity import file_matches
 
+    if address != "local":
+        address = ray.get_runtime_context().gcs_address
+    # Shards of 2000 lines take about a second each: when the first is written, the actors are
+    # busy with others, whose temporary files the signal interrupts.
     source = tmp_path / "many.txt"
-    source.write_text("".join(f"line {i} the cat sat on the mat\n" for i in range(20_000)))
+    source.write_text("".join(f"line {i} the cat sat on the mat\n" for i in range(24_000)))
     out = tmp_path / "shards"
     process = _cli_process(
-        ["embed", str(tiny_export), str(source), "--out", str(out), "--ray", "local",
-         "--shard-lines", "100", "--no-progress"]
+        ["embed", str(tiny_export), str(source), "--out", str(out), "--ray", address,
+         "--shard-lines", "2000", "--no-progress"]
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 300
@@ -430,13 +446,14 @@ def test_a_signal_mid_run_cleans_up_and_a_rerun_resumes(
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == message, stderr
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
     manifest = read_shards_manifest(out)
-    assert manifest is not None and 0 < len(manifest.shards) < manifest.n_shards == 200
+    assert manifest is not None and 0 < len(manifest.shards) < manifest.n_shards == 12
     for entry in manifest.shards:
         assert file_matches(out / entry.file, entry.bytes, entry.sha256)
 
-    resumed = RayEmbedder("local").run(EncoderSpec(str(tiny_export)), source, out, shard_lines=100)
-    assert (resumed.skipped, resumed.embedded) == (len(manifest.shards), 200 - len(manifest.shards))
-    assert resumed.manifest.complete and resumed.shape == (20_000, 32)
+    spec = EncoderSpec(str(tiny_export))
+    resumed = RayEmbedder("local").run(spec, source, out, shard_lines=2000)
+    assert (resumed.skipped, resumed.embedded) == (len(manifest.shards), 12 - len(manifest.shards))
+    assert resumed.manifest.complete and resumed.shape == (24_000, 32)
 
 
 def test_the_model_folder_is_no_ray_output(tiny_xlmr_checkpoint: Path, text_file: Path) -> None:
