@@ -1,5 +1,6 @@
 """Start-up of the ``xretrieve`` command: wall time from process start to exit for commands that
-stop early (help, a missing input file) or do almost nothing (embed two lines), against the peer
+stop early (help, a missing input file) or do almost nothing (embed two lines, mine 200 sentences
+a side from their embedding files), against the peer
 ``python -c pass``, and which heavy packages each one imports (from ``python -X importtime``).
 
 Prints one JSON document: per command the median and fastest wall time over ``--repeat`` runs
@@ -49,10 +50,30 @@ def _export_tiny_model(work: Path, env: dict[str, str]) -> Path:
     return export
 
 
+def _mining_inputs(work: Path) -> list[str]:
+    """200 sentences a side and their (random, unit-length) embeddings: mining them is instant."""
+    import numpy as np
+
+    rows = np.random.default_rng(0).standard_normal((2, 200, 32)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=2, keepdims=True)
+    args = []
+    for side, emb in zip(("src", "tgt"), rows, strict=True):
+        (work / f"{side}.txt").write_text("".join(f"s{i}\n" for i in range(200)))
+        np.save(work / f"{side}.npy", emb)
+        args += [
+            f"--{side}-file",
+            str(work / f"{side}.txt"),
+            f"--{side}-emb",
+            str(work / f"{side}.npy"),
+        ]
+    return args
+
+
 def _commands(model: Path, work: Path) -> dict[str, list[str]]:
     (work / "two.txt").write_text("hello world\nle chat\n", encoding="utf-8")
     cli = [sys.executable, "-m", "xretrieve.cli.app"]
     embed = [*cli, "embed", str(model)]
+    mine = [*cli, "mine", *_mining_inputs(work), "--out", str(work / "pairs.tsv"), "--no-progress"]
     return {
         "python -c pass (peer)": [sys.executable, "-c", "pass"],
         "import xretrieve.cli.app": [sys.executable, "-c", "import xretrieve.cli.app"],
@@ -64,6 +85,7 @@ def _commands(model: Path, work: Path) -> dict[str, list[str]]:
         "xretrieve embed MODEL two-lines.txt": [
             *embed, str(work / "two.txt"), "--out", str(work / "y.npy"), "--no-progress"
         ],
+        "xretrieve mine (200 x 200 .npy embeddings)": mine,
     }  # fmt: skip
 
 
