@@ -89,11 +89,13 @@ def _refused(result, text: str) -> None:
 
 
 def test_embed_out_on_a_directory(tiny_xlmr_checkpoint: Path, tmp_path: Path, a_file, cache):
+    directory = tmp_path / "a-directory"  # not one holding the input, which is refused as such
+    directory.mkdir()
     result = CliRunner().invoke(
-        app, ["embed", str(tiny_xlmr_checkpoint), str(a_file), "--out", str(tmp_path),
+        app, ["embed", str(tiny_xlmr_checkpoint), str(a_file), "--out", str(directory),
               "--device", "cpu", "--no-progress"],
     )  # fmt: skip
-    _refused(result, f"{tmp_path}: --out is a directory")
+    _refused(result, f"{directory}: --out is a directory")
     _no_work_done(cache)
 
 

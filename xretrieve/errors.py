@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+
+def _rebuild(cls: type[XRetrieveError], args: tuple, state: dict[str, Any]) -> XRetrieveError:
+    """Unpickle an ``XRetrieveError`` without calling its ``__init__`` (see ``__reduce__``)."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class XRetrieveError(Exception):
-    """Base class of every error the library raises on purpose (bad input, bad config, ...)."""
+    """Base class of every error the library raises on purpose (bad input, bad config, ...).
+
+    Picklable with its attributes whatever a subclass's ``__init__`` takes: an error raised in a
+    Ray actor or task reaches the driver as itself (``ray_cluster.get_result``). Python's own
+    pickling would call ``cls(*self.args)``, which fails for ``InputError(path, message)``."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
 
 
 class InputError(XRetrieveError):

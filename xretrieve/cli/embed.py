@@ -115,12 +115,15 @@ def register(app: typer.Typer) -> None:
             return
         from xretrieve.encoding import embed_file, load_encoder
         from xretrieve.encoding.settings import parse_backend, parse_device
-        from xretrieve.encoding.streaming import check_not_input
+        from xretrieve.encoding.streaming import check_readable
         from xretrieve.files import check_output_path
 
-        check_output_path(out)  # before the (slow) model load
-        check_not_input(input_path, out)
+        # The arguments, the input and the output before the (slow) model load; a model given
+        # as a folder is an input too (a default or hub model lives in a cache of its own).
         encoder_device, encoder_backend = parse_device(device), parse_backend(backend)
+        check_readable(input_path)
+        model_folder = [Path(model)] if Path(model).exists() else []
+        check_output_path(out, inputs=[input_path, *model_folder])
         with progress_bars(progress) as report:
             encoder = load_encoder(
                 model,

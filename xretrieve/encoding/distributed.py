@@ -28,6 +28,7 @@ from xretrieve.encoding.load import load_encoder, resolve_model
 from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.streaming import (
     OutputDtype,
+    check_utf8,
     read_line_windows,
     write_embeddings,
 )
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SHARD_LINES = 1_000_000
 _BLOCK_BYTES = 8 << 20
+# Seconds to wait for killed actors' shards to be reported as failed.
+_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,11 +122,12 @@ class ShardedEmbedResult:
 
 def scan_input(path: Path, shard_lines: int) -> InputScan:
     """Size, sha256 and lines of ``path`` (a last line without a newline counts), and its
-    shards of ``shard_lines`` lines with the byte offset where each starts."""
+    shards of ``shard_lines`` lines with the byte offset where each starts. A byte that is not
+    UTF-8 is an ``InputError`` naming its line, found here before any actor starts."""
     if shard_lines < 1:
         raise XRetrieveError("shard_lines must be positive")
     digest = hashlib.sha256()
-    newlines, position, last = 0, 0, b""
+    newlines, position, carry = 0, 0, b""
     starts = [0]
     try:
         handle = Path(path).open("rb")
@@ -132,13 +136,18 @@ def scan_input(path: Path, shard_lines: int) -> InputScan:
     with handle:
         for block in iter(lambda: handle.read(_BLOCK_BYTES), b""):
             digest.update(block)
+            # Whole lines only, so that no multi-byte character is split between blocks.
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            check_utf8(path, data[:cut], first_line=newlines + 1)
+            carry = data[cut:]
             ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
             counts = newlines + np.arange(1, ends.size + 1)
             starts.extend(int(position + e + 1) for e in ends[counts % shard_lines == 0])
             newlines += ends.size
             position += len(block)
-            last = block[-1:]
-    lines = newlines + (1 if last not in (b"", b"\n") else 0)
+    check_utf8(path, carry, first_line=newlines + 1)
+    lines = newlines + (1 if carry else 0)
     n_shards = -(-lines // shard_lines)
     jobs = tuple(
         ShardJob(k, k * shard_lines, min(shard_lines, lines - k * shard_lines), starts[k])
@@ -204,30 +213,32 @@ def _verified(directory: Path, entries: tuple[ShardEntry, ...]) -> dict[int, Sha
     return kept
 
 
+def _remove_partial_shards(directory: Path) -> None:
+    """Delete the temporary files of shard writes that did not finish (an actor killed mid-write
+    cannot remove its own)."""
+    for leftover in directory.glob(".shard-*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
 def _previous_shards(
     directory: Path, settings: ShardSettings, overwrite: bool
 ) -> tuple[dict[int, ShardEntry], ShardsManifest | None]:
     """Shards a previous run with the same settings finished, and its manifest; refuses other
-    settings (or a non-empty directory that is not ours) unless ``overwrite``, which clears our
-    files."""
-    if not directory.is_dir():
+    settings unless ``overwrite`` (whose caller then clears our files: ``remove_shards``)."""
+    if not directory.is_dir() or overwrite:
         return {}, None
-    for leftover in directory.glob(".shard-*.tmp"):  # of a run killed mid-write
-        leftover.unlink(missing_ok=True)
-    manifest = read_shards_manifest(directory) if not overwrite else None
-    if manifest is not None:
-        differences = manifest.settings.differences(settings)
-        if not differences:
-            return _verified(directory, manifest.shards), manifest
+    manifest = read_shards_manifest(directory)
+    if manifest is None:
+        return {}, None
+    differences = manifest.settings.differences(settings)
+    if differences:
         raise InputError(
             directory,
             "holds shards embedded with other settings ("
             + "; ".join(differences)
             + "): rerun with the same arguments to resume, or pass --overwrite to start again",
         )
-    if overwrite:  # the output guard has made sure that the directory holds only ours
-        remove_shards(directory)
-    return {}, None
+    return _verified(directory, manifest.shards), manifest
 
 
 class RayEmbedder:
@@ -244,6 +255,7 @@ class RayEmbedder:
         self.pool_size = pool_size
         self.max_restarts = max_restarts
         self.actors: list = []
+        self._running: dict = {}  # future -> actor, the shards being embedded
 
     def run(
         self,
@@ -281,19 +293,24 @@ class RayEmbedder:
         done, previous = _previous_shards(directory, settings, overwrite)
         todo = [job for job in scan.jobs if job.number not in done]
         if not todo and previous is not None:
+            _remove_partial_shards(directory)  # of an earlier run killed mid-write
             progress("embed shards", len(done), len(scan.jobs))
             return ShardedEmbedResult(directory, previous, 0, len(done))
-        directory.mkdir(parents=True, exist_ok=True)
-        started = connect(self.address)
+        started = connect(self.address)  # before anything is changed: it may be unreachable
         try:
+            if overwrite and directory.is_dir():  # the output guard made sure it holds only ours
+                remove_shards(directory)
+            directory.mkdir(parents=True, exist_ok=True)
             manifest = self._start_pool(spec, settings, len(scan.jobs), len(todo) or 1)
             manifest = replace(manifest, shards=tuple(done[k] for k in sorted(done)))
             write_shards_manifest(directory, manifest)
             manifest = self._embed(manifest, todo, input_path, directory, progress)
-        finally:
+        finally:  # also on Ctrl-C and SIGTERM (Terminated): the manifest lists finished shards
             self._stop_pool()
             if started:
                 ray_module().shutdown()
+            if directory.is_dir():  # of this run's killed actors, or of an earlier run
+                _remove_partial_shards(directory)
         return ShardedEmbedResult(directory, manifest, len(todo), len(done))
 
     def _start_pool(
@@ -330,7 +347,7 @@ class RayEmbedder:
         settings = manifest.settings
         out_dtype = OutputDtype(settings.out_dtype)
         queue = list(reversed(todo))
-        running: dict = {}
+        running = self._running
         entries = {e.number: e for e in manifest.shards}
 
         def submit(actor) -> None:
@@ -360,8 +377,18 @@ class RayEmbedder:
         return get_result(future, "an embedding actor", self.max_restarts)
 
     def _stop_pool(self) -> None:
+        """Kill the actors and wait (boundedly) until Ray reports the shards they were embedding
+        as failed, so that no actor writes any more when the caller removes partial files; the
+        failures are collected, or Ray would print each one as an unhandled error."""
         ray = ray_module()
         for actor in self.actors:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(actor)
-        self.actors = []
+        pending, ended = list(self._running), []
+        if pending:
+            with contextlib.suppress(Exception):
+                ended, _ = ray.wait(pending, num_returns=len(pending), timeout=_STOP_TIMEOUT_S)
+        for future in ended:
+            with contextlib.suppress(Exception):
+                ray.get(future)
+        self.actors, self._running = [], {}

@@ -63,13 +63,24 @@ def count_lines(path: Path) -> int:
             # Decode whole lines only, so that no multi-byte character is split between blocks.
             cut = data.rfind(b"\n") + 1 if block else len(data)
             complete, carry = data[:cut], data[cut:]
-            _check_utf8(path, complete, first_line=lines + 1)
+            check_utf8(path, complete, first_line=lines + 1)
             lines += complete.count(b"\n")
             if not block:
                 return lines + (1 if complete and not complete.endswith(b"\n") else 0)
 
 
-def _check_utf8(path: Path, data: bytes, first_line: int) -> None:
+def check_readable(path: Path) -> None:
+    """``InputError`` naming ``path`` when it cannot be opened for reading (missing, a directory,
+    no permission): what a command checks before it loads a model."""
+    try:
+        Path(path).open("rb").close()
+    except OSError as error:
+        raise InputError(path, f"cannot read: {error.strerror}") from None
+
+
+def check_utf8(path: Path, data: bytes, first_line: int) -> None:
+    """``InputError`` naming the line and column of the first byte of ``data`` (whole lines of
+    ``path`` from line ``first_line``, 1-based) that is not UTF-8."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -100,8 +111,8 @@ def read_line_windows(
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError:
-                _check_utf8(path, raw, first_line=number)
-                raise  # unreachable: _check_utf8 raised InputError
+                check_utf8(path, raw, first_line=number)
+                raise  # unreachable: check_utf8 raised InputError
             if number == 1:
                 text = text.removeprefix("\ufeff")
             chunk.append(text.removesuffix("\n").removesuffix("\r"))
