@@ -101,3 +101,63 @@ def test_shards_populated_by_ray_tasks_equal_a_single_process_build(tmp_path, cl
     assert on_ray.shards == local.shards
     assert sorted(p.name for p in (tmp_path / "ray").iterdir())[0] == "manifest.json"
     assert not (tmp_path / "ray" / "trained.faiss").exists()
+
+
+def test_more_shards_than_cpus_are_searched_by_a_pool_the_cluster_can_hold(
+    tmp_path, cluster
+) -> None:
+    # 4 and 3 shards on 2 CPUs: one actor per shard (one CPU each) left the others unscheduled
+    # and the search waited forever. The pool is sized to the free CPUs instead.
+    import threading
+
+    from xretrieve.index.distributed import RaySearch
+
+    src_files, tgt_files, _, _ = planted_pair(tmp_path, n=300, d=16)
+    config = BuildConfig(factory="Flat", shard_rows=90)
+    build_index(src_files, tmp_path / "s", config)
+    build_index(tgt_files, tmp_path / "t", config)
+    src, tgt = open_index(tmp_path / "s"), open_index(tmp_path / "t")
+    assert (len(src.manifest.shards), len(tgt.manifest.shards)) == (4, 4)
+    search = RaySearch("local")
+    pools: list[int] = []
+    got: list = []
+
+    def note_pool(stage: str, done: int, total: int | None) -> None:
+        pools.append(len(search.actors))
+
+    def mine_on_ray() -> None:
+        got.append(mine_indexes(src, tgt, CONFIG, SEARCH, search=search, progress=note_pool))
+
+    thread = threading.Thread(target=mine_on_ray, daemon=True)
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the search on Ray never finished"
+    want = mine_indexes(src, tgt, CONFIG, SEARCH)
+    np.testing.assert_array_equal(got[0].src_index, want.src_index)
+    np.testing.assert_array_equal(got[0].tgt_index, want.tgt_index)
+    np.testing.assert_array_equal(got[0].score, want.score)
+    assert set(pools) == {2}
+
+
+def test_a_cluster_too_small_or_too_busy_for_the_actors_is_a_clear_error(indexes) -> None:
+    from xretrieve.errors import XRetrieveError
+    from xretrieve.index.distributed import RaySearch
+
+    src, tgt = indexes
+    with pytest.raises(XRetrieveError, match=r"has 2 CPUs, and a shard actor needs 3"):
+        mine_indexes(src, tgt, CONFIG, SEARCH, search=RaySearch("local", actor_cpus=3))
+
+    @ray.remote(num_cpus=2)
+    class Busy:
+        def ready(self) -> bool:
+            return True
+
+    busy = Busy.remote()
+    ray.get(busy.ready.remote())  # both CPUs taken by other work
+    try:
+        search = RaySearch("local", start_timeout=3)
+        with pytest.raises(XRetrieveError, match=r"started 0 of 2 shard actors in 3 s"):
+            mine_indexes(src, tgt, CONFIG, SEARCH, search=search)
+        assert search.actors == []
+    finally:
+        ray.kill(busy)

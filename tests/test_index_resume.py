@@ -13,7 +13,7 @@ import xretrieve.index.build as build
 from xretrieve.index import BuildConfig, build_index, open_index
 from xretrieve.index.partial import work_directory
 
-TRAIN, WRITE_SHARD = build._train, build.write_shard
+TRAIN, WRITE_SHARD = build._train_to_file, build.write_shard
 CONFIG = BuildConfig(factory="IVF8,PQ4x4", train_size=600, seed=7, shard_rows=150)
 
 
@@ -45,7 +45,7 @@ class Calls:
             self.shards.append(number)
             return write(trained, rows, number, *args, **kwargs)
 
-        monkeypatch.setattr(build, "_train", counted_train)
+        monkeypatch.setattr(build, "_train_to_file", counted_train)
         monkeypatch.setattr(build, "write_shard", counted_write)
 
 

@@ -42,6 +42,13 @@ def file_matches(path: Path, size: int, sha256: str) -> bool:
     return path.is_file() and path.stat().st_size == size and file_sha256(path) == sha256
 
 
+def content_unchanged(path: Path, stat: os.stat_result, mtime_ns: int | None, sha256: str) -> bool:
+    """Whether ``path``, whose ``stat`` shows the recorded size, still holds the recorded
+    content: taken as unchanged when its modification time is the recorded ``mtime_ns``, else
+    (or with no time recorded: None) hashed and compared with ``sha256``."""
+    return stat.st_mtime_ns == mtime_ns or file_sha256(path) == sha256
+
+
 def _entry(path: Path, sha256: str | None = None) -> dict[str, int | str]:
     stat = path.stat()
     return {
@@ -101,10 +108,10 @@ def verify_record(record: Path) -> str | None:
             return f"unreadable integrity record {record.name}"
         if stat.st_size != size:
             return f"{name} has {stat.st_size} bytes, {size} were written"
+        if not content_unchanged(path, stat, mtime, sha256):
+            return f"{name} changed since it was written (sha256 differs)"
         if stat.st_mtime_ns == mtime:
             continue
-        if file_sha256(path) != sha256:
-            return f"{name} changed since it was written (sha256 differs)"
         entries[name] = {"size": size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256}
         refreshed = True
     if refreshed:

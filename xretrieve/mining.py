@@ -262,6 +262,8 @@ class MiningReport:
     f1: float | None = None
     out: Path | None = None
     index_search: SearchConfig | None = None
+    # Inverted lists visited per query in the source and the target index (None: no lists).
+    index_nprobe: tuple[int | None, int | None] | None = None
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary ``xretrieve mine --json`` prints (tuning and gold keys only when
@@ -285,8 +287,12 @@ class MiningReport:
         }
         if self.index_search is not None:
             search = self.index_search
+            src_nprobe, tgt_nprobe = self.index_nprobe or (search.nprobe, search.nprobe)
             summary |= {
-                "nprobe": "auto" if search.nprobe is None else search.nprobe,
+                # The value used (one, or per index when their lists differ); None: no lists.
+                "nprobe": src_nprobe
+                if src_nprobe == tgt_nprobe
+                else {"src_index": src_nprobe, "tgt_index": tgt_nprobe},
                 "rescore": search.rescore,
                 "candidate_factor": search.candidate_factor if search.rescore else 1,
             }
@@ -369,6 +375,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
     inputs = read_inputs(request)
     config = request.config
     tune_f1 = None
+    index_nprobe = None
     if request.indexes is not None:
         from xretrieve.index.mining import mine_corpora_with_indexes
 
@@ -376,6 +383,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         mining = mine_corpora_with_indexes(
             inputs.src, inputs.tgt, request.indexes, config, progress=progress
         )
+        index_nprobe = (mining.src_nprobe, mining.tgt_nprobe)
     else:
         src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
         if request.tune_split is not None:
@@ -410,6 +418,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         tune_f1=tune_f1,
         out=request.out,
         index_search=None if request.indexes is None else request.indexes.search,
+        index_nprobe=index_nprobe,
         **gold,
     )
 

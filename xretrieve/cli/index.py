@@ -15,6 +15,7 @@ from xretrieve.cli.common import (
     print_table,
     progress_bars,
     reports_errors,
+    stdout,
 )
 
 index_app = typer.Typer(
@@ -34,7 +35,15 @@ def build_command(
             "directories (their shards in order), rows concatenated in the order given.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Index directory to write.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Index directory to write: new, empty or an earlier index (replaced); never "
+            "an input, a folder holding one, the current directory or a file.",
+        ),
+    ],
     factory: Annotated[
         str | None,
         typer.Option(
@@ -100,14 +109,24 @@ def verify_command(
         bool, typer.Option("--json", help="Manifest as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Check DIR's manifest against its shards and source files, hashes included."""
-    from xretrieve.index import read_manifest
+    """Check DIR's manifest against its shards and source files: hashes, and each shard's FAISS
+    type, dimension, metric and rows."""
+    from xretrieve.index.verify import verify_index
 
-    manifest = read_manifest(directory, verify_shards=True, verify_sources=True)
+    check = verify_index(directory)
+    manifest = check.manifest
     if json_output:
-        print_json(manifest.to_json())
+        print_json(manifest.to_json() | {"verified": check.to_json()})
         return
     _print_summary(directory, manifest)
+    stdout.print(
+        f"verified: {len(manifest.shards)} shard file(s), {manifest.count} rows, "
+        f"{check.shard_bytes} bytes (SHA-256; FAISS type {manifest.factory!r}, dimension, "
+        f"metric and rows as manifest.json says); {len(manifest.sources)} source file(s), "
+        f"{check.source_bytes} bytes (shape and SHA-256 as recorded)",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _print_summary(directory: Path, manifest) -> None:

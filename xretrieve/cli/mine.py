@@ -43,12 +43,17 @@ _LABELS = {
     "candidates": "candidates (pairs of distinct texts kept by --mode, any score)",
     "pairs": "pairs (candidates with score >= threshold)",
     "rows": "rows (pairs, one per id of a repeated text: lines of --out)",
+    "nprobe": "nprobe (inverted lists visited per query)",
 }
 
 
 def _shown(key: str, value: Any) -> Any:
     if value is None:
         return "-"
+    if isinstance(value, dict):  # per index: nprobe where the two indexes differ
+        return ", ".join(
+            f"{name.replace('_', ' ')} {'-' if v is None else v}" for name, v in value.items()
+        )
     return threshold_text(value) if key == "threshold" else value
 
 

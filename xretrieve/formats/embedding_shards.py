@@ -12,6 +12,8 @@ from pathlib import Path
 
 from xretrieve.errors import InputError
 from xretrieve.files import OutputOwner, atomic_write
+from xretrieve.formats.embeddings import map_npy
+from xretrieve.integrity import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "xretrieve-embedding-shards"
@@ -168,10 +170,25 @@ def write_shards_manifest(directory: Path, manifest: ShardsManifest) -> None:
         handle.write("\n")
 
 
-def shard_paths(directory: Path) -> list[Path]:
-    """The shard files of a complete shards directory, in line order; ``InputError`` when the
-    run that wrote it has not finished."""
+@dataclass(frozen=True)
+class SourceFile:
+    """An embedding file to read: given as is (``sha256`` None, not hashed yet), or a shard of
+    an ``embed --ray`` directory checked against its manifest (``sha256`` the digest found)."""
+
+    path: Path
+    sha256: str | None = None
+
+
+def verified_shards(directory: Path) -> list[SourceFile]:
+    """The shard files of a complete ``embed --ray`` directory, in line order, each checked
+    against its manifest entry: numbered 0, 1, ... in order, a plain shard file name in
+    ``directory``, lines consecutive from line 0 in shards of the recorded size up to the
+    input's line count, and the file holding that many rows of the manifest's dimension with
+    the recorded size and SHA-256. ``InputError`` naming the manifest or the shard otherwise
+    (or when the run that wrote it has not finished)."""
+    directory = Path(directory)
     manifest = read_shards_manifest(directory)
+    path = directory / MANIFEST_NAME
     if manifest is None:
         raise InputError(directory, f"no {MANIFEST_NAME}: not a directory written by embed --ray")
     if not manifest.complete:
@@ -180,11 +197,81 @@ def shard_paths(directory: Path) -> list[Path]:
             f"only {len(manifest.shards)} of {manifest.n_shards} shards are finished: "
             "rerun the same embed --ray command to complete it",
         )
-    return [Path(directory) / s.file for s in manifest.shards]
+    settings, files, line = manifest.settings, [], 0
+    for position, entry in enumerate(manifest.shards):
+        _check_entry(path, entry, position, line, settings)
+        shard = directory / entry.file
+        if not shard.is_file():
+            raise InputError(shard, f"shard missing (listed in {path})")
+        if shard.stat().st_size != entry.bytes:
+            raise InputError(
+                shard,
+                f"has {shard.stat().st_size} bytes, {MANIFEST_NAME} says {entry.bytes} "
+                "(truncated or replaced?)",
+            )
+        shape = map_npy(shard).shape
+        if shape[:1] != (entry.lines,) or shape[-1:] != (manifest.dim,):
+            raise InputError(
+                shard,
+                f"has shape {shape}, {MANIFEST_NAME} says {entry.lines} rows of {manifest.dim}",
+            )
+        digest = file_sha256(shard)
+        if digest != entry.sha256:
+            raise InputError(
+                shard, f"SHA-256 differs from {MANIFEST_NAME}'s record (changed since embed --ray)"
+            )
+        files.append(SourceFile(shard, digest))
+        line += entry.lines
+    if line != settings.input_lines:
+        raise InputError(
+            path, f"the shards hold {line} lines, the input had {settings.input_lines}"
+        )
+    return files
 
 
-def expand_shard_directories(paths: list[Path]) -> list[Path]:
-    """``paths`` with every ``embed --ray`` directory replaced by its shard files, in order."""
+def _check_entry(
+    path: Path, entry: ShardEntry, position: int, line: int, settings: ShardSettings
+) -> None:
+    """``entry``, the ``position``-th of the manifest, as embed --ray writes it."""
+    for name in ("number", "first_line", "lines", "bytes"):
+        value = getattr(entry, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InputError(path, f"shard entry {position}: {name!r} is {value!r}, not a count")
+    if entry.number != position:
+        raise InputError(
+            path,
+            f"shard entry {position} is numbered {entry.number}: entries must be numbered "
+            "0, 1, ... in order",
+        )
+    if entry.file != shard_name(entry.number):
+        raise InputError(
+            path,
+            f"shard {entry.number}'s file is {entry.file!r}, expected "
+            f"{shard_name(entry.number)!r} in the same directory",
+        )
+    expected_lines = min(settings.shard_lines, settings.input_lines - line)
+    if entry.first_line != line or entry.lines != expected_lines:
+        raise InputError(
+            path,
+            f"shard {entry.number} records lines {entry.first_line}+{entry.lines}, expected "
+            f"{line}+{expected_lines} ({settings.shard_lines} lines per shard, "
+            f"{settings.input_lines} in all)",
+        )
+
+
+def shard_paths(directory: Path) -> list[Path]:
+    """The shard files of a complete shards directory, in line order, checked against its
+    manifest (``verified_shards``)."""
+    return [source.path for source in verified_shards(directory)]
+
+
+def expand_shard_directories(paths: list[Path]) -> list[SourceFile]:
+    """``paths`` with every ``embed --ray`` directory replaced by its verified shard files, in
+    order."""
     return [
-        p for path in paths for p in (shard_paths(path) if is_shards_directory(path) else [path])
+        source
+        for path in paths
+        for source in (
+            verified_shards(path) if is_shards_directory(path) else [SourceFile(Path(path))]
+        )
     ]

@@ -9,6 +9,9 @@ import numpy as np
 
 from xretrieve.errors import InputError
 
+# The first bytes of every .npy file (NumPy's format specification).
+NPY_MAGIC = b"\x93NUMPY"
+
 
 def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | str) -> Path:
     """Where the embeddings of ``data_file`` live in a directory mirroring ``data_dir``:
@@ -21,6 +24,36 @@ def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | 
     if relative.parts[:1] == ("..",):
         raise InputError(data_file, f"is not inside the data directory {data_dir}")
     return Path(emb_dir) / relative.with_name(relative.name + ".npy")
+
+
+def map_npy(path: Path | str) -> np.ndarray:
+    """``path`` as a read-only memory map (nothing read but the header); ``InputError`` when it
+    is missing or not a ``.npy`` array of numbers (a text file, a pickled object array)."""
+    path = Path(path)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(path, "embeddings file not found") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise _npy_error(path, error) from None
+
+
+def _npy_error(path: Path, error: Exception) -> InputError:
+    # NumPy reports any file without the .npy header as "pickled data": say what it is.
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(NPY_MAGIC))
+    except OSError:
+        head = b""
+    if head != NPY_MAGIC:
+        return InputError(
+            path,
+            "not a readable .npy file: it does not start with the .npy header (a text or "
+            "other file?); write embeddings with numpy.save or 'xretrieve embed'",
+        )
+    if "pickled" in str(error):
+        return InputError(path, "holds Python objects (a pickled object array), not numbers")
+    return InputError(path, f"not a readable .npy array ({error})")
 
 
 def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.ndarray:
@@ -36,12 +69,7 @@ def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.n
     from xretrieve.row_blocks import find_non_finite
 
     path = Path(path)
-    try:
-        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(path, "embeddings file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(path, f"not a readable .npy array ({error})") from None
+    matrix = map_npy(path)
     if matrix.ndim != 2:
         raise InputError(path, f"expected a 2-D (rows, dim) matrix, found shape {matrix.shape}")
     if matrix.dtype not in (np.float16, np.float32, np.float64):

@@ -8,27 +8,50 @@ Rows are L2-normalised and the metric is inner product, i.e. cosine similarity, 
 On a machine where FAISS sees a GPU (``faiss.get_num_gpus() > 0``), k-means of the coarse
 quantizer runs on the GPU and shards are populated by a GPU copy of the index (fp16 lookup
 tables, as stopes); the files written are CPU indexes either way.
+
+Everything that can be refused is refused before anything is written: the output (``--out``
+and its work directory, by the shared output guard), the sources (readable, finite, an
+``embed --ray`` directory checked against its manifest), the factory, the training size, the
+Ray cluster. Training runs in a child process (parts of FAISS's training hold the calling thread
+for minutes without a look at signals, which Python handles only between calls), so Ctrl-C and
+SIGTERM stop a build within seconds, keeping the work directory for a resumed run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from xretrieve.errors import InputError, XRetrieveError
-from xretrieve.formats.embedding_shards import expand_shard_directories
+from xretrieve.files import check_output_path
+from xretrieve.formats.embedding_shards import SourceFile, expand_shard_directories
+from xretrieve.index.factory import faiss_module, faiss_reason, inverted_lists, new_index
 from xretrieve.index.manifest import (
     FORMAT_VERSION,
+    INDEX_OUTPUT,
     IndexManifest,
     ShardRecord,
     SourceRecord,
     write_manifest,
 )
-from xretrieve.index.partial import PartialBuild, open_partial, shard_name
+from xretrieve.index.partial import (
+    PARTIAL_OUTPUT,
+    PartialBuild,
+    build_lock,
+    open_partial,
+    shard_name,
+    work_directory,
+)
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.integrity import file_sha256
 from xretrieve.knn import check_device
@@ -56,6 +79,8 @@ STOPES_PQ = 64
 TRAIN_POINTS_PER_LIST = 100
 MIN_DEFAULT_TRAIN = 1 << 16
 FAISS_ADVISED_PER_CENTROID = 39
+# Seconds the training process is given to end after SIGTERM before it is killed.
+TRAINING_STOP_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -106,17 +131,9 @@ def default_train_size(count: int, lists: int) -> int:
     return min(count, max(TRAIN_POINTS_PER_LIST * lists, MIN_DEFAULT_TRAIN))
 
 
-def _faiss():
-    try:
-        import faiss
-    except ImportError:
-        raise XRetrieveError("approximate indexes need FAISS: pip install faiss-cpu") from None
-    return faiss
-
-
 def _use_gpu(device: str) -> bool:
     device = check_device(device)
-    faiss = _faiss()
+    faiss = faiss_module()
     gpus = int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
     if device == "cpu":
         return False
@@ -125,31 +142,13 @@ def _use_gpu(device: str) -> bool:
     return gpus > 0
 
 
-def new_index(factory: str, dim: int):
-    """An empty inner-product FAISS index from ``factory``; ``XRetrieveError`` when FAISS
-    rejects the string (e.g. PQ64 on a dimension 64 does not divide)."""
-    faiss = _faiss()
-    try:
-        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        raise XRetrieveError(
-            f"FAISS cannot build index {factory!r} for dimension {dim}: {first}"
-        ) from None
-
-
-def _lists(index) -> int:
-    ivf = _faiss().try_extract_index_ivf(index)
-    return int(ivf.nlist) if ivf is not None else 0
-
-
 def min_training_points(index) -> int:
     """The fewest training rows FAISS accepts for ``index``: one per IVF list and one per PQ
     centroid (256 for 8-bit codes); 0 for indexes without training."""
-    faiss = _faiss()
+    faiss = faiss_module()
     if index.is_trained:
         return 0
-    needed = _lists(index)
+    needed = inverted_lists(index)
     ivf = faiss.try_extract_index_ivf(index)
     inner = faiss.downcast_index(ivf) if ivf is not None else index
     pq = getattr(inner, "pq", None)
@@ -159,7 +158,7 @@ def min_training_points(index) -> int:
 
 
 def _train(index, rows: EmbeddingRows, train_size: int, seed: int, gpu: bool) -> None:
-    faiss = _faiss()
+    faiss = faiss_module()
     rng = np.random.default_rng(seed)
     sample_ids = np.sort(rng.choice(rows.count, size=train_size, replace=False))
     sample = rows.rows(sample_ids)
@@ -168,15 +167,97 @@ def _train(index, rows: EmbeddingRows, train_size: int, seed: int, gpu: bool) ->
         # The costly part of training is the coarse k-means; FAISS lets a GPU index assign.
         resources = faiss.StandardGpuResources()
         ivf.clustering_index = faiss.GpuIndexFlatIP(resources, ivf.d)
-    logger.info("training %s on %d rows (seed %d)", type(index).__name__, train_size, seed)
     index.train(sample)
     if ivf is not None:
         ivf.clustering_index = None
 
 
+def training_main(job: dict) -> None:
+    """The child process of ``_train_to_file`` (``job`` as it writes it): train an empty index on
+    the sample and write it to ``job["target"]`` through a staging file; write nothing, or the
+    reason it failed, to the file descriptor ``job["report_fd"]``."""
+    with os.fdopen(job["report_fd"], "w", encoding="utf-8") as report:
+        try:
+            index = new_index(job["factory"], job["dim"])
+            rows = EmbeddingRows([Path(p) for p in job["sources"]])
+            _train(index, rows, job["train_size"], job["seed"], job["gpu"])
+            staging = f"{job['target']}.tmp"
+            faiss_module().write_index(index, staging)
+            os.replace(staging, job["target"])
+        except XRetrieveError as error:
+            report.write(str(error))
+        except Exception as error:  # noqa: BLE001 - FAISS's RuntimeError, MemoryError: one line
+            reason = faiss_reason(error) or type(error).__name__
+            report.write(f"training {job['factory']} failed: {reason}")
+
+
+_TRAINING_COMMAND = (
+    "import json, sys; job = json.loads(sys.argv[1]); sys.path[:0] = job['sys_path']; "
+    "from xretrieve.index.build import training_main; training_main(job)"
+)
+
+
+def _train_to_file(
+    factory: str, rows: EmbeddingRows, train_size: int, seed: int, gpu: bool, target: Path
+) -> None:
+    """Train an empty ``factory`` index on ``train_size`` rows of ``rows`` drawn with ``seed``
+    and write it to ``target``, in a child process: FAISS's training holds its thread for
+    minutes without letting Python handle a signal, and a child can be stopped at once. Ctrl-C
+    or SIGTERM here (``KeyboardInterrupt``) stops the child and removes its staging file;
+    ``XRetrieveError`` when training fails. (A plain interpreter, not ``multiprocessing``: it
+    would import the caller's main script again.)"""
+    read_end, write_end = os.pipe()
+    job = {
+        "sys_path": sys.path, "factory": factory, "dim": rows.dim,
+        "sources": [str(p) for p in rows.paths], "train_size": train_size, "seed": seed,
+        "gpu": gpu, "target": str(target), "report_fd": write_end,
+    }  # fmt: skip
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _TRAINING_COMMAND, json.dumps(job)],
+            pass_fds=(write_end,),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches this process only, which stops the child
+        )
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as report:
+        try:
+            _wait_interruptibly(process)
+        finally:
+            Path(f"{target}.tmp").unlink(missing_ok=True)
+        failure = report.read()
+    if failure or process.returncode != 0:
+        raise XRetrieveError(
+            failure
+            or f"training {factory} failed: its process ended with code "
+            f"{process.returncode} (out of memory?)"
+        )
+
+
+def _wait_interruptibly(process: subprocess.Popen) -> None:
+    """Wait for ``process``, handling signals between short waits; on ``KeyboardInterrupt``
+    (or any error) stop it (SIGTERM, then SIGKILL after ``TRAINING_STOP_WAIT`` s)."""
+    try:
+        while True:
+            try:
+                process.wait(timeout=0.5)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+    except BaseException:
+        process.terminate()
+        try:
+            process.wait(TRAINING_STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        raise
+
+
 def _populate(trained, rows: EmbeddingRows, start: int, stop: int, block_rows: int, gpu: bool):
     """A copy of ``trained`` holding global rows ``[start, stop)`` under ids ``0..``."""
-    faiss = _faiss()
+    faiss = faiss_module()
     shard = faiss.clone_index(trained)
     target, resources = shard, None
     if gpu:
@@ -186,10 +267,15 @@ def _populate(trained, rows: EmbeddingRows, start: int, stop: int, block_rows: i
             options.useFloat16 = True
             target = faiss.index_cpu_to_gpu(resources, 0, shard, options)
         except RuntimeError as error:  # an index type without a GPU version
-            logger.warning("adding on the CPU: %s", str(error).strip().splitlines()[-1])
+            logger.warning("adding on the CPU: %s", faiss_reason(error))
             target = shard
-    for a in range(start, stop, block_rows):
-        target.add(rows.block(a, min(a + block_rows, stop)))
+    try:
+        for a in range(start, stop, block_rows):
+            target.add(rows.block(a, min(a + block_rows, stop)))
+    except RuntimeError as error:  # e.g. IDMap, which takes no rows without ids
+        raise XRetrieveError(
+            f"FAISS cannot add rows to this index: {faiss_reason(error)}"
+        ) from None
     if target is not shard:
         shard = faiss.index_gpu_to_cpu(target)
     return shard
@@ -200,7 +286,7 @@ def write_shard(
 ) -> ShardRecord:
     """Populate a copy of ``trained`` with global rows ``[start, stop)`` and write it to
     ``out/shard-{number:05d}.faiss``."""
-    faiss = _faiss()
+    faiss = faiss_module()
     shard = _populate(trained, rows, start, stop, config.block_rows, _use_gpu(config.device))
     name = shard_name(number)
     faiss.write_index(shard, str(out / name))
@@ -208,6 +294,39 @@ def write_shard(
     return ShardRecord(
         name, start, stop - start, (out / name).stat().st_size, file_sha256(out / name)
     )
+
+
+def check_build_output(sources: list[Path], out_dir: Path) -> Path:
+    """``out_dir`` when an index may be built there from ``sources``: new, empty or an earlier
+    index (only index files), never a file, a source, a folder holding one or the current
+    directory; its work directory beside it likewise (see ``xretrieve.files``). Returns the
+    normalised path (``.`` made absolute); ``InputError`` otherwise."""
+    inputs = [Path(s) for s in sources]
+    out_dir = check_output_path(out_dir, directory=True, inputs=inputs, owner=INDEX_OUTPUT)
+    check_output_path(
+        work_directory(out_dir),
+        directory=True,
+        option="--out's work directory",
+        inputs=inputs,
+        owner=PARTIAL_OUTPUT,
+    )
+    return out_dir
+
+
+@contextlib.contextmanager
+def _cluster(address: str | None) -> Iterator[None]:
+    """Joined (or started) Ray cluster for the block, when ``address`` is given."""
+    if address is None:
+        yield
+        return
+    from xretrieve.ray_cluster import connect, ray_module
+
+    started = connect(address)
+    try:
+        yield
+    finally:
+        if started:
+            ray_module().shutdown()
 
 
 def build_index(
@@ -222,92 +341,138 @@ def build_index(
     appears complete or not at all; an interrupted build resumes (see
     ``xretrieve.index.partial``; ``config.resume``).
 
-    Raises ``InputError`` for unreadable or mismatched sources and ``XRetrieveError`` for a
-    factory FAISS rejects or a training sample smaller than the index needs.
+    Raises ``InputError`` for an output that may not be written (``check_build_output``),
+    unreadable, non-finite or mismatched sources, or another build of ``out_dir`` running, and
+    ``XRetrieveError`` for a factory FAISS rejects or a training sample smaller than the index
+    needs; each before anything is written.
     """
-    faiss = _faiss()
     progress = progress or no_progress
     if config.shard_rows < 1 or config.block_rows < 1:
         raise XRetrieveError("shard_rows and block_rows must be positive")
-    rows = EmbeddingRows(expand_shard_directories(sources))
+    out_dir = check_build_output(sources, Path(out_dir))
+    files = expand_shard_directories([Path(s) for s in sources])
+    rows = EmbeddingRows([f.path for f in files])
+    plan = _plan(rows, config)
+    with build_lock(out_dir), _cluster(config.ray):
+        progress("check sources", 0, 1)
+        rows.check_finite()
+        progress("check sources", 1, 1)
+        records = _hashed_sources(files, rows, progress)
+        partial = open_partial(out_dir, _settings(plan, config, records), config.resume)
+        trained = _trained(plan, rows, config.seed, partial, progress)
+        ranges = [
+            (start, min(start + config.shard_rows, rows.count))
+            for start in range(0, rows.count, config.shard_rows)
+        ]
+        shards = _shards(trained, rows, ranges, config, partial, progress)
+        manifest = IndexManifest(
+            format_version=FORMAT_VERSION,
+            factory=plan.factory,
+            factory_note=plan.note,
+            dimension=rows.dim,
+            count=rows.count,
+            metric="inner_product",
+            normalized=True,
+            train_size=plan.train_size,
+            seed=config.seed,
+            faiss_version=faiss_module().__version__,
+            sources=tuple(records),
+            shards=tuple(shards),
+            lists=inverted_lists(trained),
+        )
+        write_manifest(partial.directory, manifest)
+        partial.finish(out_dir)
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a build does, decided and checked before anything is written: the ``factory`` (and
+    the ``note`` on how it differs from stopes'), its ``empty`` index, the training sample size
+    (0: no training) and whether FAISS uses a GPU."""
+
+    factory: str
+    note: str
+    empty: Any
+    train_size: int
+    gpu: bool
+
+
+def _plan(rows: EmbeddingRows, config: BuildConfig) -> _Plan:
     factory, note = (
         (config.factory, "") if config.factory else default_factory(rows.count, rows.dim)
     )
     if note:
         logger.warning("%s", note)
-    index = new_index(factory, rows.dim)
+    empty = new_index(factory, rows.dim)
     gpu = _use_gpu(config.device)
-    train_size = _check_train_size(index, factory, rows.count, config.train_size)
-    records = _hashed_sources(rows, progress)
-    settings = {
+    train_size = _check_train_size(empty, factory, rows.count, config.train_size)
+    return _Plan(factory, note, empty, train_size, gpu)
+
+
+def _settings(plan: _Plan, config: BuildConfig, records: list[SourceRecord]) -> dict[str, Any]:
+    """What a resumed build must share with the interrupted one (``open_partial``)."""
+    return {
         "format_version": FORMAT_VERSION,
-        "faiss_version": faiss.__version__,
-        "factory": factory,
-        "train_size": train_size,
+        "faiss_version": faiss_module().__version__,
+        "factory": plan.factory,
+        "train_size": plan.train_size,
         "seed": config.seed,
         "shard_rows": config.shard_rows,
-        "gpu": gpu,
-        "sources": [record.__dict__ for record in records],
+        "gpu": plan.gpu,
+        "sources": [_settings_record(record) for record in records],
     }
-    partial = open_partial(out_dir, settings, config.resume)
-    index = _trained(index, rows, train_size, config.seed, gpu, partial, progress)
-    ranges = [
-        (start, min(start + config.shard_rows, rows.count))
-        for start in range(0, rows.count, config.shard_rows)
-    ]
-    shards = _shards(index, rows, ranges, config, partial, progress)
-    manifest = IndexManifest(
-        format_version=FORMAT_VERSION,
-        factory=factory,
-        factory_note=note,
-        dimension=rows.dim,
-        count=rows.count,
-        metric="inner_product",
-        normalized=True,
-        train_size=train_size,
-        seed=config.seed,
-        faiss_version=faiss.__version__,
-        sources=tuple(records),
-        shards=tuple(shards),
-    )
-    write_manifest(partial.directory, manifest)
-    partial.finish(Path(out_dir))
-    return manifest
 
 
-def _hashed_sources(rows: EmbeddingRows, progress: ProgressCallback) -> list[SourceRecord]:
+def _settings_record(record: SourceRecord) -> dict:
+    """A source as the resume settings compare it: its content, not when it was last touched."""
+    return {key: value for key, value in record.__dict__.items() if key != "mtime_ns"}
+
+
+def _hashed_sources(
+    files: list[SourceFile], rows: EmbeddingRows, progress: ProgressCallback
+) -> list[SourceRecord]:
+    """The record of each source file; a shard of an ``embed --ray`` directory keeps the digest
+    its check against that directory's manifest computed (hashed once)."""
     records = []
-    progress("hash sources", 0, len(rows.files))
-    for f in rows.files:
+    progress("hash sources", 0, len(files))
+    for source, f in zip(files, rows.files, strict=True):
         path = f.path.resolve()
+        stat = path.stat()  # before hashing: a later change then differs from the record
+        digest = source.sha256 if source.sha256 is not None else file_sha256(path)
         records.append(
-            SourceRecord(str(path), f.rows, f.dtype, path.stat().st_size, file_sha256(path))
+            SourceRecord(str(path), f.rows, f.dtype, stat.st_size, digest, stat.st_mtime_ns)
         )
-        progress("hash sources", len(records), len(rows.files))
+        progress("hash sources", len(records), len(files))
     return records
 
 
 def _trained(
-    index,
-    rows: EmbeddingRows,
-    train_size: int,
-    seed: int,
-    gpu: bool,
-    partial: PartialBuild,
-    progress: ProgressCallback,
+    plan: _Plan, rows: EmbeddingRows, seed: int, partial: PartialBuild, progress: ProgressCallback
 ):
-    """``index`` trained (or the trained index an interrupted build saved in ``partial``)."""
-    faiss = _faiss()
+    """The empty index of ``plan`` trained (or the trained index an interrupted build saved in
+    ``partial``; a damaged one is discarded with a warning and trained again)."""
+    faiss = faiss_module()
     if partial.has_trained():
-        return faiss.read_index(str(partial.trained_path))
-    if train_size:
-        progress("train index", 0, 1)
-        _train(index, rows, train_size, seed, gpu)
-        progress("train index", 1, 1)
-    staging = partial.trained_path.with_name(partial.trained_path.name + ".tmp")
-    faiss.write_index(index, str(staging))
-    os.replace(staging, partial.trained_path)
-    return index
+        try:
+            return faiss.read_index(str(partial.trained_path))
+        except RuntimeError as error:
+            logger.warning(
+                "discarding the damaged trained index %s (%s): training again",
+                partial.trained_path,
+                faiss_reason(error),
+            )
+            partial.discard_trained()
+    if not plan.train_size:
+        staging = partial.trained_path.with_name(partial.trained_path.name + ".tmp")
+        faiss.write_index(plan.empty, str(staging))
+        os.replace(staging, partial.trained_path)
+        return plan.empty
+    logger.info("training %s on %d rows (seed %d)", plan.factory, plan.train_size, seed)
+    progress("train index", 0, 1)
+    _train_to_file(plan.factory, rows, plan.train_size, seed, plan.gpu, partial.trained_path)
+    progress("train index", 1, 1)
+    return faiss.read_index(str(partial.trained_path))
 
 
 def _shards(
@@ -348,7 +513,7 @@ def _check_train_size(index, factory: str, count: int, train_size: int | None) -
     needed = min_training_points(index)
     if not needed:
         return 0
-    lists = _lists(index)
+    lists = inverted_lists(index)
     size = train_size if train_size is not None else default_train_size(count, max(lists, 1))
     if size > count:
         raise XRetrieveError(f"--train-size {size} exceeds the {count} rows of the sources")

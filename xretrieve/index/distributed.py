@@ -1,12 +1,16 @@
-"""Ray for indexes: sharded search (one actor per database shard, query blocks fanned out) and
-shard population at build time (one task per shard).
+"""Ray for indexes: sharded search (a pool of actors holding the database shards, query blocks
+fanned out) and shard population at build time (one task per shard).
 
-Each actor loads one shard (``ShardSearcher``; on a GPU when the cluster has GPUs). For every
-block of queries the driver puts the block in Ray's object store once, asks every actor for its
-top k, and merges the answers with ``merge_topk``, the same merge and tie-break as the
+The pool has one actor per shard where the cluster's CPUs (and GPUs, one per actor when the
+cluster has GPUs) allow, else as many as they allow, each holding several shards (shard ``i``
+goes to actor ``i mod pool``): an actor the cluster cannot hold would be waited for forever.
+Each actor loads its shards (``ShardSearcher``) at its first block. For every block of queries
+the driver puts the block in Ray's object store once, asks every actor for the top k over its
+shards, and merges the answers with ``merge_topk``, the same merge and tie-break as the
 single-process path, so both give identical neighbours. Actors are restarted by Ray when they
-die (``max_restarts``); the restarted actor reloads its shard and the interrupted block is
-retried (``max_task_retries``).
+die (``max_restarts``); the restarted actor reloads its shards and the interrupted block is
+retried (``max_task_retries``). Actors that the cluster has not started within
+``start_timeout`` seconds (its resources taken by other work) end the search with an error.
 
 At build time each shard is a Ray task that reads the trained index and its rows from shared
 storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xretrieve.errors import XRetrieveError
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
 from xretrieve.index.sources import EmbeddingRows
@@ -39,14 +44,32 @@ logger = logging.getLogger(__name__)
 BLOCKS_IN_FLIGHT = 2
 
 
-class _ShardActor:
-    """Holds one shard; Ray re-runs ``__init__`` (reloading the shard) on restart."""
+# Seconds to wait for the cluster to start the actor pool (its resources held by other work).
+DEFAULT_START_TIMEOUT = 120.0
 
-    def __init__(self, directory: str, shard, nprobe: int, allowed: np.ndarray | None) -> None:
-        self.searcher = ShardSearcher(Path(directory), shard, nprobe, allowed)
+
+class _ShardActor:
+    """Holds some shards of one index, loaded at the first search (and again after a restart,
+    when Ray re-runs ``__init__``); answers with their merged top k."""
+
+    def __init__(
+        self, directory: str, shards: list[ShardRecord], nprobe: int | None, allowed
+    ) -> None:
+        self.directory, self.shards = Path(directory), shards
+        self.nprobe, self.allowed = nprobe, allowed
+        self.searchers: list[ShardSearcher] = []
+
+    def ready(self) -> bool:
+        return True
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.searcher.search(queries, k)
+        if not self.searchers:
+            self.searchers = [
+                ShardSearcher(self.directory, shard, self.nprobe, self.allowed)
+                for shard in self.shards
+            ]
+        answers = [searcher.search(queries, k) for searcher in self.searchers]
+        return merge_topk(answers, k) if len(answers) > 1 else answers[0]
 
     def pid(self) -> int:
         return os.getpid()
@@ -57,15 +80,38 @@ def _actor_class():
     return _ray().remote(_ShardActor)
 
 
+def pool_size(shards: int, actor_cpus: float, gpus: int) -> int:
+    """Actors for ``shards`` shards: one per shard as far as the cluster's CPUs (and GPUs,
+    ``gpus`` per actor) allow; ``XRetrieveError`` when the cluster is too small for one."""
+    total = _ray().cluster_resources()
+    needs = {"CPU": actor_cpus} | ({"GPU": gpus} if gpus else {})
+    for resource, amount in needs.items():
+        if total.get(resource, 0) < amount:
+            raise XRetrieveError(
+                f"the Ray cluster has {total.get(resource, 0):g} {resource}s, and a shard "
+                f"actor needs {amount:g}: give it more, or lower the actor's share"
+            )
+    return min(shards, *(int(total[resource] // amount) for resource, amount in needs.items()))
+
+
 class RaySearch:
     """A ``ShardedSearch`` on Ray. ``address``: ``local``, ``auto`` or ``ray://host:port``;
-    ``actor_cpus``: CPUs reserved per shard actor; ``max_restarts``: restarts per actor (and
-    retries per block). ``actors`` lists the live pool during a search (for inspection)."""
+    ``actor_cpus``: CPUs reserved per actor; ``max_restarts``: restarts per actor (and retries
+    per block); ``start_timeout``: seconds to wait for the cluster to start the actors.
+    ``actors`` lists the live pool during a search (for inspection)."""
 
-    def __init__(self, address: str = "local", *, actor_cpus: float = 1.0, max_restarts: int = 3):
+    def __init__(
+        self,
+        address: str = "local",
+        *,
+        actor_cpus: float = 1.0,
+        max_restarts: int = 3,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+    ):
         self.started = connect(address)
         self.actor_cpus = actor_cpus
         self.max_restarts = max_restarts
+        self.start_timeout = start_timeout
         self.actors: list = []
 
     def close(self) -> None:
@@ -86,37 +132,76 @@ class RaySearch:
         stage: str,
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
+        try:
+            self._start_pool(database, allowed, config)
+            return self._search(queries, query_rows, k, config, progress, stage)
+        finally:
+            for x in self.actors:
+                ray.kill(x)
+            self.actors = []
+
+    def _start_pool(
+        self, database: OpenIndex, allowed: np.ndarray | None, config: SearchConfig
+    ) -> None:
+        """``self.actors``, started and placed; ``XRetrieveError`` when the cluster does not
+        place them all within ``start_timeout``."""
+        ray, gpus = _ray(), gpus_per_worker()
+        shards = list(database.manifest.shards)
+        size = pool_size(len(shards), self.actor_cpus, gpus)
         actor = _actor_class().options(
             num_cpus=self.actor_cpus,
-            num_gpus=gpus_per_worker(),
+            num_gpus=gpus,
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )
         allowed_ref = ray.put(allowed)
         directory = str(database.directory)
         self.actors = [
-            actor.remote(directory, shard, config.nprobe, allowed_ref)
-            for shard in database.manifest.shards
+            actor.remote(directory, shards[i::size], config.nprobe, allowed_ref)
+            for i in range(size)
         ]
+        started, _ = ray.wait(
+            [x.ready.remote() for x in self.actors],
+            num_returns=size,
+            timeout=self.start_timeout,
+        )
+        if len(started) < size:
+            free = ray.available_resources()
+            needs = f"{self.actor_cpus:g} CPU" + (" and 1 GPU" if gpus else "")
+            has = f"{free.get('CPU', 0):g} CPUs" + (
+                f", {free.get('GPU', 0):g} GPUs" if gpus else ""
+            )
+            raise XRetrieveError(
+                f"the Ray cluster started {len(started)} of {size} shard actors in "
+                f"{self.start_timeout:g} s (each needs {needs}; free now: {has}): its resources "
+                "are taken by other work; retry when they are free"
+            )
+        get_result(started, "a shard actor", self.max_restarts)
+
+    def _search(
+        self,
+        queries: EmbeddingRows,
+        query_rows: np.ndarray,
+        k: int,
+        config: SearchConfig,
+        progress: ProgressCallback,
+        stage: str,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ray = _ray()
         blocks = query_blocks(query_rows, config.block_rows)
         sims = np.empty((query_rows.size, k), dtype=np.float32)
         ids = np.empty((query_rows.size, k), dtype=np.int64)
-        try:
-            pending: list[tuple[int, int, list]] = []
-            progress(stage, 0, len(blocks))
-            for done, (a, b) in enumerate(blocks, start=1):
-                block_ref = ray.put(queries.rows(query_rows[a:b]))
-                pending.append((a, b, [x.search.remote(block_ref, k) for x in self.actors]))
-                if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
-                    while pending:
-                        a0, b0, futures = pending.pop(0)
-                        answers = get_result(futures, "a shard actor", self.max_restarts)
-                        sims[a0:b0], ids[a0:b0] = merge_topk(answers, k)
-                progress(stage, done, len(blocks))
-        finally:
-            for x in self.actors:
-                ray.kill(x)
-            self.actors = []
+        pending: list[tuple[int, int, list]] = []
+        progress(stage, 0, len(blocks))
+        for done, (a, b) in enumerate(blocks, start=1):
+            block_ref = ray.put(queries.rows(query_rows[a:b]))
+            pending.append((a, b, [x.search.remote(block_ref, k) for x in self.actors]))
+            if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
+                while pending:
+                    a0, b0, futures = pending.pop(0)
+                    answers = get_result(futures, "a shard actor", self.max_restarts)
+                    sims[a0:b0], ids[a0:b0] = merge_topk(answers, k)
+            progress(stage, done, len(blocks))
         return sims, ids
 
 

@@ -26,6 +26,16 @@ class IndexMining:
     ray: str | None = None
 
 
+@dataclass(frozen=True)
+class IndexCorpusMining(CorpusMining):
+    """``CorpusMining`` through indexes, with the inverted lists visited per query in the
+    source and the target index (``src_nprobe``, ``tgt_nprobe``; None for an index without
+    lists): the values ``--nprobe`` (or its default) gave."""
+
+    src_nprobe: int | None = None
+    tgt_nprobe: int | None = None
+
+
 def _check_rows(index: OpenIndex, corpus: Corpus) -> None:
     if index.manifest.count != len(corpus):
         raise InputError(
@@ -42,7 +52,7 @@ def mine_corpora_with_indexes(
     config: MiningConfig,
     *,
     progress: ProgressCallback | None = None,
-) -> CorpusMining:
+) -> IndexCorpusMining:
     """Mine the distinct texts of ``src`` and ``tgt`` through the indexes built from their
     embeddings (one row per corpus line, as ``index build`` was given them)."""
     src_index, tgt_index = open_index(indexes.src_dir), open_index(indexes.tgt_dir)
@@ -69,4 +79,8 @@ def mine_corpora_with_indexes(
     finally:
         if search is not None:
             search.close()
-    return CorpusMining(src_rows, src_inverse, tgt_rows, tgt_inverse, pairs)
+    return IndexCorpusMining(
+        src_rows, src_inverse, tgt_rows, tgt_inverse, pairs,
+        src_nprobe=src_index.nprobe(indexes.search.nprobe),
+        tgt_nprobe=tgt_index.nprobe(indexes.search.nprobe),
+    )  # fmt: skip

@@ -9,19 +9,28 @@ directory behind; the next build of the same directory with the same settings an
 sources continues from it: training is not redone and finished shards are kept (checked by size
 and SHA-256). Other settings or changed sources start afresh. On success the work directory
 becomes the index directory in one rename, so the index directory is never half-written.
+
+A build holds ``.{name}.lock`` beside the index directory from its first check of the work
+directory to the final rename (``build_lock``): a second build of the same directory fails at
+once instead of resuming the first one's live work directory. The work directory is only ever
+cleared when it holds nothing but what a build writes (``PARTIAL_OUTPUT``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import shutil
+import os
+import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.files import atomic_write, replace_directory
-from xretrieve.index.manifest import ShardRecord
+from xretrieve.errors import InputError
+from xretrieve.files import OutputOwner, atomic_write, replace_directory
+from xretrieve.index.manifest import ShardRecord, is_index_file
 from xretrieve.integrity import file_matches
 
 logger = logging.getLogger(__name__)
@@ -31,10 +40,94 @@ SETTINGS = "build.json"
 TRAINED = "trained.faiss"
 
 
+# What a build writes into its work directory, finished or killed mid-write: the settings, the
+# trained index (and its staging file), the shards and their records, the manifest, and the
+# temporary files of ``atomic_write`` (``.NAME.XXXX.tmp``).
+_WORK_FILE = re.compile(
+    r"(build\.json|trained\.faiss(\.tmp)?|shard-\d{5,}\.(faiss|json)|manifest\.json"
+    r"|\.(build\.json|shard-\d{5,}\.json|manifest\.json)\..+\.tmp)"
+)
+
+
 def work_directory(out_dir: Path) -> Path:
     """Where the build of ``out_dir`` keeps its partial state."""
     out_dir = Path(out_dir)
     return out_dir.with_name(f".{out_dir.name}.partial")
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The file a build of ``out_dir`` holds locked while it runs."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.lock")
+
+
+def partial_disowns(directory: Path) -> str | None:
+    """None when the non-empty ``directory`` holds only what a build writes into its work
+    directory, else why not. The ``OutputOwner`` of the work directory beside ``--out``."""
+    foreign = sorted(
+        entry.name
+        for entry in Path(directory).iterdir()
+        if not (entry.is_file() and not entry.is_symlink() and _WORK_FILE.fullmatch(entry.name))
+    )
+    if not foreign:
+        return None
+    return (
+        f"it holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
+        "which index build does not write"
+    )
+
+
+PARTIAL_OUTPUT = OutputOwner("index build work directory", partial_disowns)
+
+
+class _Replaced(Exception):
+    """The lock file was removed or replaced between opening and locking it."""
+
+
+@contextlib.contextmanager
+def build_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``lock_path(out_dir)`` for the block; ``InputError`` at once when another build
+    holds it. The file is removed on the way out (while still held, so a build that opened it
+    meanwhile sees it replaced and reports the build that just finished as running), and so are
+    the folders above ``out_dir`` it had to create when the block fails."""
+    from filelock import FileLock, Timeout
+
+    out_dir, path = Path(out_dir), lock_path(out_dir)
+    if os.path.lexists(path) and (not path.is_file() or path.stat().st_size > 0):
+        raise InputError(path, "is in the way of the index build's lock file: move it away")
+    created = [parent for parent in out_dir.parents if not parent.exists()]
+
+    def still_the_lock_file(fd: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return
+        raise _Replaced
+
+    lock = FileLock(str(path), timeout=0, on_acquired=still_the_lock_file)
+    finished = False
+    try:
+        try:
+            lock.acquire()  # creates the missing folders above it
+        except (Timeout, _Replaced):
+            raise InputError(
+                out_dir,
+                f"another index build of this --out is running (it holds {path.name}): wait "
+                "for it to finish, or choose another --out",
+            ) from None
+        except OSError as error:
+            raise InputError(path, f"cannot create the build's lock file: {error}") from None
+        try:
+            yield
+            finished = True
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            lock.release()
+    finally:
+        if not finished:
+            for folder in created:  # deepest first; one holding anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
 
 def shard_name(number: int) -> str:
@@ -53,6 +146,9 @@ class PartialBuild:
 
     def has_trained(self) -> bool:
         return self.trained_path.is_file()
+
+    def discard_trained(self) -> None:
+        self.trained_path.unlink(missing_ok=True)
 
     def finished_shard(self, number: int) -> ShardRecord | None:
         """The record of shard ``number`` when its file is complete and unchanged, else None."""
@@ -74,16 +170,16 @@ class PartialBuild:
     def finish(self, out_dir: Path) -> None:
         """Drop the resume state and make the work directory ``out_dir`` (an existing
         ``out_dir`` is replaced)."""
-        for path in self.directory.glob("shard-*.json"):
-            path.unlink()
-        for name in (SETTINGS, TRAINED):
-            (self.directory / name).unlink(missing_ok=True)
+        for path in self.directory.iterdir():
+            if not is_index_file(path.name):
+                path.unlink()
         replace_directory(self.directory, Path(out_dir))
 
 
 def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> PartialBuild:
     """The work directory for building ``out_dir`` with ``settings`` (JSON-able): the one an
-    interrupted build of the same settings left (when ``resume``), else a fresh one."""
+    interrupted build of the same settings left (when ``resume``), else a fresh one. The caller
+    holds ``build_lock(out_dir)`` and has checked the work directory with ``PARTIAL_OUTPUT``."""
     directory = work_directory(out_dir)
     settings = json.loads(json.dumps(settings))
     settings_path = directory / SETTINGS
@@ -105,9 +201,17 @@ def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> Parti
             directory,
             "--no-resume" if not resume else "other settings or changed sources",
         )
-        shutil.rmtree(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    directory.mkdir()
+        _clear(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     with atomic_write(settings_path) as f:
         json.dump(settings, f, indent=1)
     return PartialBuild(directory)
+
+
+def _clear(directory: Path) -> None:
+    """Delete what a build wrote into ``directory``; ``InputError`` if anything else is there."""
+    reason = partial_disowns(directory)
+    if reason is not None:
+        raise InputError(directory, f"not cleared: {reason}")
+    for entry in directory.iterdir():
+        entry.unlink()

@@ -70,11 +70,18 @@ class SearchConfig:
 @dataclass(frozen=True)
 class OpenIndex:
     """An index directory whose manifest was checked against its files; ``rows`` reads the
-    embeddings it was built from (the queries of the other direction, and re-scoring)."""
+    embeddings it was built from (the queries of the other direction, and re-scoring);
+    ``lists``: the inverted lists of its shards (0: none)."""
 
     directory: Path
     manifest: IndexManifest
     rows: EmbeddingRows
+    lists: int = 0
+
+    def nprobe(self, requested: int | None) -> int | None:
+        """The lists a search with ``--nprobe requested`` (None: auto) visits per query; None
+        for an index without inverted lists."""
+        return probes(requested, self.lists) if self.lists else None
 
 
 def open_index(directory: Path, *, verify_shards: bool = True) -> OpenIndex:
@@ -82,7 +89,24 @@ def open_index(directory: Path, *, verify_shards: bool = True) -> OpenIndex:
     directory = Path(directory)
     manifest = read_manifest(directory, verify_shards=verify_shards)
     rows = EmbeddingRows([Path(s.path) for s in manifest.sources])
-    return OpenIndex(directory, manifest, rows)
+    lists = manifest.lists
+    if lists is None:  # a manifest written before it was recorded: the first shard says
+        lists = _shard_lists(directory / manifest.shards[0].file)
+    return OpenIndex(directory, manifest, rows, lists)
+
+
+def _shard_lists(path: Path) -> int:
+    """The inverted lists of a shard file, read without loading its vectors (memory-mapped)."""
+    import faiss
+
+    from xretrieve.index.factory import inverted_lists
+
+    try:
+        return inverted_lists(
+            faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        )
+    except RuntimeError:
+        return inverted_lists(read_shard(path))
 
 
 def read_shard(path: Path):
@@ -285,8 +309,8 @@ def search_direction(
     if short:
         raise XRetrieveError(
             f"{stage}: the index found fewer than k={k} neighbours for {short} of "
-            f"{ids.shape[0]} queries (nprobe={config.nprobe or 'auto'}); raise --nprobe or "
-            "lower --k"
+            f"{ids.shape[0]} queries (nprobe={database.nprobe(config.nprobe)}); raise "
+            "--nprobe or lower --k"
         )
     if not config.rescore:
         return sims, ids

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.errors import InputError
+from xretrieve.formats.embeddings import map_npy
 from xretrieve.row_blocks import RowMatrix, find_non_finite
 
 
@@ -32,12 +33,7 @@ class EmbeddingFile:
 def open_npy(path: Path) -> np.ndarray:
     """``path`` memory-mapped read-only; ``InputError`` unless it is a 2-D float16/32 ``.npy``."""
     path = Path(path)
-    try:
-        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(path, "embeddings file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(path, f"not a readable .npy array ({error})") from None
+    matrix = map_npy(path)
     if matrix.ndim != 2 or matrix.shape[0] == 0:
         raise InputError(path, f"expected a non-empty 2-D (rows, dim) matrix, found {matrix.shape}")
     if matrix.dtype not in (np.float16, np.float32):
@@ -85,6 +81,14 @@ class EmbeddingRows:
             EmbeddingFile(p, int(m.shape[0]), self.dim, str(m.dtype))
             for p, m in zip(self.paths, self._maps, strict=True)
         ]
+
+    def check_finite(self) -> None:
+        """``InputError`` naming the file and row of the first NaN or infinity (one streamed
+        pass over every file), so that a build refuses such input before it writes anything."""
+        for path, matrix in zip(self.paths, self._maps, strict=True):
+            bad = find_non_finite(matrix)
+            if bad is not None:
+                raise InputError(path, f"NaN or infinite value in row {bad} (0-based)")
 
     def block(self, start: int, stop: int) -> np.ndarray:
         """Global rows ``[start, stop)`` as (stop - start, d) unit float32 rows."""
