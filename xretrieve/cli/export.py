@@ -35,7 +35,9 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
             [
                 "dtype auto",
                 f"{choice['chosen']}: held-out top-1 int8 {choice['int8_accuracy']:.2f} vs "
-                f"fp32 {choice['fp32_accuracy']:.2f} ({choice['pairs']} pairs)",
+                f"fp32 {choice['fp32_accuracy']:.2f} (mean of {choice['pairs']} pairs); int8 "
+                f"loses most in {choice['worst_language']}: {choice['worst_drop']:.2f} points "
+                f"(at most {choice['max_drop']} allowed)",
             ]
         )
     rows += [[f"fused {name}", str(count)] for name, count in manifest.fusion.items() if count]
