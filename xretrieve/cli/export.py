@@ -59,9 +59,11 @@ def register(app: typer.Typer) -> None:
     @reports_errors
     def export(
         checkpoint: Annotated[
-            Path,
+            str,
             typer.Argument(
-                help="Hugging Face checkpoint directory (config.json, model.safetensors, tokenizer)."
+                help="Hugging Face checkpoint directory (config.json, model.safetensors, "
+                "tokenizer), a Hugging Face model id org/name, or 'default' for the default "
+                "model.",
             ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
@@ -127,6 +129,9 @@ def register(app: typer.Typer) -> None:
         """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
         against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
         from exporters import DEFAULT_OPSET, ExportConfig, export_checkpoint
+        from exporters.onnx_export import EXPORT_OUTPUT
+        from xretrieve.encoding.load import checkpoint_directory
+        from xretrieve.files import check_output_path
 
         config = ExportConfig(
             layers=_parse_layers(layer, layers),
@@ -139,8 +144,13 @@ def register(app: typer.Typer) -> None:
             max_length=max_length,
             projection=projection,
         )
+        # A bad --out is refused before a model name is resolved (a download, or the default
+        # model's first-use conversion); export_checkpoint checks it again against the folder.
+        local = [Path(checkpoint).resolve()] if Path(checkpoint).exists() else []
+        check_output_path(out, directory=True, inputs=local, owner=EXPORT_OUTPUT)
         with progress_bars(progress and not as_json) as report:
-            manifest = export_checkpoint(checkpoint, out, config, report)
+            checkpoint_dir = checkpoint_directory(checkpoint, report)
+            manifest = export_checkpoint(checkpoint_dir, out, config, report)
         if as_json:
             print_json(manifest.to_json())
         else:

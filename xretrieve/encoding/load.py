@@ -128,6 +128,17 @@ def resolve_model(
     )
 
 
+def checkpoint_directory(model: str | Path, progress: ProgressCallback | None = None) -> Path:
+    """The checkpoint folder ``model`` names, as ``xretrieve export`` takes it: "default" (or
+    the default model's hub id) is the default model's folder (converted on first use, see
+    ``resolve_model``), a Hugging Face id ``org/name`` that is no local path its hub snapshot;
+    anything else is a path, returned as it is (``export_checkpoint`` checks it)."""
+    name = str(model)
+    if name in DEFAULT_MODEL_ALIASES or (not Path(model).exists() and is_model_id(name)):
+        return resolve_model(name, progress).path
+    return Path(model)
+
+
 def is_model_id(name: str) -> bool:
     """Whether ``name`` has the shape of a Hugging Face model id: ``org/name`` of letters,
     digits, ``-``, ``_`` and ``.`` (no leading dot, no ``..``)."""
