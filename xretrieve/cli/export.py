@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--dtype",
                 help="fp16 (for CUDA), fp32 or int8 (for CPU), or auto: fp16 with a GPU, else "
-                "int8 if its held-out retrieval accuracy is within 1 point of fp32, else fp32.",
+                "int8 if its held-out retrieval accuracy is within 1 point of fp32 in every "
+                "language, else fp32.",
             ),
         ] = "fp16",
         opset: Annotated[
