@@ -154,14 +154,18 @@ def test_int8_activation_scales_are_per_token_or_calibrated(exports):
     model = onnx.load(str(exports["int8"] / "model.onnx"))
     ops = [node.op_type for node in model.graph.node]
     assert "DynamicQuantizeLinear" not in ops
-    # One per-token scale per MatMulInteger input (3 per layer), one fixed QuantizeLinear per
-    # QAttention input, its scale a calibrated constant.
-    assert ops.count("ReduceMax") == 6 and ops.count("QuantizeLinear") == 2
+    # One per-token scale per MatMulInteger input (3 per layer: a max and a min over the last
+    # axis, the vector scaled to +-127 and quantised with unit scale), and one QuantizeLinear
+    # per QAttention input with a calibrated constant scale.
+    assert ops.count("ReduceMax") == ops.count("ReduceMin") == 6
     constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "QuantizeLinear":
-            scale = constants[node.input[1]]
-            assert scale.shape == () and 0 < float(scale) < 1
+    scales = sorted(
+        float(constants[node.input[1]])
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear"
+    )
+    assert len(scales) == 8 and scales[2:] == [1.0] * 6
+    assert all(0 < scale < 1 for scale in scales[:2])
 
 
 def test_quantize_int8_needs_calibration_for_qattention(exports, tmp_path):
