@@ -10,7 +10,8 @@ load that comes and goes hits every configuration alike) and the fastest round c
 
     python benchmarks/bench_embed.py --model tiny --sentences 2000            # CPU, a minute
     python benchmarks/bench_embed.py --model default --sentences-file tests/data/default_model_sentences.txt \
-        --sentences 2000 --device cpu --dtypes fp32,int8,int8-tensor --backends ort,torch,st --rounds 2
+        --sentences 2000 --device cpu --dtypes fp32,int8,int8-batch --backends ort --rounds 3 \
+        --quality 2048
     python benchmarks/bench_embed.py --model large-random --sentences 50000 \
         --device cuda --dtypes fp16 --batch-tokens 32768                     # H100 target
 
@@ -18,9 +19,13 @@ load that comes and goes hits every configuration alike) and the fastest round c
 with its "query: " prefix) or a random XLM-R size (tiny: 256 wide, 4 layers; base-random:
 XLM-R base shape; large-random: XLM-R large shape). Sentences come from ``--sentences-file``
 (one per line, cycled up to ``--sentences``) or are generated: lengths log-normal with median
-~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. Dtypes: fp32, fp16, int8 (ONNX Runtime
-dynamic quantisation, per-channel weight scales: what ``xretrieve export --dtype int8`` makes)
-int8-tensor (one scale per matrix) and int8-matmul (the fused Attention left fp32); int8 runs on ORT only. Backends: ort, torch, st
+~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. Dtypes: fp32, fp16, int8 (per-channel
+weight scales, per-token or calibrated activation scales: what ``xretrieve export --dtype int8``
+makes), int8-tensor (one weight scale per matrix), int8-matmul (the fused Attention left fp32)
+and int8-batch (ONNX Runtime's dynamic quantisation unchanged: one activation scale per batch,
+what ``export`` made before); int8 runs on ORT only. ``--quality B`` adds, per CPU export, how
+far embeddings move between ``--batch-tokens`` and B, held-out accuracy per language (``export
+--dtype auto``'s set) and one-thread CPU seconds (``export_quality``). Backends: ort, torch, st
 (sentence-transformers with mean pooling + Normalize, batch ``--st-batch-size``; skipped with a
 note when the package is not installed). GPU levers for ORT: ``--packed`` adds an fp16 export in
 packed mode (RemovePadding + PackedAttention), ``--seq-bucket N`` pads batches to multiples of N
@@ -203,19 +208,23 @@ def attention_cells(
 # dtype label -> ExportConfig settings of the ORT export it is run from, or None for the int8
 # variants ``export`` does not make, quantised here from the fp32 export for the speed comparison
 # (``quantize_int8`` arguments in QUANTISED_HERE): int8-tensor (one scale per matrix; its mean
-# cosine to torch is below the int8 bar for multilingual-e5-small, so ``export`` refuses it) and
-# int8-matmul (per channel, the fused Attention left fp32: what ``export`` made before QAttention).
+# cosine to torch is below the int8 bar for multilingual-e5-small, so ``export`` refuses it),
+# int8-matmul (per channel, the fused Attention left fp32: what ``export`` made before QAttention)
+# and int8-batch (ONNX Runtime's dynamic quantisation as it comes: one activation scale per
+# batch, so embeddings depend on their batch mates; what ``export`` made before issue 17).
 EXPORTS = {
     "fp32": {"dtype": "fp32"},
     "fp16": {"dtype": "fp16"},
     "int8": {"dtype": "int8", "int8_per_channel": True},
     "int8-tensor": None,
     "int8-matmul": None,
+    "int8-batch": None,
     "fp16-packed": {"dtype": "fp16", "packed": True},
 }
 QUANTISED_HERE = {
     "int8-tensor": {"per_channel": False},
     "int8-matmul": {"per_channel": True, "attention": False},
+    "int8-batch": {"per_channel": True, "batch_independent": False},
 }
 TORCH_DTYPES = ("fp32", "fp16")
 
@@ -244,7 +253,20 @@ def export_once(
         exports["fp32"] = export_once(checkpoint, tmp_dir, "fp32", text_prefix, exports)
     fp32_dir = exports["fp32"][0]
     shutil.copytree(fp32_dir, out_dir)
-    quantize_int8(fp32_dir / "model.onnx", out_dir / "model.onnx", **QUANTISED_HERE[label])
+    from exporters.int8_activations import calibration_feeds, calibration_texts
+
+    calibration = calibration_feeds(
+        _hf_tokenizer(fp32_dir),
+        calibration_texts(),
+        text_prefix,
+        read_manifest(fp32_dir).max_length,
+    )
+    quantize_int8(
+        fp32_dir / "model.onnx",
+        out_dir / "model.onnx",
+        calibration=calibration,
+        **QUANTISED_HERE[label],
+    )
     try:
         figures = validate_export(out_dir, checkpoint, device="cpu").figures
     except ExportValidationError as error:  # judged by fp32's bar: only the figures count
@@ -256,6 +278,80 @@ def export_once(
         "`export --dtype int8` makes per-channel graphs with QAttention and refuses a mean "
         "cosine below 0.99",
     }
+
+
+def _hf_tokenizer(export_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(export_dir, local_files_only=True)
+
+
+def export_quality(
+    export_dir: Path, texts: list[str], batch_tokens: tuple[int, int], reference: dict | None
+) -> dict:
+    """What a dtype costs besides time, for ``--quality``: (1) batch independence: ``texts``
+    embedded by the library at two token budgets, the lowest per-row cosine and the largest
+    difference between the two; (2) top-1 accuracy per language of ``export --dtype auto``'s
+    held-out set (``exporters.dtype_choice``), and against ``reference`` (fp32's figures) the
+    language that loses most; (3) CPU seconds to embed ``texts`` in one ONNX Runtime thread
+    (process time, batches of 64 in input order: a measure of work that other load on the
+    machine barely moves, unlike the wall-clock rates)."""
+    import time
+
+    import onnxruntime as ort
+
+    from exporters import read_manifest
+    from exporters.dtype_choice import embed_texts, heldout_accuracy, read_parallel_set
+    from xretrieve.encoding import load_encoder
+
+    first, second = (
+        load_encoder(export_dir, device="cpu", batch_tokens=budget).encode(texts)
+        for budget in batch_tokens
+    )
+    cosines = (first * second).sum(1) / (
+        np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
+    )
+    manifest = read_manifest(export_dir)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        str(export_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    tokenizer = _hf_tokenizer(export_dir)
+    accuracy = heldout_accuracy(
+        session, tokenizer, read_parallel_set(), manifest.text_prefix, manifest.max_length
+    )
+    started = time.process_time()
+    embed_texts(session, tokenizer, texts, manifest.text_prefix, manifest.max_length)
+    cpu_seconds = time.process_time() - started
+    quality = {
+        "batch_tokens": list(batch_tokens),
+        "min_row_cosine_between_budgets": round(float(cosines.min()), 8),
+        "max_abs_diff_between_budgets": float(np.abs(first - second).max()),
+        "heldout_accuracy": {lang: round(value, 2) for lang, value in accuracy.items()},
+        "heldout_mean": round(float(np.mean(list(accuracy.values()))), 3),
+    }
+    if reference is not None:
+        drops = {lang: reference[lang] - value for lang, value in accuracy.items()}
+        worst = max(drops, key=drops.__getitem__)
+        quality |= {"worst_language": worst, "worst_drop_vs_fp32": round(drops[worst], 2)}
+    quality["cpu_seconds_one_thread"] = round(cpu_seconds, 2)
+    return quality
+
+
+def qualities(
+    exports: dict[str, tuple[Path, dict]], texts: list[str], batch_tokens: tuple[int, int]
+) -> dict[str, dict]:
+    """``export_quality`` of every CPU export (fp32 first: the others' held-out reference)."""
+    labels = sorted(
+        (label for label in exports if "fp16" not in label), key=lambda label: label != "fp32"
+    )
+    found: dict[str, dict] = {}
+    for label in labels:
+        reference = found["fp32"]["heldout_accuracy"] if "fp32" in found else None
+        found[label] = export_quality(exports[label][0], texts, batch_tokens, reference)
+    return found
 
 
 def load_texts(args: argparse.Namespace) -> list[str]:
@@ -325,7 +421,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=2000)
     parser.add_argument("--backends", default="ort,torch", help="ort,torch,st")
     parser.add_argument(
-        "--dtypes", default="fp32,fp16", help="fp32,fp16,int8,int8-tensor,int8-matmul"
+        "--dtypes",
+        default="fp32,fp16",
+        help="fp32,fp16,int8,int8-tensor,int8-matmul,int8-batch",
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--batch-tokens", type=int, default=16384)
@@ -339,6 +437,13 @@ def main() -> None:
     parser.add_argument("--packed", action="store_true", help="add an fp16 packed-mode ORT run")
     parser.add_argument("--seq-bucket", type=int, default=1, help="ORT: pad batches to N tokens")
     parser.add_argument("--sdpa-kernel", default="", help="ORT CUDA: e.g. flash,efficient")
+    parser.add_argument(
+        "--quality",
+        type=int,
+        metavar="BATCH_TOKENS",
+        help="also, per ORT export on the CPU: batch independence (--batch-tokens against this "
+        "budget), held-out accuracy per language and one-thread CPU seconds (export_quality)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -461,6 +566,8 @@ def main() -> None:
             },
             "results": results,
         }
+        if args.quality is not None:
+            report["quality"] = qualities(exports, texts, (args.batch_tokens, args.quality))
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -26,8 +26,9 @@ class Dtype(str, enum.Enum):
 
     FP16 = "fp16"  # for the CUDA execution provider
     FP32 = "fp32"  # for the CPU execution provider (and reference checks)
-    # fp32 graph whose MatMul weights are int8 (ONNX Runtime dynamic quantisation: activations
-    # quantised per batch at run time), for the CPU execution provider.
+    # fp32 graph whose MatMul weights are int8 (per output column) and whose activations are
+    # quantised per token, or with a scale calibrated at export where the operator takes one
+    # scale (``exporters.int8_activations``), for the CPU execution provider.
     INT8 = "int8"
     # Chosen at export: fp16 where a CUDA GPU is usable, else int8 when it keeps the held-out
     # retrieval accuracy of fp32 (``exporters.dtype_choice``), else fp32. Never in a manifest.

@@ -1,10 +1,15 @@
-"""``--dtype auto`` on the CPU: keep the int8 graph only if Tatoeba-style top-1 retrieval accuracy
-on a held-out parallel set stays within ``MAX_ACCURACY_DROP`` points of the float32 graph.
+"""``--dtype auto`` on the CPU: keep the int8 graph only if, in EVERY language of a held-out
+parallel set, its Tatoeba-style top-1 retrieval accuracy stays within ``MAX_ACCURACY_DROP``
+points of the float32 graph's. The worst language decides, not the mean: quantisation costs
+languages with fewer resources and their own scripts more, and a mean over mostly
+high-resource languages hides that (multilingual-e5-small, per-batch int8: the mean over ten
+languages rose 0.2 points while Basque lost 2.5).
 
 The held-out set (``data/heldout_parallel.tsv``) was written by hand for xretrieve: 60 English
-sentences with German, French, Spanish, Russian and Chinese translations, with near-duplicates
-(two cats / three cats, the morning / evening train) so that small embedding errors can swap
-neighbours. It is no part of any benchmark xretrieve evaluates on (BUCC, Tatoeba)."""
+sentences with German, French, Spanish, Russian and Chinese translations, and Hebrew, Georgian,
+Basque, Irish and Swahili ones, with near-duplicates (two cats / three cats, the morning /
+evening train) so that small embedding errors can swap neighbours. It is no part of any
+benchmark xretrieve evaluates on (BUCC, Tatoeba)."""
 
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from xretrieve.errors import InputError
 logger = logging.getLogger(__name__)
 
 HELDOUT_PATH = Path(__file__).parent / "data" / "heldout_parallel.tsv"
-# int8 may lose at most this many accuracy points (percent) against float32.
+# int8 may lose at most this many accuracy points (percent) against float32, in any language.
 MAX_ACCURACY_DROP = 1.0
 _BATCH = 64
 
@@ -41,16 +46,19 @@ class ParallelSet:
 
 @dataclass(frozen=True)
 class DtypeChoice:
-    """Outcome of the held-out comparison. Accuracies are percentages: the mean over languages
-    and both directions (en -> xx, xx -> en) of top-1 cosine retrieval accuracy, per language in
-    ``*_by_language``. ``chosen`` is INT8 when ``int8_accuracy >= fp32_accuracy -
-    max_drop``, else FP32."""
+    """Outcome of the held-out comparison. Accuracies are percentages: top-1 cosine retrieval
+    accuracy averaged over both directions (en -> xx, xx -> en) per language in
+    ``*_by_language``, and their mean over languages. ``worst_language`` is the language where
+    int8 loses most against fp32, ``worst_drop`` that loss in points (negative: int8 gained
+    everywhere). ``chosen`` is INT8 when ``worst_drop <= max_drop``, else FP32."""
 
     chosen: Dtype
     fp32_accuracy: float
     int8_accuracy: float
     fp32_by_language: Mapping[str, float]
     int8_by_language: Mapping[str, float]
+    worst_language: str
+    worst_drop: float
     max_drop: float
     pairs: int
     heldout_sha256: str
@@ -59,9 +67,13 @@ class DtypeChoice:
         return {
             "requested": Dtype.AUTO.value,
             "chosen": self.chosen.value,
-            "rule": f"int8 if its held-out top-1 accuracy is within {self.max_drop} point of fp32",
+            "rule": f"int8 if its held-out top-1 accuracy is within {self.max_drop} point of "
+            "fp32 in every language",
             "fp32_accuracy": round(self.fp32_accuracy, 3),
             "int8_accuracy": round(self.int8_accuracy, 3),
+            "worst_language": self.worst_language,
+            "worst_drop": round(self.worst_drop, 3),
+            "max_drop": self.max_drop,
             "fp32_by_language": {k: round(v, 3) for k, v in self.fp32_by_language.items()},
             "int8_by_language": {k: round(v, 3) for k, v in self.int8_by_language.items()},
             "pairs": self.pairs,
@@ -149,21 +161,26 @@ def decide(
     parallel: ParallelSet,
     max_drop: float = MAX_ACCURACY_DROP,
 ) -> DtypeChoice:
-    """Pure rule of ``choose_cpu_dtype``: INT8 when its mean accuracy is at least fp32's minus
-    ``max_drop`` points (an int8 graph more accurate than fp32 qualifies), else FP32."""
-    fp32_accuracy = float(np.mean(list(fp32_by_language.values())))
-    int8_accuracy = float(np.mean(list(int8_by_language.values())))
-    # A hair of tolerance: means of percentages are not exact in binary floating point.
-    keep_int8 = int8_accuracy >= fp32_accuracy - max_drop - 1e-9
+    """Pure rule of ``choose_cpu_dtype``: INT8 when in every language its accuracy is at least
+    fp32's minus ``max_drop`` points (a language where int8 is more accurate qualifies; the
+    mean over languages does not count), else FP32. Both mappings name the same languages."""
+    if set(fp32_by_language) != set(int8_by_language) or not fp32_by_language:
+        raise ValueError("fp32 and int8 accuracies must cover the same, non-empty languages")
+    drops = {lang: fp32_by_language[lang] - int8_by_language[lang] for lang in fp32_by_language}
+    worst = max(drops, key=drops.__getitem__)
+    # A hair of tolerance: percentages are not exact in binary floating point.
+    keep_int8 = drops[worst] <= max_drop + 1e-9
     return DtypeChoice(
         chosen=Dtype.INT8 if keep_int8 else Dtype.FP32,
-        fp32_accuracy=fp32_accuracy,
-        int8_accuracy=int8_accuracy,
+        fp32_accuracy=float(np.mean(list(fp32_by_language.values()))),
+        int8_accuracy=float(np.mean(list(int8_by_language.values()))),
         fp32_by_language=dict(fp32_by_language),
         int8_by_language=dict(int8_by_language),
         max_drop=max_drop,
         pairs=sum(len(xx) for xx, _ in parallel.pairs.values()),
         heldout_sha256=parallel.sha256,
+        worst_language=worst,
+        worst_drop=float(drops[worst]),
     )
 
 
@@ -187,9 +204,12 @@ def choose_cpu_dtype(
         accuracies.append(heldout_accuracy(session, tokenizer, parallel, text_prefix, max_length))
     choice = decide(accuracies[0], accuracies[1], parallel, MAX_ACCURACY_DROP)
     logger.info(
-        "dtype auto: held-out top-1 accuracy fp32 %.2f, int8 %.2f -> %s",
+        "dtype auto: held-out top-1 accuracy fp32 %.2f, int8 %.2f (mean), int8 loses most in "
+        "%s: %.2f points -> %s",
         choice.fp32_accuracy,
         choice.int8_accuracy,
+        choice.worst_language,
+        choice.worst_drop,
         choice.chosen.value,
     )
     return choice

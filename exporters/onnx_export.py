@@ -295,6 +295,7 @@ def build_graph(
     ``raw_path``: optimised, then fp16-converted (and packed), or int8-quantised. Returns the
     graph's dtype, its fused-operator counts and, for AUTO on the CPU, the held-out comparison
     that chose between int8 and fp32 (both built in ``scratch``)."""
+    from exporters.int8_activations import calibration_feeds, calibration_texts
     from exporters.optimize import convert_to_packed, optimize_graph, quantize_int8
 
     dtype = resolve_dtype(config.dtype)
@@ -317,7 +318,10 @@ def build_graph(
     int8_dir.mkdir()
     fp32_fusion = optimize_graph(raw_path, fp32_dir / MODEL_NAME, dtype=Dtype.FP32, **settings)
     int8_fusion = quantize_int8(
-        fp32_dir / MODEL_NAME, int8_dir / MODEL_NAME, per_channel=config.int8_per_channel
+        fp32_dir / MODEL_NAME,
+        int8_dir / MODEL_NAME,
+        per_channel=config.int8_per_channel,
+        calibration=calibration_feeds(tokenizer, calibration_texts(), text_prefix, max_length),
     )
     choice = None
     if dtype is Dtype.AUTO:

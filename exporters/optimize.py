@@ -1,4 +1,4 @@
-"""ONNX Runtime's transformer optimizer, the fp16 conversion, int8 dynamic quantisation and the
+"""ONNX Runtime's transformer optimizer, the fp16 conversion, int8 quantisation and the
 packed-mode conversion, with a check that the fusions that make the graph fast actually happened."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ FUSED_OPERATORS = (
     "BiasGelu",
     "FastGelu",
     "Gelu",
-    "MatMulInteger",  # int8 dynamic quantisation: one per quantised MatMul
-    "QAttention",  # int8 dynamic quantisation: Attention with an int8 QKV projection
+    "MatMulInteger",  # int8: one per quantised MatMul
+    "QAttention",  # int8: Attention with an int8 QKV projection
     "PackedAttention",  # packed mode (CUDA): Attention without padding tokens
     "RemovePadding",
     "RestorePadding",
@@ -153,18 +153,33 @@ def _without_preprocess_hint() -> Iterator[None]:
 
 
 def quantize_int8(
-    fp32_path: Path, out_path: Path, *, per_channel: bool = True, attention: bool = True
+    fp32_path: Path,
+    out_path: Path,
+    *,
+    per_channel: bool = True,
+    attention: bool = True,
+    calibration: Iterable[Mapping[str, Any]] | None = None,
+    batch_independent: bool = True,
 ) -> dict[str, int]:
-    """ONNX Runtime dynamic quantisation of the float32 graph at ``fp32_path`` into ``out_path``:
-    every MatMul with a constant weight gets int8 weights (symmetric, one scale per output
-    column with ``per_channel``, else one per matrix) and uint8 activations quantised per batch
-    at run time (MatMulInteger), and (with ``attention``) each fused Attention becomes QAttention, whose QKV
-    projection runs the same way (7-bit weights, ONNX Runtime's choice for it; the scores and
-    softmax stay float32). The embeddings, layer norms and the pooling head stay float32;
-    inputs and outputs keep their types. Returns the fused-operator counts of the written
-    graph; ``XRetrieveError`` when nothing was quantised."""
+    """int8 quantisation of the float32 graph at ``fp32_path`` into ``out_path``: every MatMul
+    with a constant weight gets int8 weights (symmetric, one scale per output column with
+    ``per_channel``, else one per matrix) and uint8 activations (MatMulInteger), and (with
+    ``attention``) each fused Attention becomes QAttention, whose QKV projection runs the same
+    way (7-bit weights, ONNX Runtime's choice for it; the scores and softmax stay float32). The
+    embeddings, layer norms and the pooling head stay float32; inputs and outputs keep their
+    types.
+
+    Activation scales (``exporters.int8_activations``): one per token before MatMulInteger, and
+    before QAttention (which takes one scale) a fixed one calibrated on ``calibration`` (int64
+    ``input_ids``/``attention_mask`` feeds; needed with ``attention``), so that an embedding does
+    not depend on the batch it ran in. ``batch_independent=False`` keeps ONNX Runtime's dynamic
+    quantisation as it is (one scale per batch, computed at run time), for benchmarks only.
+    Returns the fused-operator counts of the written graph; ``XRetrieveError`` when nothing was
+    quantised."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from exporters.int8_activations import fix_activation_scales
 
     external = Path(fp32_path).stat().st_size > EXTERNAL_DATA_THRESHOLD
     with _without_preprocess_hint():
@@ -185,11 +200,21 @@ def quantize_int8(
                 "MatMulConstBOnly": True,
             },
         )
+    scales = (
+        fix_activation_scales(Path(out_path), calibration, external=external)
+        if batch_independent
+        else {}
+    )
     written = onnx.load(str(out_path), load_external_data=False)
     counts = count_fused_operators(list(written.graph.node))
     if counts["MatMulInteger"] + counts["QAttention"] == 0:
         raise XRetrieveError(f"int8 quantisation of {fp32_path.name} quantised no MatMul")
-    logger.info("int8 (%s): %s", "per channel" if per_channel else "per tensor", counts)
+    logger.info(
+        "int8 (%s, activation scales %s): %s",
+        "per channel" if per_channel else "per tensor",
+        scales or "per batch",
+        counts,
+    )
     return counts
 
 

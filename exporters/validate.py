@@ -54,7 +54,7 @@ VALIDATION_BATCHES: tuple[tuple[str, ...], ...] = (
 )
 # Mean/min cosine to torch float32 below which an export is an error. float32 graphs differ from
 # torch only by fusion and summation order; fp16 by rounding (the bar: mean >= 0.999);
-# int8 by the quantised weights and per-batch activation scales (mean >= 0.99).
+# int8 by the quantised weights and activations (mean >= 0.99).
 MIN_MEAN_COSINE = {Dtype.FP32: 0.99999, Dtype.FP16: 0.999, Dtype.INT8: 0.99}
 MIN_COSINE = {Dtype.FP32: 0.9999, Dtype.FP16: 0.99, Dtype.INT8: 0.95}
 

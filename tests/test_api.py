@@ -220,3 +220,171 @@ def test_readme_example_runs_on_a_tiny_model(tiny_xlmr_checkpoint, tmp_path, mon
 
 def test_mining_config_is_the_configs_type() -> None:
     assert xretrieve.MiningConfig is MiningConfig
+
+
+# ---- arguments are checked, and a bad one is named (issue 17 item 9) -------------------------
+
+
+def test_mine_embeddings_refuses_non_finite_rows(planted, tmp_path) -> None:
+    """A NaN or infinite row used to be dropped silently and the other pairs returned; the CLI
+    refuses the same data. Both sides, arrays and memory maps."""
+    from xretrieve.errors import ArgumentError
+
+    _, _, src, tgt = planted
+    bad_src = src.copy()
+    bad_src[3, 5] = np.nan
+    with pytest.raises(ArgumentError, match="src_emb row 3 holds NaN or infinite") as caught:
+        xretrieve.mine_embeddings(bad_src, tgt, device="cpu")
+    assert caught.value.argument == "src_emb"
+    bad_tgt = tgt.astype(np.float16)
+    bad_tgt[7, 0] = np.inf
+    np.save(tmp_path / "tgt.npy", bad_tgt)
+    mapped = np.load(tmp_path / "tgt.npy", mmap_mode="r")
+    with pytest.raises(ArgumentError, match="tgt_emb row 7 holds NaN or infinite"):
+        xretrieve.mine_embeddings(src, mapped, device="cpu")
+
+
+@pytest.mark.parametrize("side", ["src_texts", "tgt_texts"])
+def test_mine_refuses_a_bare_string(planted, side) -> None:
+    """``mine("Der Hund", "The dog")`` mined single characters."""
+    from xretrieve.errors import ArgumentError
+
+    src_texts, tgt_texts, src, tgt = planted
+    encoder = TableEncoder(dict(zip(src_texts, src, strict=True)))
+    texts = {"src_texts": ["quelle 0"], "tgt_texts": ["quelle 1"]}
+    texts[side] = "Der Hund"
+    with pytest.raises(ArgumentError, match=f"{side} must be a list of sentences, not one str"):
+        xretrieve.mine(texts["src_texts"], texts["tgt_texts"], model=encoder)
+    assert encoder.calls == []
+
+
+BAD_MINING_ARGUMENTS = [
+    ({"k": 0}, "k must be an integer >= 1, not 0"),
+    ({"k": 2.5}, "k must be an integer >= 1, not 2.5"),
+    ({"k": True}, "k must be an integer >= 1, not True"),
+    ({"k": "4"}, "k must be an integer >= 1, not '4'"),
+    ({"threshold": "1.0"}, "threshold must be a finite number or None, not '1.0'"),
+    ({"threshold": float("inf")}, "threshold must be a finite number, not inf"),
+    ({"margin": 3}, "margin must be one of ratio, distance, absolute, not 3"),
+    ({"mode": "both"}, "mode must be one of forward, backward, intersect, max, not 'both'"),
+    ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N, not 'gpu'"),
+    ({"device": 0}, "device must be auto, cpu, cuda or cuda:N, not 0"),
+    ({"gpu_memory": "1GB"}, "gpu_memory must be an integer >= 1, not '1GB'"),
+    ({"gpu_memory": 0}, "gpu_memory must be an integer >= 1, not 0"),
+    ({"progress": "yes"}, "progress must be a callable or None, not str"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), BAD_MINING_ARGUMENTS)
+def test_mine_embeddings_names_a_bad_argument(planted, kwargs, message) -> None:
+    from xretrieve.errors import ArgumentError
+
+    _, _, src, tgt = planted
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        xretrieve.mine_embeddings(src, tgt, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        *BAD_MINING_ARGUMENTS,
+        ({"src_texts": ["fine", b"bytes"]}, "src_texts[1] must be a str, not bytes"),
+        ({"tgt_texts": [None]}, "tgt_texts[0] must be a str, not NoneType"),
+        ({"tgt_texts": [1, 2]}, "tgt_texts[0] must be a str, not int"),
+        ({"src_texts": []}, "src_texts must hold at least one sentence"),
+        ({"src_texts": 7}, "src_texts must be a list of str, not int"),
+        ({"model": 5}, "model must be a model name or folder"),
+        ({"text_prefix": 1}, "text_prefix must be a str or None, not int"),
+    ],
+)
+def test_mine_names_a_bad_argument_before_any_work(planted, kwargs, message) -> None:
+    from xretrieve.errors import ArgumentError
+
+    src_texts, tgt_texts, src, tgt = planted
+    encoder = TableEncoder(dict(zip(src_texts, src, strict=True)))
+    arguments = {"src_texts": src_texts, "tgt_texts": tgt_texts, "model": encoder} | kwargs
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        xretrieve.mine(**arguments)
+    assert encoder.calls == []  # nothing was embedded
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_tokens": 0}, "batch_tokens must be an integer >= 1, not 0"),
+        ({"batch_tokens": 2.5}, "batch_tokens must be an integer >= 1, not 2.5"),
+        ({"window": None}, "window must be an integer >= 1, not None"),
+        ({"layers": "-1"}, "layers must be a non-empty list of integers, not '-1'"),
+        ({"layers": [-1, 1.5]}, "layers[1] must be an integer"),
+        ({"dtype": "int8"}, "dtype must be one of auto, fp16, fp32, not 'int8'"),
+        ({"pooling": "max"}, "pooling must be one of mean, cls, not 'max'"),
+        ({"text_prefix": b"query: "}, "text_prefix must be a str or None, not bytes"),
+        ({"projection": "yes"}, "projection must be True or False, not 'yes'"),
+        ({"model": 3}, "model must be a model name or folder (str or pathlib.Path) or None"),
+        ({"progress": 1}, "progress must be a callable or None, not int"),
+    ],
+)
+def test_load_encoder_names_a_bad_argument(kwargs, message, tmp_path, monkeypatch) -> None:
+    from xretrieve.errors import ArgumentError
+
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path / "cache"))
+    arguments = {"model": str(tmp_path / "no-such-model")} | kwargs
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        xretrieve.load_encoder(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data_dir": 5}, "data_dir must be a path (str or pathlib.Path), not int"),
+        ({"langs": ["de", 1]}, "langs[1] must be a str, not int"),
+        ({"langs": []}, "langs names no language"),
+        ({"k": 0}, "k must be an integer >= 1, not 0"),
+        ({"tune_split": None}, "tune_split must be a split name such as 'test', not None"),
+        ({"model": 2}, "model must be a model name or folder"),
+        ({"emb_dir": 1.5}, "emb_dir must be a path (str or pathlib.Path), not float"),
+        ({"device": "tpu"}, "device must be auto, cpu, cuda or cuda:N, not 'tpu'"),
+    ],
+)
+def test_evaluate_bucc_names_a_bad_argument(kwargs, message, tmp_path) -> None:
+    from xretrieve.errors import ArgumentError
+
+    arguments = {"data_dir": tmp_path, "langs": ["de"], "model": None} | kwargs
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        xretrieve.evaluate_bucc(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"langs": "deu"}, None),  # one comma-separated string is fine (the CLI's form)
+        ({"langs": [b"deu"]}, "langs[0] must be a str, not bytes"),
+        ({"device": None}, "device must be auto, cpu, cuda or cuda:N, not None"),
+        ({"text_prefix": 3}, "text_prefix must be a str or None, not int"),
+    ],
+)
+def test_evaluate_tatoeba_names_a_bad_argument(kwargs, message, tmp_path) -> None:
+    from xretrieve.errors import ArgumentError, InputError
+
+    write_planted_tatoeba(tmp_path / "data", tmp_path / "emb", "deu")
+    arguments = {"data_dir": tmp_path / "data", "langs": ["deu"], "emb_dir": tmp_path / "emb"}
+    arguments |= {"device": "cpu"} | kwargs
+    if message is None:
+        assert xretrieve.evaluate_tatoeba(**arguments)["deu"].n > 0
+        return
+    with pytest.raises(ArgumentError, match=re.escape(message)):
+        xretrieve.evaluate_tatoeba(**arguments)
+    assert not issubclass(InputError, ArgumentError)
+
+
+def test_argument_error_is_an_xretrieve_error_and_pickles() -> None:
+    import pickle
+
+    from xretrieve.errors import ArgumentError
+
+    error = ArgumentError("k", "must be an integer >= 1, not 0")
+    assert isinstance(error, XRetrieveError) and str(error) == "k must be an integer >= 1, not 0"
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ArgumentError and str(again) == str(error)
+    assert (again.argument, again.detail) == ("k", "must be an integer >= 1, not 0")
+    assert xretrieve.ArgumentError is ArgumentError

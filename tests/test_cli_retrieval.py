@@ -111,7 +111,7 @@ def test_tatoeba_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, [*args, "--emb-dir", str(tmp_path / "emb")])
     assert result.exit_code == 2 and "has 49 rows but its data file has 50" in result.stderr
     result = runner.invoke(app, [*args[:-1], " , ", "--emb-dir", str(tmp_path / "emb")])
-    assert result.exit_code == 2 and "--langs names no language" in result.stderr
+    assert result.exit_code == 2 and "langs names no language" in result.stderr
 
 
 def test_bucc_reports_every_missing_language_before_any_work(bucc_root: Path, monkeypatch) -> None:

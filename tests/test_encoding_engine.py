@@ -175,3 +175,35 @@ def test_multi_layer_torch_backend_gives_layer_rows(tiny_bert_checkpoint: Path) 
     layer_rows = encoder.encode_layers(SAMPLE_SENTENCES)
     assert layer_rows.shape == (len(SAMPLE_SENTENCES), 2, 32)
     np.testing.assert_allclose(layer_rows[:, 0], encoder.encode(SAMPLE_SENTENCES), atol=1e-6)
+
+
+def test_a_bare_string_is_one_text_and_gives_one_vector(torch_parts) -> None:
+    """Issue 17 item 9: ``encode("hello world")`` returned 11 vectors, one per character. As in
+    sentence-transformers, a bare string is one text: one ``(dim,)`` vector."""
+    encoder = _encoder(torch_parts)
+    vector = encoder.encode("hello world")
+    assert vector.shape == (32,) and vector.dtype == np.float32
+    np.testing.assert_allclose(vector, encoder.encode(["hello world"])[0], atol=1e-6)
+    layers = encoder.encode_layers("hello world")
+    assert layers.shape == (1, 32)
+    # Lists, tuples and other iterables of str stay (n, dim).
+    assert encoder.encode(("a", "b")).shape == (2, 32)
+    assert encoder.encode(text for text in ("a", "b", "c")).shape == (3, 32)
+    assert encoder.encode([]).shape == (0, 32)
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["fine", b"bytes"], r"texts\[1\] must be a str, not bytes"),
+        (["fine", None], r"texts\[1\] must be a str, not NoneType"),
+        ([3], r"texts\[0\] must be a str, not int"),
+        (b"bytes", "texts must be a list of str, not bytes"),
+        (42, "texts must be a list of str, not int"),
+    ],
+)
+def test_encode_names_a_bad_text(torch_parts, texts, message) -> None:
+    from xretrieve.errors import ArgumentError
+
+    with pytest.raises(ArgumentError, match=message):
+        _encoder(torch_parts).encode(texts)

@@ -598,6 +598,46 @@ def test_cli_errors_exit_2(tiny_xlmr_checkpoint, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_cli_export_default_and_a_hub_id(tiny_xlmr_checkpoint, tmp_path, monkeypatch):
+    """Issue 17 item 20: ``export default`` failed with "checkpoint directory does not exist"
+    although ``default`` works in every other command; a hub id ``org/name`` likewise."""
+    from xretrieve.cli.app import app
+    from xretrieve.encoding import default_model
+
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The default model is the folder $XRETRIEVE_DEFAULT_MODEL_DIR names (the tiny model here).
+    default_dir = tmp_path / "default-model"
+    shutil.copytree(tiny_xlmr_checkpoint, default_dir)
+    monkeypatch.setenv(default_model.DEFAULT_MODEL_DIR_ENV, str(default_dir))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["export", "default", "--out", str(tmp_path / "e"), "--dtype", "fp32", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(tmp_path / "e")
+    assert Path(manifest.source_checkpoint) == default_dir.resolve()
+    assert manifest.text_prefix == "query: " and manifest.mining_threshold is not None
+    # A Hugging Face id resolves through the (offline) hub cache, as --model does elsewhere.
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-xlmr"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision, encoding="utf-8")
+    shutil.copytree(tiny_xlmr_checkpoint, repo / "snapshots" / revision)
+    result = runner.invoke(
+        app, ["export", "tiny-org/tiny-xlmr", "--out", str(tmp_path / "h"), "--dtype", "fp32",
+              "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert read_manifest(tmp_path / "h").source_checkpoint.endswith(revision)
+    # A bad --out is refused before the model name is resolved.
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv(default_model.DEFAULT_MODEL_DIR_ENV, str(tmp_path / "nowhere"))
+    result = runner.invoke(app, ["export", "default", "--out", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "must be a directory" in result.stderr, result.output
+
+
 def _tree(directory: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(directory)): path.read_bytes()

@@ -120,6 +120,67 @@ def test_int8_matches_fp32_and_is_validated(exports):
     assert np.abs(full - quantised).max() > 1e-5
 
 
+def _batch_mates_texts() -> list[str]:
+    """Sentences of many lengths: with a large token budget they share batches, with a small
+    one each runs nearly alone."""
+    words = "the cat dog house tree water city river book car sun moon day night".split()
+    return [
+        " ".join(words[(i + j) % len(words)] for j in range(1 + (i * 7) % 40)) for i in range(60)
+    ] + SAMPLE_SENTENCES
+
+
+@pytest.mark.parametrize("name", ["int8", "int8_tensor", "fp32"])
+def test_embeddings_do_not_depend_on_their_batch_mates(exports, name):
+    """Issue 17 item 19: int8 activations were quantised with one scale per batch, so a row
+    changed with the rows it was batched with. Scales are per token (or fixed) now."""
+    from xretrieve.encoding import load_encoder
+
+    texts = _batch_mates_texts()
+    large = load_encoder(exports[name], device="cpu", batch_tokens=16384).encode(texts)
+    small = load_encoder(exports[name], device="cpu", batch_tokens=48).encode(texts)
+    cosines = (large * small).sum(1) / (
+        np.linalg.norm(large, axis=1) * np.linalg.norm(small, axis=1)
+    )
+    assert cosines.min() >= 0.99999, (name, float(cosines.min()))
+    # Float noise (fp32: about 1e-7 here). The tiny model's rows are nearly parallel, so the
+    # cosine barely moves; per-batch scales moved its int8 rows by about 1e-4.
+    assert np.abs(large - small).max() <= 1e-5, (name, float(np.abs(large - small).max()))
+
+
+def test_int8_activation_scales_are_per_token_or_calibrated(exports):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exports["int8"] / "model.onnx"))
+    ops = [node.op_type for node in model.graph.node]
+    assert "DynamicQuantizeLinear" not in ops
+    # One per-token scale per MatMulInteger input (3 per layer: a max and a min over the last
+    # axis, the vector scaled to +-127 and quantised with unit scale), and one QuantizeLinear
+    # per QAttention input with a calibrated constant scale.
+    assert ops.count("ReduceMax") == ops.count("ReduceMin") == 6
+    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    scales = sorted(
+        float(constants[node.input[1]])
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear"
+    )
+    assert len(scales) == 8 and scales[2:] == [1.0] * 6
+    assert all(0 < scale < 1 for scale in scales[:2])
+
+
+def test_quantize_int8_needs_calibration_for_qattention(exports, tmp_path):
+    from exporters import quantize_int8
+
+    with pytest.raises(XRetrieveError, match="calibration"):
+        quantize_int8(exports["fp32"] / "model.onnx", tmp_path / "model.onnx")
+    # Without attention there is nothing to calibrate; per batch, as ONNX Runtime makes it.
+    quantize_int8(exports["fp32"] / "model.onnx", tmp_path / "mm.onnx", attention=False)
+    dynamic = quantize_int8(
+        exports["fp32"] / "model.onnx", tmp_path / "dyn.onnx", batch_independent=False
+    )
+    assert dynamic["QAttention"] == 2
+
+
 def test_int8_below_the_bar_is_a_typed_error_and_writes_nothing(
     tiny_xlmr_checkpoint, tmp_path, monkeypatch
 ):
@@ -166,21 +227,45 @@ def test_decide_rule():
     assert decide({"de": 90.0, "fr": 80.0}, {"de": 89.0, "fr": 79.0}, parallel).chosen is Dtype.INT8
     assert decide({"de": 90.0}, {"de": 88.99}, parallel).chosen is Dtype.FP32
     assert decide({"de": 90.0}, {"de": 95.0}, parallel).chosen is Dtype.INT8
-    # Means over languages: 85 vs 84 is a drop of exactly one point, which is within the bar.
-    choice = decide({"de": 90.0, "fr": 80.0}, {"de": 90.0, "fr": 78.0}, parallel)
+    # A drop of exactly one point is within the bar.
+    choice = decide({"de": 90.0, "fr": 80.0}, {"de": 90.0, "fr": 79.0}, parallel)
     assert choice.chosen is Dtype.INT8
-    assert (choice.fp32_accuracy, choice.int8_accuracy) == (85.0, 84.0)
-    assert decide({"de": 90.0, "fr": 80.0}, {"de": 90.0, "fr": 77.8}, parallel).chosen is Dtype.FP32
-    assert choice.to_json()["pairs"] == 300
+    assert (choice.fp32_accuracy, choice.int8_accuracy) == (85.0, 84.5)
+    assert (choice.worst_language, choice.worst_drop) == ("fr", 1.0)
+    assert choice.to_json()["pairs"] == 600
+    assert choice.to_json()["worst_language"] == "fr"
+    with pytest.raises(ValueError, match="same"):
+        decide({"de": 90.0}, {"fr": 90.0}, parallel)
+
+
+def test_decide_by_the_worst_language_not_the_mean():
+    """Issue 17 item 19: the mean favours int8 (it gains in four languages) while one language
+    loses more than the tolerance: fp32."""
+    parallel = read_parallel_set()
+    fp32 = {"de": 95.0, "fr": 95.0, "es": 95.0, "ru": 95.0, "he": 90.0}
+    int8 = {"de": 97.0, "fr": 97.0, "es": 97.0, "ru": 97.0, "he": 87.5}
+    choice = decide(fp32, int8, parallel)
+    assert choice.int8_accuracy > choice.fp32_accuracy
+    assert choice.chosen is Dtype.FP32
+    assert (choice.worst_language, choice.worst_drop) == ("he", 2.5)
+    assert choice.to_json()["rule"].endswith("in every language")
 
 
 def test_shipped_heldout_set():
     parallel = read_parallel_set()
-    assert sorted(parallel.pairs) == ["de", "es", "fr", "ru", "zh"]
+    # High-resource languages and ones with fewer resources or their own scripts.
+    assert sorted(parallel.pairs) == sorted(
+        ["de", "es", "fr", "ru", "zh", "he", "ka", "eu", "ga", "sw"]
+    )
     english = {en for _, en in parallel.pairs.values()}
     assert len(english) == 1  # the same 60 English sentences for every language
     for xx, en in parallel.pairs.values():
         assert len(xx) == len(en) == 60 and len(set(xx)) == 60 and len(set(en)) == 60
+    scripts = {
+        "he": "\u05d0" <= parallel.pairs["he"][0][0][0] <= "\u05ea",  # Hebrew letters
+        "ka": "\u10d0" <= parallel.pairs["ka"][0][0][0] <= "\u10ff",  # Georgian Mkhedruli
+    }
+    assert all(scripts.values()), scripts
     assert parallel.path == str(HELDOUT_PATH)
 
 
@@ -204,13 +289,10 @@ def test_auto_on_the_cpu_follows_the_heldout_rule(
     assert read_manifest(tmp_path / "auto").dtype is expected
     choice = manifest.dtype_choice
     assert choice["requested"] == "auto" and choice["chosen"] == expected.value
-    assert choice["pairs"] == 300 and set(choice["fp32_by_language"]) == {
-        "de",
-        "es",
-        "fr",
-        "ru",
-        "zh",
-    }
+    assert choice["pairs"] == 600 and set(choice["fp32_by_language"]) == {
+        "de", "es", "fr", "ru", "zh", "he", "ka", "eu", "ga", "sw",
+    }  # fmt: skip
+    assert choice["worst_language"] in choice["fp32_by_language"]
     assert 0.0 <= choice["int8_accuracy"] <= 100.0
     assert (manifest.fusion["MatMulInteger"] > 0) == (expected is Dtype.INT8)
     # Only the chosen graph is in the export.

@@ -10,7 +10,10 @@ The Python API (names load lazily, so ``import xretrieve`` and ``xretrieve --hel
 - ``evaluate_bucc(data_dir, langs, ...) -> {lang: BuccResult}`` and
   ``evaluate_tatoeba(data_dir, langs, ...) -> {lang: TatoebaResult}`` (``xretrieve.retrieval``)
 - ``MinedPairs``, ``Margin``, ``Mode``, ``MiningConfig`` (``xretrieve.margin``), ``BuccResult``,
-  ``TatoebaResult``, ``XRetrieveError``, ``InputError``
+  ``TatoebaResult``
+- the errors (``xretrieve.errors``): ``XRetrieveError``, the base of every error raised on
+  purpose, and its subclasses ``ArgumentError`` (a bad argument, named), ``InputError`` (a bad
+  file, named with its line) and ``MissingDependencyError`` (an optional package to install)
 """
 
 from __future__ import annotations
@@ -33,15 +36,19 @@ _EXPORTS = {
     "BuccResult": "xretrieve.bucc",
     "TatoebaResult": "xretrieve.tatoeba",
     "XRetrieveError": "xretrieve.errors",
+    "ArgumentError": "xretrieve.errors",
     "InputError": "xretrieve.errors",
+    "MissingDependencyError": "xretrieve.errors",
 }
 
 __all__ = [
+    "ArgumentError",
     "BuccResult",
     "InputError",
     "Margin",
     "MinedPairs",
     "MiningConfig",
+    "MissingDependencyError",
     "Mode",
     "TatoebaResult",
     "XRetrieveError",
@@ -55,7 +62,12 @@ __all__ = [
 if TYPE_CHECKING:
     from xretrieve.bucc import BuccResult
     from xretrieve.encoding.load import load_encoder
-    from xretrieve.errors import InputError, XRetrieveError
+    from xretrieve.errors import (
+        ArgumentError,
+        InputError,
+        MissingDependencyError,
+        XRetrieveError,
+    )
     from xretrieve.margin import Margin, MinedPairs, MiningConfig, Mode
     from xretrieve.mining import mine, mine_embeddings
     from xretrieve.retrieval import evaluate_bucc, evaluate_tatoeba

@@ -43,3 +43,16 @@ class MissingDependencyError(XRetrieveError):
 
     def __init__(self, package: str, purpose: str) -> None:
         super().__init__(f"{purpose} needs the '{package}' package: pip install {package}")
+
+
+class ArgumentError(XRetrieveError):
+    """A bad argument to a library function: ``argument`` names the parameter, ``detail`` says
+    what it takes and what it got ("k must be a positive integer, not 0")."""
+
+    def __init__(self, argument: str, detail: str) -> None:
+        super().__init__(argument, detail)
+        self.argument = argument
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.argument} {self.detail}"

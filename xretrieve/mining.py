@@ -23,9 +23,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from xretrieve.arguments import (
+    check_int,
+    check_member,
+    check_model,
+    check_optional_str,
+    check_progress,
+    check_texts,
+    check_threshold,
+)
 from xretrieve.bucc import CorpusMining
 from xretrieve.embeddings import EmbeddingSource, EncoderSource, TextEncoder
-from xretrieve.errors import XRetrieveError
+from xretrieve.errors import ArgumentError, XRetrieveError
 from xretrieve.formats import Corpus
 from xretrieve.margin import DEFAULT_CONFIG, Margin, MinedPairs, MiningConfig, Mode
 from xretrieve.progress import ProgressCallback
@@ -54,26 +63,30 @@ def mining_config(
     device: str = "auto",
     gpu_memory: int | None = None,
 ) -> MiningConfig:
-    """A ``MiningConfig`` from enums or their string values; ``XRetrieveError`` for a bad one."""
-    if gpu_memory is not None and gpu_memory < 1:
-        raise XRetrieveError(f"gpu_memory must be a positive number of bytes, not {gpu_memory}")
+    """A ``MiningConfig`` from enums or their string values; ``ArgumentError`` naming the
+    argument for a bad one (``k`` and ``gpu_memory`` positive integers, ``device`` auto, cpu,
+    cuda or cuda:N)."""
     return MiningConfig(
-        k=k,
-        margin=_member(Margin, margin),
-        mode=_member(Mode, mode),
-        device=device,
-        gpu_memory=gpu_memory,
+        k=check_int("k", k),
+        margin=check_member("margin", Margin, margin),
+        mode=check_member("mode", Mode, mode),
+        device=check_search_device(device),
+        gpu_memory=None if gpu_memory is None else check_int("gpu_memory", gpu_memory),
     )
 
 
-def _member(kind: type, value: Any) -> Any:
-    try:
-        return kind(value.value if isinstance(value, kind) else value)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise XRetrieveError(
-            f"{kind.__name__.lower()} must be one of {choices}, not {value!r}"
-        ) from None
+def check_search_device(device: Any) -> str:
+    """``device`` of the kNN search (auto, cpu, cuda, cuda:N or an encoder ``Device``) as a
+    string; ``ArgumentError`` otherwise."""
+    from xretrieve.knn import check_device
+
+    value = getattr(device, "value", device)
+    if isinstance(value, str):
+        try:
+            return check_device(value)
+        except XRetrieveError:
+            pass
+    raise ArgumentError("device", f"must be auto, cpu, cuda or cuda:N, not {device!r}")
 
 
 @dataclass(frozen=True)
@@ -105,11 +118,10 @@ def default_threshold(
 def _given_or_default(
     threshold: float | None, config: MiningConfig, calibrated: Mapping[str, Any] | None
 ) -> ThresholdChoice:
+    threshold = check_threshold("threshold", threshold)
     if threshold is None:
         return default_threshold(config, calibrated)
-    if not math.isfinite(threshold):
-        raise XRetrieveError(f"the threshold must be a finite number, not {threshold!r}")
-    return ThresholdChoice(float(threshold), "given")
+    return ThresholdChoice(threshold, "given")
 
 
 def model_threshold(source: EmbeddingSource | TextEncoder | None) -> Mapping[str, Any] | None:
@@ -145,15 +157,22 @@ def mine(
     calibrated threshold, else 1.05 for the ratio margin, else no cut; see the module doc).
     ``gpu_memory`` bounds the bytes of device memory the GPU search uses (default: 80 % of
     the free memory).
+
+    Every argument is checked before any work; a bad one raises ``ArgumentError`` naming it:
+    ``src_texts``/``tgt_texts`` must be non-empty lists of ``str`` (a bare string is refused,
+    not mined character by character), ``k`` a positive integer, ``threshold`` a finite number
+    or None.
     """
+    src = Corpus(Path("src_texts"), _sentences("src_texts", src_texts))
+    tgt = Corpus(Path("tgt_texts"), _sentences("tgt_texts", tgt_texts))
     config = mining_config(k, margin, mode, device, gpu_memory)
+    model = check_model("model", model)
+    text_prefix = check_optional_str("text_prefix", text_prefix)
+    check_threshold("threshold", threshold)
+    check_progress(progress)
     from xretrieve.bucc import mine_corpora
     from xretrieve.embeddings import embed_pair, resolve_encoder
 
-    src = Corpus(Path("src_texts"), tuple(src_texts))
-    tgt = Corpus(Path("tgt_texts"), tuple(tgt_texts))
-    if not len(src) or not len(tgt):
-        raise XRetrieveError("mining needs at least one source and one target sentence")
     encoder = resolve_encoder(model, text_prefix=text_prefix, progress=progress)
     choice = _given_or_default(threshold, config, model_threshold(encoder))
     src_emb, tgt_emb = embed_pair(EncoderSource(encoder), src, tgt, progress)
@@ -183,23 +202,51 @@ def mine_embeddings(
     embeddings (L2-normalised here; arrays or ``np.load(..., mmap_mode="r")`` memory maps,
     which are read block by block). Indices are rows; ``threshold`` None: 1.05 for the ratio
     margin (no model is known to have calibrated one), else no cut. Rows should be distinct
-    texts (``mine`` takes care of that for sentences)."""
+    texts (``mine`` takes care of that for sentences). A matrix that is not 2-D float, or holds
+    a NaN or an infinity (as ``xretrieve mine`` refuses such a file), and every other bad
+    argument raise ``ArgumentError`` naming it, before any search."""
     from xretrieve.margin import mine as mine_rows
 
     config = mining_config(k, margin, mode, device, gpu_memory)
-    src_emb = src_emb if isinstance(src_emb, np.ndarray) else np.asarray(src_emb)
-    tgt_emb = tgt_emb if isinstance(tgt_emb, np.ndarray) else np.asarray(tgt_emb)
-    for name, matrix in (("src_emb", src_emb), ("tgt_emb", tgt_emb)):
-        if matrix.ndim != 2 or not matrix.shape[0] or not np.issubdtype(matrix.dtype, np.floating):
-            raise XRetrieveError(
-                f"{name} must be a non-empty 2-D float matrix, not {matrix.dtype} {matrix.shape}"
-            )
-    if src_emb.shape[1] != tgt_emb.shape[1]:
-        raise XRetrieveError(
-            f"src_emb has dimension {src_emb.shape[1]}, tgt_emb {tgt_emb.shape[1]}; they must match"
-        )
     choice = _given_or_default(threshold, config, None)
+    check_progress(progress)
+    src_emb = _embedding_matrix("src_emb", src_emb)
+    tgt_emb = _embedding_matrix("tgt_emb", tgt_emb)
+    if src_emb.shape[1] != tgt_emb.shape[1]:
+        raise ArgumentError(
+            "src_emb",
+            f"has dimension {src_emb.shape[1]}, tgt_emb {tgt_emb.shape[1]}; they must match",
+        )
     return mine_rows(src_emb, tgt_emb, config, progress=progress).above(choice.threshold)
+
+
+def _sentences(name: str, texts: Any) -> tuple[str, ...]:
+    sentences = check_texts(name, texts)
+    if not sentences:
+        raise ArgumentError(name, "must hold at least one sentence")
+    return sentences
+
+
+def _embedding_matrix(name: str, matrix: Any) -> np.ndarray:
+    """``matrix`` as an array (a memory map stays one), checked: 2-D floating, non-empty, every
+    value finite (one streamed pass)."""
+    from xretrieve.row_blocks import find_non_finite
+
+    if not isinstance(matrix, np.ndarray):
+        try:
+            matrix = np.asarray(matrix)
+        except (ValueError, TypeError):
+            raise ArgumentError(name, "must be a 2-D float matrix (n, d)") from None
+    if matrix.ndim != 2 or not matrix.shape[0] or not np.issubdtype(matrix.dtype, np.floating):
+        raise ArgumentError(
+            name, f"must be a non-empty 2-D float matrix (n, d), not {matrix.dtype} {matrix.shape}"
+        )
+    bad_row = find_non_finite(matrix)
+    if bad_row is not None:
+        raise ArgumentError(
+            name, f"row {bad_row} holds NaN or infinite values; embeddings must be finite"
+        )
+    return matrix
 
 
 # ---- what ``xretrieve mine`` runs -----------------------------------------------------------

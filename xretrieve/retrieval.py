@@ -13,9 +13,16 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from xretrieve.arguments import (
+    check_model,
+    check_optional_str,
+    check_path,
+    check_progress,
+    check_texts,
+)
 from xretrieve.bucc import BuccResult
 from xretrieve.embeddings import TextEncoder
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.formats import BuccSplit, Corpus
 from xretrieve.margin import Margin, Mode
 from xretrieve.progress import ProgressCallback
@@ -46,15 +53,19 @@ def evaluate_bucc(
 
     Embeddings come from ``model`` (a name for ``load_encoder`` or a loaded encoder) or, when
     ``emb_dir`` is given, from ``.npy`` files mirroring ``data_dir`` (then ``model`` must be
-    None). Raises ``XRetrieveError`` listing every language whose files are missing or bad."""
+    None). Raises ``XRetrieveError`` listing every language whose files are missing or bad, and
+    ``ArgumentError`` naming a bad argument, before any reading."""
     from xretrieve.bucc import evaluate_bucc as score_languages
     from xretrieve.embeddings import embed_pair, embedding_source
     from xretrieve.formats import bucc_paths, read_bucc_split
     from xretrieve.mining import mining_config
 
     config = mining_config(k, margin, mode, device)
-    data_dir = Path(data_dir)
-    langs = _languages(langs)
+    data_dir, langs, model, emb_dir = _common_arguments(
+        data_dir, langs, model, emb_dir, text_prefix, progress
+    )
+    tune_split = _split_name("tune_split", tune_split)
+    eval_split = _split_name("eval_split", eval_split)
     _check_layout_folder(data_dir / "bucc2018", "bucc2018/{xx}-en.{split}.{xx,en,gold}")
     units = [(lang, split) for lang in langs for split in dict.fromkeys((tune_split, eval_split))]
     _check_files_exist(
@@ -93,13 +104,17 @@ def evaluate_tatoeba(
 ) -> dict[str, TatoebaResult]:
     """Tatoeba top-1 accuracy (percent, both directions) per language of
     ``DIR/tatoeba/tatoeba.{xxx}-eng.*``; ``model`` and ``emb_dir`` as in ``evaluate_bucc``.
-    Raises ``XRetrieveError`` listing every language whose files are missing or bad."""
+    Raises ``XRetrieveError`` listing every language whose files are missing or bad, and
+    ``ArgumentError`` naming a bad argument, before any reading."""
     from xretrieve.embeddings import embed_pair, embedding_source
     from xretrieve.formats import read_tatoeba, tatoeba_paths
+    from xretrieve.mining import check_search_device
     from xretrieve.tatoeba import evaluate_tatoeba as score_pair
 
-    data_dir = Path(data_dir)
-    langs = _languages(langs)
+    device = check_search_device(device)
+    data_dir, langs, model, emb_dir = _common_arguments(
+        data_dir, langs, model, emb_dir, text_prefix, progress
+    )
     _check_layout_folder(data_dir / "tatoeba", "tatoeba/tatoeba.{xxx}-eng.{xxx,eng}")
     _check_files_exist(path for lang in langs for path in tatoeba_paths(data_dir, lang))
     pairs = _read_all(langs, lambda lang: read_tatoeba(data_dir, lang))
@@ -120,13 +135,39 @@ def evaluate_tatoeba(
     return results
 
 
-def _languages(langs: Sequence[str] | str) -> list[str]:
-    if isinstance(langs, str):
-        langs = langs.split(",")
-    names = [lang.strip() for lang in langs if lang.strip()]
+def _common_arguments(
+    data_dir: object,
+    langs: object,
+    model: object,
+    emb_dir: object,
+    text_prefix: object,
+    progress: object,
+) -> tuple[Path, list[str], str | Path | TextEncoder | None, Path | None]:
+    """The checked ``data_dir``, ``langs``, ``model`` and ``emb_dir`` of both evaluations;
+    ``ArgumentError`` naming the first bad one (``text_prefix`` and ``progress`` too)."""
+    check_optional_str("text_prefix", text_prefix)
+    check_progress(progress)
+    return (
+        check_path("data_dir", data_dir),
+        _languages(langs),
+        check_model("model", model),
+        None if emb_dir is None else check_path("emb_dir", emb_dir),
+    )
+
+
+def _languages(langs: object) -> list[str]:
+    """Language codes from a list of str or one comma-separated str ("de,fr")."""
+    codes = langs.split(",") if isinstance(langs, str) else check_texts("langs", langs)
+    names = [lang.strip() for lang in codes if lang.strip()]
     if not names:
-        raise XRetrieveError("--langs names no language")
+        raise ArgumentError("langs", "names no language (give e.g. ['de', 'fr'] or 'de,fr')")
     return names
+
+
+def _split_name(name: str, split: object) -> str:
+    if not isinstance(split, str) or not split.strip():
+        raise ArgumentError(name, f"must be a split name such as 'test', not {split!r}")
+    return split
 
 
 def _model_or_directory(

@@ -176,19 +176,26 @@ class SentenceEncoder:
     def provider(self) -> str:
         return self.backend.provider
 
-    def encode(self, texts: Sequence[str], progress: ProgressCallback | None = None) -> np.ndarray:
-        """``(n, dim)`` float32 embeddings of ``texts`` in input order."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        self._encode_into(out, texts, progress, layer_outputs=False)
-        return out
+    def encode(
+        self, texts: Sequence[str] | str, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """``(n, dim)`` float32 embeddings of ``texts`` in input order. A single ``str`` is one
+        text and gives one ``(dim,)`` vector (as sentence-transformers' ``encode``). Anything
+        but a ``str`` or a list of ``str`` raises ``ArgumentError`` naming the bad item."""
+        single, items = _texts_argument(texts)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        self._encode_into(out, items, progress, layer_outputs=False)
+        return out[0] if single else out
 
     def encode_layers(
-        self, texts: Sequence[str], progress: ProgressCallback | None = None
+        self, texts: Sequence[str] | str, progress: ProgressCallback | None = None
     ) -> np.ndarray:
-        """``(n, n_layers, dim)`` float32, one row per listed layer (``layers`` order)."""
-        out = np.empty((len(texts), self.backend.n_layers, self.dim), dtype=np.float32)
-        self._encode_into(out, texts, progress, layer_outputs=True)
-        return out
+        """``(n, n_layers, dim)`` float32, one row per listed layer (``layers`` order); a
+        single ``str`` gives ``(n_layers, dim)``. Arguments as ``encode``."""
+        single, items = _texts_argument(texts)
+        out = np.empty((len(items), self.backend.n_layers, self.dim), dtype=np.float32)
+        self._encode_into(out, items, progress, layer_outputs=True)
+        return out[0] if single else out
 
     def _encode_into(
         self,
@@ -351,6 +358,18 @@ class SentenceEncoder:
         if parts[0][1] is None:
             return emb, None
         return emb, np.concatenate([part[1] for part in parts])
+
+
+def _texts_argument(texts: Sequence[str] | str) -> tuple[bool, Sequence[str]]:
+    """``(single, texts)``: a bare ``str`` is one text; a list (or other sequence) of ``str``
+    is kept as it is once every item is checked."""
+    from xretrieve.arguments import check_texts
+
+    if isinstance(texts, str):
+        return True, [texts]
+    if isinstance(texts, Sequence) and all(isinstance(text, str) for text in texts):
+        return False, texts
+    return False, check_texts("texts", texts)
 
 
 def _windows(items: queue.Queue) -> Iterator[tuple[_Window, Iterator[_Batch]]]:

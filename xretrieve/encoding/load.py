@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xretrieve.arguments import check_int, check_optional_str, check_progress
 from xretrieve.cache import cache_dir, content_hash
 from xretrieve.devices import ort_cuda_available, torch_cuda_available
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
@@ -28,7 +30,7 @@ from xretrieve.encoding.settings import (
     parse_device,
 )
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.progress import ProgressCallback
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DTYPES = ("auto", "fp16", "fp32")
+POOLINGS = ("mean", "cls")
 DEFAULT_MODEL_ALIASES = ("default", "intfloat/multilingual-e5-small")
 
 
@@ -125,6 +128,17 @@ def resolve_model(
     )
 
 
+def checkpoint_directory(model: str | Path, progress: ProgressCallback | None = None) -> Path:
+    """The checkpoint folder ``model`` names, as ``xretrieve export`` takes it: "default" (or
+    the default model's hub id) is the default model's folder (converted on first use, see
+    ``resolve_model``), a Hugging Face id ``org/name`` that is no local path its hub snapshot;
+    anything else is a path, returned as it is (``export_checkpoint`` checks it)."""
+    name = str(model)
+    if name in DEFAULT_MODEL_ALIASES or (not Path(model).exists() and is_model_id(name)):
+        return resolve_model(name, progress).path
+    return Path(model)
+
+
 def is_model_id(name: str) -> bool:
     """Whether ``name`` has the shape of a Hugging Face model id: ``org/name`` of letters,
     digits, ``-``, ``_`` and ``.`` (no leading dot, no ``..``)."""
@@ -159,22 +173,16 @@ def load_encoder(
     must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
     vectors through the checkpoint's trained image-text projection head (image-feature space).
     ``ort_options`` tunes the ONNX Runtime backend (sequence buckets, CUDA attention kernels).
-    ``progress`` sees the default-model conversion and first-use export."""
-    if dtype not in DTYPES:
-        raise XRetrieveError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    ``progress`` sees the default-model conversion and first-use export. Every argument is
+    checked first: a bad one raises ``ArgumentError`` (or, for ``backend``/``device``,
+    ``XRetrieveError``) naming it."""
+    settings = _checked_settings(
+        model, layers, pooling, dtype, text_prefix, batch_tokens, window, projection, ort_options
+    )
+    check_progress(progress)
     backend, device = parse_backend(backend), parse_device(device)
     resolved_device = resolve_device(device, backend)
     source = resolve_model(model, progress)
-    settings = _Settings(
-        layers=tuple(layers) if layers is not None else None,
-        pooling=pooling,
-        dtype=dtype,
-        text_prefix=text_prefix,
-        batch_tokens=batch_tokens,
-        window=window,
-        projection=projection,
-        ort_options=ort_options,
-    )
     if backend is Backend.TORCH:
         return _torch_encoder(source, resolved_device, settings)
     try:
@@ -184,6 +192,52 @@ def load_encoder(
             raise
         logger.warning("%s; falling back to the CPU", error)
         return _ort_encoder(source, Device.CPU, settings, progress)
+
+
+def _checked_settings(
+    model: Any,
+    layers: Any,
+    pooling: Any,
+    dtype: Any,
+    text_prefix: Any,
+    batch_tokens: Any,
+    window: Any,
+    projection: Any,
+    ort_options: Any,
+) -> _Settings:
+    """``load_encoder``'s arguments checked (``ArgumentError`` naming a bad one) as ``_Settings``."""
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise ArgumentError(
+            "model",
+            "must be a model name or folder (str or pathlib.Path) or None, not "
+            f"{type(model).__name__}",
+        )
+    if dtype not in DTYPES:
+        raise ArgumentError("dtype", f"must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if pooling not in POOLINGS:
+        raise ArgumentError("pooling", f"must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if layers is not None:
+        if isinstance(layers, str | bytes) or not isinstance(layers, Sequence) or not layers:
+            raise ArgumentError("layers", f"must be a non-empty list of integers, not {layers!r}")
+        layers = tuple(
+            check_int(f"layers[{i}]", layer, minimum=-(2**31)) for i, layer in enumerate(layers)
+        )
+    if not isinstance(projection, bool):
+        raise ArgumentError("projection", f"must be True or False, not {projection!r}")
+    if ort_options is not None and not isinstance(ort_options, OrtOptions):
+        raise ArgumentError(
+            "ort_options", f"must be an OrtOptions or None, not {type(ort_options).__name__}"
+        )
+    return _Settings(
+        layers=layers,
+        pooling=str(getattr(pooling, "value", pooling)),
+        dtype=dtype,
+        text_prefix=check_optional_str("text_prefix", text_prefix),
+        batch_tokens=check_int("batch_tokens", batch_tokens),
+        window=check_int("window", window),
+        projection=projection,
+        ort_options=ort_options,
+    )
 
 
 @dataclass(frozen=True)
