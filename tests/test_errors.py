@@ -36,7 +36,7 @@ def _examples() -> dict[str, list[XRetrieveError]]:
     from exporters.optimize import FusionError
     from exporters.validate import ExportValidationError, ValidationFigures, ValidationReport
     from xretrieve.encoding.ort_backend import CudaProviderUnavailable
-    from xretrieve.errors import MissingDependencyError
+    from xretrieve.errors import ArgumentError, MissingDependencyError
 
     figures = ValidationFigures(0.5, 0.9, 0.1, (3, 9), (8, 3), "CPUExecutionProvider")
     report = ValidationReport(figures, ("cosine too low",))
@@ -46,6 +46,7 @@ def _examples() -> dict[str, list[XRetrieveError]]:
         InputError("in.txt", "cannot read: No such file or directory"),
         InputError(None, "no path"),
         MissingDependencyError("faiss-cpu", "--engine faiss"),
+        ArgumentError("k", "must be an integer >= 1, not 2.5"),
         CudaProviderUnavailable("CUDAExecutionProvider could not be loaded"),
         FusionError("fused 1 of 2 attention blocks"),
         ExportValidationError(["cosine too low", "shape differs"], report),
