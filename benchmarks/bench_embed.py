@@ -30,7 +30,7 @@ far embeddings move between ``--batch-tokens`` and B, held-out accuracy per lang
 note when the package is not installed). GPU levers for ORT: ``--packed`` adds an fp16 export in
 packed mode (RemovePadding + PackedAttention), ``--seq-bucket N`` pads batches to multiples of N
 tokens, ``--sdpa-kernel flash,efficient,...`` restricts the CUDA attention kernels. The
-measuring code is ``xretrieve.benchmarking`` (shared with ``xretrieve bench``); this script adds
+measuring code is ``xretrieve.bench.run`` (shared with ``xretrieve bench``); this script adds
 the random models, one process per configuration and the FLOP estimate.
 """
 
@@ -81,11 +81,12 @@ def matmul_params(config: dict) -> int:
 
 
 def worker(spec: dict) -> dict:
-    """One configuration, in this process: ``xretrieve.benchmarking.bench_embedding`` plus the
+    """One configuration, in this process: ``xretrieve.bench.embedding.bench_embedding`` plus the
     FLOP estimate from the padded-token and attention-cell counts computed by the parent."""
     import torch
 
-    from xretrieve.benchmarking import EmbedSetting, bench_embedding, peak_rss_bytes
+    from xretrieve.bench.embedding import EmbedSetting, bench_embedding
+    from xretrieve.bench.machine import peak_rss_bytes
 
     load_before = [round(load, 2) for load in os.getloadavg()]
     texts = json.loads(Path(spec["texts"]).read_text(encoding="utf-8"))
@@ -149,7 +150,7 @@ def st_worker(spec: dict, texts: list[str]) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer, models
 
-    from xretrieve.benchmarking import peak_rss_bytes
+    from xretrieve.bench.machine import peak_rss_bytes
 
     device = spec["device"]
     word = models.Transformer(spec["checkpoint"], max_seq_length=spec["max_length"])
@@ -356,7 +357,7 @@ def qualities(
 
 def load_texts(args: argparse.Namespace) -> list[str]:
     """``--sentences`` texts: the lines of ``--sentences-file`` cycled, or generated ones."""
-    from xretrieve.benchmarking import make_sentences
+    from xretrieve.bench.data import make_sentences
 
     if args.sentences_file is None:
         return make_sentences(args.sentences, args.seed, args.median_tokens, args.sigma)
@@ -453,7 +454,7 @@ def main() -> None:
 
     import torch
 
-    from xretrieve.benchmarking import machine_info as machine
+    from xretrieve.bench.machine import machine_info as machine
 
     machine_info = machine()
     device = args.device

@@ -33,13 +33,13 @@ BUCC_LANGS = ("de", "fr", "ru", "zh")
 
 class TextMaker:
     """Sentences of word-like tokens from the model's own vocabulary pieces
-    (``xretrieve.benchmarking.make_vocabulary_sentences``), each call with the next seed so
+    (``xretrieve.bench.data.make_vocabulary_sentences``), each call with the next seed so
     that every file differs; keeps a sample of what it made for the length report."""
 
     def __init__(self, checkpoint: Path, median_tokens: float, sigma: float) -> None:
         from transformers import AutoTokenizer
 
-        from xretrieve.benchmarking import word_pieces
+        from xretrieve.bench.data import word_pieces
 
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True)
         self.pieces = word_pieces(list(tokenizer.get_vocab()), tokenizer.all_special_tokens)
@@ -48,7 +48,7 @@ class TextMaker:
         self.sample: list[str] = []
 
     def __call__(self, n: int) -> list[str]:
-        from xretrieve.benchmarking import make_vocabulary_sentences
+        from xretrieve.bench.data import make_vocabulary_sentences
 
         self.seed += 1
         texts = make_vocabulary_sentences(
@@ -91,7 +91,7 @@ def make_data(
 
 def token_lengths(checkpoint: Path, texts: list[str]) -> dict:
     """Token-count distribution of ``texts`` under the model's tokenizer and maximum length."""
-    from xretrieve.benchmarking import length_summary
+    from xretrieve.bench.data import length_summary
     from xretrieve.encoding.tokenize import TextTokenizer
 
     tokenizer = TextTokenizer.from_directory(checkpoint)
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from xretrieve.encoding import load_encoder
     from xretrieve.evaluation import EvaluationConfig, ScoringSettings, evaluate, parse_layers
-    from xretrieve.margin import MiningConfig
+    from xretrieve.mining.margin import MiningConfig
 
     root = Path(args.out or tempfile.mkdtemp(prefix="bench-eval-"))
     os.environ["XRETRIEVE_CACHE"] = str(root / "xcache")

@@ -11,7 +11,7 @@ Two measurements, each printing one JSON document:
   exact FAISS ``IndexFlatIP`` ground truth. Reports recall@1, recall@k (|ANN top k & exact
   top k| / k), the planted partner at rank 1, and per-shard throughputs for scaling.
 - ``bucc``: two BUCC-layout splits (tuning and test; ``--pairs`` gold pairs plus ``--noise``
-  unrelated sentences per side, same generator) mined exactly (``xretrieve.bucc.mine_corpora``)
+  unrelated sentences per side, same generator) mined exactly (``xretrieve.mining.corpus.mine_corpora``)
   and through default indexes (``mine_corpora_with_indexes``); threshold tuned on the tuning
   split and applied to the test split, as ``xretrieve bucc``. Reports F1 of each variant.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.benchmarking import peak_rss_bytes
+from xretrieve.bench.machine import peak_rss_bytes
 from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
 from xretrieve.index.search import search_in_process
 from xretrieve.index.sources import unit_rows
@@ -207,16 +207,11 @@ def write_bucc_split(root: Path, split: str, pairs: int, noise: int, dim: int, s
 
 
 def run_bucc(args: argparse.Namespace, work: Path) -> dict:
-    from xretrieve.bucc import (
-        gold_mask,
-        id_candidates,
-        mine_corpora,
-        optimize_threshold,
-        precision_recall_f1,
-    )
     from xretrieve.formats import read_bucc_split
-    from xretrieve.index.mining import IndexMining, mine_corpora_with_indexes
-    from xretrieve.margin import MiningConfig
+    from xretrieve.mining.corpus import id_candidates, mine_corpora
+    from xretrieve.mining.gold import gold_mask, optimize_threshold, precision_recall_f1
+    from xretrieve.mining.margin import MiningConfig
+    from xretrieve.mining.through_index import IndexMining, mine_corpora_with_indexes
 
     splits = {}
     build = {}

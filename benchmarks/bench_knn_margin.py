@@ -4,7 +4,7 @@ Methods, all on the same random L2-normalised data (half of the rows are planted
 pairs, so the mining has something to find), each feeding the same ``select_pairs``:
 
 - ``numpy``: brute-force peer, blocked ``x @ y.T`` in numpy per direction + ``argpartition``.
-- ``faiss_cpu``: ``xretrieve.margin.mine(device="cpu")``'s search (FAISS, exact fp32).
+- ``faiss_cpu``: ``xretrieve.mining.margin.mine(device="cpu")``'s search (FAISS, exact fp32).
 - ``torch_cpu``: xretrieve's chunk-maxima engine on the CPU (fp32 products).
 - GPU only: ``torch_cuda`` (``mine(device="cuda")``: fp16 chunk maxima, fused Triton kernel
   when it works, fp32 re-scoring, exact), ``torch_cuda_torch_kernel`` (the same engine with
@@ -18,7 +18,7 @@ The first method run is the reference: every method reports the fraction of its 
 of its k-nearest ids equal to the reference's (``exact_neighbours``; put an exact method first),
 per-phase seconds (xretrieve's engine: ``kNN candidates``, ``kNN forward``/``backward``
 re-scoring, then ``margin``), and peak GPU memory. One JSON document on stdout.
-The measuring code is ``xretrieve.benchmarking`` (shared with ``xretrieve bench``).
+The measuring code is ``xretrieve.bench.run`` (shared with ``xretrieve bench``).
 
     # CPU, small sizes, with the brute-force and FAISS peers
     python benchmarks/bench_knn_margin.py --src 20000 --tgt 20000 --dim 256 --repeats 3
@@ -41,8 +41,9 @@ from dataclasses import asdict
 
 import numpy as np
 
-from xretrieve.benchmarking import bench_knn_margin, knn_methods, make_knn_data, speedups
-from xretrieve.sizes import parse_bytes
+from xretrieve.bench.data import make_knn_data
+from xretrieve.bench.knn_margin import bench_knn_margin, knn_methods, speedups
+from xretrieve.core.sizes import parse_bytes
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ sample (``xretrieve/sample_data``), which the quick start is scored on:
 (sentences shuffled with ``random.Random(2019)``, ids in file order), deterministically. The
 threshold is then chosen as ``xretrieve bucc`` chooses one: mine the held-out split with the
 default model (k = 4, ratio margin, max mode) and take the F1-optimal threshold against its gold
-(``xretrieve.bucc.tune_threshold``). The script also scores the bundled sample with the old fixed
+(``xretrieve.mining.gold.tune_threshold``). The script also scores the bundled sample with the old fixed
 1.05 and with the calibrated threshold, and prints one JSON document. The value goes into
 ``DEFAULT_MINING_THRESHOLD`` in ``xretrieve/encoding/default_model.py`` by hand.
 
@@ -60,18 +60,14 @@ def main() -> None:
     if args.build:
         build()
 
-    from xretrieve.bucc import (
-        gold_mask,
-        id_candidates,
-        mine_corpora,
-        precision_recall_f1,
-        tune_threshold,
-    )
-    from xretrieve.embeddings import EncoderSource, embed_pair
     from xretrieve.encoding import load_encoder
     from xretrieve.formats import read_bucc_split
-    from xretrieve.margin import MiningConfig
-    from xretrieve.mining import DEFAULT_RATIO_THRESHOLD, sample_data_dir
+    from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
+    from xretrieve.mining.bitext import sample_data_dir
+    from xretrieve.mining.corpus import id_candidates, mine_corpora
+    from xretrieve.mining.gold import gold_mask, precision_recall_f1, tune_threshold
+    from xretrieve.mining.margin import MiningConfig
+    from xretrieve.mining.sources import EncoderSource, embed_pair
 
     config = MiningConfig(k=4)
     source = EncoderSource(load_encoder("default", device="cpu"))

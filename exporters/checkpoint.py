@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 
 # model_type -> attribute path of the ``nn.ModuleList`` of transformer layers. Only architectures
 # whose forward takes (input_ids, attention_mask) and records hidden_states per layer belong here.

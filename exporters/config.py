@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
 
 # ONNX opset of exported graphs: 17 has LayerNormalization as one operator and is what ONNX
 # Runtime's transformer optimizer fuses (Attention, SkipLayerNormalization, BiasGelu).

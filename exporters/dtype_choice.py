@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from exporters.config import Dtype
-from xretrieve.encoding.settings import Device
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
+from xretrieve.core.settings import Device
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def embed_texts(
 def top1_accuracy(xx_emb: np.ndarray, en_emb: np.ndarray) -> float:
     """Mean of both directions' top-1 cosine retrieval accuracy (percent) over aligned rows of
     L2-normalised ``(n, d)`` arrays; a tie goes to the lower row (``np.argmax``), as in
-    ``xretrieve.tatoeba`` with exact search."""
+    ``xretrieve.evaluation.tatoeba`` with exact search."""
     sims = xx_emb.astype(np.float64) @ en_emb.astype(np.float64).T
     rows = np.arange(sims.shape[0])
     xx2en = np.mean(np.argmax(sims, axis=1) == rows)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
 
 # Sentences in about 60 languages and scripts (short and long, punctuation, emoji, odd spacing),
 # written for xretrieve's default-model parity tests; the QAttention input ranges come from them.

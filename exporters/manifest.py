@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from exporters.config import Dtype, Pooling
-from xretrieve.errors import InputError
-from xretrieve.files import atomic_write
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_write
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
@@ -143,7 +143,7 @@ class Manifest:
 def _mining_threshold(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    from xretrieve.encoding.model_settings import check_mining_threshold
+    from exporters.model_settings import check_mining_threshold
 
     try:
         return dict(check_mining_threshold(value, None))

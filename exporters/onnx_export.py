@@ -39,12 +39,12 @@ from exporters.manifest import (
     Manifest,
     write_manifest,
 )
-from xretrieve.devices import ort_cuda_available
-from xretrieve.errors import InputError, XRetrieveError
-from xretrieve.files import OutputOwner
-from xretrieve.integrity import DIRECTORY_RECORD
-from xretrieve.positions import usable_positions
-from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.core.devices import ort_cuda_available
+from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.integrity import DIRECTORY_RECORD
+from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.positions import usable_positions
+from xretrieve.core.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     import torch
@@ -81,8 +81,9 @@ def export_checkpoint(
     torch."""
     from exporters.validate import validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
-    from xretrieve.cache import content_hash
-    from xretrieve.files import atomic_directory, check_output_path
+    from xretrieve.core.cache import content_hash
+    from xretrieve.core.files import atomic_directory
+    from xretrieve.core.outputs import check_output_path
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
     out_dir = check_output_path(
@@ -253,7 +254,7 @@ def _prefix_and_threshold(
     """The text prefix and calibrated threshold of the export: the config's when given, else the
     checkpoint's own (``read_model_settings``). A checkpoint's threshold holds only with its own
     prefix and without a projection head."""
-    from xretrieve.encoding.model_settings import read_model_settings
+    from exporters.model_settings import read_model_settings
 
     own = read_model_settings(checkpoint_dir)
     prefix = own.text_prefix if config.text_prefix is None else config.text_prefix

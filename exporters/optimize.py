@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.config import Dtype
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
 
 logger = logging.getLogger(__name__)
 

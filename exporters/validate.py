@@ -23,9 +23,9 @@ from exporters.manifest import (
     ValidationFigures,
     read_manifest,
 )
-from xretrieve.devices import ort_cuda_available
-from xretrieve.encoding.settings import Device, parse_device
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.devices import ort_cuda_available
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.settings import Device, parse_device
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -241,7 +241,7 @@ def validate_export(
     failure; returns the report when all checks pass."""
     from transformers import AutoTokenizer
 
-    from xretrieve.cache import content_hash
+    from xretrieve.core.cache import content_hash
 
     export_dir, device = Path(export_dir), parse_device(device)
     manifest = read_manifest(export_dir)

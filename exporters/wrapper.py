@@ -26,7 +26,7 @@ from exporters.checkpoint import (
     read_projection_info,
 )
 from exporters.config import Pooling, resolve_layers
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",

@@ -13,7 +13,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @functools.cache
 def gpu_available() -> bool:
-    from xretrieve.devices import torch_cuda_available
+    from xretrieve.core.devices import torch_cuda_available
 
     return torch_cuda_available()
 

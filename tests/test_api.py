@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 
 import xretrieve
 from xretrieve.cli.app import app
-from xretrieve.errors import XRetrieveError
-from xretrieve.margin import Margin, MiningConfig, Mode
-from xretrieve.mining import DEFAULT_RATIO_THRESHOLD
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
+from xretrieve.mining.margin import Margin, MiningConfig, Mode
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -228,7 +228,7 @@ def test_mining_config_is_the_configs_type() -> None:
 def test_mine_embeddings_refuses_non_finite_rows(planted, tmp_path) -> None:
     """A NaN or infinite row used to be dropped silently and the other pairs returned; the CLI
     refuses the same data. Both sides, arrays and memory maps."""
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     _, _, src, tgt = planted
     bad_src = src.copy()
@@ -247,7 +247,7 @@ def test_mine_embeddings_refuses_non_finite_rows(planted, tmp_path) -> None:
 @pytest.mark.parametrize("side", ["src_texts", "tgt_texts"])
 def test_mine_refuses_a_bare_string(planted, side) -> None:
     """``mine("Der Hund", "The dog")`` mined single characters."""
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     src_texts, tgt_texts, src, tgt = planted
     encoder = TableEncoder(dict(zip(src_texts, src, strict=True)))
@@ -277,7 +277,7 @@ BAD_MINING_ARGUMENTS = [
 
 @pytest.mark.parametrize(("kwargs", "message"), BAD_MINING_ARGUMENTS)
 def test_mine_embeddings_names_a_bad_argument(planted, kwargs, message) -> None:
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     _, _, src, tgt = planted
     with pytest.raises(ArgumentError, match=re.escape(message)):
@@ -298,7 +298,7 @@ def test_mine_embeddings_names_a_bad_argument(planted, kwargs, message) -> None:
     ],
 )
 def test_mine_names_a_bad_argument_before_any_work(planted, kwargs, message) -> None:
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     src_texts, tgt_texts, src, tgt = planted
     encoder = TableEncoder(dict(zip(src_texts, src, strict=True)))
@@ -325,7 +325,7 @@ def test_mine_names_a_bad_argument_before_any_work(planted, kwargs, message) -> 
     ],
 )
 def test_load_encoder_names_a_bad_argument(kwargs, message, tmp_path, monkeypatch) -> None:
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path / "cache"))
     arguments = {"model": str(tmp_path / "no-such-model")} | kwargs
@@ -347,7 +347,7 @@ def test_load_encoder_names_a_bad_argument(kwargs, message, tmp_path, monkeypatc
     ],
 )
 def test_evaluate_bucc_names_a_bad_argument(kwargs, message, tmp_path) -> None:
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     arguments = {"data_dir": tmp_path, "langs": ["de"], "model": None} | kwargs
     with pytest.raises(ArgumentError, match=re.escape(message)):
@@ -364,7 +364,7 @@ def test_evaluate_bucc_names_a_bad_argument(kwargs, message, tmp_path) -> None:
     ],
 )
 def test_evaluate_tatoeba_names_a_bad_argument(kwargs, message, tmp_path) -> None:
-    from xretrieve.errors import ArgumentError, InputError
+    from xretrieve.core.errors import ArgumentError, InputError
 
     write_planted_tatoeba(tmp_path / "data", tmp_path / "emb", "deu")
     arguments = {"data_dir": tmp_path / "data", "langs": ["deu"], "emb_dir": tmp_path / "emb"}
@@ -380,7 +380,7 @@ def test_evaluate_tatoeba_names_a_bad_argument(kwargs, message, tmp_path) -> Non
 def test_argument_error_is_an_xretrieve_error_and_pickles() -> None:
     import pickle
 
-    from xretrieve.errors import ArgumentError
+    from xretrieve.core.errors import ArgumentError
 
     error = ArgumentError("k", "must be an integer >= 1, not 0")
     assert isinstance(error, XRetrieveError) and str(error) == "k must be an integer >= 1, not 0"

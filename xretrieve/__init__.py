@@ -6,12 +6,12 @@ The Python API (names load lazily, so ``import xretrieve`` and ``xretrieve --hel
   ``(n, dim)`` float32 L2-normalised rows (``xretrieve.encoding.load``)
 - ``mine(src_texts, tgt_texts, model="default", k=4, margin="ratio", mode="max",
   threshold=None) -> MinedPairs`` and ``mine_embeddings(src_emb, tgt_emb, ...)``
-  (``xretrieve.mining``)
+  (``xretrieve.mining.api``)
 - ``evaluate_bucc(data_dir, langs, ...) -> {lang: BuccResult}`` and
-  ``evaluate_tatoeba(data_dir, langs, ...) -> {lang: TatoebaResult}`` (``xretrieve.retrieval``)
-- ``MinedPairs``, ``Margin``, ``Mode``, ``MiningConfig`` (``xretrieve.margin``), ``BuccResult``,
+  ``evaluate_tatoeba(data_dir, langs, ...) -> {lang: TatoebaResult}`` (``xretrieve.evaluation.retrieval``)
+- ``MinedPairs``, ``Margin``, ``Mode``, ``MiningConfig`` (``xretrieve.mining.margin``), ``BuccResult``,
   ``TatoebaResult``
-- the errors (``xretrieve.errors``): ``XRetrieveError``, the base of every error raised on
+- the errors (``xretrieve.core.errors``): ``XRetrieveError``, the base of every error raised on
   purpose, and its subclasses ``ArgumentError`` (a bad argument, named), ``InputError`` (a bad
   file, named with its line) and ``MissingDependencyError`` (an optional package to install)
 """
@@ -25,20 +25,20 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_encoder": "xretrieve.encoding.load",
-    "mine": "xretrieve.mining",
-    "mine_embeddings": "xretrieve.mining",
-    "evaluate_bucc": "xretrieve.retrieval",
-    "evaluate_tatoeba": "xretrieve.retrieval",
-    "MinedPairs": "xretrieve.margin",
-    "Margin": "xretrieve.margin",
-    "Mode": "xretrieve.margin",
-    "MiningConfig": "xretrieve.margin",
-    "BuccResult": "xretrieve.bucc",
-    "TatoebaResult": "xretrieve.tatoeba",
-    "XRetrieveError": "xretrieve.errors",
-    "ArgumentError": "xretrieve.errors",
-    "InputError": "xretrieve.errors",
-    "MissingDependencyError": "xretrieve.errors",
+    "mine": "xretrieve.mining.api",
+    "mine_embeddings": "xretrieve.mining.api",
+    "evaluate_bucc": "xretrieve.evaluation.retrieval",
+    "evaluate_tatoeba": "xretrieve.evaluation.retrieval",
+    "MinedPairs": "xretrieve.mining.margin",
+    "Margin": "xretrieve.mining.margin",
+    "Mode": "xretrieve.mining.margin",
+    "MiningConfig": "xretrieve.mining.margin",
+    "BuccResult": "xretrieve.evaluation.bucc",
+    "TatoebaResult": "xretrieve.evaluation.tatoeba",
+    "XRetrieveError": "xretrieve.core.errors",
+    "ArgumentError": "xretrieve.core.errors",
+    "InputError": "xretrieve.core.errors",
+    "MissingDependencyError": "xretrieve.core.errors",
 }
 
 __all__ = [
@@ -60,18 +60,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from xretrieve.bucc import BuccResult
-    from xretrieve.encoding.load import load_encoder
-    from xretrieve.errors import (
+    from xretrieve.core.errors import (
         ArgumentError,
         InputError,
         MissingDependencyError,
         XRetrieveError,
     )
-    from xretrieve.margin import Margin, MinedPairs, MiningConfig, Mode
-    from xretrieve.mining import mine, mine_embeddings
-    from xretrieve.retrieval import evaluate_bucc, evaluate_tatoeba
-    from xretrieve.tatoeba import TatoebaResult
+    from xretrieve.encoding.load import load_encoder
+    from xretrieve.evaluation.retrieval import evaluate_bucc, evaluate_tatoeba
+    from xretrieve.evaluation.tatoeba import TatoebaResult
+    from xretrieve.mining.api import mine, mine_embeddings
+    from xretrieve.mining.gold import BuccResult
+    from xretrieve.mining.margin import Margin, MinedPairs, MiningConfig, Mode
 
 
 def __getattr__(name: str) -> Any:

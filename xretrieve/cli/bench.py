@@ -69,23 +69,23 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embedding throughput (per backend, dtype and batch budget) and kNN + margin speed
         (FAISS CPU, torch CPU; torch CUDA and FAISS GPU where a GPU exists), side by side."""
-        from xretrieve import benchmarking
-        from xretrieve.devices import torch_cuda_available
-        from xretrieve.files import check_output_path
+        from xretrieve.bench import data, embedding, machine, run
+        from xretrieve.core.devices import torch_cuda_available
+        from xretrieve.core.outputs import check_output_path
         from xretrieve.formats import read_text_corpus
 
         if plot is not None:
             check_output_path(plot, option="--plot")
-        backend_names = benchmarking.parse_names(backends, benchmarking.BACKENDS, "--backends")
+        backend_names = machine.parse_names(backends, embedding.BACKENDS, "--backends")
         if dtypes is None:
             dtype_names = ("fp16", "fp32") if torch_cuda_available() else ("fp32",)
         else:
-            dtype_names = benchmarking.parse_names(dtypes, benchmarking.DTYPES, "--dtypes")
+            dtype_names = machine.parse_names(dtypes, embedding.DTYPES, "--dtypes")
         if corpus is not None:
             texts = read_text_corpus(corpus).texts[:sentences]
         else:
-            texts = tuple(benchmarking.make_sentences(sentences or 2000, seed))
-        config = benchmarking.BenchConfig(
+            texts = tuple(data.make_sentences(sentences or 2000, seed))
+        config = run.BenchConfig(
             model=model,
             texts=texts,
             corpus=corpus,
@@ -100,10 +100,10 @@ def register(app: typer.Typer) -> None:
             text_prefix=text_prefix,
         )
         with progress_bars(show_progress) as progress:
-            report = benchmarking.run_bench(config, progress=progress)
-        payload = benchmarking.report_dict(report)
+            report = run.run_bench(config, progress=progress)
+        payload = run.report_dict(report)
         if plot is not None:
-            benchmarking.plot_report(report, plot)
+            run.plot_report(report, plot)
         if json_output:
             print_json(payload)
         else:

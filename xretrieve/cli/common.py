@@ -27,9 +27,9 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand
 
-from xretrieve.errors import XRetrieveError
-from xretrieve.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
-from xretrieve.progress import ProgressCallback
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
+from xretrieve.core.progress import ProgressCallback
 
 stdout = Console()
 stderr = Console(stderr=True)

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
+from xretrieve.encoding.layers import parse_layer_indices
 from xretrieve.encoding.streaming import OutputDtype
-from xretrieve.layers import parse_layer_indices
 
 
 def register(app: typer.Typer) -> None:
@@ -113,10 +113,10 @@ def register(app: typer.Typer) -> None:
             if json_output:
                 print_json(done.manifest.to_json())
             return
+        from xretrieve.core.outputs import check_output_path
+        from xretrieve.core.settings import parse_backend, parse_device
         from xretrieve.encoding import embed_file, load_encoder
-        from xretrieve.encoding.settings import parse_backend, parse_device
         from xretrieve.encoding.streaming import check_readable
-        from xretrieve.files import check_output_path
 
         # The arguments, the input and the output before the (slow) model load; a model given
         # as a folder is an input too (a default or hub model lives in a cache of its own).

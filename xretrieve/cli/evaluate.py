@@ -14,7 +14,7 @@ from xretrieve.cli.common import (
     reports_errors,
     stderr,
 )
-from xretrieve.margin import Margin, MiningConfig, Mode
+from xretrieve.mining.margin import Margin, MiningConfig, Mode
 
 
 def _split_list(value: str | None) -> tuple[str, ...] | None:

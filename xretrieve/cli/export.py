@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from xretrieve.cli.common import print_json, print_table, progress_bars, reports_errors
-from xretrieve.layers import parse_layer_indices
+from xretrieve.encoding.layers import parse_layer_indices
 
 
 def _parse_layers(layer: list[int] | None, layers: str | None) -> tuple[int, ...]:
@@ -131,8 +131,8 @@ def register(app: typer.Typer) -> None:
         against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
         from exporters import DEFAULT_OPSET, ExportConfig, export_checkpoint
         from exporters.onnx_export import EXPORT_OUTPUT
+        from xretrieve.core.outputs import check_output_path
         from xretrieve.encoding.load import checkpoint_directory
-        from xretrieve.files import check_output_path
 
         config = ExportConfig(
             layers=_parse_layers(layer, layers),

@@ -25,16 +25,17 @@ from xretrieve.cli.common import (
     stdout,
     threshold_text,
 )
-from xretrieve.errors import XRetrieveError
-from xretrieve.index.mining import IndexMining
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.sizes import parse_bytes
 from xretrieve.index.search import (
     DEFAULT_CANDIDATE_FACTOR,
     DEFAULT_INDEX_K,
     SearchConfig,
 )
-from xretrieve.margin import Margin, MiningConfig, Mode
-from xretrieve.mining import DEFAULT_RATIO_THRESHOLD, MineRequest, MiningReport
-from xretrieve.sizes import parse_bytes
+from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
+from xretrieve.mining.bitext import MineRequest, MiningReport
+from xretrieve.mining.margin import Margin, MiningConfig, Mode
+from xretrieve.mining.through_index import IndexMining
 
 PREVIEW_PAIRS = 5
 
@@ -170,7 +171,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
-        from xretrieve.mining import mine_bitext
+        from xretrieve.mining.bitext import mine_bitext
 
         indexes = None
         if src_index is not None or tgt_index is not None or ray is not None:

@@ -16,7 +16,7 @@ from xretrieve.cli.common import (
     reports_errors,
     threshold_text,
 )
-from xretrieve.margin import Margin, Mode
+from xretrieve.mining.margin import Margin, Mode
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
     ) -> None:
         """BUCC 2018 mining: threshold tuned on one split, P/R/F1 (percent) on another."""
-        from xretrieve.retrieval import evaluate_bucc
+        from xretrieve.evaluation.retrieval import evaluate_bucc
 
         with progress_bars(show_progress) as progress:
             results = {
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         ] = True,
     ) -> None:
         """Tatoeba top-1 retrieval accuracy (percent) in both directions."""
-        from xretrieve.retrieval import evaluate_tatoeba
+        from xretrieve.evaluation.retrieval import evaluate_tatoeba
 
         with progress_bars(show_progress) as progress:
             results = {

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and
         train_summary.json go to the output folder. Ctrl-C (exit 130) and SIGTERM (exit 143)
         save a resumable checkpoint."""
-        from xretrieve.errors import InputError
+        from xretrieve.core.errors import InputError
         from xretrieve.trainer import load_config, train
 
         if overwrite and (resume or resume_from is not None):

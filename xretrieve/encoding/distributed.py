@@ -22,18 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.cache import content_hash
+from xretrieve.core.cache import content_hash
+from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.integrity import file_matches, file_sha256
+from xretrieve.core.outputs import check_output_path
+from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker, ray_module
+from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.encoder import SentenceEncoder
 from xretrieve.encoding.load import load_encoder, resolve_model
-from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.streaming import (
     OutputDtype,
     check_utf8,
     read_line_windows,
     write_embeddings,
 )
-from xretrieve.errors import InputError, XRetrieveError
-from xretrieve.files import check_output_path
 from xretrieve.formats.embedding_shards import (
     SHARDS_OUTPUT,
     ShardEntry,
@@ -44,9 +47,6 @@ from xretrieve.formats.embedding_shards import (
     shard_name,
     write_shards_manifest,
 )
-from xretrieve.integrity import file_matches, file_sha256
-from xretrieve.progress import ProgressCallback, no_progress
-from xretrieve.ray_cluster import connect, get_result, gpus_per_worker, ray_module
 
 logger = logging.getLogger(__name__)
 

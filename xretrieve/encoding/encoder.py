@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.encoding.batching import plan_batches, restore_order
 from xretrieve.encoding.tokenize import TextTokenizer
-from xretrieve.errors import XRetrieveError
-from xretrieve.progress import ProgressCallback, no_progress
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ class SentenceEncoder:
 def _texts_argument(texts: Sequence[str] | str) -> tuple[bool, Sequence[str]]:
     """``(single, texts)``: a bare ``str`` is one text; a list (or other sequence) of ``str``
     is kept as it is once every item is checked."""
-    from xretrieve.arguments import check_texts
+    from xretrieve.core.arguments import check_texts
 
     if isinstance(texts, str):
         return True, [texts]

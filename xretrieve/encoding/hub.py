@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from xretrieve.errors import InputError, MissingDependencyError
+from xretrieve.core.errors import InputError, MissingDependencyError
 
 logger = logging.getLogger(__name__)
 

@@ -17,22 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from xretrieve.arguments import check_int, check_optional_str, check_progress
-from xretrieve.cache import cache_dir, content_hash
-from xretrieve.devices import ort_cuda_available, torch_cuda_available
+from xretrieve.core.arguments import check_int, check_optional_str, check_progress
+from xretrieve.core.cache import cache_dir, content_hash
+from xretrieve.core.devices import ort_cuda_available, torch_cuda_available
+from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
+from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
+from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend, parse_device
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, OrtOptions
-from xretrieve.encoding.settings import (
-    Backend,
-    Device,
-    SourceKind,
-    parse_backend,
-    parse_device,
-)
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
-from xretrieve.errors import ArgumentError, InputError, XRetrieveError
-from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
-from xretrieve.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from exporters import Manifest
@@ -80,7 +74,7 @@ def resolve_model(
     checkpoint (with the prefix its ``xretrieve.json`` names); a Hugging Face model id
     ``org/name`` that is no local path -> its snapshot in the hub cache (see ``hub_snapshot``).
     Anything else raises ``InputError``."""
-    from xretrieve.encoding.model_settings import default_model_settings, read_model_settings
+    from exporters.model_settings import default_model_settings, read_model_settings
 
     if model is None or str(model) in DEFAULT_MODEL_ALIASES:
         from xretrieve.encoding.default_model import DEFAULT_MODEL, default_checkpoint
@@ -500,7 +494,7 @@ def _checkpoint_max_length(checkpoint: Path) -> int:
     """Tokens per text for a checkpoint run by torch, as an export of it would use: the
     tokenizer's limit, capped by the position embeddings."""
     from exporters import read_checkpoint_config
-    from xretrieve.positions import usable_positions
+    from xretrieve.core.positions import usable_positions
 
     config = read_checkpoint_config(checkpoint)
     limit = tokenizer_max_length(checkpoint)

@@ -25,7 +25,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from xretrieve.errors import InputError, MissingDependencyError
+from xretrieve.core.errors import InputError, MissingDependencyError
 
 MAGIC = b"E5S1"
 SUPPORTED_VERSIONS = (1,)

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xretrieve.devices import CUDA_PROVIDER
-from xretrieve.encoding.settings import Device, parse_device
-from xretrieve.errors import MissingDependencyError, XRetrieveError
+from xretrieve.core.devices import CUDA_PROVIDER
+from xretrieve.core.errors import MissingDependencyError, XRetrieveError
+from xretrieve.core.settings import Device, parse_device
 
 if TYPE_CHECKING:
     import onnxruntime

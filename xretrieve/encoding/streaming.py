@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import default_permissions
+from xretrieve.core.outputs import check_output_path
+from xretrieve.core.progress import ProgressCallback
 from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
-from xretrieve.errors import InputError
-from xretrieve.files import check_output_path, default_permissions
-from xretrieve.progress import ProgressCallback
 
 _BLOCK_BYTES = 8 << 20
 

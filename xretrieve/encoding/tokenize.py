@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xretrieve.errors import InputError, MissingDependencyError
+from xretrieve.core.errors import InputError, MissingDependencyError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.encoding.settings import Device, parse_device
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.settings import Device, parse_device
 
 logger = logging.getLogger(__name__)
 

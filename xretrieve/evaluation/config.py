@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from xretrieve.encoding.settings import Backend, Device, parse_backend, parse_device
+from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
+from xretrieve.encoding.layers import LayerSpec
 from xretrieve.evaluation.tasks import ScoringSettings
-from xretrieve.layers import LayerSpec
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.progress import ProgressCallback
 from xretrieve.evaluation.store import EmbeddingStore, text_key
 from xretrieve.formats import Corpus
-from xretrieve.progress import ProgressCallback
 
 if TYPE_CHECKING:
     from xretrieve.encoding.encoder import Encoder

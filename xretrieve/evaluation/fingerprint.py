@@ -9,7 +9,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from xretrieve.integrity import file_sha256
+from xretrieve.core.integrity import file_sha256
 
 
 def data_fingerprint(paths: Iterable[Path], data_dir: Path) -> dict[str, dict[str, int | str]]:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.formats import Corpus, read_lines
-from xretrieve.knn import knn, l2_normalize
+from xretrieve.knn.exact import knn, l2_normalize
 
 RECALL_KS = (1, 5, 10)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xretrieve.files import OutputOwner
+from xretrieve.core.outputs import OutputOwner
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"

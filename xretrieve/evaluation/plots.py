@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xretrieve.core.files import atomic_write
 from xretrieve.evaluation.aggregate import Estimate
-from xretrieve.files import atomic_write
 
 
 def _pyplot():

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xretrieve.core.files import atomic_write
 from xretrieve.evaluation.aggregate import (
     Estimate,
     PrimaryScores,
@@ -28,7 +29,6 @@ from xretrieve.evaluation.output import (
 from xretrieve.evaluation.resources import DEFAULT_GROUPS
 from xretrieve.evaluation.results import ResultRow, ResultsLog, SampleStore, write_csv
 from xretrieve.evaluation.tasks import TASKS, Task
-from xretrieve.files import atomic_write
 
 if TYPE_CHECKING:
     from xretrieve.evaluation.config import EvaluationConfig, ModelPlan

@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.formats import read_lines
 
 HIGH, MEDIUM, LOW, UNKNOWN = "high", "medium", "low", "unknown"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.files import atomic_write, save_npy
+from xretrieve.core.files import atomic_write, save_npy
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from xretrieve.cache import cache_dir, content_hash
-from xretrieve.encoding.settings import Backend, Device, SourceKind, parse_backend
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.core.cache import cache_dir, content_hash
+from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.files import atomic_write
+from xretrieve.core.outputs import check_output_path
+from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend
+from xretrieve.encoding.layers import LayerSpec, parse_layer_spec
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
 from xretrieve.evaluation.embedding_cache import LayerEmbeddingCache
@@ -50,9 +54,6 @@ from xretrieve.evaluation.results import (
     finished_units,
 )
 from xretrieve.evaluation.tasks import ScoringSettings, Task, get_task
-from xretrieve.files import atomic_write, check_output_path
-from xretrieve.layers import LayerSpec, parse_layer_spec
-from xretrieve.progress import ProgressCallback, no_progress
 
 if TYPE_CHECKING:
     from xretrieve.encoding.encoder import Encoder
@@ -385,7 +386,7 @@ def _no_data_message(config: EvaluationConfig, tasks: list[Task]) -> str:
     evaluates the same models on the bundled BUCC sample."""
     import shlex
 
-    from xretrieve.mining import SAMPLE_SPLIT, sample_data_dir
+    from xretrieve.mining.bitext import SAMPLE_SPLIT, sample_data_dir
 
     scoring = config.scoring
     wanted = {

@@ -5,7 +5,7 @@ just the text. Layout of a store directory::
 
     shard-<uuid>.npy     float32 (rows, dim) vectors
     shard-<uuid>.keys    rows * 20 bytes: the sha1 digest of each row's UTF-8 text
-    shard-<uuid>.sha256  size, mtime and sha256 of the two (``xretrieve.integrity``)
+    shard-<uuid>.sha256  size, mtime and sha256 of the two (``xretrieve.core.integrity``)
 
 A shard is written ``.npy``, ``.keys``, then ``.sha256``, each atomically; a shard without its
 ``.sha256`` file (a run killed in between, or an older xretrieve) is ignored and its vectors are
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
-from xretrieve.files import atomic_write, save_npy
-from xretrieve.integrity import remove_files, verify_record, write_record
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.files import atomic_write, save_npy
+from xretrieve.core.integrity import remove_files, verify_record, write_record
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.evaluation.bootstrap import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -35,7 +35,7 @@ from xretrieve.evaluation.image_text import (
 from xretrieve.formats import BuccSplit, Corpus, read_bucc_split, read_tatoeba
 from xretrieve.formats.bucc import bucc_paths
 from xretrieve.formats.tatoeba import tatoeba_paths
-from xretrieve.margin import MiningConfig
+from xretrieve.mining.margin import MiningConfig
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ class BuccData:
 
 class BuccTask:
     """BUCC 2018: the threshold is tuned on ``bucc_tune_split`` and applied to
-    ``bucc_eval_split`` (``xretrieve.bucc``). F1's interval: Poisson bootstrap over the
+    ``bucc_eval_split`` (``xretrieve.evaluation.bucc``). F1's interval: Poisson bootstrap over the
     evaluation split's source sentences (``bootstrap.f1_samples``)."""
 
     name = "bucc"
@@ -170,7 +170,7 @@ class BuccTask:
     def score(
         self, data: BuccData, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
-        from xretrieve.bucc import apply_threshold, tune_threshold
+        from xretrieve.mining.gold import apply_threshold, tune_threshold
 
         tune_src_emb, tune_tgt_emb, eval_src_emb, eval_tgt_emb = embeddings
         threshold, tune_f1 = tune_threshold(data.tune, tune_src_emb, tune_tgt_emb, settings.mining)
@@ -229,7 +229,7 @@ def bucc_item_counts(
 
 
 class TatoebaTask:
-    """Tatoeba (XTREME layout): top-1 accuracy both ways (``xretrieve.tatoeba``); intervals from
+    """Tatoeba (XTREME layout): top-1 accuracy both ways (``xretrieve.evaluation.tatoeba``); intervals from
     resampling the query pairs. The primary metric is ``accuracy_en2xx``, XTREME's direction."""
 
     name = "tatoeba"
@@ -253,8 +253,8 @@ class TatoebaTask:
     def score(
         self, data: Any, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
-        from xretrieve.knn import knn_both_ways
-        from xretrieve.tatoeba import evaluate_tatoeba
+        from xretrieve.evaluation.tatoeba import evaluate_tatoeba
+        from xretrieve.knn.exact import knn_both_ways
 
         xx_emb, en_emb = embeddings
         result = evaluate_tatoeba(xx_emb, en_emb, device=settings.device)

@@ -1,6 +1,6 @@
 """Data formats (IO only): sentence files, BUCC 2018 and Tatoeba layouts, precomputed embeddings.
 
-Every reader validates its input and raises :class:`xretrieve.errors.InputError` naming the file
+Every reader validates its input and raises :class:`xretrieve.core.errors.InputError` naming the file
 and, where it applies, the 1-based line.
 """
 

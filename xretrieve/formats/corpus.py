@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 
 
 @dataclass(frozen=True)

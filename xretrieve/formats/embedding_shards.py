@@ -10,10 +10,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from xretrieve.errors import InputError
-from xretrieve.files import OutputOwner, atomic_write
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_write
+from xretrieve.core.integrity import file_sha256
+from xretrieve.core.outputs import OutputOwner
 from xretrieve.formats.embeddings import map_npy
-from xretrieve.integrity import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "xretrieve-embedding-shards"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.formats.corpus import Corpus, read_text_corpus
 
 

@@ -32,8 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from xretrieve.errors import InputError, XRetrieveError
-from xretrieve.files import check_output_path
+from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.integrity import file_sha256
+from xretrieve.core.outputs import check_output_path
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.formats.embedding_shards import SourceFile, expand_shard_directories
 from xretrieve.index.factory import faiss_module, faiss_reason, inverted_lists, new_index
 from xretrieve.index.manifest import (
@@ -53,9 +55,7 @@ from xretrieve.index.partial import (
     work_directory,
 )
 from xretrieve.index.sources import EmbeddingRows
-from xretrieve.integrity import file_sha256
-from xretrieve.knn import check_device
-from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.knn.exact import check_device
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ def write_shard(
 def check_build_output(sources: list[Path], out_dir: Path) -> Path:
     """``out_dir`` when an index may be built there from ``sources``: new, empty or an earlier
     index (only index files), never a file, a source, a folder holding one or the current
-    directory; its work directory beside it likewise (see ``xretrieve.files``). Returns the
+    directory; its work directory beside it likewise (see ``xretrieve.core.files``). Returns the
     normalised path (``.`` made absolute); ``InputError`` otherwise."""
     inputs = [Path(s) for s in sources]
     out_dir = check_output_path(out_dir, directory=True, inputs=inputs, owner=INDEX_OUTPUT)
@@ -319,7 +319,7 @@ def _cluster(address: str | None) -> Iterator[None]:
     if address is None:
         yield
         return
-    from xretrieve.ray_cluster import connect, ray_module
+    from xretrieve.core.ray_cluster import connect, ray_module
 
     started = connect(address)
     try:

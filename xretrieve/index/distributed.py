@@ -16,7 +16,7 @@ At build time each shard is a Ray task that reads the trained index and its rows
 storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
 shards are byte-identical to those built in one process.
 
-Ray is optional (``xretrieve.ray_cluster``: joining a cluster, the install hint).
+Ray is optional (``xretrieve.core.ray_cluster``: joining a cluster, the install hint).
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker
+from xretrieve.core.ray_cluster import ray_module as _ray
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
-from xretrieve.progress import ProgressCallback
-from xretrieve.ray_cluster import connect, get_result, gpus_per_worker
-from xretrieve.ray_cluster import ray_module as _ray
 
 logger = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
 
 # "Error in <function> at <file>:<line>: " before the reason of a FAISS exception.
 _FAISS_LOCATION = re.compile(r"^Error in .*? at \S+:\d+: ")

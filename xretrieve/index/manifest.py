@@ -17,11 +17,12 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from xretrieve.errors import InputError
-from xretrieve.files import OutputOwner, atomic_write
-from xretrieve.formats.records import record_fields
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_write
+from xretrieve.core.integrity import content_unchanged, file_sha256
+from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.records import record_fields
 from xretrieve.index.sources import open_npy
-from xretrieve.integrity import content_unchanged, file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1

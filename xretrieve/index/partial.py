@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import InputError
-from xretrieve.files import OutputOwner, atomic_write, replace_directory
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_write, replace_directory
+from xretrieve.core.integrity import file_matches
+from xretrieve.core.outputs import OutputOwner
 from xretrieve.index.manifest import ShardRecord, is_index_file
-from xretrieve.integrity import file_matches
 
 logger = logging.getLogger(__name__)
 

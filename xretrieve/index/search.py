@@ -2,7 +2,7 @@
 
 Every database shard is searched for each query's top ``k`` (ids made global), the per-shard
 lists are merged into the global top ``k`` (``merge_topk``), optionally re-scored exactly, and
-only then do margins see them: ``select_pairs`` of ``xretrieve.margin``, the same scoring and
+only then do margins see them: ``select_pairs`` of ``xretrieve.mining.margin``, the same scoring and
 selection as exact mining. Margins over per-shard neighbourhoods (a known pitfall of sharded
 mining) would mine more pairs than a global run.
 
@@ -26,12 +26,12 @@ from typing import Protocol
 
 import numpy as np
 
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_manifest
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk, sort_topk
-from xretrieve.margin import MinedPairs, MiningConfig, select_pairs
-from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.mining.margin import MinedPairs, MiningConfig, select_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def mine_indexes(
     """Margin mining between the rows of two indexes (their source embeddings as queries).
 
     ``src_rows``/``tgt_rows``: the rows mined (e.g. the first row of each distinct text; None:
-    all); the returned pairs index positions in them, as ``xretrieve.margin.mine`` indexes its
+    all); the returned pairs index positions in them, as ``xretrieve.mining.margin.mine`` indexes its
     inputs. ``config.k`` neighbours each way (clamped to the other side's size); ``search``:
     ``search_in_process`` by default, or a distributed ``ShardedSearch``.
     """

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.index.factory import (
     describe,
     factory_structure,

@@ -33,9 +33,10 @@ from typing import Any
 
 from exporters.checkpoint import PROJECTION_INFO
 from exporters.checkpoint import PROJECTION_WEIGHTS as PROJECTION_FILE
-from xretrieve.errors import InputError
-from xretrieve.files import OutputOwner, atomic_directory
-from xretrieve.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_directory
+from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
+from xretrieve.core.outputs import OutputOwner
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def save_checkpoint(
     import torch
     from safetensors.torch import save_file
 
-    from xretrieve.encoding.model_settings import ModelSettings, write_model_settings
+    from exporters.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
         encoder.save_pretrained(tmp, safe_serialization=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xretrieve.encoding.settings import Backend
-from xretrieve.errors import InputError, MissingDependencyError
+from xretrieve.core.errors import InputError, MissingDependencyError
+from xretrieve.core.settings import Backend
 from xretrieve.trainer.presets import PRESETS
 from xretrieve.trainer.task_type import TaskType
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from xretrieve.errors import InputError
-from xretrieve.interrupts import sigterm_as_interrupt
-from xretrieve.progress import ProgressCallback, no_progress
+from xretrieve.core.errors import InputError
+from xretrieve.core.interrupts import sigterm_as_interrupt
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.trainer.checkpoint import (
     STATE_FILE,
     TRAINING_RUN_OUTPUT,
@@ -259,7 +259,7 @@ class Trainer:
     def _load_model(self, resume_from: Path | None) -> None:
         """Encoder, tokenizer and text prefix of the source checkpoint, and the tasks' heads
         (the checkpoint's own when resuming), all on ``self.device``."""
-        from xretrieve.encoding.model_settings import read_model_settings
+        from exporters.model_settings import read_model_settings
         from xretrieve.trainer.tasks import TextSettings, build_task
 
         config = self.config
@@ -496,7 +496,7 @@ class Trainer:
         self._check_output_dir(resume_from)
         replace = resume is False and self._claim_output_dir(overwrite)
         if self.config.retrieval is not None:
-            from xretrieve.trainer.retrieval import check_retrieval_data
+            from xretrieve.trainer.retrieval_check import check_retrieval_data
 
             check_retrieval_data(self.config.retrieval)
         with sigterm_as_interrupt():
@@ -523,7 +523,7 @@ class Trainer:
         none of the run's inputs (``TrainConfig.input_paths``, a checkpoint resumed from another
         folder), holds none and lies inside none of their folders, and is new, empty or an
         earlier run's (``TRAINING_RUN_OUTPUT``)."""
-        from xretrieve.files import check_output_path
+        from xretrieve.core.outputs import check_output_path
 
         inputs = self.config.input_paths()
         own = resume_from is not None and _resolved(resume_from).parent == _resolved(
@@ -563,7 +563,7 @@ class Trainer:
     def _drop_records_after(self, step: int) -> None:
         """Evaluations logged after the resumed checkpoint (a run that crashed later) would be
         repeated by the resumed run: keep metrics.jsonl a single history."""
-        from xretrieve.files import atomic_write
+        from xretrieve.core.files import atomic_write
 
         path = self.output_dir / METRICS_FILE
         if not path.is_file():
@@ -686,7 +686,7 @@ class Trainer:
                 self.best_checkpoint = checkpoint_dir(self.output_dir, self.step)
             saved = run.last_checkpoint = self.save()
             if config.retrieval is not None:
-                from xretrieve.trainer.retrieval import evaluate_retrieval
+                from xretrieve.trainer.retrieval_check import evaluate_retrieval
 
                 metrics.update(evaluate_retrieval(saved, config.retrieval))
             keep = [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
@@ -792,7 +792,7 @@ class Trainer:
             self.on_eval(record)
 
     def _write_summary(self, result: TrainResult) -> None:
-        from xretrieve.files import atomic_write
+        from xretrieve.core.files import atomic_write
 
         summary = {
             "steps": result.steps,
@@ -814,7 +814,7 @@ def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
     """Refuse, before any data is read or a step is run, a ``max_length`` (top level or a
     task's) beyond the positions the encoder has (a longer batch would fail in the middle of the
     run), and retrieval ``layers`` beyond its layers."""
-    from xretrieve.positions import usable_positions
+    from xretrieve.core.positions import usable_positions
 
     positions = getattr(hf_config, "max_position_embeddings", None)
     usable = usable_positions(
@@ -836,7 +836,7 @@ def check_model_fits(config: TrainConfig, hf_config: Any, source: Path) -> None:
             )
     if config.retrieval is not None and config.retrieval.layers:
         from exporters import resolve_layers
-        from xretrieve.errors import XRetrieveError
+        from xretrieve.core.errors import XRetrieveError
 
         try:
             resolve_layers(config.retrieval.layers, int(hf_config.num_hidden_layers))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.trainer.config import TaskConfig, TaskType
 from xretrieve.trainer.presets import PRESETS, Preset
 

@@ -28,7 +28,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from xretrieve.errors import InputError, XRetrieveError
+from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.formats.bucc import BuccSplit, bucc_paths, read_bucc_split
 from xretrieve.formats.corpus import Corpus, read_text_corpus
 from xretrieve.formats.tatoeba import read_tatoeba, tatoeba_paths

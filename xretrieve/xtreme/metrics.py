@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from xretrieve.errors import MissingDependencyError
+from xretrieve.core.errors import MissingDependencyError
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.xtreme.metrics import QaQuestion
 from xretrieve.xtreme.tasks import TASK_NAMES, XtremeTask, task_by_name
 

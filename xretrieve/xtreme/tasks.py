@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from xretrieve.errors import XRetrieveError
+from xretrieve.core.errors import XRetrieveError
 
 
 class Group(str, Enum):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.metrics import recall_at_1
 from xretrieve.trainer.readers import ImageTextExample, TaskData, check_image_rows

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.readers import TaskData, TextExample
 from xretrieve.trainer.tasks.base import (

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xretrieve.errors import InputError
+from xretrieve.core.errors import InputError
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.metrics import squad_scores
 from xretrieve.trainer.readers import QAExample, TaskData

