@@ -4,7 +4,7 @@ Methods, all on the same random L2-normalised data (half of the rows are planted
 pairs, so the mining has something to find), each feeding the same ``select_pairs``:
 
 - ``numpy``: brute-force peer, blocked ``x @ y.T`` in numpy per direction + ``argpartition``.
-- ``faiss_cpu``: ``xretrieve.mining.margin.mine(device="cpu")``'s search (FAISS, exact fp32).
+- ``faiss_cpu``: ``xretrieve.mining.margin.mine_rows(device="cpu")``'s search (FAISS, exact fp32).
 - ``torch_cpu``: xretrieve's chunk-maxima engine on the CPU (fp32 products).
 - GPU only: ``torch_cuda`` (``mine(device="cuda")``: fp16 chunk maxima, fused Triton kernel
   when it works, fp32 re-scoring, exact), ``torch_cuda_torch_kernel`` (the same engine with

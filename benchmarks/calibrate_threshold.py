@@ -12,7 +12,7 @@ threshold is then chosen as ``xretrieve bucc`` chooses one: mine the held-out sp
 default model (k = 4, ratio margin, max mode) and take the F1-optimal threshold against its gold
 (``xretrieve.mining.gold.tune_threshold``). The script also scores the bundled sample with the old fixed
 1.05 and with the calibrated threshold, and prints one JSON document. The value goes into
-``DEFAULT_MINING_THRESHOLD`` in ``xretrieve/encoding/default_model.py`` by hand.
+``DEFAULT_MINING_THRESHOLD`` in ``exporters/model_settings.py`` by hand.
 
     python benchmarks/calibrate_threshold.py --build
 """

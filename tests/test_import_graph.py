@@ -1,6 +1,7 @@
-"""The import graph of ``xretrieve`` and ``exporters`` has no cycle: every import counts, at
-module level, inside functions and under ``if TYPE_CHECKING`` (a shared type belongs in a small
-module of its own, not in a deferred import that hides the cycle)."""
+"""The import graph of ``xretrieve`` and ``exporters`` has no cycle, and its packages follow one
+layer order (``LAYERS``): every import counts, at module level, inside functions and under ``if
+TYPE_CHECKING`` (a shared type belongs in a small module of its own, not in a deferred import
+that hides the cycle)."""
 
 from __future__ import annotations
 
@@ -161,3 +162,67 @@ def test_cli_commands_import_no_other_command() -> None:
         if dep.startswith("xretrieve.cli.") and dep not in shared and (module, dep) not in allowed
     )
     assert not crossing
+
+
+# Each package may import only packages of a lower layer: core < exporters < formats <
+# encoding, knn < index < mining < evaluation, bench < trainer < xtreme < cli < the package's
+# own ``__init__`` (the public API). ``exporters`` therefore imports ``xretrieve.core`` only.
+LAYERS = {
+    "core": 0,
+    "exporters": 1,
+    "formats": 2,
+    "encoding": 3,
+    "knn": 3,
+    "index": 4,
+    "mining": 5,
+    "evaluation": 6,
+    "bench": 6,
+    "trainer": 7,
+    "xtreme": 8,
+    "cli": 9,
+    "xretrieve": 10,
+}
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "exporters":
+        return "exporters"
+    return parts[1] if len(parts) > 1 else "xretrieve"
+
+
+def test_packages_follow_the_layer_order() -> None:
+    graph = import_graph()
+    unknown = sorted({package_of(m) for m in graph} - set(LAYERS))
+    assert not unknown, f"packages without a layer (add them to LAYERS): {unknown}"
+    against = sorted(
+        f"{module} -> {dep}"
+        for module, deps in graph.items()
+        for dep in deps
+        if package_of(module) != package_of(dep)
+        and LAYERS[package_of(dep)] >= LAYERS[package_of(module)]
+    )
+    assert not against, "imports against the layer order:\n" + "\n".join(against)
+
+
+def test_at_most_three_modules_sit_directly_under_xretrieve() -> None:
+    loose = sorted(
+        path.name for path in (ROOT / "xretrieve").glob("*.py") if path.name != "__init__.py"
+    )
+    assert len(loose) <= 3, loose
+
+
+def test_the_layer_check_sees_an_import_against_the_order(tmp_path: Path) -> None:
+    for package, source in [
+        ("core", "from xretrieve.mining.margin import Mode\n"),
+        ("mining", ""),
+    ]:
+        (tmp_path / "xretrieve" / package).mkdir(parents=True)
+        (tmp_path / "xretrieve" / package / "__init__.py").write_text("")
+        (tmp_path / "xretrieve" / package / "m.py").write_text(source)
+    (tmp_path / "xretrieve" / "mining" / "margin.py").write_text("Mode = 1\n")
+    (tmp_path / "xretrieve" / "__init__.py").write_text("")
+    (tmp_path / "exporters").mkdir()
+    graph = import_graph(tmp_path)
+    assert "xretrieve.mining.margin" in graph["xretrieve.core.m"]
+    assert LAYERS[package_of("xretrieve.mining.margin")] >= LAYERS[package_of("xretrieve.core.m")]

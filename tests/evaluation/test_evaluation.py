@@ -29,11 +29,11 @@ from xretrieve.evaluation.bootstrap import (
     percentile_interval,
     poisson_weights,
 )
-from xretrieve.evaluation.bucc import evaluate_bucc
+from xretrieve.evaluation.bucc import score_bucc
 from xretrieve.evaluation.image_text import image_text_recall
 from xretrieve.evaluation.resources import DEFAULT_GROUPS
 from xretrieve.evaluation.store import EmbeddingStore, text_key
-from xretrieve.evaluation.tatoeba import evaluate_tatoeba
+from xretrieve.evaluation.tatoeba import score_tatoeba
 from xretrieve.formats import read_bucc_split, read_tatoeba
 from xretrieve.mining.margin import MiningConfig
 from xretrieve.mining.sources import EncoderSource, embed_pair
@@ -115,7 +115,7 @@ def test_numbers_equal_bucc_and_tatoeba_scoring(tmp_path: Path, checkpoints) -> 
     for lang in ("de", "fr"):
         tune = read_bucc_split(data, lang, "training")
         evaluation = read_bucc_split(data, lang, "test")
-        result = evaluate_bucc(
+        result = score_bucc(
             tune,
             *embed_pair(source, tune.src, tune.tgt),
             evaluation,
@@ -130,7 +130,7 @@ def test_numbers_equal_bucc_and_tatoeba_scoring(tmp_path: Path, checkpoints) -> 
         assert rows["tune_f1"].value == pytest.approx(result.tune_f1, abs=1e-9)
     for lang in ("deu", "swh", "jav"):
         pair = read_tatoeba(data, lang)
-        result = evaluate_tatoeba(*embed_pair(source, pair.src, pair.eng), device="cpu")
+        result = score_tatoeba(*embed_pair(source, pair.src, pair.eng), device="cpu")
         got = {
             r.metric: r.value for r in summary.rows if r.checkpoint == "tuned" and r.lang == lang
         }

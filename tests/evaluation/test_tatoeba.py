@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from mining_fixtures import unit_rows
 
-from xretrieve.evaluation.tatoeba import TatoebaResult, evaluate_tatoeba
+from xretrieve.evaluation.tatoeba import TatoebaResult, score_tatoeba
 
 
 def test_planted_translations_are_all_found() -> None:
     rng = np.random.default_rng(0)
     xx = unit_rows(rng.standard_normal((200, 32)))
     en = unit_rows(xx + 0.05 * rng.standard_normal((200, 32)))
-    assert evaluate_tatoeba(xx, en, device="cpu") == TatoebaResult(100.0, 100.0, 200)
+    assert score_tatoeba(xx, en, device="cpu") == TatoebaResult(100.0, 100.0, 200)
 
 
 def test_directions_are_not_swapped() -> None:
@@ -21,7 +21,7 @@ def test_directions_are_not_swapped() -> None:
     English sentence finds its own translation: en2xx is perfect."""
     xx = np.array([[1.0, 0.1], [1.0, 0.2]], np.float32)
     en = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    result = evaluate_tatoeba(xx, en, device="cpu")
+    result = score_tatoeba(xx, en, device="cpu")
     assert (result.accuracy_en2xx, result.accuracy_xx2en, result.n) == (100.0, 50.0, 2)
 
 
@@ -29,9 +29,9 @@ def test_cosine_not_inner_product() -> None:
     """A long vector does not win by its norm."""
     xx = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
     en = np.array([[10.0, 9.0], [0.0, 1.0]], np.float32)
-    assert evaluate_tatoeba(xx, en, device="cpu").accuracy_xx2en == 100.0
+    assert score_tatoeba(xx, en, device="cpu").accuracy_xx2en == 100.0
 
 
 def test_row_counts_must_match() -> None:
     with pytest.raises(ValueError, match="row counts differ"):
-        evaluate_tatoeba(np.ones((2, 3)), np.ones((3, 3)), device="cpu")
+        score_tatoeba(np.ones((2, 3)), np.ones((3, 3)), device="cpu")

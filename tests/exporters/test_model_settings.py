@@ -13,7 +13,7 @@ import pytest
 import trainer_data
 from typer.testing import CliRunner
 
-from exporters import ExportConfig, export_checkpoint, read_manifest
+from exporters import ExportConfig, export_checkpoint, model_settings, read_manifest
 from exporters.model_settings import SETTINGS_FILE, read_model_settings
 from xretrieve.cli.app import app
 from xretrieve.core.errors import InputError, XRetrieveError
@@ -89,7 +89,7 @@ def test_default_model_folders_get_the_default_settings(isolated: Path, monkeypa
     for folder in (converted, snapshot, explicit):
         settings = read_model_settings(folder)
         assert settings.text_prefix == "query: "
-        assert settings.mining_threshold == default_model.DEFAULT_MINING_THRESHOLD
+        assert settings.mining_threshold == model_settings.DEFAULT_MINING_THRESHOLD
     other = isolated / "other"
     other.mkdir()
     assert read_model_settings(other).text_prefix == ""
@@ -227,4 +227,4 @@ def test_exporting_the_default_models_own_folder_keeps_its_prefix(
     assert result.exit_code == 0, result.output
     manifest = read_manifest(isolated / "export")
     assert manifest.text_prefix == "query: "
-    assert manifest.mining_threshold == default_model.DEFAULT_MINING_THRESHOLD
+    assert manifest.mining_threshold == model_settings.DEFAULT_MINING_THRESHOLD

@@ -19,7 +19,6 @@ from xretrieve.index import (
     build_index,
     default_factory,
     merge_topk,
-    mine_indexes,
     open_index,
 )
 from xretrieve.index.build import pq_subquantizers
@@ -28,8 +27,8 @@ from xretrieve.index.search import search_direction, search_in_process
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import sort_topk
 from xretrieve.mining.corpus import mine_corpora
-from xretrieve.mining.margin import Margin, MiningConfig, Mode, mine
-from xretrieve.mining.through_index import IndexMining, mine_corpora_with_indexes
+from xretrieve.mining.margin import Margin, MiningConfig, Mode, mine_rows
+from xretrieve.mining.through_index import IndexMining, mine_corpora_with_indexes, mine_indexes
 
 EXACT = MiningConfig(k=4, device="cpu")
 
@@ -155,7 +154,7 @@ def test_exhaustive_indexes_mine_exactly_what_exact_mining_mines(
             mining,
             SearchConfig(nprobe=nprobe, block_rows=50, rescore=rescore),
         )
-        want = pair_scores(mine(src, tgt, mining))
+        want = pair_scores(mine_rows(src, tgt, mining))
         have = pair_scores(got)
         assert have.keys() == want.keys()
         assert [have[p] for p in want] == pytest.approx(list(want.values()), abs=1e-5)
@@ -168,7 +167,7 @@ def test_per_shard_margins_would_differ_from_the_global_merge(tmp_path: Path) ->
     build_index(src_files, tmp_path / "s", BuildConfig(factory="Flat", shard_rows=80))
     build_index(tgt_files, tmp_path / "t", BuildConfig(factory="Flat", shard_rows=130))
     got = pair_scores(mine_indexes(open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT))
-    shard_only = pair_scores(mine(src, tgt[:130], EXACT))
+    shard_only = pair_scores(mine_rows(src, tgt[:130], EXACT))
     assert got.keys() != shard_only.keys()
 
 
@@ -180,7 +179,7 @@ def test_approximate_index_keeps_nearly_all_exact_pairs(tmp_path: Path) -> None:
     got = mine_indexes(
         open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=4)
     )
-    want = mine(src, tgt, EXACT)
+    want = mine_rows(src, tgt, EXACT)
     top = {(s, t) for s, t in zip(want.src_index[:500], want.tgt_index[:500], strict=True)}
     found = set(zip(got.src_index.tolist(), got.tgt_index.tolist(), strict=True))
     assert len(top & found) >= 0.98 * len(top)
@@ -387,7 +386,7 @@ def test_gpu_built_exhaustive_index_mines_as_exact(tmp_path: Path) -> None:
     got = mine_indexes(
         open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=16)
     )
-    assert pair_scores(got).keys() == pair_scores(mine(src, tgt, EXACT)).keys()
+    assert pair_scores(got).keys() == pair_scores(mine_rows(src, tgt, EXACT)).keys()
 
 
 @pytest.mark.gpu
@@ -399,7 +398,7 @@ def test_gpu_search_of_an_exhaustive_index_mines_as_exact(tmp_path: Path) -> Non
     got = mine_indexes(
         open_index(tmp_path / "s"), open_index(tmp_path / "t"), EXACT, SearchConfig(nprobe=16)
     )
-    assert pair_scores(got).keys() == pair_scores(mine(src, tgt, EXACT)).keys()
+    assert pair_scores(got).keys() == pair_scores(mine_rows(src, tgt, EXACT)).keys()
 
 
 def test_auto_nprobe_visits_a_quarter_of_the_lists_within_stopes_bounds(tmp_path: Path) -> None:

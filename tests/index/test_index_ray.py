@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from test_index import planted_pair
 
-from xretrieve.index import BuildConfig, SearchConfig, build_index, mine_indexes, open_index
+from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
 from xretrieve.index.search import search_direction, search_in_process
 from xretrieve.mining.margin import MiningConfig
+from xretrieve.mining.through_index import mine_indexes
 
 ray = pytest.importorskip("ray")
 

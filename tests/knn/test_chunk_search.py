@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from xretrieve.core.row_blocks import RowMatrix
 from xretrieve.knn.chunk_search import (
-    Precision,
+    ProductPrecision,
     chunk_knn_both_ways,
     chunk_maxima_torch,
     plan_search,
     product_error_bound,
 )
 from xretrieve.knn.exact import l2_normalize
-from xretrieve.knn.row_blocks import RowMatrix
 
 
 def brute_force(queries: np.ndarray, database: np.ndarray, k: int):
@@ -28,7 +28,9 @@ def brute_force(queries: np.ndarray, database: np.ndarray, k: int):
     return np.take_along_axis(sims, ids, axis=1), ids
 
 
-def search(src, tgt, k_fwd, k_bwd, *, precision=Precision.FP16, normalize=False, **plan_args):
+def search(
+    src, tgt, k_fwd, k_bwd, *, precision=ProductPrecision.FP16, normalize=False, **plan_args
+):
     plan_args.setdefault("memory_budget", 1 << 30)
     plan = plan_search(
         src.shape[0], tgt.shape[0], src.shape[1], max(k_fwd, k_bwd), device="cpu",
@@ -69,7 +71,7 @@ def data():
     return rows(rng, 333, 48), rows(rng, 290, 48)
 
 
-@pytest.mark.parametrize("precision", list(Precision))
+@pytest.mark.parametrize("precision", list(ProductPrecision))
 @pytest.mark.parametrize(
     ("chunk", "block_rows", "k_fwd", "k_bwd"),
     [
@@ -101,7 +103,7 @@ def test_result_does_not_depend_on_blocks(data) -> None:
 def test_tiny_memory_budget_streams(data) -> None:
     src, tgt = data
     plan = plan_search(333, 290, 48, 4, device="cpu", memory_budget=100_000,
-                       precision=Precision.FP16, chunk=8)  # fmt: skip
+                       precision=ProductPrecision.FP16, chunk=8)  # fmt: skip
     assert not plan.cache_blocks and plan.query_block < 333 and plan.database_block < 290
     assert_exact(search(src, tgt, 4, 4, memory_budget=100_000, chunk=8), src, tgt, 4, 4)
 
@@ -150,7 +152,7 @@ def test_error_bound_holds_for_emulated_fp16() -> None:
         exact = a.astype(np.float64) @ b.astype(np.float64).T
         at, bt = torch.from_numpy(a).half().float(), torch.from_numpy(b).half().float()
         computed = (at @ bt.T).half().double().numpy()
-        bound = product_error_bound(Precision.FP16, dim, 1.0, 1.0)
+        bound = product_error_bound(ProductPrecision.FP16, dim, 1.0, 1.0)
         assert np.abs(computed - exact).max() <= bound
         assert bound < 5e-3
 
@@ -158,7 +160,7 @@ def test_error_bound_holds_for_emulated_fp16() -> None:
 def test_chunk_maxima_torch_pads_partial_chunks() -> None:
     rng = np.random.default_rng(2)
     a, b = torch.from_numpy(rows(rng, 10, 8)), torch.from_numpy(rows(rng, 7, 8))
-    fwd, bwd = chunk_maxima_torch(a, b, 4, Precision.FP32)
+    fwd, bwd = chunk_maxima_torch(a, b, 4, ProductPrecision.FP32)
     tile = a @ b.T
     assert fwd.shape == (10, 2) and bwd.shape == (3, 7)
     torch.testing.assert_close(fwd[:, 1], tile[:, 4:].amax(dim=1))
@@ -173,13 +175,13 @@ def test_fp16_overflow_risk_falls_back_to_fp32(data) -> None:
 
 def test_plan_streams_when_sides_do_not_fit() -> None:
     plan = plan_search(4_000_000, 4_000_000, 1024, 4, device="cuda", memory_budget=16 << 30,
-                       precision=Precision.FP16)  # fmt: skip
+                       precision=ProductPrecision.FP16)  # fmt: skip
     assert not plan.cache_blocks
     assert plan.query_block % plan.chunk == 0 and plan.tile_rows % plan.chunk == 0
     resident = 2 * plan.query_block * 1024 * 4
     assert resident + plan.tile_rows * plan.database_block * 6 < 16 << 30
     plan = plan_search(400_000, 400_000, 1024, 4, device="cuda", memory_budget=100 << 30,
-                       precision=Precision.FP16)  # fmt: skip
+                       precision=ProductPrecision.FP16)  # fmt: skip
     assert plan.cache_blocks and plan.query_block == 400_000
 
 
@@ -187,12 +189,12 @@ TRITON_CHECK = textwrap.dedent(
     """
     import numpy as np, torch
     from xretrieve.knn.chunk_maxima import chunk_maxima_triton
-    from xretrieve.knn.chunk_search import Kernel, Precision, chunk_maxima_torch
+    from xretrieve.knn.chunk_search import Kernel, ProductPrecision, chunk_maxima_torch
     rng = np.random.default_rng(0)
     a = torch.from_numpy(rng.standard_normal((70, 40)).astype(np.float32)).half().float()
     b = torch.from_numpy(rng.standard_normal((90, 40)).astype(np.float32)).half().float()
     got = chunk_maxima_triton(a, b, 8, block_m=32, block_n=32, block_k=16)
-    want = chunk_maxima_torch(a, b, 8, Precision.FP32)
+    want = chunk_maxima_torch(a, b, 8, ProductPrecision.FP32)
     for g, w in zip(got, want):
         assert g.shape == w.shape, (g.shape, w.shape)
         torch.testing.assert_close(g, w, atol=1e-5, rtol=0)
@@ -217,16 +219,16 @@ def test_engine_with_triton_kernel_in_interpreter() -> None:
         """
         import numpy as np
         import xretrieve.knn.chunk_maxima as kernel
-        from xretrieve.knn.chunk_search import Kernel, Precision, chunk_knn_both_ways, plan_search
+        from xretrieve.knn.chunk_search import Kernel, ProductPrecision, chunk_knn_both_ways, plan_search
         from xretrieve.knn.exact import knn_both_ways, l2_normalize
-        from xretrieve.knn.row_blocks import RowMatrix
+        from xretrieve.core.row_blocks import RowMatrix
         kernel.BLOCK_M = kernel.BLOCK_N = 32
         kernel.BLOCK_K = 16
         rng = np.random.default_rng(1)
         src = l2_normalize(rng.standard_normal((100, 24)))
         tgt = l2_normalize(rng.standard_normal((75, 24)))
         plan = plan_search(100, 75, 24, 3, device="cpu", memory_budget=1 << 28,
-                           precision=Precision.FP16, kernel=Kernel.TRITON, chunk=8)
+                           precision=ProductPrecision.FP16, kernel=Kernel.TRITON, chunk=8)
         got = chunk_knn_both_ways(RowMatrix(src), RowMatrix(tgt), 3, 3, plan, normalize=False)
         want = knn_both_ways(src, tgt, 3, device="cpu")
         for g, w in zip(got[1::2], want[1::2]):
@@ -261,7 +263,9 @@ def test_triton_self_check_catches_wrong_maxima(monkeypatch) -> None:
     import xretrieve.knn.chunk_maxima as kernel
 
     def off_by_a_little(queries, database, chunk, **kwargs):
-        fwd, bwd = chunk_maxima_torch(queries.float(), database.float(), chunk, Precision.FP32)
+        fwd, bwd = chunk_maxima_torch(
+            queries.float(), database.float(), chunk, ProductPrecision.FP32
+        )
         return fwd + 0.05, bwd
 
     monkeypatch.setattr(kernel, "chunk_maxima_triton", off_by_a_little)

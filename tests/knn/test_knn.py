@@ -70,13 +70,13 @@ def test_k_is_clamped_to_database_size(data) -> None:
 
 
 def test_chunk_engine_reports_progress(data) -> None:
-    from xretrieve.knn.chunk_search import Precision, chunk_knn_both_ways, plan_search
-    from xretrieve.knn.row_blocks import RowMatrix
+    from xretrieve.core.row_blocks import RowMatrix
+    from xretrieve.knn.chunk_search import ProductPrecision, chunk_knn_both_ways, plan_search
 
     src, tgt = data
     calls = []
     plan = plan_search(301, 257, 24, 2, device="cpu", memory_budget=1 << 30,
-                       precision=Precision.FP16, chunk=4, block_rows=100)  # fmt: skip
+                       precision=ProductPrecision.FP16, chunk=4, block_rows=100)  # fmt: skip
     chunk_knn_both_ways(RowMatrix(src), RowMatrix(tgt), 2, 2, plan, normalize=True,
                         progress=lambda *args: calls.append(args))  # fmt: skip
     tiles = [call for call in calls if call[0] == "kNN candidates"]
@@ -99,7 +99,7 @@ def test_cpu_streams_memory_maps_of_fp16_and_fp32(tmp_path, data, block_rows) ->
 
 
 def test_row_selection_searches_only_selected_rows(data) -> None:
-    from xretrieve.knn.row_blocks import RowMatrix
+    from xretrieve.core.row_blocks import RowMatrix
 
     src, tgt = data
     rows = np.array([5, 0, 17, 200, 3])

@@ -30,17 +30,17 @@ PEAK_SCRIPT = textwrap.dedent(
     knn_both_ways(warm, warm, 2, device="cpu")  # load FAISS and BLAS buffers first
     if engine == "chunks":
         import torch
-        from xretrieve.knn.chunk_search import Precision, chunk_knn_both_ways, plan_search
-        from xretrieve.knn.row_blocks import RowMatrix
+        from xretrieve.knn.chunk_search import ProductPrecision, chunk_knn_both_ways, plan_search
+        from xretrieve.core.row_blocks import RowMatrix
         chunk_knn_both_ways(RowMatrix(warm), RowMatrix(warm), 2, 2, plan_search(
-            8, 8, dim, 2, device="cpu", memory_budget=1 << 20, precision=Precision.FP16),
+            8, 8, dim, 2, device="cpu", memory_budget=1 << 20, precision=ProductPrecision.FP16),
             normalize=True)
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")  # reset the peak resident size (VmHWM) to the current one
     before = status("VmRSS")
     if engine == "chunks":
         plan = plan_search(src.shape[0], tgt.shape[0], dim, 4, device="cpu",
-                           memory_budget=24 << 20, precision=Precision.FP32)
+                           memory_budget=24 << 20, precision=ProductPrecision.FP32)
         result = chunk_knn_both_ways(RowMatrix(src), RowMatrix(tgt), 4, 4, plan, normalize=True)
     else:
         result = knn_both_ways(src, tgt, 4, device="cpu", normalize=True, block_rows=8192)

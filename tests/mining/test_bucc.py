@@ -9,7 +9,7 @@ import pytest
 from mining_fixtures import write_planted_split
 
 from xretrieve.core.errors import InputError
-from xretrieve.evaluation.bucc import evaluate_bucc
+from xretrieve.evaluation.bucc import score_bucc
 from xretrieve.formats import Corpus, read_bucc_split
 from xretrieve.mining.corpus import CorpusMining, id_candidates, mine_corpora
 from xretrieve.mining.gold import gold_mask, optimize_threshold, precision_recall_f1, tune_threshold
@@ -111,7 +111,7 @@ def test_evaluate_bucc_on_planted_pairs(planted_dir: Path) -> None:
     source = DirectorySource(planted_dir / "emb", planted_dir)
     tune = read_bucc_split(planted_dir, "de", "training")
     test = read_bucc_split(planted_dir, "de", "test")
-    result = evaluate_bucc(
+    result = score_bucc(
         tune,
         *embed_pair(source, tune.src, tune.tgt),
         test,
@@ -127,7 +127,7 @@ def test_evaluate_bucc_on_planted_pairs(planted_dir: Path) -> None:
 def test_evaluate_bucc_without_eval_gold(tmp_path: Path) -> None:
     tune = write_planted_split(tmp_path, None, "training")
     test = write_planted_split(tmp_path, None, "test", seed=2, write_gold=False)
-    result = evaluate_bucc(
+    result = score_bucc(
         read_bucc_split(tmp_path, "de", "training"), tune.src_emb, tune.tgt_emb,
         read_bucc_split(tmp_path, "de", "test"), test.src_emb, test.tgt_emb, CPU,
     )  # fmt: skip

@@ -7,7 +7,7 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from xretrieve.encoding.default_model import DEFAULT_MINING_THRESHOLD
+from exporters.model_settings import DEFAULT_MINING_THRESHOLD
 from xretrieve.formats import read_bucc_split
 from xretrieve.mining.bitext import sample_data_dir
 

@@ -12,7 +12,7 @@ from xretrieve.mining.margin import (
     Mode,
     apply_margin,
     greedy_one_to_one,
-    mine,
+    mine_rows,
     select_pairs,
 )
 
@@ -170,7 +170,7 @@ def test_mine_matches_laser_reference(margin: Margin, mode: Mode) -> None:
     x = rng.standard_normal((120, 16)).astype(np.float32)
     y = rng.standard_normal((90, 16)).astype(np.float32)
     want = laser_reference(x, y, 4, margin, mode)
-    got = mine(x, y, MiningConfig(k=4, margin=margin, mode=mode, device="cpu"))
+    got = mine_rows(x, y, MiningConfig(k=4, margin=margin, mode=mode, device="cpu"))
     assert sorted((int(s), int(t)) for s, t, _ in want) == sorted(
         zip(got.src_index.tolist(), got.tgt_index.tolist(), strict=True)
     )
@@ -186,7 +186,7 @@ def test_mine_matches_laser_reference(margin: Margin, mode: Mode) -> None:
 def test_mine_with_k_above_corpus_size() -> None:
     rng = np.random.default_rng(8)
     x, y = rng.standard_normal((3, 8)), rng.standard_normal((2, 8))
-    got = mine(x, y, MiningConfig(k=10, device="cpu"))
+    got = mine_rows(x, y, MiningConfig(k=10, device="cpu"))
     want = laser_reference(x, y, 10, Margin.RATIO, Mode.MAX)
     assert len(got) == len(want) == 2
 
@@ -200,7 +200,7 @@ def test_planted_pairs_are_mined_first() -> None:
         [base + 0.05 * rng.standard_normal((n_pairs, dim)), rng.standard_normal((30, dim))]
     )
     src_perm, tgt_perm = rng.permutation(len(src)), rng.permutation(len(tgt))
-    pairs = mine(src[src_perm], tgt[tgt_perm], MiningConfig(device="cpu"))
+    pairs = mine_rows(src[src_perm], tgt[tgt_perm], MiningConfig(device="cpu"))
     top = set(
         zip(src_perm[pairs.src_index[:n_pairs]], tgt_perm[pairs.tgt_index[:n_pairs]], strict=True)
     )

@@ -9,7 +9,7 @@ import pytest
 from evaluation_data import FakeEncoder, write_bucc_split
 
 import xretrieve.encoding
-from xretrieve.evaluation.bucc import evaluate_bucc
+from xretrieve.evaluation.bucc import score_bucc
 from xretrieve.formats import read_bucc_split
 from xretrieve.mining.margin import MiningConfig
 from xretrieve.trainer.config import RetrievalEvalConfig
@@ -42,7 +42,7 @@ def test_bucc_texts_are_encoded_once(
     reference = FakeEncoder(layers=layers, noise=0.3)
     for index, layer in enumerate(layers):
         vectors = [reference.encode_layers(list(corpus.texts))[:, index] for corpus in corpora]
-        result = evaluate_bucc(tune, *vectors[:2], evaluation, *vectors[2:], MiningConfig())
+        result = score_bucc(tune, *vectors[:2], evaluation, *vectors[2:], MiningConfig())
         tag = "" if len(layers) == 1 else f"layer{layer}/"
         assert metrics[f"bucc/de/{tag}f1"] == pytest.approx(result.f1)
         assert metrics[f"bucc/de/{tag}precision"] == pytest.approx(result.precision)

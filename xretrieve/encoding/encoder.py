@@ -45,7 +45,7 @@ class Encoder(Protocol):
         ...
 
 
-class Backend(Protocol):
+class EncoderBackend(Protocol):
     """Runs a model on padded batches. ``provider`` names what ran (an ONNX Runtime execution
     provider, or torch with its device and dtype)."""
 
@@ -139,14 +139,14 @@ _DONE = object()
 
 
 class SentenceEncoder:
-    """Sentence embeddings from a ``Backend`` and a ``TextTokenizer``; satisfies ``Encoder``.
+    """Sentence embeddings from a ``EncoderBackend`` and a ``TextTokenizer``; satisfies ``Encoder``.
 
     ``batch_tokens`` bounds ``batch_size * padded_length`` of each batch; ``window`` is how
     many sentences are length-sorted together (and the streaming unit)."""
 
     def __init__(
         self,
-        backend: Backend,
+        backend: EncoderBackend,
         tokenizer: TextTokenizer,
         *,
         name: str,

@@ -6,7 +6,7 @@ resource-group reports and plots.
   (``runner``); ``plan_model``, ``parse_layers``
 - ``LayerEmbeddingCache``, ``CachedSource`` (an ``EmbeddingSource``) (``embedding_cache``);
   ``EmbeddingStore`` (``store``)
-- tasks: ``BuccTask``, ``TatoebaTask``, ``ImageTextTask``, ``TASKS``, ``ScoringSettings``
+- tasks: ``BuccTask``, ``TatoebaTask``, ``ImageTextRetrievalTask``, ``TASKS``, ``ScoringSettings``
 - ``bootstrap``: resampling and percentile intervals; ``resources``: Joshi et al. 2020 classes
 - ``image_text``: the caption/image layout and Recall@k
 """
@@ -31,7 +31,7 @@ from xretrieve.evaluation.store import EmbeddingStore
 from xretrieve.evaluation.tasks import (
     TASKS,
     BuccTask,
-    ImageTextTask,
+    ImageTextRetrievalTask,
     ScoringSettings,
     TatoebaTask,
 )
@@ -46,7 +46,7 @@ __all__ = [
     "EmbeddingStore",
     "EvaluationConfig",
     "EvaluationSummary",
-    "ImageTextTask",
+    "ImageTextRetrievalTask",
     "LayerEmbeddingCache",
     "ModelPlan",
     "ResultRow",

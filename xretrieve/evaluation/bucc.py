@@ -11,7 +11,7 @@ from xretrieve.mining.gold import BuccResult, apply_threshold, tune_threshold
 from xretrieve.mining.margin import DEFAULT_CONFIG, MiningConfig
 
 
-def evaluate_bucc(
+def score_bucc(
     tune: BuccSplit,
     tune_src_emb: np.ndarray,
     tune_tgt_emb: np.ndarray,

@@ -28,7 +28,7 @@ from xretrieve.evaluation.output import (
 )
 from xretrieve.evaluation.resources import DEFAULT_GROUPS
 from xretrieve.evaluation.results import ResultRow, ResultsLog, SampleStore, write_csv
-from xretrieve.evaluation.tasks import TASKS, Task
+from xretrieve.evaluation.tasks import TASKS, EvaluationTask
 
 if TYPE_CHECKING:
     from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
@@ -71,7 +71,7 @@ class _Report:
         self,
         config: EvaluationConfig,
         plans: Sequence[ModelPlan],
-        tasks: Sequence[Task],
+        tasks: Sequence[EvaluationTask],
         scores: PrimaryScores,
     ) -> None:
         self.config = config
@@ -89,7 +89,7 @@ class _Report:
         )
         self.others = [plan for plan in plans if plan is not self.baseline]
 
-    def task_langs(self, task: Task) -> list[str]:
+    def task_langs(self, task: EvaluationTask) -> list[str]:
         langs = {unit[3] for unit in self.scores.values if unit[2] == task.name}
         langs |= {unit[3] for unit in self.scores.errors if unit[2] == task.name}
         return sorted(langs)
@@ -133,7 +133,7 @@ class _Report:
                 rows.append(row)
         return ["## Summary", ""] + _table(header, rows)
 
-    def per_language(self, task: Task) -> list[str]:
+    def per_language(self, task: EvaluationTask) -> list[str]:
         langs = self.task_langs(task)
         metric = task.primary_metric
         lines = [f"## {task.label} per language (`{metric}`)", ""]
@@ -167,7 +167,7 @@ class _Report:
         return lines + _table(["checkpoint", "layer", *langs], rows)
 
     def group_estimates(
-        self, plan: ModelPlan, layer: int, task: Task
+        self, plan: ModelPlan, layer: int, task: EvaluationTask
     ) -> dict[str, Estimate | None]:
         """Per resource group: mean gain over the baseline, or the mean score without one."""
         by_group = group_languages(self.task_langs(task), self.groups)
@@ -371,7 +371,7 @@ def write_reports(
     out_dir: Path,
     config: EvaluationConfig,
     plans: Sequence[ModelPlan],
-    tasks: Sequence[Task],
+    tasks: Sequence[EvaluationTask],
     data_hashes: Mapping[tuple[str, str], str] | None = None,
 ) -> tuple[list[Path], list[ResultRow]]:
     """Compact ``results.jsonl`` and write every report; returns ``(files, rows in scope)``:

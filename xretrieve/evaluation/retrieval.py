@@ -55,7 +55,7 @@ def evaluate_bucc(
     ``emb_dir`` is given, from ``.npy`` files mirroring ``data_dir`` (then ``model`` must be
     None). Raises ``XRetrieveError`` listing every language whose files are missing or bad, and
     ``ArgumentError`` naming a bad argument, before any reading."""
-    from xretrieve.evaluation.bucc import evaluate_bucc as score_languages
+    from xretrieve.evaluation.bucc import score_bucc as score_languages
     from xretrieve.formats import bucc_paths, read_bucc_split
     from xretrieve.mining.api import mining_config
     from xretrieve.mining.sources import embed_pair, embedding_source
@@ -106,7 +106,7 @@ def evaluate_tatoeba(
     ``DIR/tatoeba/tatoeba.{xxx}-eng.*``; ``model`` and ``emb_dir`` as in ``evaluate_bucc``.
     Raises ``XRetrieveError`` listing every language whose files are missing or bad, and
     ``ArgumentError`` naming a bad argument, before any reading."""
-    from xretrieve.evaluation.tatoeba import evaluate_tatoeba as score_pair
+    from xretrieve.evaluation.tatoeba import score_tatoeba as score_pair
     from xretrieve.formats import read_tatoeba, tatoeba_paths
     from xretrieve.mining.api import check_search_device
     from xretrieve.mining.sources import embed_pair, embedding_source

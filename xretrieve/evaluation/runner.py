@@ -53,7 +53,7 @@ from xretrieve.evaluation.results import (
     SampleStore,
     finished_units,
 )
-from xretrieve.evaluation.tasks import ScoringSettings, Task, get_task
+from xretrieve.evaluation.tasks import EvaluationTask, ScoringSettings, get_task
 
 if TYPE_CHECKING:
     from xretrieve.encoding.encoder import Encoder
@@ -348,7 +348,7 @@ def _record_run_settings(out_dir: Path, scoring: ScoringSettings, log: ResultsLo
             json.dump(scoring.to_json(), handle, indent=2, sort_keys=True)
 
 
-def _unit_layers(plan: ModelPlan, task: Task) -> tuple[int, ...]:
+def _unit_layers(plan: ModelPlan, task: EvaluationTask) -> tuple[int, ...]:
     """The layers a unit of ``task`` is scored at: image-text scoring needs caption vectors in
     the image space, the projected view at the one layer the head was trained on."""
     if task.uses_projection and plan.projection_layer is not None:
@@ -356,7 +356,9 @@ def _unit_layers(plan: ModelPlan, task: Task) -> tuple[int, ...]:
     return plan.layers
 
 
-def _task_languages(config: EvaluationConfig, tasks: list[Task]) -> list[tuple[Task, str]]:
+def _task_languages(
+    config: EvaluationConfig, tasks: list[EvaluationTask]
+) -> list[tuple[EvaluationTask, str]]:
     """The (task, language) units ``config`` asks for that ``config.data_dir`` holds;
     ``InputError`` for a language asked for that no task has, or no data at all (saying where
     the data comes from and how to try the bundled sample)."""
@@ -381,7 +383,7 @@ def _task_languages(config: EvaluationConfig, tasks: list[Task]) -> list[tuple[T
     return units
 
 
-def _no_data_message(config: EvaluationConfig, tasks: list[Task]) -> str:
+def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> str:
     """Where each task's files are looked for, where they come from, and the command that
     evaluates the same models on the bundled BUCC sample."""
     import shlex
@@ -413,7 +415,7 @@ class _Unit:
     """One (model, task, language) being scored under ``scoring``; builds its result rows."""
 
     plan: ModelPlan
-    task: Task
+    task: EvaluationTask
     lang: str
     scoring: ScoringSettings
     data_hash: str
@@ -577,7 +579,7 @@ def _embed_unit(run: _Run, model: _Model, cache: LayerEmbeddingCache, unit: _Uni
         model.error = error
 
 
-def _evaluate_unit(run: _Run, model: _Model, task: Task, lang: str) -> None:
+def _evaluate_unit(run: _Run, model: _Model, task: EvaluationTask, lang: str) -> None:
     """Skip the unit's finished layers, load its data, embed it, and hand each layer's
     embeddings to the scoring thread; data or model failures become error rows."""
     plan = model.plan

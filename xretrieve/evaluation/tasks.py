@@ -82,7 +82,7 @@ class Measurement:
     samples: np.ndarray | None = None
 
 
-class Task(Protocol):
+class EvaluationTask(Protocol):
     """``name`` as on the command line; ``primary_metric`` is what leaderboards rank by;
     ``uses_projection``: scored on the projected view of a checkpoint that has an image-text
     projection head (caption vectors in the image-feature space)."""
@@ -253,12 +253,12 @@ class TatoebaTask:
     def score(
         self, data: Any, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
-        from xretrieve.evaluation.tatoeba import evaluate_tatoeba
+        from xretrieve.evaluation.tatoeba import score_tatoeba
         from xretrieve.knn.exact import knn_both_ways
 
         xx_emb, en_emb = embeddings
-        result = evaluate_tatoeba(xx_emb, en_emb, device=settings.device)
-        # Per-pair hits for the bootstrap, with the search evaluate_tatoeba runs.
+        result = score_tatoeba(xx_emb, en_emb, device=settings.device)
+        # Per-pair hits for the bootstrap, with the search score_tatoeba runs.
         _, xx2en_ids, _, en2xx_ids = knn_both_ways(
             xx_emb, en_emb, 1, device=settings.device, normalize=True
         )
@@ -271,13 +271,13 @@ class TatoebaTask:
         measurements = []
         for metric, (hit, value) in hits.items():
             if abs(100.0 * float(hit.mean()) - value) > 1e-6:
-                raise AssertionError(f"per-pair hits disagree with evaluate_tatoeba's {metric}")
+                raise AssertionError(f"per-pair hits disagree with score_tatoeba's {metric}")
             samples = 100.0 * bootstrap_means(hit, settings.resamples, seed)
             measurements.append(Measurement(metric, value, result.n, samples))
         return measurements
 
 
-class ImageTextTask:
+class ImageTextRetrievalTask:
     """Caption <-> image retrieval (``xretrieve.evaluation.image_text``): Recall@1/5/10 both
     ways; the primary metric is ``r1_mean``, the mean of both directions' Recall@1."""
 
@@ -333,10 +333,12 @@ class ImageTextTask:
         return out
 
 
-TASKS: dict[str, Task] = {task.name: task for task in (BuccTask(), TatoebaTask(), ImageTextTask())}
+TASKS: dict[str, EvaluationTask] = {
+    task.name: task for task in (BuccTask(), TatoebaTask(), ImageTextRetrievalTask())
+}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> EvaluationTask:
     """The task named ``name``; ``InputError`` listing the known ones otherwise."""
     try:
         return TASKS[name]

@@ -27,7 +27,7 @@ class TatoebaResult:
     n: int
 
 
-def evaluate_tatoeba(
+def score_tatoeba(
     xx_emb: np.ndarray,
     en_emb: np.ndarray,
     *,

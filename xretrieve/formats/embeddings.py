@@ -59,14 +59,14 @@ def _npy_error(path: Path, error: Exception) -> InputError:
 def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.ndarray:
     """Open a ``.npy`` float16/float32 (or float64) matrix of ``(rows, dim)`` as a read-only
     memory map, checked: nothing is copied into memory, so files larger than RAM can be searched
-    (``xretrieve.knn.row_blocks`` reads them block by block).
+    (``xretrieve.core.row_blocks`` reads them block by block).
 
     Raises ``InputError`` when the file is missing or not a ``.npy`` array, is not a 2-D floating
     matrix, its row count (or dimension, when ``dim`` is given) does not match, or a row holds
     NaN or an infinity (named by its 0-based row; in a float16 file an infinity is usually an
     overflow). The finiteness check streams over the file once.
     """
-    from xretrieve.knn.row_blocks import find_non_finite
+    from xretrieve.core.row_blocks import find_non_finite
 
     path = Path(path)
     matrix = map_npy(path)

@@ -44,14 +44,14 @@ from xretrieve.index.manifest import (
     IndexManifest,
     ShardRecord,
     SourceRecord,
-    write_manifest,
+    write_index_manifest,
 )
 from xretrieve.index.partial import (
     PARTIAL_OUTPUT,
     PartialBuild,
     build_lock,
+    index_shard_name,
     open_partial,
-    shard_name,
     work_directory,
 )
 from xretrieve.index.sources import EmbeddingRows
@@ -288,7 +288,7 @@ def write_shard(
     ``out/shard-{number:05d}.faiss``."""
     faiss = faiss_module()
     shard = _populate(trained, rows, start, stop, config.block_rows, _use_gpu(config.device))
-    name = shard_name(number)
+    name = index_shard_name(number)
     faiss.write_index(shard, str(out / name))
     del shard
     return ShardRecord(
@@ -380,7 +380,7 @@ def build_index(
             shards=tuple(shards),
             lists=inverted_lists(trained),
         )
-        write_manifest(partial.directory, manifest)
+        write_index_manifest(partial.directory, manifest)
         partial.finish(out_dir)
     return manifest
 

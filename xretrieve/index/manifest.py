@@ -79,7 +79,7 @@ class IndexManifest:
         return asdict(self)
 
 
-def write_manifest(directory: Path, manifest: IndexManifest) -> None:
+def write_index_manifest(directory: Path, manifest: IndexManifest) -> None:
     with atomic_write(Path(directory) / MANIFEST) as handle:
         json.dump(manifest.to_json(), handle, indent=2)
         handle.write("\n")
@@ -176,7 +176,7 @@ def index_disowns(directory: Path) -> str | None:
 INDEX_OUTPUT = OutputOwner("index build", index_disowns)
 
 
-def read_manifest(
+def read_index_manifest(
     directory: Path, *, verify_shards: bool = True, verify_sources: bool = False
 ) -> IndexManifest:
     """The manifest of ``directory``, checked against its files and this FAISS; ``InputError``
@@ -213,7 +213,7 @@ def read_manifest(
     if sources != manifest.sources:
         manifest = replace(manifest, sources=sources)
         with contextlib.suppress(OSError):  # a read-only index: hashed again next time
-            write_manifest(directory, manifest)
+            write_index_manifest(directory, manifest)
     return manifest
 
 

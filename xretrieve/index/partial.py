@@ -131,7 +131,7 @@ def build_lock(out_dir: Path) -> Iterator[None]:
                     folder.rmdir()
 
 
-def shard_name(number: int) -> str:
+def index_shard_name(number: int) -> str:
     return f"shard-{number:05d}.faiss"
 
 
@@ -153,7 +153,7 @@ class PartialBuild:
 
     def finished_shard(self, number: int) -> ShardRecord | None:
         """The record of shard ``number`` when its file is complete and unchanged, else None."""
-        record_path = (self.directory / shard_name(number)).with_suffix(".json")
+        record_path = (self.directory / index_shard_name(number)).with_suffix(".json")
         if not record_path.is_file():
             return None
         try:
@@ -165,7 +165,7 @@ class PartialBuild:
 
     def record_shard(self, number: int, record: ShardRecord) -> None:
         """Mark shard ``number`` (already written under ``record.file``) complete."""
-        with atomic_write((self.directory / shard_name(number)).with_suffix(".json")) as f:
+        with atomic_write((self.directory / index_shard_name(number)).with_suffix(".json")) as f:
             json.dump(asdict(record), f)
 
     def finish(self, out_dir: Path) -> None:

@@ -1,9 +1,9 @@
-"""Searching sharded indexes both ways and margin mining through them.
+"""Searching sharded indexes both ways.
 
 Every database shard is searched for each query's top ``k`` (ids made global), the per-shard
 lists are merged into the global top ``k`` (``merge_topk``), optionally re-scored exactly, and
-only then do margins see them: ``select_pairs`` of ``xretrieve.mining.margin``, the same scoring and
-selection as exact mining. Margins over per-shard neighbourhoods (a known pitfall of sharded
+only then do margins see them (``xretrieve.mining.through_index.mine_indexes``: the same scoring
+and selection as exact mining). Margins over per-shard neighbourhoods (a known pitfall of sharded
 mining) would mine more pairs than a global run.
 
 Re-scoring (``SearchConfig.rescore``, on by default) asks the index for ``candidate_factor`` x k
@@ -27,11 +27,10 @@ from typing import Protocol
 import numpy as np
 
 from xretrieve.core.errors import InputError, XRetrieveError
-from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_manifest
+from xretrieve.core.progress import ProgressCallback
+from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_index_manifest
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk, sort_topk
-from xretrieve.mining.margin import MinedPairs, MiningConfig, select_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +84,9 @@ class OpenIndex:
 
 
 def open_index(directory: Path, *, verify_shards: bool = True) -> OpenIndex:
-    """Read and check ``directory/manifest.json`` (see ``read_manifest``)."""
+    """Read and check ``directory/manifest.json`` (see ``read_index_manifest``)."""
     directory = Path(directory)
-    manifest = read_manifest(directory, verify_shards=verify_shards)
+    manifest = read_index_manifest(directory, verify_shards=verify_shards)
     rows = EmbeddingRows([Path(s.path) for s in manifest.sources])
     lists = manifest.lists
     if lists is None:  # a manifest written before it was recorded: the first shard says
@@ -323,13 +322,6 @@ def search_direction(
     return kept_sims, kept_ids
 
 
-def _positions(rows: np.ndarray, count: int) -> np.ndarray:
-    """``lookup[row]`` = position of ``row`` in ``rows`` (-1 elsewhere)."""
-    lookup = np.full(count, -1, dtype=np.int64)
-    lookup[rows] = np.arange(rows.size, dtype=np.int64)
-    return lookup
-
-
 def check_pair(src: OpenIndex, tgt: OpenIndex) -> None:
     """``InputError`` when the two indexes cannot be mined against each other."""
     if src.manifest.dimension != tgt.manifest.dimension:
@@ -338,45 +330,3 @@ def check_pair(src: OpenIndex, tgt: OpenIndex) -> None:
             f"index dimension {tgt.manifest.dimension} differs from "
             f"{src.directory}'s {src.manifest.dimension}",
         )
-
-
-def mine_indexes(
-    src: OpenIndex,
-    tgt: OpenIndex,
-    config: MiningConfig,
-    search_config: SearchConfig = SearchConfig(),
-    *,
-    src_rows: np.ndarray | None = None,
-    tgt_rows: np.ndarray | None = None,
-    search: ShardedSearch | None = None,
-    progress: ProgressCallback | None = None,
-) -> MinedPairs:
-    """Margin mining between the rows of two indexes (their source embeddings as queries).
-
-    ``src_rows``/``tgt_rows``: the rows mined (e.g. the first row of each distinct text; None:
-    all); the returned pairs index positions in them, as ``xretrieve.mining.margin.mine`` indexes its
-    inputs. ``config.k`` neighbours each way (clamped to the other side's size); ``search``:
-    ``search_in_process`` by default, or a distributed ``ShardedSearch``.
-    """
-    check_pair(src, tgt)
-    if config.k < 1:
-        raise ValueError(f"k must be at least 1, got {config.k}")
-    progress = progress or no_progress
-    search = search or search_in_process
-    n_src, n_tgt = src.manifest.count, tgt.manifest.count
-    src_rows = np.arange(n_src, dtype=np.int64) if src_rows is None else np.asarray(src_rows)
-    tgt_rows = np.arange(n_tgt, dtype=np.int64) if tgt_rows is None else np.asarray(tgt_rows)
-    src_allowed = None if src_rows.size == n_src else src_rows
-    tgt_allowed = None if tgt_rows.size == n_tgt else tgt_rows
-    k_fwd, k_bwd = min(config.k, tgt_rows.size), min(config.k, src_rows.size)
-    fwd_sims, fwd_ids = search_direction(
-        tgt, src.rows, src_rows, k_fwd, tgt_allowed, search_config, search, progress,
-        "index search forward",
-    )  # fmt: skip
-    bwd_sims, bwd_ids = search_direction(
-        src, tgt.rows, tgt_rows, k_bwd, src_allowed, search_config, search, progress,
-        "index search backward",
-    )  # fmt: skip
-    fwd_ids = _positions(tgt_rows, n_tgt)[fwd_ids]
-    bwd_ids = _positions(src_rows, n_src)[bwd_ids]
-    return select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, config.margin, config.mode)

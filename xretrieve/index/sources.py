@@ -2,7 +2,7 @@
 
 Several ``.npy`` files (float16 or float32, same dimension) are read as if concatenated: global
 row ``r`` is row ``r - offset[i]`` of file ``i``. Files are opened with ``mmap_mode="r"`` and
-converted to float32 one block at a time through ``xretrieve.knn.row_blocks.RowMatrix`` (which
+converted to float32 one block at a time through ``xretrieve.core.row_blocks.RowMatrix`` (which
 hands a block's pages back to the kernel once copied), so no whole file is ever copied into
 memory or stays resident. Rows come back L2-normalised (cosine similarity as inner product, like
 exact mining).
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.row_blocks import RowMatrix, find_non_finite
 from xretrieve.formats.embeddings import map_npy
-from xretrieve.knn.row_blocks import RowMatrix, find_non_finite
 
 
 @dataclass(frozen=True)

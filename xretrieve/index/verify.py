@@ -1,6 +1,6 @@
 """``index verify``: an index directory checked in full, its manifest against every file.
 
-Beyond what opening an index checks (``read_manifest``: shard sizes and hashes, source shapes
+Beyond what opening an index checks (``read_index_manifest``: shard sizes and hashes, source shapes
 and sizes), every source is hashed again and every shard file is read (memory-mapped, its
 vectors stay on disk) and compared with the manifest: the FAISS index type its ``factory``
 builds (transforms, inverted lists, code size, PQ shape), dimension, metric and row count. A
@@ -21,7 +21,7 @@ from xretrieve.index.factory import (
     inverted_lists,
     structure,
 )
-from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_manifest
+from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_index_manifest
 from xretrieve.index.search import read_shard
 
 
@@ -54,7 +54,7 @@ def verify_index(directory: Path) -> IndexCheck:
     """Check ``directory`` in full (see the module doc); ``InputError`` naming the file that
     differs from its manifest."""
     directory = Path(directory)
-    manifest = read_manifest(directory, verify_shards=True, verify_sources=True)
+    manifest = read_index_manifest(directory, verify_shards=True, verify_sources=True)
     try:
         expected = factory_structure(manifest.factory, manifest.dimension)
     except XRetrieveError as error:

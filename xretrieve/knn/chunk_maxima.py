@@ -21,7 +21,7 @@ import math
 from typing import TYPE_CHECKING
 
 from xretrieve.core.errors import MissingDependencyError
-from xretrieve.knn.precision import Precision, product_error_bound, torch_dtype
+from xretrieve.knn.precision import ProductPrecision, product_error_bound, torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,7 @@ NUM_STAGES = 3
 
 
 def chunk_maxima_torch(
-    queries: torch.Tensor, database: torch.Tensor, chunk: int, precision: Precision
+    queries: torch.Tensor, database: torch.Tensor, chunk: int, precision: ProductPrecision
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``fwd`` (q, ceil(m / chunk)): each query's maximum product over each chunk of database
     rows; ``bwd`` (ceil(q / chunk), m): each database row's maximum over each chunk of query
@@ -47,7 +47,7 @@ def chunk_maxima_torch(
     import torch
 
     tile = queries @ database.T
-    if tile.device.type != "cuda" and precision is not Precision.FP32:
+    if tile.device.type != "cuda" and precision is not ProductPrecision.FP32:
         tile = tile.to(torch_dtype(precision)).float()
     q, m = tile.shape
     pad_cols, pad_rows = (-m) % chunk, (-q) % chunk
@@ -194,8 +194,8 @@ def triton_kernel_works(device: str, chunk: int) -> bool:
     except Exception as error:  # a compiler failure must not end the search
         logger.warning("Triton chunk-maxima kernel unavailable (%s): using torch", error)
         return False
-    want = chunk_maxima_torch(a, b, chunk, Precision.FP16)
-    tolerance = 2 * product_error_bound(Precision.FP16, dim, 1.0, 1.0)
+    want = chunk_maxima_torch(a, b, chunk, ProductPrecision.FP16)
+    tolerance = 2 * product_error_bound(ProductPrecision.FP16, dim, 1.0, 1.0)
     worst = max(float((g - w).abs().max()) for g, w in zip(got, want, strict=True))
     if not worst <= tolerance:
         logger.warning("Triton chunk maxima differ from torch by %.3g: using torch", worst)

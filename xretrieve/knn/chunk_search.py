@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.row_blocks import RowMatrix
 from xretrieve.knn.chunk_maxima import chunk_maxima_torch, chunk_maxima_triton
-from xretrieve.knn.precision import Precision, product_error_bound, to_precision
-from xretrieve.knn.row_blocks import RowMatrix
+from xretrieve.knn.precision import ProductPrecision, product_error_bound, to_precision
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -81,7 +81,7 @@ class ChunkPlan:
     (``cache_blocks``, when both sides fit)."""
 
     device: str
-    precision: Precision
+    precision: ProductPrecision
     kernel: Kernel
     chunk: int
     spare: int
@@ -108,7 +108,7 @@ def plan_search(
     *,
     device: str,
     memory_budget: int,
-    precision: Precision,
+    precision: ProductPrecision,
     kernel: Kernel = Kernel.TORCH,
     chunk: int = DEFAULT_CHUNK,
     spare: int = DEFAULT_SPARE_CHUNKS,
@@ -118,7 +118,7 @@ def plan_search(
     ``memory_budget`` bytes of device memory; ``block_rows`` caps both blocks (for tests)."""
     if chunk < 1 or spare < 0:
         raise ValueError(f"chunk must be >= 1 and spare >= 0, got {chunk} and {spare}")
-    reduced_bytes = 4 if precision is Precision.FP32 else 2
+    reduced_bytes = 4 if precision is ProductPrecision.FP32 else 2
     keep = k + spare + 1
     lists = (n + m) * keep * 12  # chunk maxima (float32) and chunk ids (int64)
     rows_budget = max(0, int(memory_budget * _ROWS_SHARE) - lists)
@@ -455,8 +455,8 @@ def chunk_knn_both_ways(
 
     dim = src.shape[1]
     norm_src, norm_tgt = _max_norm(src, normalize), _max_norm(tgt, normalize)
-    if plan.precision is Precision.FP16 and norm_src * norm_tgt >= FP16_SAFE_PRODUCT:
-        plan = _replace_precision(plan, Precision.FP32)
+    if plan.precision is ProductPrecision.FP16 and norm_src * norm_tgt >= FP16_SAFE_PRODUCT:
+        plan = _replace_precision(plan, ProductPrecision.FP32)
     margin = product_error_bound(plan.precision, dim, norm_src, norm_tgt)
     uploader = _Uploader(plan, normalize)
     keep_fwd = k_fwd + plan.spare + 1
@@ -480,7 +480,7 @@ def chunk_knn_both_ways(
     return fwd_sims, fwd_ids, bwd_sims, bwd_ids
 
 
-def _replace_precision(plan: ChunkPlan, precision: Precision) -> ChunkPlan:
+def _replace_precision(plan: ChunkPlan, precision: ProductPrecision) -> ChunkPlan:
     from dataclasses import replace
 
     logger.info("products could overflow fp16: candidates are computed in fp32")

@@ -34,7 +34,7 @@ import numpy as np
 from xretrieve.core.devices import torch_cuda_available
 from xretrieve.core.errors import MissingDependencyError, XRetrieveError
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.knn.row_blocks import RowMatrix, Rows, as_row_matrix
+from xretrieve.core.row_blocks import RowMatrix, Rows, as_row_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def _chunk_search_cuda(
     from xretrieve.knn.chunk_search import (
         DEFAULT_CHUNK,
         Kernel,
-        Precision,
+        ProductPrecision,
         chunk_knn_both_ways,
         plan_search,
     )
@@ -241,7 +241,7 @@ def _chunk_search_cuda(
         max(k_fwd, k_bwd),
         device=device,
         memory_budget=gpu_memory if gpu_memory is not None else default_gpu_memory(device),
-        precision=Precision.FP16,
+        precision=ProductPrecision.FP16,
         kernel=Kernel.TRITON if fused else Kernel.TORCH,
         block_rows=block_rows,
     )

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import torch
 
 
-class Precision(enum.Enum):
+class ProductPrecision(enum.Enum):
     """Arithmetic of the candidate products: inputs rounded to it, fp32 accumulation."""
 
     FP16 = "fp16"
@@ -21,12 +21,22 @@ class Precision(enum.Enum):
 
 
 # Unit roundoff and half the smallest subnormal step of each input format.
-_ROUNDOFF = {Precision.FP16: 2.0**-11, Precision.BF16: 2.0**-8, Precision.FP32: 0.0}
-_UNDERFLOW = {Precision.FP16: 2.0**-25, Precision.BF16: 2.0**-134, Precision.FP32: 0.0}
+_ROUNDOFF = {
+    ProductPrecision.FP16: 2.0**-11,
+    ProductPrecision.BF16: 2.0**-8,
+    ProductPrecision.FP32: 0.0,
+}
+_UNDERFLOW = {
+    ProductPrecision.FP16: 2.0**-25,
+    ProductPrecision.BF16: 2.0**-134,
+    ProductPrecision.FP32: 0.0,
+}
 _FP32_ROUNDOFF = 2.0**-24
 
 
-def product_error_bound(precision: Precision, dim: int, norm_a: float, norm_b: float) -> float:
+def product_error_bound(
+    precision: ProductPrecision, dim: int, norm_a: float, norm_b: float
+) -> float:
     """An upper bound on ``|p - a.b|`` for the computed product ``p`` of any rows ``a``, ``b``
     with ``|a| <= norm_a`` and ``|b| <= norm_b`` (L2), against exact arithmetic.
 
@@ -43,18 +53,18 @@ def product_error_bound(precision: Precision, dim: int, norm_a: float, norm_b: f
     return 1.05 * (scale * (rounding + accumulation) + underflow)
 
 
-def torch_dtype(precision: Precision) -> torch.dtype:
+def torch_dtype(precision: ProductPrecision) -> torch.dtype:
     import torch
 
     return {
-        Precision.FP16: torch.float16,
-        Precision.BF16: torch.bfloat16,
-        Precision.FP32: torch.float32,
+        ProductPrecision.FP16: torch.float16,
+        ProductPrecision.BF16: torch.bfloat16,
+        ProductPrecision.FP32: torch.float32,
     }[precision]
 
 
-def to_precision(block: torch.Tensor, precision: Precision) -> torch.Tensor:
-    if precision is Precision.FP32:
+def to_precision(block: torch.Tensor, precision: ProductPrecision) -> torch.Tensor:
+    if precision is ProductPrecision.FP32:
         return block
     rounded = block.to(torch_dtype(precision))
     return rounded if block.device.type == "cuda" else rounded.float()

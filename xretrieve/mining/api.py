@@ -183,7 +183,7 @@ def mine_embeddings(
     texts (``mine`` takes care of that for sentences). A matrix that is not 2-D float, or holds
     a NaN or an infinity (as ``xretrieve mine`` refuses such a file), and every other bad
     argument raise ``ArgumentError`` naming it, before any search."""
-    from xretrieve.mining.margin import mine as mine_rows
+    from xretrieve.mining.margin import mine_rows
 
     config = mining_config(k, margin, mode, device, gpu_memory)
     choice = _given_or_default(threshold, config, None)
@@ -208,7 +208,7 @@ def _sentences(name: str, texts: Any) -> tuple[str, ...]:
 def _embedding_matrix(name: str, matrix: Any) -> np.ndarray:
     """``matrix`` as an array (a memory map stays one), checked: 2-D floating, non-empty, every
     value finite (one streamed pass)."""
-    from xretrieve.knn.row_blocks import find_non_finite
+    from xretrieve.core.row_blocks import find_non_finite
 
     if not isinstance(matrix, np.ndarray):
         try:

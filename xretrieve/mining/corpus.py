@@ -14,9 +14,9 @@ import numpy as np
 
 from xretrieve.core.errors import InputError
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.row_blocks import Rows, select_rows
 from xretrieve.formats import Corpus, distinct_texts
-from xretrieve.knn.row_blocks import Rows, select_rows
-from xretrieve.mining.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig, mine
+from xretrieve.mining.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig, mine_rows
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def mine_corpora(
     src_rows, src_inverse = distinct_texts(src.texts)
     tgt_rows, tgt_inverse = distinct_texts(tgt.texts)
     # A memory-mapped file stays on disk: the distinct rows are read block by block.
-    pairs = mine(
+    pairs = mine_rows(
         select_rows(src_emb, src_rows), select_rows(tgt_emb, tgt_rows), config, progress=progress
     )
     return CorpusMining(src_rows, src_inverse, tgt_rows, tgt_inverse, pairs)

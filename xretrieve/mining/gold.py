@@ -151,7 +151,7 @@ def apply_threshold(
     progress: ProgressCallback | None = None,
 ) -> BuccScoring:
     """Mine ``evaluation`` and score it at ``threshold`` (tuned elsewhere, with ``tune_f1``):
-    the second half of ``evaluate_bucc``, also returning the scored candidates."""
+    the second half of ``xretrieve.evaluation.bucc.score_bucc``, also returning the scored candidates."""
     mining = mine_corpora(
         evaluation.src, evaluation.tgt, src_emb, tgt_emb, config, progress=progress
     )

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.row_blocks import Rows
 from xretrieve.knn.exact import knn_both_ways
-from xretrieve.knn.row_blocks import Rows
 
 
 class Margin(enum.Enum):
@@ -207,7 +207,7 @@ def greedy_one_to_one(src: np.ndarray, tgt: np.ndarray, score: np.ndarray) -> np
     return order[ranks].astype(np.int64)
 
 
-def mine(
+def mine_rows(
     src_emb: Rows,
     tgt_emb: Rows,
     config: MiningConfig = DEFAULT_CONFIG,

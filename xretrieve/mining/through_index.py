@@ -6,13 +6,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from xretrieve.core.errors import InputError
-from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.formats import Corpus, distinct_texts
 from xretrieve.index.manifest import MANIFEST
-from xretrieve.index.search import OpenIndex, SearchConfig, mine_indexes, open_index
+from xretrieve.index.search import (
+    OpenIndex,
+    SearchConfig,
+    ShardedSearch,
+    check_pair,
+    open_index,
+    search_direction,
+    search_in_process,
+)
 from xretrieve.mining.corpus import CorpusMining
-from xretrieve.mining.margin import MiningConfig
+from xretrieve.mining.margin import MinedPairs, MiningConfig, select_pairs
 
 
 @dataclass(frozen=True)
@@ -84,3 +94,53 @@ def mine_corpora_with_indexes(
         src_nprobe=src_index.nprobe(indexes.search.nprobe),
         tgt_nprobe=tgt_index.nprobe(indexes.search.nprobe),
     )  # fmt: skip
+
+
+def _positions(rows: np.ndarray, count: int) -> np.ndarray:
+    """``lookup[row]`` = position of ``row`` in ``rows`` (-1 elsewhere)."""
+    lookup = np.full(count, -1, dtype=np.int64)
+    lookup[rows] = np.arange(rows.size, dtype=np.int64)
+    return lookup
+
+
+def mine_indexes(
+    src: OpenIndex,
+    tgt: OpenIndex,
+    config: MiningConfig,
+    search_config: SearchConfig | None = None,
+    *,
+    src_rows: np.ndarray | None = None,
+    tgt_rows: np.ndarray | None = None,
+    search: ShardedSearch | None = None,
+    progress: ProgressCallback | None = None,
+) -> MinedPairs:
+    """Margin mining between the rows of two indexes (their source embeddings as queries).
+
+    ``src_rows``/``tgt_rows``: the rows mined (e.g. the first row of each distinct text; None:
+    all); the returned pairs index positions in them, as ``xretrieve.mining.margin.mine_rows`` indexes its
+    inputs. ``config.k`` neighbours each way (clamped to the other side's size); ``search``:
+    ``search_in_process`` by default, or a distributed ``ShardedSearch``.
+    """
+    check_pair(src, tgt)
+    search_config = search_config or SearchConfig()
+    if config.k < 1:
+        raise ValueError(f"k must be at least 1, got {config.k}")
+    progress = progress or no_progress
+    search = search or search_in_process
+    n_src, n_tgt = src.manifest.count, tgt.manifest.count
+    src_rows = np.arange(n_src, dtype=np.int64) if src_rows is None else np.asarray(src_rows)
+    tgt_rows = np.arange(n_tgt, dtype=np.int64) if tgt_rows is None else np.asarray(tgt_rows)
+    src_allowed = None if src_rows.size == n_src else src_rows
+    tgt_allowed = None if tgt_rows.size == n_tgt else tgt_rows
+    k_fwd, k_bwd = min(config.k, tgt_rows.size), min(config.k, src_rows.size)
+    fwd_sims, fwd_ids = search_direction(
+        tgt, src.rows, src_rows, k_fwd, tgt_allowed, search_config, search, progress,
+        "index search forward",
+    )  # fmt: skip
+    bwd_sims, bwd_ids = search_direction(
+        src, tgt.rows, tgt_rows, k_bwd, src_allowed, search_config, search, progress,
+        "index search backward",
+    )  # fmt: skip
+    fwd_ids = _positions(tgt_rows, n_tgt)[fwd_ids]
+    bwd_ids = _positions(src_rows, n_src)[bwd_ids]
+    return select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, config.margin, config.mode)

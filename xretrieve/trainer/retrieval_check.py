@@ -77,7 +77,7 @@ def evaluate_retrieval(checkpoint: Path, config: RetrievalEvalConfig) -> dict[st
     tags = [""] if len(layers) == 1 else [f"layer{layer}/" for layer in layers]
     metrics: dict[str, float] = {}
     if config.tatoeba:
-        from xretrieve.evaluation.tatoeba import evaluate_tatoeba
+        from xretrieve.evaluation.tatoeba import score_tatoeba
         from xretrieve.formats import read_tatoeba
 
         for lang in config.tatoeba:
@@ -85,11 +85,11 @@ def evaluate_retrieval(checkpoint: Path, config: RetrievalEvalConfig) -> dict[st
             src = _layer_vectors(encoder, pair.src, len(layers))
             eng = _layer_vectors(encoder, pair.eng, len(layers))
             for tag, src_emb, eng_emb in zip(tags, src, eng, strict=True):
-                result = evaluate_tatoeba(src_emb, eng_emb)
+                result = score_tatoeba(src_emb, eng_emb)
                 metrics[f"tatoeba/{lang}/{tag}accuracy_en2xx"] = float(result.accuracy_en2xx)
                 metrics[f"tatoeba/{lang}/{tag}accuracy_xx2en"] = float(result.accuracy_xx2en)
     if config.bucc:
-        from xretrieve.evaluation.bucc import evaluate_bucc
+        from xretrieve.evaluation.bucc import score_bucc
         from xretrieve.formats import read_bucc_split
         from xretrieve.mining.margin import MiningConfig
 
@@ -101,7 +101,7 @@ def evaluate_retrieval(checkpoint: Path, config: RetrievalEvalConfig) -> dict[st
                 for corpus in (tune.src, tune.tgt, evaluation.src, evaluation.tgt)
             ]
             for i, tag in enumerate(tags):
-                result = evaluate_bucc(
+                result = score_bucc(
                     tune,
                     vectors[0][i],
                     vectors[1][i],

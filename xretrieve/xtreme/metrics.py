@@ -66,7 +66,7 @@ def pair_f1(gold: Sequence[str], predicted: Sequence[str]) -> PrecisionRecallF1:
 def span_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> PrecisionRecallF1:
     """seqeval's default (CoNLL-style, non-strict) micro precision, recall and F1 over chunks, as
     XTREME scores PAN-X and UD-POS (POS tags too go through seqeval's chunking: ``NOUN`` reads as
-    tag ``N`` of type ``OUN``). Sentences pair up one to one, each of one length in both."""
+    tag ``N`` of type ``OUN``). TaggedSentences pair up one to one, each of one length in both."""
     try:
         from seqeval.metrics import f1_score, precision_score, recall_score
     except ImportError as error:

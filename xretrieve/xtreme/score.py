@@ -25,10 +25,10 @@ from xretrieve.xtreme.submission import (
     check_same_length,
     find_tasks,
     language_files,
-    read_lines,
     read_qa_predictions,
     read_qa_questions,
     read_sentences,
+    read_submission_lines,
 )
 from xretrieve.xtreme.tasks import GROUP_TASKS, TASKS, Group, Scoring, XtremeTask
 
@@ -114,8 +114,8 @@ def score_language(
             )
         values = result.as_dict()
     else:
-        predicted_lines = read_lines(prediction_file)
-        gold_lines = read_lines(label_file)
+        predicted_lines = read_submission_lines(prediction_file)
+        gold_lines = read_submission_lines(label_file)
         if scoring is Scoring.PAIR_F1:
             values = pair_f1(gold_lines, predicted_lines).as_dict()
         else:

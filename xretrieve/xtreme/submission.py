@@ -3,7 +3,7 @@ checking that the two sides line up (the reference fails on a mismatch, or score
 each is an ``InputError`` naming the file).
 
 - ``.tsv`` files are read line by line (universal newlines), each line stripped of surrounding
-  whitespace; an empty line is an example like any other (``read_lines``).
+  whitespace; an empty line is an example like any other (``read_submission_lines``).
 - Tagging files hold one tag per line; an empty line closes a sentence, even an empty one, and
   the last sentence needs no empty line after it (``read_sentences``).
 - QA files are JSON; a top-level object with a ``data`` key stands for that value (SQuAD's
@@ -23,7 +23,7 @@ from xretrieve.xtreme.tasks import TASK_NAMES, XtremeTask, task_by_name
 
 
 @dataclass(frozen=True)
-class Sentences:
+class TaggedSentences:
     """A tagging file: ``tags[i]`` are the tags of sentence ``i``, which starts on 1-based line
     ``first_lines[i]`` (for messages)."""
 
@@ -38,7 +38,7 @@ def _open_text(path: Path):
         raise InputError(path, f"cannot be read: {error.strerror or error}") from error
 
 
-def read_lines(path: Path) -> tuple[str, ...]:
+def read_submission_lines(path: Path) -> tuple[str, ...]:
     """Every line of ``path``, stripped (``"1 \\n"`` -> ``"1"``, a blank line -> ``""``)."""
     try:
         with _open_text(path) as handle:
@@ -47,14 +47,14 @@ def read_lines(path: Path) -> tuple[str, ...]:
         raise InputError(path, f"is not UTF-8 text ({error.reason})") from error
 
 
-def read_sentences(path: Path) -> Sentences:
-    """Sentences of tags: non-empty stripped lines accumulate, each empty line ends a sentence
+def read_sentences(path: Path) -> TaggedSentences:
+    """TaggedSentences of tags: non-empty stripped lines accumulate, each empty line ends a sentence
     (two empty lines in a row make an empty sentence, as in the reference)."""
     sentences: list[tuple[str, ...]] = []
     first_lines: list[int] = []
     current: list[str] = []
     start = 1
-    for number, line in enumerate(read_lines(path), start=1):
+    for number, line in enumerate(read_submission_lines(path), start=1):
         if line:
             current.append(line)
             continue
@@ -65,7 +65,7 @@ def read_sentences(path: Path) -> Sentences:
     if current:
         sentences.append(tuple(current))
         first_lines.append(start)
-    return Sentences(tags=tuple(sentences), first_lines=tuple(first_lines))
+    return TaggedSentences(tags=tuple(sentences), first_lines=tuple(first_lines))
 
 
 def _read_json(path: Path) -> Any:
@@ -156,7 +156,7 @@ def check_same_length(
 
 
 def check_aligned_sentences(
-    predicted: Sentences, gold: Sentences, prediction_file: Path, label_file: Path
+    predicted: TaggedSentences, gold: TaggedSentences, prediction_file: Path, label_file: Path
 ) -> None:
     """Same number of sentences, each with as many tags on both sides (seqeval's requirement)."""
     check_same_length(predicted.tags, gold.tags, prediction_file, label_file, "sentences")
