@@ -33,7 +33,7 @@ DEFAULT_MODEL_HUB_DIR = "models--" + DEFAULT_MODEL.replace("/", "--")
 # Ratio-margin threshold (k = 4) for this model, chosen on held-out parallel data that is not the
 # bundled sample: the F1-optimal threshold (BUCC's rule, max mode) on the hand-written
 # benchmarks/calibration/bucc2018/de-en.heldout.* (150 pairs among 225 sentences per side), by
-# benchmarks/calibrate_threshold.py. README "The default model" has the figures.
+# benchmarks/calibrate_threshold.py. docs/default-model.md has the figures.
 DEFAULT_MINING_THRESHOLD = {
     "margin": "ratio",
     "k": 4,

@@ -1,8 +1,15 @@
-"""Markers: ``gpu`` tests run only where a CUDA GPU is usable; ``slow`` ones only with --runslow."""
+"""Markers: ``gpu`` tests run only where a CUDA GPU is usable; ``slow`` ones only with --runslow.
+
+Shared fixtures: the tiny random checkpoints (``tiny_xlmr_checkpoint``, ``tiny_bert_checkpoint``,
+built once per session), planted BUCC data with embeddings (``planted_bucc``), and
+``one_torch_thread`` for modules that train tiny models. The helper modules beside this file
+build the rest: ``tiny_models``, ``mining_fixtures`` (planted pairs), ``trainer_data`` (task data
+and ``run_config``), ``evaluation_data``, ``xtreme_cases``."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +49,27 @@ def tiny_bert_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     from tiny_models import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (``pytestmark = pytest.mark.usefixtures(...)``): tiny
+    models run faster on one thread than on two contended ones. Restores the count after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def planted_bucc(tmp_path: Path):
+    """``(root, split)``: BUCC de-en splits ``test`` (``split``, whose last source line repeats
+    a gold source's text under a new id) and ``training`` under ``root/data``, with their
+    embeddings mirrored under ``root/emb`` (``mining_fixtures.split_files`` names the files)."""
+    from mining_fixtures import write_planted_split
+
+    split = write_planted_split(tmp_path / "data", tmp_path / "emb", "test", duplicate_src=True)
+    write_planted_split(tmp_path / "data", tmp_path / "emb", "training", seed=5)
+    return tmp_path, split

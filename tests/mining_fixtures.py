@@ -85,6 +85,28 @@ def write_planted_split(
     return PlantedSplit(gold, src_ids, tgt_ids, src, tgt)
 
 
+def split_files(root: Path, split: str = "test", lang: str = "de") -> dict[str, Path]:
+    """The files ``write_planted_split(root / "data", root / "emb", split)`` wrote: ``src``,
+    ``tgt``, ``gold`` and their embeddings ``src_emb``, ``tgt_emb``."""
+    data, emb, stem = root / "data" / "bucc2018", root / "emb" / "bucc2018", f"{lang}-en.{split}"
+    return {
+        "src": data / f"{stem}.{lang}",
+        "tgt": data / f"{stem}.en",
+        "gold": data / f"{stem}.gold",
+        "src_emb": emb / f"{stem}.{lang}.npy",
+        "tgt_emb": emb / f"{stem}.en.npy",
+    }
+
+
+def file_args(root: Path, split: str = "test") -> list[str]:
+    """``mine``'s ``--src-file/--tgt-file/--src-emb/--tgt-emb`` for a planted split."""
+    files = split_files(root, split)
+    return [
+        "--src-file", str(files["src"]), "--tgt-file", str(files["tgt"]),
+        "--src-emb", str(files["src_emb"]), "--tgt-emb", str(files["tgt_emb"]),
+    ]  # fmt: skip
+
+
 def _write_tsv(path: Path, ids: list[str], texts: list[str]) -> None:
     path.write_text(
         "".join(f"{i}\t{t}\n" for i, t in zip(ids, texts, strict=True)), encoding="utf-8"

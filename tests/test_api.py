@@ -1,5 +1,6 @@
 """The Python API from the top package: ``load_encoder``, ``mine``, ``mine_embeddings``,
-``evaluate_bucc``, ``evaluate_tatoeba``, and the README example run on a tiny model."""
+``evaluate_bucc``, ``evaluate_tatoeba``, and the documented example (README.md's "Python API",
+repeated in docs/python-api.md) run on a tiny model."""
 
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ from xretrieve.core.errors import XRetrieveError
 from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
 from xretrieve.mining.margin import Margin, MiningConfig, Mode
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+API_PAGE = ROOT / "docs" / "python-api.md"
 
 
 class TableEncoder:
@@ -195,10 +198,22 @@ def test_import_is_lazy() -> None:
     assert set(xretrieve.__all__) <= set(dir(xretrieve))
 
 
+def python_example(page: Path, heading: str) -> str:
+    """The first ``python`` block after ``heading`` on ``page``; fails naming the page when the
+    example has moved."""
+    text = page.read_text(encoding="utf-8")
+    assert heading in text, f"{page} has no {heading!r} section: where did the example go?"
+    found = re.search(r"```python\n(.*?)```", text[text.index(heading) :], re.S)
+    assert found, f"{page}'s {heading!r} section holds no python example"
+    return found.group(1)
+
+
 def readme_example() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("## Python API") :]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return python_example(README, "## Python API")
+
+
+def test_the_api_page_shows_the_readme_example() -> None:
+    assert python_example(API_PAGE, "# Python API") == readme_example()
 
 
 def test_readme_example_runs_on_a_tiny_model(tiny_xlmr_checkpoint, tmp_path, monkeypatch) -> None:

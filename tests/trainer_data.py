@@ -1,5 +1,7 @@
 """Tiny generated data for every trainer task type, learnable by a tiny random encoder in a few
-dozen steps. Each writer returns the ``[[tasks]]`` entry (a dict) that trains on the files."""
+dozen steps. Each writer returns the ``[[tasks]]`` entry (a dict) that trains on the files;
+``run_config`` wraps such entries into a small run's config (a dict for ``config_from_dict``,
+or ``write_config`` for the CLI)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,40 @@ NOUNS = ["cat", "dog", "house", "tree", "water", "city", "river", "book", "car",
 ADJECTIVES = ["small", "big", "red", "green"]
 FUNCTION = ["the", "of", "and", "to", "in", "is", "on", "with"]
 TAG_OF = {**{w: "N" for w in NOUNS}, **{w: "A" for w in ADJECTIVES}, **{w: "F" for w in FUNCTION}}
+
+
+RUN_DEFAULTS: dict = {
+    "max_length": 32,
+    "seed": 0,
+    "optim": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3},
+    "evaluation": {"eval_every": 1000, "log_every": 1},
+}
+
+
+def with_overrides(raw: dict, overrides: dict) -> dict:
+    """``raw`` with ``overrides`` applied: a dict value updates that section key by key, any
+    other value replaces the key. Returns a new dict; ``raw``'s sections are not modified."""
+    merged = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            merged[key] = {**merged.get(key, {}), **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def run_config(base: Path, output_dir: Path, tasks: list[dict], **overrides) -> dict:
+    """A small training run of ``tasks`` from the checkpoint ``base`` into ``output_dir``:
+    ``RUN_DEFAULTS`` (32 tokens, 2 steps of 8, no evaluation before the last step) with
+    ``overrides`` as in ``with_overrides``, e.g. ``optim={"max_steps": 6}``."""
+    raw = {"base": str(base), "output_dir": str(output_dir), **RUN_DEFAULTS, "tasks": tasks}
+    return with_overrides(raw, overrides)
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    """``raw`` written for ``xretrieve train`` (JSON, which is YAML: give ``path`` a ``.yaml``)."""
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> Path:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from mining_fixtures import write_planted_split
+from mining_fixtures import file_args
 from typer.testing import CliRunner
 
 from xretrieve.cli.app import app
@@ -83,36 +83,27 @@ def test_tables_keep_their_natural_width_off_a_terminal(capsys, monkeypatch) -> 
     assert max(map(len, capsys.readouterr().out.splitlines())) <= 60
 
 
-@pytest.fixture()
-def planted(tmp_path: Path) -> Path:
-    write_planted_split(tmp_path / "data", tmp_path / "emb", "test")
-    write_planted_split(tmp_path / "data", tmp_path / "emb", "training", seed=5)
-    return tmp_path
-
-
 def _mine_args(root: Path) -> list[str]:
-    data, emb = root / "data" / "bucc2018", root / "emb" / "bucc2018"
-    return ["mine", "--no-progress", "--device", "cpu",
-            "--src-file", str(data / "de-en.test.de"), "--tgt-file", str(data / "de-en.test.en"),
-            "--src-emb", str(emb / "de-en.test.de.npy"),
-            "--tgt-emb", str(emb / "de-en.test.en.npy")]  # fmt: skip
+    return ["mine", "--no-progress", "--device", "cpu", *file_args(root)]
 
 
-def test_mine_summary_defines_its_counts_and_shows_the_threshold(planted: Path) -> None:
-    result = CliRunner().invoke(app, [*_mine_args(planted), "--threshold", "1.0123456"])
+def test_mine_summary_defines_its_counts_and_shows_the_threshold(planted_bucc) -> None:
+    root, _ = planted_bucc
+    result = CliRunner().invoke(app, [*_mine_args(root), "--threshold", "1.0123456"])
     assert result.exit_code == 0, result.output
     text = result.stdout
     assert "candidates (pairs of distinct texts kept by --mode, any score)" in text
     assert "pairs (candidates with score >= threshold)" in text
     assert "rows (pairs, one per id of a repeated text: lines of --out)" in text
     assert re.search(r"│ threshold\s+│ 1\.01235\s+│", text), text
-    summary = json.loads(CliRunner().invoke(app, [*_mine_args(planted), "--json"]).stdout)
+    summary = json.loads(CliRunner().invoke(app, [*_mine_args(root), "--json"]).stdout)
     assert {"candidates", "pairs", "rows"} <= set(summary)  # JSON keys unchanged
 
 
-def test_bucc_table_shows_the_tuned_threshold_with_its_digits(planted: Path) -> None:
-    args = ["bucc", "--no-progress", "--device", "cpu", "--data-dir", str(planted / "data"),
-            "--langs", "de", "--emb-dir", str(planted / "emb")]  # fmt: skip
+def test_bucc_table_shows_the_tuned_threshold_with_its_digits(planted_bucc) -> None:
+    root, _ = planted_bucc
+    args = ["bucc", "--no-progress", "--device", "cpu", "--data-dir", str(root / "data"),
+            "--langs", "de", "--emb-dir", str(root / "emb")]  # fmt: skip
     threshold = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)["de"]["threshold"]
     assert round(threshold, 2) != round(threshold, 5)  # two decimals would lose something
     table = CliRunner().invoke(app, args)
@@ -160,11 +151,10 @@ def test_trainer_checkpoint_files_have_the_mode_of_other_outputs(
     from xretrieve.trainer import Trainer, config_from_dict
 
     task = trainer_data.write_pair_task(tmp_path / "data", n_train=16, n_val=8)
-    config = config_from_dict(
-        {"base": str(tiny_xlmr_checkpoint), "output_dir": str(tmp_path / "out"),
-         "max_length": 16, "tasks": [task],
-         "optim": {"max_steps": 1, "batch_size": 8}, "evaluation": {"eval_every": 1}}
-    )  # fmt: skip
+    raw = trainer_data.run_config(
+        tiny_xlmr_checkpoint, tmp_path / "out", [task], max_length=16, optim={"max_steps": 1}
+    )
+    config = config_from_dict(raw)
     result = Trainer(config).train()
     checkpoint = result.last_checkpoint
     assert _mode(checkpoint / "model.safetensors") == 0o644

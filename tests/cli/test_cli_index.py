@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mining_fixtures import write_planted_split
+from mining_fixtures import split_files
 from typer.testing import CliRunner
 
 from xretrieve.cli.app import app
@@ -21,20 +21,12 @@ def invoke(*args: str):
 
 
 @pytest.fixture()
-def planted(tmp_path: Path) -> Path:
-    write_planted_split(tmp_path / "data", tmp_path / "emb", "test", duplicate_src=True)
-    return tmp_path
+def planted(planted_bucc) -> Path:
+    return planted_bucc[0]
 
 
 def paths(root: Path) -> dict[str, str]:
-    data, emb = root / "data" / "bucc2018", root / "emb" / "bucc2018"
-    return {
-        "src": str(data / "de-en.test.de"),
-        "tgt": str(data / "de-en.test.en"),
-        "gold": str(data / "de-en.test.gold"),
-        "src_emb": str(emb / "de-en.test.de.npy"),
-        "tgt_emb": str(emb / "de-en.test.en.npy"),
-    }
+    return {name: str(path) for name, path in split_files(root).items()}
 
 
 def build(root: Path, *extra: str) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mining_fixtures import PlantedSplit, write_planted_split
+from mining_fixtures import file_args, write_planted_split
 from typer.testing import CliRunner
 
 from xretrieve.cli.app import app
@@ -22,28 +22,12 @@ def invoke(*args: str):
     return runner.invoke(app, ["mine", "--no-progress", "--device", "cpu", *args])
 
 
-@pytest.fixture()
-def planted(tmp_path: Path) -> tuple[Path, PlantedSplit]:
-    split = write_planted_split(tmp_path / "data", tmp_path / "emb", "test", duplicate_src=True)
-    write_planted_split(tmp_path / "data", tmp_path / "emb", "training", seed=5)
-    return tmp_path, split
-
-
-def bucc_args(root: Path) -> list[str]:
-    data = root / "data" / "bucc2018"
-    emb = root / "emb" / "bucc2018"
-    return [
-        "--src-file", str(data / "de-en.test.de"), "--tgt-file", str(data / "de-en.test.en"),
-        "--src-emb", str(emb / "de-en.test.de.npy"), "--tgt-emb", str(emb / "de-en.test.en.npy"),
-    ]  # fmt: skip
-
-
-def test_files_with_embeddings_threshold_gold_and_out(planted) -> None:
-    root, split = planted
+def test_files_with_embeddings_threshold_gold_and_out(planted_bucc) -> None:
+    root, split = planted_bucc
     out = root / "pairs.tsv"
     gold = root / "data" / "bucc2018" / "de-en.test.gold"
     result = invoke(
-        *bucc_args(root), "--threshold", "1.65", "--gold", str(gold), "--out", str(out), "--json"
+        *file_args(root), "--threshold", "1.65", "--gold", str(gold), "--out", str(out), "--json"
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -91,8 +75,8 @@ def test_plain_text_files_give_three_columns(tmp_path: Path) -> None:
     assert "first 5 pairs" in result.stdout and "threshold_source" in result.stdout
 
 
-def test_tune_split_from_data_and_embedding_dirs(planted) -> None:
-    root, _ = planted
+def test_tune_split_from_data_and_embedding_dirs(planted_bucc) -> None:
+    root, _ = planted_bucc
     result = invoke(
         "--data-dir", str(root / "data"), "--emb-dir", str(root / "emb"),
         "--split", "test", "--tune-split", "training", "--mode", "intersect", "--json",
@@ -121,8 +105,8 @@ class FakeEncoder:
         return np.stack([self.table[text] for text in texts])
 
 
-def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkeypatch) -> None:
-    root, split = planted
+def test_default_mines_the_bundled_sample_with_the_default_model(planted_bucc, monkeypatch) -> None:
+    root, split = planted_bucc
     sample = root / "sample"
     planted_sample = write_planted_split(sample, None, "sample", seed=3)
     corpus = read_bucc_split(sample, "de", "sample")
@@ -151,9 +135,6 @@ def test_default_mines_the_bundled_sample_with_the_default_model(planted, monkey
 def test_bundled_sample_exists() -> None:
     from xretrieve.mining.bitext import sample_data_dir
 
-    folder = sample_data_dir() / "bucc2018"
-    if not folder.exists():
-        pytest.skip("sample data not bundled yet")
     split = read_bucc_split(sample_data_dir(), "de", "sample")
     assert split.gold is not None and len(split.src) > 0
 
@@ -173,12 +154,14 @@ def test_bundled_sample_exists() -> None:
         (lambda d, e: (d / "de-en.test.de").write_bytes(b"a\t\xff\n"), "de-en.test.de:1: invalid"),
     ],
 )
-def test_bad_input_exits_2_naming_the_file_and_writes_nothing(planted, mutate, fragment) -> None:
-    root, _ = planted
+def test_bad_input_exits_2_naming_the_file_and_writes_nothing(
+    planted_bucc, mutate, fragment
+) -> None:
+    root, _ = planted_bucc
     mutate(root / "data" / "bucc2018", root / "emb" / "bucc2018")
     out = root / "pairs.tsv"
     gold = root / "data" / "bucc2018" / "de-en.test.gold"
-    result = invoke(*bucc_args(root), "--gold", str(gold), "--out", str(out))
+    result = invoke(*file_args(root), "--gold", str(gold), "--out", str(out))
     assert result.exit_code == 2
     assert fragment in " ".join(result.stderr.split())
     assert not out.exists() and not list(root.glob(".pairs.tsv*"))
@@ -198,8 +181,8 @@ def test_conflicting_flags(args: list[str], fragment: str) -> None:
     assert result.exit_code == 2 and fragment in result.stderr
 
 
-def test_tsv_line_without_tab_in_data_dir(planted) -> None:
-    root, _ = planted
+def test_tsv_line_without_tab_in_data_dir(planted_bucc) -> None:
+    root, _ = planted_bucc
     path = root / "data" / "bucc2018" / "de-en.test.en"
     path.write_text("e1\tok\ne2 no tab\n", encoding="utf-8")
     result = invoke("--data-dir", str(root / "data"), "--emb-dir", str(root / "emb"))
@@ -218,9 +201,9 @@ def test_error_messages_are_printed_literally(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "Infinity"])
-def test_non_finite_threshold_is_refused(planted, value: str) -> None:
-    root, _ = planted
-    result = invoke(*bucc_args(root), "--threshold", value, "--json")
+def test_non_finite_threshold_is_refused(planted_bucc, value: str) -> None:
+    root, _ = planted_bucc
+    result = invoke(*file_args(root), "--threshold", value, "--json")
     assert result.exit_code == 2, result.output
     assert "finite number" in result.output
     assert "NaN" not in result.stdout and "Infinity" not in result.stdout
@@ -260,9 +243,9 @@ def test_embeddings_without_their_texts_do_not_fall_back_to_the_sample(tmp_path:
     assert "--src-emb/--tgt-emb need the texts they embed" in " ".join(result.stderr.split())
 
 
-def test_an_out_that_is_an_input_is_refused_and_left_intact(planted, tmp_path: Path) -> None:
+def test_an_out_that_is_an_input_is_refused_and_left_intact(planted_bucc, tmp_path: Path) -> None:
     """``--out dc.txt`` with ``--src-file dc.txt`` used to leave the sentences file empty."""
-    root, _ = planted
+    root, _ = planted_bucc
     data, emb = root / "data" / "bucc2018", root / "emb" / "bucc2018"
     model = tmp_path / "model"
     model.mkdir()
@@ -271,9 +254,9 @@ def test_an_out_that_is_an_input_is_refused_and_left_intact(planted, tmp_path: P
     before = {path: path.read_bytes() for path in files}
     gold = data / "de-en.test.gold"
     cases = [
-        ([*bucc_args(root)], data / "de-en.test.de", "--out is an input"),
-        ([*bucc_args(root)], emb / "de-en.test.en.npy", "--out is an input"),
-        ([*bucc_args(root), "--gold", str(gold)], gold, "--out is an input"),
+        ([*file_args(root)], data / "de-en.test.de", "--out is an input"),
+        ([*file_args(root)], emb / "de-en.test.en.npy", "--out is an input"),
+        ([*file_args(root), "--gold", str(gold)], gold, "--out is an input"),
         (
             [
                 "--data-dir",

@@ -50,16 +50,7 @@ def test_trainer_checkpoints_carry_the_prefix_and_export_reads_it(
         {"text_prefix": "query: ", "mining_threshold": CALIBRATED},
     )
     task = trainer_data.write_pair_task(isolated / "data")
-    config = config_from_dict(
-        {
-            "base": str(base),
-            "output_dir": str(isolated / "out"),
-            "max_length": 48,
-            "tasks": [task],
-            "optim": {"max_steps": 2, "batch_size": 8},
-            "evaluation": {"eval_every": 1000, "log_every": 1},
-        }
-    )
+    config = config_from_dict(trainer_data.run_config(base, isolated / "out", [task]))
     checkpoint = Trainer(config).train().last_checkpoint
     carried = read_model_settings(checkpoint)
     assert carried.text_prefix == "query: " and carried.mining_threshold is None

@@ -155,20 +155,37 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
         load_config(ini)
 
 
-def test_readme_multitask_example_parses(tmp_path: Path) -> None:
-    """The README's complete multi-task example (nine English tasks plus image-text) is a
-    valid config."""
+ROOT = Path(__file__).resolve().parents[2]
+TRAINING_PAGE = ROOT / "docs" / "training.md"
+
+
+def toml_examples(page: Path) -> list[str]:
+    """The ``toml`` blocks of a documentation page."""
     import re
 
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    return re.findall(r"```toml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+
+
+@pytest.mark.parametrize("page", [ROOT / "README.md", TRAINING_PAGE], ids=lambda p: p.name)
+def test_documented_configs_parse(page: Path, tmp_path: Path) -> None:
+    """Every config example of the page (not the reference, whose values are ``"..."``) loads."""
+    examples = [block for block in toml_examples(page) if '"..."' not in block]
+    assert examples, f"{page} no longer holds the training config examples this test reads"
+    for number, block in enumerate(examples):
+        path = tmp_path / f"example-{number}.toml"
+        path.write_text(block, encoding="utf-8")
+        assert load_config(path).tasks, block
+
+
+def test_documented_multitask_example_parses(tmp_path: Path) -> None:
+    """docs/training.md's complete multi-task example (nine English tasks plus image-text) is a
+    valid config."""
     examples = [
         block
-        for block in re.findall(r"```toml\n(.*?)```", text, re.S)
+        for block in toml_examples(TRAINING_PAGE)
         if 'preset = "commonsenseqa"' in block and 'preset = "image_text"' in block
     ]
-    if not examples:
-        pytest.skip("README.md has no training example yet")
+    assert examples, f"{TRAINING_PAGE} no longer holds the nine-task example this test reads"
     path = tmp_path / "stilts.toml"
     path.write_text(examples[0])
     config = load_config(path)

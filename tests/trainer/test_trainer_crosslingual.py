@@ -7,24 +7,23 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 import trainer_data
 
 from xretrieve.core.errors import InputError
 from xretrieve.trainer import Trainer, config_from_dict
 from xretrieve.trainer.crosslingual import language_group
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _raw(checkpoint: Path, out: Path, task: dict) -> dict:
-    return {
-        "base": str(checkpoint),
-        "output_dir": str(out),
-        "max_length": 32,
-        "seed": 0,
-        "tasks": [task],
-        "optim": {"max_steps": 1, "batch_size": 8, "learning_rate": 0.0},
-        "evaluation": {"eval_every": 1},
-    }
+    return trainer_data.run_config(
+        checkpoint,
+        out,
+        [task],
+        optim={"max_steps": 1, "learning_rate": 0.0},
+        evaluation={"eval_every": 1},
+    )
 
 
 def test_language_groups_of_iso_639_1_codes() -> None:
@@ -38,7 +37,6 @@ def test_language_groups_of_iso_639_1_codes() -> None:
 
 
 def test_validation_per_language(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     task = trainer_data.write_pair_task(tmp_path / "data")
     files = {}
     for seed, lang in enumerate(("en", "de", "sw")):

@@ -14,35 +14,23 @@ import torch
 import trainer_data
 from tiny_models import edit_weights
 
+import exporters
 from xretrieve.core.errors import InputError
 from xretrieve.trainer import Trainer, config_from_dict
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+# Enough steps and a learning rate high enough for every task type to learn.
+LEARNING = {
+    "max_length": 48,
+    "optim": {"max_steps": 40, "batch_size": 16, "learning_rate": 3e-3, "warmup_ratio": 0.0},
+}
 
 
 def _config(checkpoint: Path, out: Path, tasks: list[dict], **overrides):
-    raw = {
-        "base": str(checkpoint),
-        "output_dir": str(out),
-        "max_length": 48,
-        "seed": 0,
-        "tasks": tasks,
-        "optim": {"max_steps": 40, "batch_size": 16, "learning_rate": 3e-3, "warmup_ratio": 0.0},
-        "evaluation": {"eval_every": 1000, "log_every": 1},
-    }
-    for section, values in overrides.items():
-        if isinstance(values, dict):
-            raw[section] = {**raw.get(section, {}), **values}
-        else:
-            raw[section] = values
-    return config_from_dict(raw)
+    raw = trainer_data.run_config(checkpoint, out, tasks, **LEARNING)
+    return config_from_dict(trainer_data.with_overrides(raw, overrides))
 
 
 @pytest.mark.parametrize("kind", sorted(trainer_data.WRITERS))
@@ -163,9 +151,6 @@ def test_multitask_run_writes_metrics_and_reloadable_checkpoints(
 
 
 def test_checkpoint_exports_with_the_toolkit_exporter(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
-    exporters = pytest.importorskip("exporters")
-    if not hasattr(exporters, "export_checkpoint"):
-        pytest.skip("exporters.export_checkpoint is not available yet")
     task = trainer_data.write_pair_task(tmp_path / "data")
     config = _config(tiny_xlmr_checkpoint, tmp_path / "out", [task], optim={"max_steps": 2})
     result = Trainer(config).train()
@@ -183,9 +168,6 @@ def test_image_text_projection_exports_to_the_same_embeddings(
 ) -> None:
     """The exporter attaches the trained projection: its ONNX embeddings equal the trainer's
     normalised caption embeddings (same masked mean pooling, same projection)."""
-    exporters = pytest.importorskip("exporters")
-    if "projection" not in getattr(exporters.ExportConfig, "__dataclass_fields__", {}):
-        pytest.skip("the exporter does not attach projection heads yet")
     import onnxruntime
 
     task = trainer_data.write_image_text_task(tmp_path / "data")

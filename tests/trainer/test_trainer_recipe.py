@@ -17,25 +17,11 @@ from xretrieve.trainer import Trainer, config_from_dict
 from xretrieve.trainer.loop import steps_for_epochs
 from xretrieve.trainer.sampling import GROUP_FACTOR, TaskSampler, length_grouped
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _raw(checkpoint: Path, out: Path, tasks: list[dict], **optim) -> dict:
-    return {
-        "base": str(checkpoint),
-        "output_dir": str(out),
-        "max_length": 32,
-        "seed": 0,
-        "tasks": tasks,
-        "optim": {"max_steps": 2, "batch_size": 8, "learning_rate": 1e-3, **optim},
-        "evaluation": {"eval_every": 1000, "log_every": 1},
-    }
+    return trainer_data.run_config(checkpoint, out, tasks, optim=optim)
 
 
 @pytest.fixture(scope="module")

@@ -23,24 +23,13 @@ from xretrieve.trainer.checkpoint import STATE_FILE
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _raw(checkpoint: Path, out: Path, tasks: list[dict], max_steps: int = 6) -> dict:
-    return {
-        "base": str(checkpoint),
-        "output_dir": str(out),
-        "max_length": 32,
-        "seed": 0,
-        "tasks": tasks,
-        "optim": {"max_steps": max_steps, "batch_size": 8, "learning_rate": 1e-3},
-        "evaluation": {"eval_every": 3, "log_every": 1},
-    }
+    return trainer_data.run_config(
+        checkpoint, out, tasks, optim={"max_steps": max_steps}, evaluation={"eval_every": 3}
+    )
 
 
 def _parameters(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -255,11 +244,6 @@ def _refused(result, *fragments: str) -> None:
         assert fragment in result.stderr, result.stderr
 
 
-def _write(path: Path, raw: dict) -> Path:
-    path.write_text(json.dumps(raw))  # JSON is YAML
-    return path
-
-
 def test_overwrite_never_deletes_an_input_inside_the_output_dir(
     tiny_xlmr_checkpoint, tmp_path: Path
 ) -> None:
@@ -267,13 +251,19 @@ def test_overwrite_never_deletes_an_input_inside_the_output_dir(
     to delete the base checkpoint; every input of the config is protected the same way."""
     tasks = [trainer_data.write_tag_task(tmp_path / "data")]
     out = tmp_path / "runs/p"
-    first = _cli(str(_write(tmp_path / "run.yaml", _raw(tiny_xlmr_checkpoint, out, tasks, 2))))
+    first = _cli(
+        str(
+            trainer_data.write_config(
+                tmp_path / "run.yaml", _raw(tiny_xlmr_checkpoint, out, tasks, 2)
+            )
+        )
+    )
     assert first.exit_code == 0, first.output
     base = out / "checkpoint-2"
     files = sorted(path.name for path in base.iterdir())
     raw = _raw(base, out, tasks, 2)
     _refused(
-        _cli(str(_write(tmp_path / "again.yaml", raw)), "--overwrite"),
+        _cli(str(trainer_data.write_config(tmp_path / "again.yaml", raw)), "--overwrite"),
         f"{out}: output_dir holds the input {base}",
     )
     assert sorted(path.name for path in base.iterdir()) == files
@@ -281,17 +271,23 @@ def test_overwrite_never_deletes_an_input_inside_the_output_dir(
     moved = out / "tags.jsonl"
     moved.write_text(Path(tasks[0]["train"]).read_text())
     raw = _raw(tiny_xlmr_checkpoint, out, [{**tasks[0], "train": str(moved)}], 2)
-    _refused(_cli(str(_write(tmp_path / "data.yaml", raw)), "--overwrite"), "holds the input")
+    _refused(
+        _cli(str(trainer_data.write_config(tmp_path / "data.yaml", raw)), "--overwrite"),
+        "holds the input",
+    )
     assert moved.is_file() and base.is_dir()
     raw = _raw(tiny_xlmr_checkpoint, tiny_xlmr_checkpoint / "run", tasks, 2)
-    _refused(_cli(str(_write(tmp_path / "in.yaml", raw))), "lies inside the input directory")
+    _refused(
+        _cli(str(trainer_data.write_config(tmp_path / "in.yaml", raw))),
+        "lies inside the input directory",
+    )
     assert not (tiny_xlmr_checkpoint / "run").exists()
     # A checkpoint-N the trainer did not write is not the trainer's to replace.
     moved.unlink()
     (base / "train_config.json").unlink()
     raw = _raw(tiny_xlmr_checkpoint, out, tasks, 2)
     _refused(
-        _cli(str(_write(tmp_path / "foreign.yaml", raw)), "--overwrite"),
+        _cli(str(trainer_data.write_config(tmp_path / "foreign.yaml", raw)), "--overwrite"),
         "checkpoint-2: not written by the trainer",
     )
     assert sorted(path.name for path in base.iterdir()) == sorted(
@@ -324,12 +320,16 @@ def test_output_dir_is_checked_before_the_data_is_read(
     monkeypatch.setattr(loop, "load_encoder_and_tokenizer", no_loading)
     raw = _raw(tiny_xlmr_checkpoint, locked / "run", tasks, 2)
     _refused(
-        _cli(str(_write(tmp_path / "ro.yaml", raw))), f"the directory {locked} is not writable"
+        _cli(str(trainer_data.write_config(tmp_path / "ro.yaml", raw))),
+        f"the directory {locked} is not writable",
     )
     assert list(locked.iterdir()) == []
     (tmp_path / "a-file").write_text("mine")
     raw = _raw(tiny_xlmr_checkpoint, tmp_path / "a-file", tasks, 2)
-    _refused(_cli(str(_write(tmp_path / "file.yaml", raw))), "output_dir must be a directory")
+    _refused(
+        _cli(str(trainer_data.write_config(tmp_path / "file.yaml", raw))),
+        "output_dir must be a directory",
+    )
     assert (tmp_path / "a-file").read_text() == "mine"
 
 
@@ -350,7 +350,7 @@ def _damaged_copy(saved_run, tmp_path: Path, name: str, damage) -> Path:  # noqa
     copy = tmp_path / "out"
     shutil.copytree(out, copy)
     damage(copy / "checkpoint-3" / name)
-    return _write(tmp_path / "run.yaml", {**raw, "output_dir": str(copy)})
+    return trainer_data.write_config(tmp_path / "run.yaml", {**raw, "output_dir": str(copy)})
 
 
 def _flip_a_byte(path: Path) -> None:

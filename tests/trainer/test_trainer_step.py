@@ -37,28 +37,20 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_no_host_reads_in_the_training_step(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
     tasks = [write(tmp_path / "data") for write in trainer_data.WRITERS.values()]
-    config = config_from_dict(
-        {
-            "base": str(tiny_xlmr_checkpoint),
-            "output_dir": str(tmp_path / "out"),
-            "max_length": 32,
-            "seed": 0,
-            "tasks": tasks,
-            "optim": {"max_steps": 12, "batch_size": 8, "grad_accum": 2, "learning_rate": 1e-3},
-            "sampling": {"strategy": "uniform"},
-            "evaluation": {"eval_every": 1000, "log_every": 6},
-        }
+    raw = trainer_data.run_config(
+        tiny_xlmr_checkpoint,
+        tmp_path / "out",
+        tasks,
+        optim={"max_steps": 12, "grad_accum": 2},
+        sampling={"strategy": "uniform"},
+        evaluation={"log_every": 6},
     )
+    config = config_from_dict(raw)
     trainer = Trainer(config)
     mode = HostReads()
     step = trainer._train_step
@@ -110,18 +102,14 @@ def test_compiled_step_computes_the_plain_step(tiny_xlmr_checkpoint, tmp_path: P
     task = trainer_data.write_pair_task(tmp_path / "data")
     losses: dict[bool, list[float]] = {False: [], True: []}
     for compiled in (False, True):
-        config = config_from_dict(
-            {
-                "base": str(tiny_xlmr_checkpoint),
-                "output_dir": str(tmp_path / f"out-{compiled}"),
-                "max_length": 32,
-                "seed": 0,
-                "compile": compiled,
-                "tasks": [task],
-                "optim": {"max_steps": 3, "batch_size": 8, "learning_rate": 1e-3},
-                "evaluation": {"eval_every": 1000, "log_every": 1},
-            }
+        raw = trainer_data.run_config(
+            tiny_xlmr_checkpoint,
+            tmp_path / f"out-{compiled}",
+            [task],
+            compile=compiled,
+            optim={"max_steps": 3},
         )
+        config = config_from_dict(raw)
         trainer = Trainer(config, on_log=lambda log, c=compiled: losses[c].append(log.loss))
         assert trainer.train().steps == 3
         assert (trainer.step_encoder is not trainer.encoder) is compiled

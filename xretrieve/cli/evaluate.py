@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
             Path,
             typer.Option(
                 help="Directory with bucc2018/, tatoeba/ and image_text/ in the layouts of "
-                "`xretrieve bucc`, `xretrieve tatoeba` and the README."
+                "`xretrieve bucc`, `xretrieve tatoeba` and docs/formats.md."
             ),
         ],
         out: Annotated[Path, typer.Option(help="Results directory (re-use it to resume).")],

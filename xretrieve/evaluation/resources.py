@@ -27,7 +27,7 @@ GROUP_ORDER = (HIGH, MEDIUM, LOW, UNKNOWN)
 
 # Class 3/4/5 examples named in Joshi et al.'s Table 1 (afr, heb, ind; hun, kor, nld, rus, vie;
 # deu, eng, fra, jpn, spa) are as printed there; the others follow the paper's lang2tax.txt as
-# recalled, and were not re-checked against that file (see README.md, "Resource groups").
+# recalled, and were not re-checked against that file (see docs/evaluation.md, "Resource groups").
 JOSHI_CLASSES: dict[str, int] = {
     # BUCC 2018 (ISO 639-1) and English
     "de": 5,
