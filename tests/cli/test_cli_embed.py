@@ -99,6 +99,23 @@ def test_bad_options_exit_2(
     assert result.exit_code == 2 and message in result.stderr
 
 
+@pytest.mark.parametrize("wrong", ["input", "device"])
+def test_an_early_error_is_one_line_with_progress_bars_on(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path, wrong: str
+) -> None:
+    source = tmp_path / "in.txt"
+    if wrong == "input":
+        extra, message = [], f"error: {source}: cannot read: No such file or directory"
+    else:
+        source.write_text("x\n", encoding="utf-8")
+        extra, message = ["--device", "tpu"], "error: unknown device"
+    result = _invoke(
+        str(tiny_xlmr_checkpoint), str(source), "--out", str(tmp_path / "e.npy"), *extra
+    )
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith(message)
+
+
 def test_missing_model_exits_2(tmp_path: Path) -> None:
     source = tmp_path / "in.txt"
     source.write_text("x\n", encoding="utf-8")

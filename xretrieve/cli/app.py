@@ -1,10 +1,11 @@
-"""The ``xretrieve`` console script: one typer app, each command registered by its module."""
+"""The ``xretrieve`` console script: one typer app composed of the command modules, each
+command a module-level function, each command group (``index``, ``xtreme``) its own app."""
 
 from __future__ import annotations
 
 import typer
 
-from xretrieve.cli import bench, embed, evaluate, export, index, mine, retrieval, train, xtreme
+from xretrieve.cli import bench, bucc, embed, evaluate, export, index, mine, tatoeba, train, xtreme
 from xretrieve.cli.common import Command
 
 app = typer.Typer(
@@ -15,10 +16,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (mine, retrieval, export, embed, train, bench, evaluate, index, xtreme):
-    module.register(app)
-for command in app.registered_commands:
-    command.cls = Command  # typer fills in its own TyperCommand at registration
+# In the order ``xretrieve --help`` lists them.
+app.command("mine", cls=Command)(mine.mine)
+app.command("bucc", cls=Command)(bucc.bucc)
+app.command("tatoeba", cls=Command)(tatoeba.tatoeba)
+app.command("export", cls=Command)(export.export)
+app.command("embed", cls=Command)(embed.embed)
+app.command("train", cls=Command)(train.train)
+app.command("bench", cls=Command)(bench.bench)
+app.command("evaluate", cls=Command)(evaluate.evaluate)
+app.add_typer(index.app, name="index")
+app.add_typer(xtreme.app, name="xtreme")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -68,8 +69,10 @@ def reports_errors(command: F) -> F:
 
 
 @contextlib.contextmanager
-def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
-    """A ProgressCallback drawing one rich bar per stage on stderr."""
+def progress_bars(enabled: bool = True, *, lazy: bool = False) -> Iterator[ProgressCallback]:
+    """A ProgressCallback drawing one rich bar per stage on stderr. ``lazy``: start drawing at
+    the first report, so that a call whose checks fail before any work leaves nothing on
+    stderr but its error line (an empty display ends with a blank line)."""
     if not enabled:
         yield lambda stage, done, total: None
         return
@@ -85,12 +88,19 @@ def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
     tasks: dict[str, TaskID] = {}
 
     def report(stage: str, done: int, total: int | None) -> None:
+        if not bars.live.is_started:
+            bars.start()
         if stage not in tasks:
             tasks[stage] = bars.add_task(stage, total=total)
         bars.update(tasks[stage], completed=done, total=total)
 
-    with bars:
+    if not lazy:
+        bars.start()
+    try:
         yield report
+    finally:
+        if bars.live.is_started:
+            bars.stop()
 
 
 def finite_float(value: float | None) -> float | None:
@@ -101,9 +111,12 @@ def finite_float(value: float | None) -> float | None:
 
 
 def json_safe(payload: Any) -> Any:
-    """``payload`` with every NaN or infinite float replaced by None: JSON has no such numbers."""
+    """``payload`` with every NaN or infinite float replaced by None (JSON has no such numbers)
+    and every dataclass instance as the dict of its fields (``dataclasses.asdict``)."""
     if isinstance(payload, float):
         return payload if math.isfinite(payload) else None
+    if dataclasses.is_dataclass(payload) and not isinstance(payload, type):
+        return json_safe(dataclasses.asdict(payload))
     if isinstance(payload, dict):
         return {key: json_safe(value) for key, value in payload.items()}
     if isinstance(payload, list | tuple):
@@ -135,7 +148,8 @@ class Command(TyperCommand):
 
 
 def print_json(payload: Any) -> None:
-    """Machine-readable output: one JSON document on stdout (non-finite numbers as null)."""
+    """Machine-readable output: one JSON document on stdout (non-finite numbers as null,
+    dataclasses as objects of their fields)."""
     text = json.dumps(
         json_safe(payload), indent=2, sort_keys=False, ensure_ascii=False, allow_nan=False
     )

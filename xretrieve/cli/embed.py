@@ -8,176 +8,137 @@ from typing import Annotated
 import typer
 
 from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
+from xretrieve.encoding.encoder import EncodeStats
 from xretrieve.encoding.layers import parse_layer_indices
 from xretrieve.encoding.streaming import OutputDtype
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``embed`` command."""
+@reports_errors
+def embed(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="An export directory, a Hugging Face checkpoint directory (exported on "
+            "first use, cached by content hash), or 'default' (multilingual-e5-small).",
+        ),
+    ],
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="UTF-8 text, one sentence per line; every line is embedded, empty ones too.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output .npy: (lines, dim) of --out-dtype.")
+    ],
+    out_dtype: Annotated[
+        OutputDtype,
+        typer.Option(
+            help="Element type of --out: fp32, or fp16 at half the size (mine, bucc, "
+            "tatoeba and evaluate read both)."
+        ),
+    ] = OutputDtype.FP32,
+    batch_tokens: Annotated[
+        int,
+        typer.Option(min=1, help="Padded tokens per batch (batch size x longest sentence in it)."),
+    ] = 16384,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    backend: Annotated[str, typer.Option(help="ort (ONNX Runtime) or torch.")] = "ort",
+    dtype: Annotated[
+        str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp16 or fp32.")
+    ] = "auto",
+    layers: Annotated[
+        str | None,
+        typer.Option(help="Hidden layers of a checkpoint, comma-separated (-1 = last)."),
+    ] = None,
+    all_layers: Annotated[
+        bool,
+        typer.Option(help="Write (lines, n_layers, dim): one vector per listed layer."),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a JSON summary on stdout.")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help=PROGRESS_HELP)] = True,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Embed on a Ray cluster (local, auto or an address): --out is then a "
+            "directory of shard-NNNNN.npy files and manifest.json; a rerun resumes."
+        ),
+    ] = None,
+    shard_lines: Annotated[
+        int, typer.Option(min=1, help="With --ray: input lines per shard.")
+    ] = 1_000_000,
+    actors: Annotated[
+        int | None,
+        typer.Option(min=1, help="With --ray: encoder actors (default: one per GPU, else CPU)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="With --ray: replace shards made with other settings.")
+    ] = False,
+) -> None:
+    """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
+    if ray is not None:
+        from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
 
-    @app.command("embed")
-    @reports_errors
-    def embed(
-        model: Annotated[
-            str,
-            typer.Argument(
-                metavar="MODEL",
-                help="An export directory, a Hugging Face checkpoint directory (exported on "
-                "first use, cached by content hash), or 'default' (multilingual-e5-small).",
-            ),
-        ],
-        input_path: Annotated[
-            Path,
-            typer.Argument(
-                metavar="INPUT",
-                help="UTF-8 text, one sentence per line; every line is embedded, empty ones too.",
-            ),
-        ],
-        out: Annotated[
-            Path, typer.Option("--out", "-o", help="Output .npy: (lines, dim) of --out-dtype.")
-        ],
-        out_dtype: Annotated[
-            OutputDtype,
-            typer.Option(
-                help="Element type of --out: fp32, or fp16 at half the size (mine, bucc, "
-                "tatoeba and evaluate read both)."
-            ),
-        ] = OutputDtype.FP32,
-        batch_tokens: Annotated[
-            int,
-            typer.Option(
-                min=1, help="Padded tokens per batch (batch size x longest sentence in it)."
-            ),
-        ] = 16384,
-        device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
-        backend: Annotated[str, typer.Option(help="ort (ONNX Runtime) or torch.")] = "ort",
-        dtype: Annotated[
-            str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp16 or fp32.")
-        ] = "auto",
-        layers: Annotated[
-            str | None,
-            typer.Option(help="Hidden layers of a checkpoint, comma-separated (-1 = last)."),
-        ] = None,
-        all_layers: Annotated[
-            bool,
-            typer.Option(help="Write (lines, n_layers, dim): one vector per listed layer."),
-        ] = False,
-        json_output: Annotated[
-            bool, typer.Option("--json", help="Print a JSON summary on stdout.")
-        ] = False,
-        progress: Annotated[bool, typer.Option(help=PROGRESS_HELP)] = True,
-        ray: Annotated[
-            str | None,
-            typer.Option(
-                help="Embed on a Ray cluster (local, auto or an address): --out is then a "
-                "directory of shard-NNNNN.npy files and manifest.json; a rerun resumes."
-            ),
-        ] = None,
-        shard_lines: Annotated[
-            int, typer.Option(min=1, help="With --ray: input lines per shard.")
-        ] = 1_000_000,
-        actors: Annotated[
-            int | None,
-            typer.Option(
-                min=1, help="With --ray: encoder actors (default: one per GPU, else CPU)."
-            ),
-        ] = None,
-        overwrite: Annotated[
-            bool, typer.Option(help="With --ray: replace shards made with other settings.")
-        ] = False,
-    ) -> None:
-        """Embed every line of INPUT with MODEL and write the vectors, in line order, to --out."""
-        if ray is not None:
-            from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
-
-            spec = EncoderSpec(
-                model, backend, device, batch_tokens, dtype, parse_layer_indices(layers)
-            )
-            with progress_bars(progress) as report:
-                done = RayEmbedder(ray, pool_size=actors).run(
-                    spec,
-                    input_path,
-                    out,
-                    shard_lines=shard_lines,
-                    out_dtype=out_dtype,
-                    layer_outputs=all_layers,
-                    overwrite=overwrite,
-                    progress=report,
-                )
-            stderr.print(
-                f"{out}: {done.embedded} shards embedded, {done.skipped} already complete, "
-                f"{done.shape}",
-                highlight=False,
-                soft_wrap=True,
-            )
-            if json_output:
-                print_json(done.manifest.to_json())
-            return
-        from xretrieve.core.outputs import check_output_path
-        from xretrieve.core.settings import parse_backend, parse_device
-        from xretrieve.encoding import embed_file, load_encoder
-        from xretrieve.encoding.streaming import check_readable
-
-        # The arguments, the input and the output before the (slow) model load; a model given
-        # as a folder is an input too (a default or hub model lives in a cache of its own).
-        encoder_device, encoder_backend = parse_device(device), parse_backend(backend)
-        check_readable(input_path)
-        model_folder = [Path(model)] if Path(model).exists() else []
-        check_output_path(out, inputs=[input_path, *model_folder])
+        spec = EncoderSpec(model, backend, device, batch_tokens, dtype, parse_layer_indices(layers))
         with progress_bars(progress) as report:
-            encoder = load_encoder(
-                model,
-                backend=encoder_backend,
-                device=encoder_device,
-                batch_tokens=batch_tokens,
-                dtype=dtype,
-                layers=parse_layer_indices(layers),
-                progress=report,
-            )
-            stderr.print(f"provider: {encoder.provider}", highlight=False)
-            result = embed_file(
-                encoder,
+            done = RayEmbedder(ray, pool_size=actors).run(
+                spec,
                 input_path,
                 out,
-                layer_outputs=all_layers,
+                shard_lines=shard_lines,
                 out_dtype=out_dtype,
+                layer_outputs=all_layers,
+                overwrite=overwrite,
                 progress=report,
             )
-        stats = result.stats
-        if stats.truncated:
-            stderr.print(
-                f"[yellow]{stats.truncated} of {stats.sentences} lines were longer than "
-                f"{stats.max_length} tokens and were truncated[/]",
-                highlight=False,
-                soft_wrap=True,
-            )
         stderr.print(
-            f"embedded {stats.sentences} lines into {out} {result.shape} in {stats.seconds:.2f} s "
-            f"({stats.sentences_per_s:.0f} sentences/s, {stats.tokens_per_s:.0f} tokens/s)",
+            f"{out}: {done.embedded} shards embedded, {done.skipped} already complete, "
+            f"{done.shape}",
             highlight=False,
             soft_wrap=True,
         )
-        if json_output:
-            print_json(
-                {
-                    "model": encoder.name,
-                    "provider": stats.provider,
-                    "backend": encoder_backend.value,
-                    "input": str(input_path),
-                    "output": str(out),
-                    "shape": list(result.shape),
-                    "dtype": out_dtype.value,
-                    "sentences": stats.sentences,
-                    "dim": encoder.dim,
-                    "layers": list(encoder.layers),
-                    "truncated": stats.truncated,
-                    "max_length": stats.max_length,
-                    "seconds": round(stats.seconds, 4),
-                    "sentences_per_s": round(stats.sentences_per_s, 2),
-                    "tokens_per_s": round(stats.tokens_per_s, 2),
-                    "padding_efficiency": round(stats.padding_efficiency, 4),
-                    "batch_tokens": batch_tokens,
-                    "batches": stats.batches,
-                    "oom_splits": stats.oom_splits,
-                }
+    else:
+        from xretrieve.encoding.streaming import embed_model_file
+
+        # lazy: its checks of the arguments, the input and the output print nothing else.
+        with progress_bars(progress, lazy=True) as report:
+            done = embed_model_file(
+                model,
+                input_path,
+                out,
+                backend=backend,
+                device=device,
+                batch_tokens=batch_tokens,
+                dtype=dtype,
+                layers=parse_layer_indices(layers),
+                layer_outputs=all_layers,
+                out_dtype=out_dtype,
+                progress=report,
+                on_loaded=lambda encoder: stderr.print(
+                    f"provider: {encoder.provider}", highlight=False
+                ),
             )
+        _print_rates(out, done.file.stats, done.file.shape)
+    if json_output:
+        print_json(done.to_json())
+
+
+def _print_rates(out: Path, stats: EncodeStats, shape: tuple[int, ...]) -> None:
+    """The truncation warning (if any lines were truncated) and the throughput, on stderr."""
+    if stats.truncated:
+        stderr.print(
+            f"[yellow]{stats.truncated} of {stats.sentences} lines were longer than "
+            f"{stats.max_length} tokens and were truncated[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
+    stderr.print(
+        f"embedded {stats.sentences} lines into {out} {shape} in {stats.seconds:.2f} s "
+        f"({stats.sentences_per_s:.0f} sentences/s, {stats.tokens_per_s:.0f} tokens/s)",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -52,107 +52,99 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
     return rows
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``export`` to the app."""
+@reports_errors
+def export(
+    checkpoint: Annotated[
+        str,
+        typer.Argument(
+            help="Hugging Face checkpoint directory (config.json, model.safetensors, "
+            "tokenizer), a Hugging Face model id org/name, or 'default' for the default "
+            "model.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
+    layer: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--layer",
+            help="Hidden layer to pool (0 = embeddings, -1 = last; repeat for several).",
+        ),
+    ] = None,
+    layers: Annotated[
+        str | None, typer.Option("--layers", help="Comma-separated layers, e.g. -1,-4,8.")
+    ] = None,
+    pooling: Annotated[str, typer.Option("--pooling", help="mean (masked) or cls.")] = "mean",
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
+    ] = False,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            "--dtype",
+            help="fp16 (for CUDA), fp32 or int8 (for CPU), or auto: fp16 with a GPU, else "
+            "int8 if its held-out retrieval accuracy is within 1 point of fp32 in every "
+            "language, else fp32.",
+        ),
+    ] = "fp16",
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default 17).")] = None,
+    no_optimize: Annotated[
+        bool,
+        typer.Option("--no-optimize", help="Skip ONNX Runtime's fusions (and their check)."),
+    ] = False,
+    text_prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--text-prefix",
+            help="Prepended to every text, e.g. 'query: ' (default: the checkpoint's own, "
+            "from its xretrieve.json or the default model's).",
+        ),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
+    ] = None,
+    projection: Annotated[
+        bool,
+        typer.Option(
+            "--projection",
+            help="Attach the checkpoint's trained image-text projection head "
+            "(projection.safetensors), so that text lands in the image-feature space.",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar on stderr (default: on, unless --json).",
+        ),
+    ] = True,
+) -> None:
+    """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
+    against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
+    from exporters import DEFAULT_OPSET, ExportConfig, export_checkpoint
+    from exporters.onnx_export import EXPORT_OUTPUT
+    from xretrieve.core.outputs import check_output_path
+    from xretrieve.encoding.load import checkpoint_directory
 
-    @app.command("export")
-    @reports_errors
-    def export(
-        checkpoint: Annotated[
-            str,
-            typer.Argument(
-                help="Hugging Face checkpoint directory (config.json, model.safetensors, "
-                "tokenizer), a Hugging Face model id org/name, or 'default' for the default "
-                "model.",
-            ),
-        ],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
-        layer: Annotated[
-            list[int] | None,
-            typer.Option(
-                "--layer",
-                help="Hidden layer to pool (0 = embeddings, -1 = last; repeat for several).",
-            ),
-        ] = None,
-        layers: Annotated[
-            str | None, typer.Option("--layers", help="Comma-separated layers, e.g. -1,-4,8.")
-        ] = None,
-        pooling: Annotated[str, typer.Option("--pooling", help="mean (masked) or cls.")] = "mean",
-        no_normalize: Annotated[
-            bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
-        ] = False,
-        dtype: Annotated[
-            str,
-            typer.Option(
-                "--dtype",
-                help="fp16 (for CUDA), fp32 or int8 (for CPU), or auto: fp16 with a GPU, else "
-                "int8 if its held-out retrieval accuracy is within 1 point of fp32 in every "
-                "language, else fp32.",
-            ),
-        ] = "fp16",
-        opset: Annotated[
-            int | None, typer.Option("--opset", help="ONNX opset (default 17).")
-        ] = None,
-        no_optimize: Annotated[
-            bool,
-            typer.Option("--no-optimize", help="Skip ONNX Runtime's fusions (and their check)."),
-        ] = False,
-        text_prefix: Annotated[
-            str | None,
-            typer.Option(
-                "--text-prefix",
-                help="Prepended to every text, e.g. 'query: ' (default: the checkpoint's own, "
-                "from its xretrieve.json or the default model's).",
-            ),
-        ] = None,
-        max_length: Annotated[
-            int | None, typer.Option("--max-length", help="Tokens per text (default: the model's).")
-        ] = None,
-        projection: Annotated[
-            bool,
-            typer.Option(
-                "--projection",
-                help="Attach the checkpoint's trained image-text projection head "
-                "(projection.safetensors), so that text lands in the image-feature space.",
-            ),
-        ] = False,
-        as_json: Annotated[
-            bool, typer.Option("--json", help="Print the manifest as JSON.")
-        ] = False,
-        progress: Annotated[
-            bool,
-            typer.Option(
-                "--progress/--no-progress",
-                help="Progress bar on stderr (default: on, unless --json).",
-            ),
-        ] = True,
-    ) -> None:
-        """Export a checkpoint to ONNX with pooling inside the graph, optimise it, validate it
-        against torch, and write DIR/model.onnx, the tokenizer and DIR/manifest.json."""
-        from exporters import DEFAULT_OPSET, ExportConfig, export_checkpoint
-        from exporters.onnx_export import EXPORT_OUTPUT
-        from xretrieve.core.outputs import check_output_path
-        from xretrieve.encoding.load import checkpoint_directory
-
-        config = ExportConfig(
-            layers=_parse_layers(layer, layers),
-            pooling=pooling,
-            normalize=not no_normalize,
-            dtype=dtype,
-            opset=opset if opset is not None else DEFAULT_OPSET,
-            optimize=not no_optimize,
-            text_prefix=text_prefix,
-            max_length=max_length,
-            projection=projection,
-        )
-        # A bad --out is refused before a model name is resolved (a download, or the default
-        # model's first-use conversion); export_checkpoint checks it again against the folder.
-        local = [Path(checkpoint).resolve()] if Path(checkpoint).exists() else []
-        check_output_path(out, directory=True, inputs=local, owner=EXPORT_OUTPUT)
-        with progress_bars(progress and not as_json) as report:
-            checkpoint_dir = checkpoint_directory(checkpoint, report)
-            manifest = export_checkpoint(checkpoint_dir, out, config, report)
-        if as_json:
-            print_json(manifest.to_json())
-        else:
-            print_table("xretrieve export", ["", "value"], _summary_rows(manifest, out))
+    config = ExportConfig(
+        layers=_parse_layers(layer, layers),
+        pooling=pooling,
+        normalize=not no_normalize,
+        dtype=dtype,
+        opset=opset if opset is not None else DEFAULT_OPSET,
+        optimize=not no_optimize,
+        text_prefix=text_prefix,
+        max_length=max_length,
+        projection=projection,
+    )
+    # A bad --out is refused before a model name is resolved (a download, or the default
+    # model's first-use conversion); export_checkpoint checks it again against the folder.
+    local = [Path(checkpoint).resolve()] if Path(checkpoint).exists() else []
+    check_output_path(out, directory=True, inputs=local, owner=EXPORT_OUTPUT)
+    with progress_bars(progress and not as_json) as report:
+        checkpoint_dir = checkpoint_directory(checkpoint, report)
+        manifest = export_checkpoint(checkpoint_dir, out, config, report)
+    if as_json:
+        print_json(manifest.to_json())
+    else:
+        print_table("xretrieve export", ["", "value"], _summary_rows(manifest, out))

@@ -18,15 +18,15 @@ from xretrieve.cli.common import (
     stdout,
 )
 
-index_app = typer.Typer(
+app = typer.Typer(
     help="Approximate FAISS indexes (sharded, with a manifest) for mining large corpora.",
     no_args_is_help=True,
 )
 
 
-@index_app.command("build", cls=Command)
+@app.command("build", cls=Command)
 @reports_errors
-def build_command(
+def build(
     embeddings: Annotated[
         list[Path],
         typer.Argument(
@@ -101,9 +101,9 @@ def build_command(
     _print_summary(out, manifest)
 
 
-@index_app.command("verify", cls=Command)
+@app.command("verify", cls=Command)
 @reports_errors
-def verify_command(
+def verify(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Index directory.")],
     json_output: Annotated[
         bool, typer.Option("--json", help="Manifest as JSON on stdout.")
@@ -143,8 +143,3 @@ def _print_summary(directory: Path, manifest) -> None:
     if manifest.factory_note:
         rows.append(["note", manifest.factory_note])
     print_table(f"index {directory}", ["field", "value"], rows)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``index`` command group."""
-    app.add_typer(index_app, name="index")

@@ -76,136 +76,122 @@ def print_report(report: MiningReport) -> None:
         stdout.print("no pair reaches the threshold")
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``mine``."""
+@reports_errors
+def mine(
+    src: Annotated[str, typer.Option(help="Source language code.")] = "de",
+    tgt: Annotated[str, typer.Option(help="Target language code.")] = "en",
+    src_file: Annotated[
+        Path | None, typer.Option(help="Source sentences: plain text or BUCC id<TAB>text.")
+    ] = None,
+    tgt_file: Annotated[Path | None, typer.Option(help="Target sentences.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory with bucc2018/{src}-en.{split}.*")
+    ] = None,
+    split: Annotated[str, typer.Option(help="BUCC split to mine in --data-dir.")] = "test",
+    model: Annotated[
+        str | None,
+        typer.Option(help="Encoder: export or checkpoint directory, or a Hugging Face id."),
+    ] = None,
+    text_prefix: Annotated[
+        str | None,
+        typer.Option(help="Prepended to every text (default: the model's own prefix)."),
+    ] = None,
+    src_emb: Annotated[Path | None, typer.Option(help="Source embeddings (.npy).")] = None,
+    tgt_emb: Annotated[Path | None, typer.Option(help="Target embeddings (.npy).")] = None,
+    emb_dir: Annotated[
+        Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Neighbours for the margin (default 4; 16 with indexes)."),
+    ] = None,
+    margin: Annotated[Margin, typer.Option(help="Margin function.")] = Margin.RATIO,
+    mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep pairs with score >= this (default: the model's calibrated ratio "
+            f"threshold, else {DEFAULT_RATIO_THRESHOLD} for the ratio margin)",
+            callback=finite_float,
+        ),
+    ] = None,
+    tune_split: Annotated[
+        str | None, typer.Option(help="Choose the threshold on this split's gold.")
+    ] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="Gold src_id<TAB>tgt_id pairs for P/R/F1.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write mined pairs as TSV.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="JSON summary on stdout.")] = False,
+    device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
+    gpu_memory: Annotated[
+        int | None,
+        typer.Option(
+            parser=parse_bytes,
+            metavar="SIZE",
+            help="Device memory the GPU search may use, e.g. 16GB or 512MiB (default: 80 % "
+            "of the free memory); larger inputs stream through in blocks.",
+        ),
+    ] = None,
+    show_progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
+    ] = True,
+    src_index: Annotated[
+        Path | None, typer.Option(help="Source index directory ('xretrieve index build').")
+    ] = None,
+    tgt_index: Annotated[Path | None, typer.Option(help="Target index directory.")] = None,
+    nprobe: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Inverted lists visited per query (indexes; default: a quarter of the "
+            "index's lists, 128 to 256).",
+        ),
+    ] = None,
+    rescore: Annotated[
+        bool, typer.Option(help="Exact similarities for the index's candidates.")
+    ] = True,
+    candidate_factor: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --rescore: re-score this many times k candidates from the index "
+            "and keep the k best (1: re-order the index's own top k).",
+        ),
+    ] = DEFAULT_CANDIDATE_FACTOR,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
+    ] = None,
+) -> None:
+    """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
+    from xretrieve.mining.bitext import mine_bitext
 
-    @app.command("mine")
-    @reports_errors
-    def mine_command(
-        src: Annotated[str, typer.Option(help="Source language code.")] = "de",
-        tgt: Annotated[str, typer.Option(help="Target language code.")] = "en",
-        src_file: Annotated[
-            Path | None, typer.Option(help="Source sentences: plain text or BUCC id<TAB>text.")
-        ] = None,
-        tgt_file: Annotated[Path | None, typer.Option(help="Target sentences.")] = None,
-        data_dir: Annotated[
-            Path | None, typer.Option(help="Data directory with bucc2018/{src}-en.{split}.*")
-        ] = None,
-        split: Annotated[str, typer.Option(help="BUCC split to mine in --data-dir.")] = "test",
-        model: Annotated[
-            str | None,
-            typer.Option(help="Encoder: export or checkpoint directory, or a Hugging Face id."),
-        ] = None,
-        text_prefix: Annotated[
-            str | None,
-            typer.Option(help="Prepended to every text (default: the model's own prefix)."),
-        ] = None,
-        src_emb: Annotated[Path | None, typer.Option(help="Source embeddings (.npy).")] = None,
-        tgt_emb: Annotated[Path | None, typer.Option(help="Target embeddings (.npy).")] = None,
-        emb_dir: Annotated[
-            Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
-        ] = None,
-        k: Annotated[
-            int | None,
-            typer.Option(min=1, help="Neighbours for the margin (default 4; 16 with indexes)."),
-        ] = None,
-        margin: Annotated[Margin, typer.Option(help="Margin function.")] = Margin.RATIO,
-        mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
-        threshold: Annotated[
-            float | None,
-            typer.Option(
-                help="Keep pairs with score >= this (default: the model's calibrated ratio "
-                f"threshold, else {DEFAULT_RATIO_THRESHOLD} for the ratio margin)",
-                callback=finite_float,
-            ),
-        ] = None,
-        tune_split: Annotated[
-            str | None, typer.Option(help="Choose the threshold on this split's gold.")
-        ] = None,
-        gold: Annotated[
-            Path | None, typer.Option(help="Gold src_id<TAB>tgt_id pairs for P/R/F1.")
-        ] = None,
-        out: Annotated[Path | None, typer.Option(help="Write mined pairs as TSV.")] = None,
-        json_output: Annotated[
-            bool, typer.Option("--json", help="JSON summary on stdout.")
-        ] = False,
-        device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
-        gpu_memory: Annotated[
-            int | None,
-            typer.Option(
-                parser=parse_bytes,
-                metavar="SIZE",
-                help="Device memory the GPU search may use, e.g. 16GB or 512MiB (default: 80 % "
-                "of the free memory); larger inputs stream through in blocks.",
-            ),
-        ] = None,
-        show_progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
-        ] = True,
-        src_index: Annotated[
-            Path | None, typer.Option(help="Source index directory ('xretrieve index build').")
-        ] = None,
-        tgt_index: Annotated[Path | None, typer.Option(help="Target index directory.")] = None,
-        nprobe: Annotated[
-            int | None,
-            typer.Option(
-                min=1,
-                help="Inverted lists visited per query (indexes; default: a quarter of the "
-                "index's lists, 128 to 256).",
-            ),
-        ] = None,
-        rescore: Annotated[
-            bool, typer.Option(help="Exact similarities for the index's candidates.")
-        ] = True,
-        candidate_factor: Annotated[
-            int,
-            typer.Option(
-                min=1,
-                help="With --rescore: re-score this many times k candidates from the index "
-                "and keep the k best (1: re-order the index's own top k).",
-            ),
-        ] = DEFAULT_CANDIDATE_FACTOR,
-        ray: Annotated[
-            str | None,
-            typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
-        ] = None,
-    ) -> None:
-        """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
-        from xretrieve.mining.bitext import mine_bitext
+    search = SearchConfig(nprobe=nprobe, rescore=rescore, candidate_factor=candidate_factor)
+    indexes = _index_mining(src_index, tgt_index, search, ray)
+    if k is None:
+        k = DEFAULT_INDEX_K if indexes is not None else 4
+    request = MineRequest(
+        src_lang=src, tgt_lang=tgt, src_file=src_file, tgt_file=tgt_file, data_dir=data_dir,
+        split=split, gold_file=gold, model=model, text_prefix=text_prefix, src_emb=src_emb,
+        tgt_emb=tgt_emb, emb_dir=emb_dir, threshold=threshold, tune_split=tune_split, out=out,
+        config=MiningConfig(k=k, margin=margin, mode=mode, device=device, gpu_memory=gpu_memory),
+        indexes=indexes,
+    )  # fmt: skip
+    with progress_bars(show_progress) as progress:
+        report = mine_bitext(request, progress)
+    if json_output:
+        print_json(report.summary())
+    else:
+        print_report(report)
 
-        indexes = None
-        if src_index is not None or tgt_index is not None or ray is not None:
-            if src_index is None or tgt_index is None:
-                raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
-            search = SearchConfig(nprobe=nprobe, rescore=rescore, candidate_factor=candidate_factor)
-            indexes = IndexMining(src_index, tgt_index, search, ray)
-        if k is None:
-            k = DEFAULT_INDEX_K if indexes is not None else 4
 
-        request = MineRequest(
-            src_lang=src,
-            tgt_lang=tgt,
-            src_file=src_file,
-            tgt_file=tgt_file,
-            data_dir=data_dir,
-            split=split,
-            gold_file=gold,
-            model=model,
-            text_prefix=text_prefix,
-            src_emb=src_emb,
-            tgt_emb=tgt_emb,
-            emb_dir=emb_dir,
-            config=MiningConfig(
-                k=k, margin=margin, mode=mode, device=device, gpu_memory=gpu_memory
-            ),
-            threshold=threshold,
-            tune_split=tune_split,
-            out=out,
-            indexes=indexes,
-        )
-        with progress_bars(show_progress) as progress:
-            report = mine_bitext(request, progress)
-        if json_output:
-            print_json(report.summary())
-        else:
-            print_report(report)
+def _index_mining(
+    src_index: Path | None, tgt_index: Path | None, search: SearchConfig, ray: str | None
+) -> IndexMining | None:
+    """``--src-index``/``--tgt-index`` (and ``--ray``) as the request's indexes; None without."""
+    if src_index is None and tgt_index is None and ray is None:
+        return None
+    if src_index is None or tgt_index is None:
+        raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
+    return IndexMining(src_index, tgt_index, search, ray)

@@ -10,71 +10,62 @@ import typer
 from xretrieve.cli.common import PROGRESS_HELP, print_json, reports_errors, stderr
 
 
-def register(app: typer.Typer) -> None:
-    """Add the ``train`` command to the app."""
+@reports_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="Training config (.toml, .yaml or .yml).")],
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue from the newest checkpoint in the output folder."),
+    ] = False,
+    resume_from: Annotated[
+        Path | None, typer.Option("--resume-from", help="Continue from this checkpoint folder.")
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Delete the previous run's checkpoints, metrics.jsonl and "
+            "train_summary.json in the output folder (nothing else) and start over; without "
+            "it an earlier run's folder is refused, and so is any other non-empty folder.",
+        ),
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)] = True,
+) -> None:
+    """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and
+    train_summary.json go to the output folder. Ctrl-C (exit 130) and SIGTERM (exit 143)
+    save a resumable checkpoint."""
+    from xretrieve.core.errors import InputError
+    from xretrieve.trainer import load_config
+    from xretrieve.trainer import train as run_training
 
-    @app.command("train")
-    @reports_errors
-    def train_command(
-        config: Annotated[Path, typer.Argument(help="Training config (.toml, .yaml or .yml).")],
-        resume: Annotated[
-            bool,
-            typer.Option(
-                "--resume", help="Continue from the newest checkpoint in the output folder."
-            ),
-        ] = False,
-        resume_from: Annotated[
-            Path | None, typer.Option("--resume-from", help="Continue from this checkpoint folder.")
-        ] = None,
-        overwrite: Annotated[
-            bool,
-            typer.Option(
-                "--overwrite",
-                help="Delete the previous run's checkpoints, metrics.jsonl and "
-                "train_summary.json in the output folder (nothing else) and start over; without "
-                "it an earlier run's folder is refused, and so is any other non-empty folder.",
-            ),
-        ] = False,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-        progress: Annotated[
-            bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
-        ] = True,
-    ) -> None:
-        """Train the encoder on the config's tasks; checkpoints, metrics.jsonl and
-        train_summary.json go to the output folder. Ctrl-C (exit 130) and SIGTERM (exit 143)
-        save a resumable checkpoint."""
-        from xretrieve.core.errors import InputError
-        from xretrieve.trainer import load_config, train
-
-        if overwrite and (resume or resume_from is not None):
-            raise InputError(
-                None, "--overwrite starts a new run; it cannot be combined with --resume"
-            )
-        train_config = load_config(config)
-        _quiet_transformers()
-        # Ctrl-C and SIGTERM (``reports_errors``: exit 130 and 143) reach here after the trainer
-        # saved its resumable checkpoint.
-        with _TrainProgress(progress) as bar:
-            result = train(
-                train_config,
-                resume=resume_from if resume_from is not None else resume,
-                overwrite=overwrite,
-                device=device,
-                progress=bar.progress,
-                on_log=bar.log,
-                on_eval=bar.evaluated,
-            )
-        print_json(
-            {
-                "output_dir": str(result.output_dir),
-                "steps": result.steps,
-                "last_checkpoint": _str(result.last_checkpoint),
-                "best_checkpoint": _str(result.best_checkpoint),
-                "best_score": result.best_score,
-                "stopped_early": result.stopped_early,
-                "last_metrics": result.history[-1].metrics if result.history else {},
-            }
+    if overwrite and (resume or resume_from is not None):
+        raise InputError(None, "--overwrite starts a new run; it cannot be combined with --resume")
+    train_config = load_config(config)
+    _quiet_transformers()
+    # Ctrl-C and SIGTERM (``reports_errors``: exit 130 and 143) reach here after the trainer
+    # saved its resumable checkpoint.
+    with _TrainProgress(progress) as bar:
+        result = run_training(
+            train_config,
+            resume=resume_from if resume_from is not None else resume,
+            overwrite=overwrite,
+            device=device,
+            progress=bar.progress,
+            on_log=bar.log,
+            on_eval=bar.evaluated,
         )
+    print_json(
+        {
+            "output_dir": str(result.output_dir),
+            "steps": result.steps,
+            "last_checkpoint": _str(result.last_checkpoint),
+            "best_checkpoint": _str(result.best_checkpoint),
+            "best_score": result.best_score,
+            "stopped_early": result.stopped_early,
+            "last_metrics": result.history[-1].metrics if result.history else {},
+        }
+    )
 
 
 def _str(path: Path | None) -> str | None:

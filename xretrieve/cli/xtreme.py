@@ -10,15 +10,15 @@ import typer
 from xretrieve.cli.common import Command, print_json, print_table, reports_errors
 from xretrieve.xtreme import TASK_NAMES, XtremeScores, score_submission
 
-xtreme_app = typer.Typer(
+app = typer.Typer(
     help="The XTREME benchmark (Hu et al. 2020): score submissions in its layout.",
     no_args_is_help=True,
 )
 
 
-@xtreme_app.command("score", cls=Command)
+@app.command("score", cls=Command)
 @reports_errors
-def score_command(
+def score(
     predictions: Annotated[
         Path,
         typer.Option(
@@ -68,8 +68,3 @@ def _print_scores(scores: XtremeScores) -> None:
     if scores.all_task is not None:
         summary.append(["all_task", "", scores.all_task])
     print_table("XTREME", ["score", "group", "avg_metric"], summary)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``xtreme`` command group to the app."""
-    app.add_typer(xtreme_app, name="xtreme")

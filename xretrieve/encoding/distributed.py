@@ -119,6 +119,10 @@ class ShardedEmbedResult:
         width = (len(self.manifest.model_layers),) if settings.layer_outputs else ()
         return (settings.input_lines, *width, self.manifest.dim)
 
+    def to_json(self) -> dict:
+        """The summary ``xretrieve embed --ray --json`` prints: the manifest as written."""
+        return self.manifest.to_json()
+
 
 def scan_input(path: Path, shard_lines: int) -> InputScan:
     """Size, sha256 and lines of ``path`` (a last line without a newline counts), and its

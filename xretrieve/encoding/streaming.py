@@ -10,9 +10,10 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import default_permissions
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding.encoder import EncodeStats, SentenceEncoder
 
 _BLOCK_BYTES = 8 << 20
@@ -45,6 +47,45 @@ class EmbedFileResult:
     output_path: Path
     shape: tuple[int, ...]
     stats: EncodeStats
+
+
+@dataclass(frozen=True)
+class ModelEmbedResult:
+    """What ``embed_model_file`` did: the written file and the encoder that embedded it
+    (``model``: the encoder's name; ``layers``: its hidden-state indices)."""
+
+    file: EmbedFileResult
+    model: str
+    backend: Backend
+    dim: int
+    layers: tuple[int, ...]
+    batch_tokens: int
+    out_dtype: OutputDtype
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary ``xretrieve embed --json`` prints (rates rounded)."""
+        stats = self.file.stats
+        return {
+            "model": self.model,
+            "provider": stats.provider,
+            "backend": self.backend.value,
+            "input": str(self.file.input_path),
+            "output": str(self.file.output_path),
+            "shape": list(self.file.shape),
+            "dtype": self.out_dtype.value,
+            "sentences": stats.sentences,
+            "dim": self.dim,
+            "layers": list(self.layers),
+            "truncated": stats.truncated,
+            "max_length": stats.max_length,
+            "seconds": round(stats.seconds, 4),
+            "sentences_per_s": round(stats.sentences_per_s, 2),
+            "tokens_per_s": round(stats.tokens_per_s, 2),
+            "padding_efficiency": round(stats.padding_efficiency, 4),
+            "batch_tokens": self.batch_tokens,
+            "batches": stats.batches,
+            "oom_splits": stats.oom_splits,
+        }
 
 
 def count_lines(path: Path) -> int:
@@ -153,6 +194,57 @@ def embed_file(
         layer_outputs=layer_outputs,
         out_dtype=out_dtype,
         progress=progress,
+    )
+
+
+def embed_model_file(
+    model: str,
+    input_path: Path,
+    output_path: Path,
+    *,
+    backend: Backend | str = Backend.ORT,
+    device: Device | str = Device.AUTO,
+    batch_tokens: int = 16384,
+    dtype: str = "auto",
+    layers: Sequence[int] | None = None,
+    layer_outputs: bool = False,
+    out_dtype: OutputDtype = OutputDtype.FP32,
+    progress: ProgressCallback | None = None,
+    on_loaded: Callable[[SentenceEncoder], None] | None = None,
+) -> ModelEmbedResult:
+    """``load_encoder(model, ...)`` then ``embed_file``, with the device, the backend, the input
+    and the output checked before the (slow) model load; ``model`` given as a folder counts as
+    an input of the output guard (a default or hub model lives in a cache of its own).
+    ``on_loaded`` sees the encoder before the first line is embedded."""
+    # Here, not at the top: the CLI imports this module (OutputDtype) for every --help.
+    from xretrieve.encoding.load import load_encoder
+
+    device, backend = parse_device(device), parse_backend(backend)
+    input_path = Path(input_path)
+    check_readable(input_path)
+    model_folder = [Path(model)] if Path(model).exists() else []
+    check_output_path(output_path, inputs=[input_path, *model_folder])
+    encoder = load_encoder(
+        model,
+        backend=backend,
+        device=device,
+        batch_tokens=batch_tokens,
+        dtype=dtype,
+        layers=layers,
+        progress=progress,
+    )
+    if on_loaded is not None:
+        on_loaded(encoder)
+    result = embed_file(
+        encoder,
+        input_path,
+        output_path,
+        layer_outputs=layer_outputs,
+        out_dtype=out_dtype,
+        progress=progress,
+    )
+    return ModelEmbedResult(
+        result, encoder.name, backend, encoder.dim, tuple(encoder.layers), batch_tokens, out_dtype
     )
 
 
