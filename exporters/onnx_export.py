@@ -99,7 +99,6 @@ def export_checkpoint(
             "export %s: %s (%.1f s)", checkpoint_dir.name, name, time.perf_counter() - started
         )
 
-    step("load")
     if config.packed and not ort_cuda_available():
         raise XRetrieveError(
             "a packed export runs (and is validated) on the CUDA execution provider only, and "
@@ -110,6 +109,7 @@ def export_checkpoint(
     check_tokenizer(checkpoint_dir)
     # Checked before the (possibly slow) model load; again below against the loaded config.
     resolve_layers(config.layers, num_hidden_layers(checkpoint_config))
+    step("load")  # the first progress report comes after the checks that refuse bad input
     source_hash = content_hash(checkpoint_dir)
     text_prefix, mining_threshold = _prefix_and_threshold(checkpoint_dir, config)
     model, hf_config = load_checkpoint(checkpoint_dir, attn_implementation="eager")

@@ -221,3 +221,28 @@ def test_torch_backend_recognises_the_cpu_allocator_failing(tiny_xlmr_checkpoint
     assert backend.is_out_of_memory(real_error)
     assert backend.is_out_of_memory(MemoryError())
     assert not backend.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["mine", "--src-file", "{missing}", "--tgt-file", "{missing}", "--threshold", "1.1"],
+        ["bucc", "--data-dir", "{tmp}", "--langs", "de"],
+        ["tatoeba", "--data-dir", "{tmp}", "--langs", "deu"],
+        ["index", "build", "{missing}", "--out", "{tmp}/ix"],
+        ["evaluate", "default", "--data-dir", "{tmp}", "--out", "{tmp}/ev", "--langs", "xxx"],
+        ["export", "{missing}", "--out", "{tmp}/exp"],
+    ],
+)
+def test_an_early_error_is_one_line_with_progress_bars_on(tmp_path, args) -> None:
+    """Bars start drawing at the first progress report: a command whose checks fail first
+    prints its error line and nothing else, with the bars on (the default)."""
+    from typer.testing import CliRunner
+
+    from xretrieve.cli.app import app
+
+    filled = [a.format(missing=tmp_path / "missing.txt", tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(app, filled)
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: "), result.stderr

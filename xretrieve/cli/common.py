@@ -69,10 +69,10 @@ def reports_errors(command: F) -> F:
 
 
 @contextlib.contextmanager
-def progress_bars(enabled: bool = True, *, lazy: bool = False) -> Iterator[ProgressCallback]:
-    """A ProgressCallback drawing one rich bar per stage on stderr. ``lazy``: start drawing at
-    the first report, so that a call whose checks fail before any work leaves nothing on
-    stderr but its error line (an empty display ends with a blank line)."""
+def progress_bars(enabled: bool = True) -> Iterator[ProgressCallback]:
+    """A ProgressCallback drawing one rich bar per stage on stderr, from the first report on, so
+    that a call whose checks fail before any work leaves nothing on stderr but its error line
+    (an empty display would end with a blank line)."""
     if not enabled:
         yield lambda stage, done, total: None
         return
@@ -94,8 +94,6 @@ def progress_bars(enabled: bool = True, *, lazy: bool = False) -> Iterator[Progr
             tasks[stage] = bars.add_task(stage, total=total)
         bars.update(tasks[stage], completed=done, total=total)
 
-    if not lazy:
-        bars.start()
     try:
         yield report
     finally:

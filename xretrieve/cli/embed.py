@@ -104,8 +104,7 @@ def embed(
     else:
         from xretrieve.encoding.streaming import embed_model_file
 
-        # lazy: its checks of the arguments, the input and the output print nothing else.
-        with progress_bars(progress, lazy=True) as report:
+        with progress_bars(progress) as report:
             done = embed_model_file(
                 model,
                 input_path,
