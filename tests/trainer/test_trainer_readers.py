@@ -210,3 +210,18 @@ def test_a_utf8_byte_order_mark_is_read_like_every_other_reader(tmp_path: Path) 
     conll.write_bytes(bom + b"John NNP B-PER\nruns VBZ O\n")
     task = config_from_dict({"tasks": [{"preset": "conll", "train": str(conll)}]}).tasks[0]
     assert [e.words for e in _read(task, conll).examples] == [("John", "runs")]
+
+
+def test_old_row_number_captions_read_with_listed_ids_and_image_id_field(tmp_path: Path) -> None:
+    """The migration of the earlier layout: image_ids.txt lists 0..N-1, fields.image_id names
+    the old row-number field."""
+    (tmp_path / "image_ids.txt").write_text("0\n1\n2\n")
+    task, path = _task(
+        tmp_path,
+        [{"caption": "a cat", "image": 2}, {"caption": "a dog", "image": 0}],
+        preset="image_text",
+        image_features=str(tmp_path / "images.npy"),
+        fields={"image_id": "image"},
+    )
+    data = _read(task, path)
+    assert [(e.caption, e.image) for e in data.examples] == [("a cat", 2), ("a dog", 0)]
