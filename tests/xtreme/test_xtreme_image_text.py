@@ -208,3 +208,17 @@ def test_missing_languages_and_outputs_that_are_not_ours_are_refused(
     with pytest.raises(InputError, match="not an earlier xtreme image-text output"):
         run_image_text_task(tiny_xlmr_checkpoint, data, foreign, seed=0, device="cpu")
     assert (foreign / "notes.txt").read_text() == "keep"
+
+
+def test_recipe_settings_are_checked() -> None:
+    from xretrieve.core.errors import ArgumentError
+    from xretrieve.core.settings import Backend
+
+    with pytest.raises(ArgumentError, match="batch_size must be a positive number, not 0"):
+        ImageTextRecipe(batch_size=0)
+    with pytest.raises(ArgumentError, match="learning_rate must be a number >= 0"):
+        ImageTextRecipe(learning_rate=-1.0)
+    with pytest.raises(ArgumentError, match="patience"):
+        ImageTextRecipe(patience=0)
+    assert ImageTextRecipe(backend="ort").backend is Backend.ORT
+    assert ImageTextRecipe().to_json()["backend"] == "torch"
