@@ -154,22 +154,25 @@ def write_tag_task(directory: Path, n_train: int = 48, n_val: int = 16, seed: in
 def write_image_text_task(
     directory: Path, n_images: int = 8, dim: int = 12, captions_per_image: int = 3, seed: int = 4
 ) -> dict:
-    """Image i is a random vector; its captions name noun i (plus filler words)."""
+    """Image i is a random vector; its captions name noun i (plus filler words). The image-text
+    layout: ``images.npy``, ``image_ids.txt``, captions naming their image by id."""
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     images = np.random.default_rng(seed).standard_normal((n_images, dim)).astype(np.float32)
     np.save(directory / "images.npy", images)
+    ids = [f"img{image}" for image in range(n_images)]
+    (directory / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     train, val = [], []
     for image in range(n_images):
         for k in range(captions_per_image + 1):
             caption = f"{rng.choice(FUNCTION)} {NOUNS[image]} {rng.choice(FUNCTION)}"
-            (val if k == captions_per_image else train).append({"caption": caption, "image": image})
+            record = {"caption": caption, "image_id": ids[image]}
+            (val if k == captions_per_image else train).append(record)
     return {
         "name": "image_text",
         "preset": "image_text",
-        "train": str(_write_jsonl(directory / "captions_train.jsonl", train)),
-        "validation": str(_write_jsonl(directory / "captions_val.jsonl", val)),
-        "image_features": str(directory / "images.npy"),
+        "train": str(_write_jsonl(directory / "captions.en.train.jsonl", train)),
+        "validation": str(_write_jsonl(directory / "captions.en.dev.jsonl", val)),
     }
 
 

@@ -99,7 +99,10 @@ def test_yaml_config_and_defaults(tmp_path: Path) -> None:
         ({"tasks": [{"type": "regression", "train": "x"}]}, "must be one of"),
         ({"tasks": [{"preset": "mnli", "type": "tagging", "train": "x"}]}, "pair_classification"),
         ({"tasks": [{"preset": "mnli"}]}, "training data"),
-        ({"tasks": [{"preset": "image_text", "train": "x"}]}, "image_features"),
+        (
+            {"tasks": [{"preset": "image_text", "train": "x", "fields": {"image": "row"}}]},
+            "fields.image_id",
+        ),
         ({"tasks": [{"preset": "mnli", "train": "x"}] * 2}, "unique"),
         ({"tasks": [{"preset": "mnli", "train": "x"}], "optim": {"batch_size": "8"}}, "integer"),
         (
@@ -119,6 +122,13 @@ def test_bad_config_names_the_key(raw: dict, message: str) -> None:
     with pytest.raises(InputError, match="config|tasks|must|unique|preset|image|metric") as info:
         config_from_dict(raw)
     assert message in str(info.value)
+
+
+def test_image_text_gallery_defaults_to_images_npy_beside_the_captions(tmp_path: Path) -> None:
+    raw = {"tasks": [{"preset": "image_text", "train": "data/image_text/captions.en.train.jsonl"}]}
+    config = config_from_dict(raw, source=tmp_path / "run.toml")
+    assert config.tasks[0].image_features == tmp_path / "data/image_text/images.npy"
+    assert tmp_path / "data/image_text/image_ids.txt" in config.input_paths()
 
 
 def test_retrieval_backend_is_a_choice_that_round_trips(tmp_path: Path) -> None:

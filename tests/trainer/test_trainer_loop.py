@@ -287,7 +287,11 @@ def test_bad_base_and_bad_image_rows(tiny_xlmr_checkpoint, tmp_path: Path) -> No
     assert "unexpected stray.weight" in str(info.value)
     image_task = trainer_data.write_image_text_task(tmp_path / "images", n_images=4)
     np.save(tmp_path / "images/images.npy", np.zeros((2, 12), dtype=np.float32))
-    with pytest.raises(InputError, match="image row 2 but the feature file has 2 rows") as info:
+    with pytest.raises(InputError, match="has 2 rows but .*image_ids.txt lists 4 ids") as info:
+        Trainer(_config(tiny_xlmr_checkpoint, tmp_path / "out", [image_task])).train()
+    assert info.value.path == tmp_path / "images/images.npy"
+    (tmp_path / "images/image_ids.txt").write_text("img0\nimg1\n")
+    with pytest.raises(InputError, match="unknown image id 'img2'") as info:
         Trainer(_config(tiny_xlmr_checkpoint, tmp_path / "out", [image_task])).train()
     assert info.value.path == Path(image_task["train"]) and info.value.line == 7
 

@@ -67,12 +67,18 @@ def test_integer_labels_index_the_label_list_and_fields_override(tmp_path: Path)
         (['{"question1": "a", "question2": "b", "label": 5}'], "qqp", "out of range", 1),
         (['{"ctx": "a", "endings": ["x", "y"], "label": 3}'], "hellaswag", "names none of", 1),
         (['{"tokens": ["a", "b"], "tags": ["N"]}'], "ccg", "2 words but 1 tags", 1),
-        (['{"caption": "a cat", "image": -1}'], "image_text", "row index", 1),
+        (['{"caption": "a cat", "image": 0}'], "image_text", "old trainer layout", 1),
+        (['{"caption": "a cat", "image_id": "x"}'], "image_text", "unknown image id 'x'", 1),
+        (['{"caption": "a", "image_id": "i0"}', '{"id": "i0"}'], "image_text", "IGLUE", 2),
+        (['{"id": "i0", "sentences": "a"}'], "image_text", "list of strings", 1),
         (["[1, 2]"], "mnli", "JSON object", 1),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path: Path, lines, preset, message, line) -> None:
-    extra = {"image_features": "x.npy"} if preset == "image_text" else {}
+    extra = {}
+    if preset == "image_text":
+        (tmp_path / "image_ids.txt").write_text("i0\ni1\n")
+        extra = {"image_features": str(tmp_path / "images.npy")}
     task, path = _task(tmp_path, lines, preset=preset, **extra)
     with pytest.raises(InputError) as info:
         _read(task, path)
@@ -204,3 +210,18 @@ def test_a_utf8_byte_order_mark_is_read_like_every_other_reader(tmp_path: Path) 
     conll.write_bytes(bom + b"John NNP B-PER\nruns VBZ O\n")
     task = config_from_dict({"tasks": [{"preset": "conll", "train": str(conll)}]}).tasks[0]
     assert [e.words for e in _read(task, conll).examples] == [("John", "runs")]
+
+
+def test_old_row_number_captions_read_with_listed_ids_and_image_id_field(tmp_path: Path) -> None:
+    """The migration of the earlier layout: image_ids.txt lists 0..N-1, fields.image_id names
+    the old row-number field."""
+    (tmp_path / "image_ids.txt").write_text("0\n1\n2\n")
+    task, path = _task(
+        tmp_path,
+        [{"caption": "a cat", "image": 2}, {"caption": "a dog", "image": 0}],
+        preset="image_text",
+        image_features=str(tmp_path / "images.npy"),
+        fields={"image_id": "image"},
+    )
+    data = _read(task, path)
+    assert [(e.caption, e.image) for e in data.examples] == [("a cat", 2), ("a dog", 0)]

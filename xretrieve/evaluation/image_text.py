@@ -1,46 +1,51 @@
 """Multilingual caption <-> image retrieval against precomputed image features, in the style of
-xFlickr&CO (IGLUE) and Multi30K.
+xFlickr&CO (IGLUE) and Multi30K, on the image-text layout of ``xretrieve.formats.image_text``
+(``DIR/image_text/``: ``images.npy``, ``image_ids.txt``, ``captions.{lang}[.{split}].jsonl``).
 
-Layout (``DIR/image_text/``)::
-
-    images.npy              float (n_images, dim): one feature vector per image (any scale;
-                            L2-normalised here, so similarity is cosine)
-    image_ids.txt           n_images lines: the id of each row of images.npy
-    captions.{lang}.jsonl   one JSON object per line: {"image_id": "...", "caption": "..."};
-                            an image may have several captions, and need not have any
-
-Scores (percent): text->image Recall@k counts a caption as a hit when its image is among the k
-images most similar to it, over the whole gallery of ``images.npy``; image->text Recall@k, over
-the images with at least one caption in the language, counts an image as a hit when any of its
-captions is among the k captions most similar to it. Captions must be embedded in the image
-space (a checkpoint trained with the image-text task exports its projection head for that).
+A caption file is scored against its own images: the gallery is the images its captions name
+(as IGLUE scores xFlickr&CO's test set and the Flickr30K/COCO test splits are scored), so one
+``images.npy`` may hold the images of every split. Scores (percent): text->image Recall@k counts
+a caption as a hit when its image is among the k gallery images most similar to it;
+image->text Recall@k counts a gallery image as a hit when any of its captions is among the k
+captions most similar to it. Captions must be embedded in the image space (a checkpoint trained
+with the image-text task exports its projection head for that).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xretrieve.core.errors import InputError
-from xretrieve.formats import Corpus, read_lines
+from xretrieve.formats import Corpus
+from xretrieve.formats.image_text import (
+    FEATURES_NAME,
+    Captions,
+    ImageGallery,
+    captions_path,
+    ids_path,
+    image_text_dir,
+    read_captions,
+    read_image_gallery,
+)
 from xretrieve.knn.exact import knn, l2_normalize
 
 RECALL_KS = (1, 5, 10)
+TEST_SPLIT = "test"
 
 
 @dataclass(frozen=True)
 class ImageTextData:
-    """Captions of one language and the image gallery: ``caption_images[i]`` is the row in
-    ``image_features`` of caption ``i``'s image."""
+    """Captions of one language and their gallery (the images they name):
+    ``caption_images[i]`` is the row in ``image_features`` of caption ``i``'s image."""
 
     lang: str
     captions: Corpus
     caption_images: np.ndarray  # (n_captions,) int64
     image_ids: tuple[str, ...]
-    image_features: np.ndarray  # (n_images, dim) float32, L2-normalised
+    image_features: np.ndarray  # (n_gallery, dim) float32, L2-normalised
 
 
 @dataclass(frozen=True)
@@ -54,72 +59,56 @@ class ImageTextResult:
     n_images: int
 
 
-def image_text_paths(data_dir: Path | str, lang: str) -> tuple[Path, Path, Path]:
-    """``(images.npy, image_ids.txt, captions.{lang}.jsonl)`` under ``DIR/image_text``."""
-    base = Path(data_dir) / "image_text"
-    return base / "images.npy", base / "image_ids.txt", base / f"captions.{lang}.jsonl"
+def image_text_paths(data_dir: Path | str, lang: str) -> tuple[Path, ...]:
+    """Every file ``evaluate`` may read for ``lang``: ``images.npy``, ``image_ids.txt`` and
+    both places of its test captions (``captions.{lang}.jsonl``, ``captions.{lang}.test.jsonl``;
+    one of them exists, see ``evaluation_captions``)."""
+    features = image_text_dir(data_dir) / FEATURES_NAME
+    return (
+        features,
+        ids_path(features),
+        captions_path(data_dir, lang),
+        captions_path(data_dir, lang, TEST_SPLIT),
+    )
 
 
-def read_image_gallery(data_dir: Path | str) -> tuple[tuple[str, ...], np.ndarray]:
-    """``(image_ids, features)``: ids of ``image_ids.txt`` and the L2-normalised float32 rows of
-    ``images.npy``; ``InputError`` when missing, malformed, duplicated or of different lengths."""
-    features_path, ids_path, _ = image_text_paths(data_dir, "")
-    ids = tuple(line.strip() for line in read_lines(ids_path))
-    seen: dict[str, int] = {}
-    for number, image_id in enumerate(ids, start=1):
-        if not image_id:
-            raise InputError(ids_path, "empty image id", number)
-        if image_id in seen:
-            raise InputError(ids_path, f"duplicate image id {image_id!r}", number)
-        seen[image_id] = number
-    try:
-        features = np.load(features_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(features_path, "image features file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(features_path, f"not a readable .npy array ({error})") from None
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
+def evaluation_captions(data_dir: Path | str, lang: str) -> Path:
+    """The captions ``evaluate`` scores for ``lang``: ``captions.{lang}.test.jsonl`` or the
+    unsplit ``captions.{lang}.jsonl`` (the latter's path when neither exists); ``InputError``
+    when both exist (two test sets)."""
+    split = captions_path(data_dir, lang, TEST_SPLIT)
+    unsplit = captions_path(data_dir, lang)
+    if split.is_file() and unsplit.is_file():
         raise InputError(
-            features_path, f"expected a 2-D float matrix, found {features.dtype} {features.shape}"
+            unsplit,
+            f"two test sets for '{lang}' ({unsplit.name} and {split.name}): keep one",
         )
-    if features.shape[0] != len(ids):
-        raise InputError(
-            features_path, f"has {features.shape[0]} rows but {ids_path} lists {len(ids)} ids"
-        )
-    return ids, l2_normalize(features)
+    return split if split.is_file() else unsplit
 
 
-def read_image_text(data_dir: Path | str, lang: str) -> ImageTextData:
-    """The gallery and the captions of ``lang``; ``InputError`` for a missing file, a line that is
-    not a JSON object with string ``image_id`` and ``caption``, or an unknown image id."""
-    image_ids, features = read_image_gallery(data_dir)
-    _, _, captions_path = image_text_paths(data_dir, lang)
-    row_of = {image_id: row for row, image_id in enumerate(image_ids)}
-    texts: list[str] = []
-    rows: list[int] = []
-    for number, line in enumerate(read_lines(captions_path), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(captions_path, f"invalid JSON: {error.msg}", number) from None
-        if not isinstance(record, dict):
-            raise InputError(captions_path, "expected a JSON object", number)
-        image_id, caption = record.get("image_id"), record.get("caption")
-        if not isinstance(image_id, (str, int)) or not isinstance(caption, str):
-            raise InputError(
-                captions_path, 'expected {"image_id": "...", "caption": "..."}', number
-            )
-        if str(image_id) not in row_of:
-            raise InputError(captions_path, f"unknown image id {image_id!r}", number)
-        texts.append(caption)
-        rows.append(row_of[str(image_id)])
+def gallery_of(lang: str, gallery: ImageGallery, captions: Captions) -> ImageTextData:
+    """The captions with the gallery restricted to the images they name (rows renumbered in
+    gallery order)."""
+    rows, caption_images = np.unique(captions.images, return_inverse=True)
     return ImageTextData(
         lang=lang,
-        captions=Corpus(path=captions_path, texts=tuple(texts), ids=None),
-        caption_images=np.asarray(rows, dtype=np.int64),
-        image_ids=image_ids,
-        image_features=features,
+        captions=Corpus(path=captions.path, texts=captions.texts, ids=None),
+        caption_images=caption_images.astype(np.int64).reshape(-1),
+        image_ids=tuple(gallery.ids[row] for row in rows),
+        image_features=gallery.features[rows],
     )
+
+
+def read_image_text(data_dir: Path | str, lang: str, split: str | None = None) -> ImageTextData:
+    """The captions of ``lang`` (of ``split``; None: those ``evaluate`` scores, see
+    ``evaluation_captions``) and their gallery; ``InputError`` for a missing or malformed file
+    or a caption naming an unknown image id."""
+    gallery = read_image_gallery(image_text_dir(data_dir) / FEATURES_NAME)
+    if split is None:
+        path = evaluation_captions(data_dir, lang)
+    else:
+        path = captions_path(data_dir, lang, split)
+    return gallery_of(lang, gallery, read_captions(path, gallery.row_of))
 
 
 def image_text_recall(

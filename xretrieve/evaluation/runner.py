@@ -395,7 +395,8 @@ def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> s
         "bucc": "BUCC 2018 (comparable.limsi.fr/bucc2018) as bucc2018/{xx}-en.{split}.{xx,en,gold} "
         f"with --tune-split {scoring.bucc_tune_split} and --eval-split {scoring.bucc_eval_split}",
         "tatoeba": "Tatoeba (XTREME's copy of LASER's) as tatoeba/tatoeba.{xxx}-eng.{xxx,eng}",
-        "image-text": "image-text as image_text/images.npy, image_ids.txt, captions.{lang}.jsonl",
+        "image-text": "image-text as image_text/images.npy, image_ids.txt, "
+        "captions.{lang}.test.jsonl (or captions.{lang}.jsonl)",
     }
     looked_for = "; ".join(wanted.get(task.name, task.name) for task in tasks)
     models = " ".join(shlex.quote(model) for model in config.models)

@@ -27,6 +27,7 @@ from xretrieve.evaluation.bootstrap import (
 )
 from xretrieve.evaluation.image_text import (
     RECALL_KS,
+    TEST_SPLIT,
     ImageTextData,
     image_text_paths,
     image_text_recall,
@@ -34,6 +35,7 @@ from xretrieve.evaluation.image_text import (
 )
 from xretrieve.formats import BuccSplit, Corpus, read_bucc_split, read_tatoeba
 from xretrieve.formats.bucc import bucc_paths
+from xretrieve.formats.image_text import caption_languages
 from xretrieve.formats.tatoeba import tatoeba_paths
 from xretrieve.mining.margin import MiningConfig
 
@@ -294,7 +296,9 @@ class ImageTextRetrievalTask:
         return list(image_text_paths(data_dir, lang))
 
     def languages(self, data_dir: Path, settings: ScoringSettings) -> list[str]:
-        return _discover(Path(data_dir) / "image_text", r"captions\.([^.]+)\.jsonl")
+        return sorted(
+            set(caption_languages(data_dir)) | set(caption_languages(data_dir, TEST_SPLIT))
+        )
 
     def load(self, data_dir: Path, lang: str, settings: ScoringSettings) -> ImageTextData:
         return read_image_text(data_dir, lang)

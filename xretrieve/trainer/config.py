@@ -70,7 +70,8 @@ class TaskConfig:
     max_query_length: int = 64
     max_answer_length: int = 30
     allow_unanswerable: bool | None = None
-    # image-text alignment
+    # image-text alignment: the gallery's images.npy (image_ids.txt beside it names its rows);
+    # default: images.npy in the folder of the first training file
     image_features: Path | None = None
     # masked language modelling
     mlm_probability: float = 0.15
@@ -186,6 +187,8 @@ class TrainConfig:
         for task in self.tasks:
             paths += [*task.train_files, *task.validation_languages.values()]
             paths += [path for path in (task.validation, task.image_features) if path is not None]
+            if task.image_features is not None:
+                paths.append(task.image_features.with_name("image_ids.txt"))
         if self.retrieval is not None:
             paths.append(self.retrieval.data_dir)
         return paths
@@ -466,8 +469,22 @@ def _task(section: _Section, index: int) -> TaskConfig:
         skip_malformed=section.boolean("skip_malformed", False),
     )
     section.finish()
-    if task_type is TaskType.IMAGE_TEXT and image_features is None:
-        raise section.error("image_features", "an image_text task needs the .npy of image features")
+    if task_type is TaskType.IMAGE_TEXT:
+        task = _image_text_task(section, task)
+    return task
+
+
+def _image_text_task(section: _Section, task: TaskConfig) -> TaskConfig:
+    """The gallery defaults to ``images.npy`` beside the first training file (the image-text
+    layout's ``DIR/image_text/``); ``fields.image``, the old layout's row number, is refused."""
+    if "image" in task.fields:
+        raise section.error(
+            "fields.image",
+            "captions name their image by id now (a line of image_ids.txt beside the "
+            "features; see docs/multimodal.md): use fields.image_id",
+        )
+    if task.image_features is None:
+        task = dataclasses.replace(task, image_features=task.train.parent / "images.npy")
     return task
 
 

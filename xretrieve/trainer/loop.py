@@ -71,7 +71,9 @@ class StepLog:
 
 @dataclass
 class _Window:
-    """What a logging window accumulates; the loss stays a device tensor until it is logged."""
+    """What a logging window accumulates; the loss stays a device tensor until it is logged.
+    ``recorded_loss`` and ``recorded_steps``: the part of it already counted in a metrics
+    record's ``train_loss`` (an evaluation inside the window)."""
 
     loss: Any
     task_counts: dict[str, int]
@@ -79,6 +81,8 @@ class _Window:
     tokens: int = 0
     padded_tokens: int = 0
     steps: int = 0
+    recorded_loss: float = 0.0
+    recorded_steps: int = 0
 
     @classmethod
     def start(cls, device: Any, tasks: list[Any], counts: dict[str, int] | None = None) -> _Window:
@@ -93,7 +97,8 @@ class _Window:
 
 @dataclass
 class _RunState:
-    """Bookkeeping across windows: train loss since the last evaluation, the last checkpoint."""
+    """Bookkeeping across windows: the summed per-step train loss and the steps since the last
+    metrics record, the last checkpoint."""
 
     start: float
     last_checkpoint: Path | None
@@ -104,7 +109,11 @@ class _RunState:
 
 @dataclass(frozen=True)
 class EvalRecord:
-    """One line of metrics.jsonl: flat ``TASK/METRIC`` values (and retrieval ``tatoeba/...``)."""
+    """One line of metrics.jsonl: flat ``TASK/METRIC`` values (and retrieval ``tatoeba/...``).
+    ``train_loss``: the mean training loss of the steps since the previous record (every record
+    follows a step, so the loop never writes None);
+    ``sampling_probabilities``: each task's probability of being drawn; ``task_draws``: the
+    micro-batches each task has given since the run's first step (resumes included)."""
 
     step: int
     metrics: dict[str, float]
@@ -114,6 +123,8 @@ class EvalRecord:
     checkpoint: str | None
     train_loss: float | None
     elapsed_s: float
+    sampling_probabilities: dict[str, float] = field(default_factory=dict)
+    task_draws: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -594,7 +605,7 @@ class Trainer:
                 self._log(window, run)
                 window = _Window.start(self.device, self.tasks, window.task_counts)
             paused_at = time.perf_counter()  # evaluation and saving do not count as training time
-            stop = self._evaluate_and_save(run, last)
+            stop = self._evaluate_and_save(run, window, last)
             window.started += time.perf_counter() - paused_at
             if stop:
                 break
@@ -648,9 +659,9 @@ class Trainer:
 
     def _log(self, window: _Window, run: _RunState) -> None:
         """The one host synchronisation of a logging window: the summed loss."""
-        mean_loss = float(window.loss) / window.steps
-        run.loss_sum += mean_loss * window.steps
-        run.loss_steps += window.steps
+        summed = float(window.loss)
+        mean_loss = summed / window.steps
+        self._count_train_loss(window, run, summed)
         elapsed = max(time.perf_counter() - window.started, 1e-9)
         if self.on_log is not None:
             self.on_log(
@@ -665,8 +676,19 @@ class Trainer:
                 )
             )
 
-    def _evaluate_and_save(self, run: _RunState, last: bool) -> bool:
-        """Evaluate, save, score retrieval and prune as due after this step; True = stop early."""
+    @staticmethod
+    def _count_train_loss(window: _Window, run: _RunState, summed: float) -> None:
+        """Add the window's loss not yet counted (``summed`` is its total so far) to the loss
+        since the last metrics record."""
+        run.loss_sum += summed - window.recorded_loss
+        run.loss_steps += window.steps - window.recorded_steps
+        window.recorded_loss, window.recorded_steps = summed, window.steps
+
+    def _evaluate_and_save(self, run: _RunState, window: _Window, last: bool) -> bool:
+        """Evaluate, save, score retrieval and prune as due after this step; True = stop early.
+        A metrics record's ``train_loss`` covers every step since the previous record, those of
+        the logging window still open included (read from the device here: evaluating is a
+        synchronisation anyway)."""
         config = self.config
         evaluation = config.evaluation
         save_every = evaluation.save_every or evaluation.eval_every
@@ -692,8 +714,11 @@ class Trainer:
             keep = [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
             prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
         if do_eval or (saved is not None and config.retrieval is not None):
+            if window.steps > window.recorded_steps:
+                self._count_train_loss(window, run, float(window.loss))
             train_loss = run.loss_sum / run.loss_steps if run.loss_steps else None
             run.loss_sum, run.loss_steps = 0.0, 0
+            names = [task.name for task in self.tasks]
             self._record(
                 EvalRecord(
                     step=self.step,
@@ -704,6 +729,10 @@ class Trainer:
                     checkpoint=None if saved is None else saved.name,
                     train_loss=train_loss,
                     elapsed_s=time.perf_counter() - run.start,
+                    sampling_probabilities=dict(
+                        zip(names, map(float, self.sampler.probabilities), strict=True)
+                    ),
+                    task_draws=dict(zip(names, self.sampler.draws(), strict=True)),
                 )
             )
         if do_eval and evaluation.patience is not None and self.bad_evals >= evaluation.patience:
@@ -783,6 +812,10 @@ class Trainer:
                 "is_best": record.is_best,
                 "checkpoint": record.checkpoint,
                 "elapsed_s": round(record.elapsed_s, 3),
+                "sampling": {
+                    "probabilities": record.sampling_probabilities,
+                    "draws": record.task_draws,
+                },
                 "metrics": record.metrics,
             }
         )

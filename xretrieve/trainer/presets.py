@@ -171,7 +171,9 @@ PRESETS: dict[str, Preset] = {
         format="conll",
         layouts=({"words": "tokens", "tags": "ner_tags"},),
     ),
-    "image_text": Preset(TaskType.IMAGE_TEXT, {"caption": "caption", "image": "image"}),
+    # The image-text layout of xretrieve.formats.image_text (IGLUE's {"id", "sentences"} lines
+    # are read too): a caption and the id of its image, a line of the gallery's image_ids.txt.
+    "image_text": Preset(TaskType.IMAGE_TEXT, {"caption": "caption", "image_id": "image_id"}),
     # Plain text, one passage per line (a .jsonl file uses the "text" field).
     "mlm": Preset(TaskType.MLM, {"text": "text"}, format="text"),
 }

@@ -109,7 +109,7 @@ class TagExample:
 
 @dataclass(frozen=True)
 class ImageTextExample:
-    """A caption and the row of its image in the task's image feature matrix."""
+    """A caption and the row of its image in the task's gallery (``images.npy``)."""
 
     caption: str
     image: int
@@ -346,11 +346,6 @@ def _read_files(
     extra: dict[str, Any] = dict(parts[0][1].extra)
     if task.type is TaskType.TAGGING and labels is None:
         merged_labels = tuple(sorted({tag for _, data in parts for tag in data.labels}))
-    if task.type is TaskType.IMAGE_TEXT:
-        extra = {
-            "lines": tuple(line for _, data in parts for line in data.extra.get("lines", ())),
-            "paths": tuple(path for path, data in parts for _ in data.examples),
-        }
     return TaskData(examples, merged_labels, extra)
 
 
@@ -362,6 +357,8 @@ def _read_one(
     language: str | None,
     labelled: bool,
 ) -> TaskData:
+    if task.type is TaskType.IMAGE_TEXT:
+        return _read_image_text(path, task, limit)
     preset = PRESETS[task.preset] if task.preset else None
     fmt = detect_format(path, task)
     skipped: list[int] | None = [] if task.skip_malformed else None
@@ -393,7 +390,7 @@ def _read_one(
             rows = _tag_records(path, records, fields, task_labels(task), labelled)
             data = _read_tags(path, rows, labels, limit, labelled)
         else:
-            data = _read_image_text(path, records, fields, limit)
+            raise AssertionError(f"no reader for {task.type}")
     if skipped:
         logger.warning(
             "%s: skipped %d malformed row(s) whose column count differs from the header's "
@@ -1212,27 +1209,26 @@ def _conllu_sentences(path: Path, labelled: bool = True) -> Sentences:
         )
 
 
-def _read_image_text(
-    path: Path, records: Records, fields: Mapping[str, Any], limit: int | None
-) -> TaskData:
-    examples = []
-    lines = []
-    for line, record in records:
-        caption = _text(
-            get_field(record, fields["caption"], path, line), fields["caption"], path, line
-        )
-        image = get_field(record, fields["image"], path, line)
-        if isinstance(image, bool) or not isinstance(image, int) or image < 0:
-            raise InputError(
-                path,
-                f"field '{fields['image']}' must be a row index (int >= 0), got {image!r}",
-                line,
-            )
-        examples.append(ImageTextExample(caption, image))
-        lines.append(line)
-        if limit is not None and len(examples) >= limit:
-            break
-    return TaskData(tuple(examples), extra={"lines": tuple(lines)})
+def _read_image_text(path: Path, task: TaskConfig, limit: int | None) -> TaskData:
+    """Captions of the image-text layout (``xretrieve.formats.image_text``, the reader
+    ``evaluate`` uses too), each resolved to its row of the task's gallery."""
+    from xretrieve.formats.image_text import read_captions, read_image_ids
+
+    assert task.image_features is not None  # set when the config is loaded
+    fields = resolve_fields(task)
+    row_of = {image_id: row for row, image_id in enumerate(read_image_ids(task.image_features))}
+    captions = read_captions(
+        path,
+        row_of,
+        caption_field=str(fields["caption"]),
+        image_field=str(fields["image_id"]),
+        limit=limit,
+    )
+    examples = tuple(
+        ImageTextExample(text, int(row))
+        for text, row in zip(captions.texts, captions.images, strict=True)
+    )
+    return TaskData(examples, extra={"lines": captions.lines})
 
 
 _SPACE = re.compile(r"\s+")
@@ -1255,17 +1251,3 @@ def _read_text(path: Path, fields: Mapping[str, Any], limit: int | None) -> Task
         if limit is not None and len(examples) >= limit:
             break
     return TaskData(tuple(examples))
-
-
-def check_image_rows(path: Path, data: TaskData, n_rows: int) -> None:
-    """Every caption's image row must exist in the feature matrix."""
-    lines = data.extra.get("lines", ())
-    paths = data.extra.get("paths", ())
-    for i, example in enumerate(data.examples):
-        if example.image >= n_rows:
-            raise InputError(
-                paths[i] if i < len(paths) else path,
-                f"caption refers to image row {example.image} but the feature file has "
-                f"{n_rows} rows",
-                lines[i] if i < len(lines) else None,
-            )

@@ -114,6 +114,17 @@ class TaskSampler:
             self.positions[task] = stop
         return indices
 
+    def draws(self) -> list[int]:
+        """Batches taken from each task since the run's first step (resumed runs included): an
+        epoch of task ``i`` is ``ceil(size_i / batch_i)`` batches and ``positions[i]`` advances
+        by whole batches, so the count follows from the sampler's state alone."""
+        return [
+            epoch * -(-size // batch) + -(-position // batch)
+            for epoch, position, size, batch in zip(
+                self.epochs, self.positions, self.sizes, self.batch_sizes, strict=True
+            )
+        ]
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "rng": self.rng.bit_generator.state,

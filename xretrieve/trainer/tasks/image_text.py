@@ -2,26 +2,33 @@
 masked MEAN pooling), projected to the image feature size and aligned with precomputed, frozen,
 L2-normalised image vectors by a symmetric InfoNCE loss with a learnable temperature (CLIP).
 
+The data is the image-text layout of ``xretrieve.formats.image_text`` (what ``evaluate`` reads):
+the gallery ``images.npy`` with ``image_ids.txt``, caption lines naming their image by id.
 Several captions of one image in a batch are all positives of that image (the image is used once),
-so duplicates never act as each other's negatives.
+so duplicates never act as each other's negatives. The projection starts from the base
+checkpoint's ``projection.safetensors`` when it has one of the same shape (a checkpoint of
+multimodal intermediate training), else fresh.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exporters.checkpoint import PROJECTION_INFO, PROJECTION_WEIGHTS
 from xretrieve.core.errors import InputError
+from xretrieve.formats.image_text import read_image_gallery
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.metrics import recall_at_1
-from xretrieve.trainer.readers import ImageTextExample, TaskData, check_image_rows
+from xretrieve.trainer.readers import ImageTextExample, TaskData
 from xretrieve.trainer.tasks.base import (
     Batch,
     Feature,
@@ -33,6 +40,8 @@ from xretrieve.trainer.tasks.base import (
     text_batch,
     tokenize,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class ProjectionHead(nn.Module):
@@ -49,20 +58,9 @@ class ProjectionHead(nn.Module):
 
 
 def load_image_features(path: Path) -> torch.Tensor:
-    """``(n_images, dim)`` float32, L2-normalised rows, from a ``.npy`` file."""
-    try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(path, f"cannot read image features: {error}") from None
-    if array.ndim != 2 or array.shape[0] == 0 or not np.issubdtype(array.dtype, np.floating):
-        raise InputError(
-            path,
-            f"image features must be a non-empty 2-D float array, got {array.dtype}{array.shape}",
-        )
-    features = torch.from_numpy(np.array(array, dtype=np.float32))
-    if not torch.isfinite(features).all():
-        raise InputError(path, "image features contain NaN or infinite values")
-    return F.normalize(features, dim=-1)
+    """``(n_images, dim)`` float32, L2-normalised rows of the gallery ``path`` (``images.npy``,
+    its rows named by ``image_ids.txt`` beside it)."""
+    return torch.from_numpy(read_image_gallery(path).features)
 
 
 def contrastive_loss(
@@ -93,15 +91,49 @@ class ImageTextTask(Task):
         super().__init__(config, text)
         assert config.image_features is not None  # checked when the config is loaded
         self.images = load_image_features(config.image_features)
-        check_image_rows(config.train, train, len(self.images))
         self.head = ProjectionHead(text.hidden_size, self.images.shape[1])
         self.train_features = self._featurise(train.examples)
         if validation is not None:
             self.set_validation(validation, config.validation)
 
     def set_validation(self, data: TaskData, path: Any) -> None:
-        check_image_rows(path or self.config.train, data, len(self.images))
         self.eval_features = self._featurise(data.examples)
+
+    def init_from_checkpoint(self, source: Any) -> None:
+        """The base checkpoint's trained projection (``projection.safetensors``), when it has
+        one of this head's shape; the temperature starts fresh."""
+        weights = Path(source) / PROJECTION_WEIGHTS
+        if not weights.is_file():
+            return
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(weights))
+            info = json.loads((Path(source) / PROJECTION_INFO).read_text(encoding="utf-8"))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise InputError(weights, f"cannot read the projection head: {error}") from None
+        layer = self.head.projection
+        shape = tuple(tensors.get("weight", torch.empty(0)).shape)
+        fits = (
+            shape == tuple(layer.weight.shape)
+            and tuple(tensors.get("bias", torch.empty(0)).shape) == tuple(layer.bias.shape)
+            and isinstance(info, dict)
+            and info.get("pooling", "mean") == "mean"
+        )
+        if not fits:
+            logger.warning(
+                "%s: projection %s does not fit the task's %s (image features of another "
+                "size?): the projection starts fresh",
+                weights,
+                shape,
+                tuple(layer.weight.shape),
+            )
+            return
+        with torch.no_grad():
+            layer.weight.copy_(tensors["weight"])
+            layer.bias.copy_(tensors["bias"])
+        logger.info("%s: projection initialised from %s", self.name, weights)
 
     def to(self, device: torch.device) -> None:
         super().to(device)
