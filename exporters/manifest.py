@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporters.config import Dtype, Pooling
 from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
+from xretrieve.core.settings import Dtype, Pooling
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"

@@ -28,7 +28,7 @@ from exporters.checkpoint import (
     num_hidden_layers,
     read_checkpoint_config,
 )
-from exporters.config import Dtype, ExportConfig, resolve_layers
+from exporters.config import ExportConfig, resolve_layers
 from exporters.manifest import (
     EMBEDDINGS,
     FORMAT_VERSION,
@@ -45,6 +45,7 @@ from xretrieve.core.integrity import DIRECTORY_RECORD
 from xretrieve.core.outputs import OutputOwner
 from xretrieve.core.positions import usable_positions
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.settings import Dtype
 
 if TYPE_CHECKING:
     import torch

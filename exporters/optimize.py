@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from exporters.config import Dtype
 from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.settings import Dtype
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import json
@@ -27,7 +28,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ShowParameter, XRetrieveError, python_parameter
 from xretrieve.core.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 from xretrieve.core.progress import ProgressCallback
 
@@ -42,9 +43,63 @@ EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+# Library parameters that a command's option of another name gives (``MineRequest.tgt_lang`` is
+# ``mine --tgt``): shown as these options when no option of the command has the parameter's name.
+LIBRARY_PARAMETERS = {
+    "src_lang": "--src",
+    "tgt_lang": "--tgt",
+    "gold_file": "--gold",
+    "indexes": "--src-index/--tgt-index",
+}
+
+
+def _long_option(option: click.Option) -> str:
+    return next((name for name in option.opts if name.startswith("--")), option.opts[0])
+
+
+def show_as_option(command: click.Command | None) -> ShowParameter:
+    """How an error of the library shows a parameter it names (``XRetrieveError.render``): as
+    the option of ``command`` with the parameter's name (else ``LIBRARY_PARAMETERS``), with the
+    value where the message gives one (``--device cpu``; ``--overwrite`` for True and the
+    ``--no-`` form for False of an on/off flag); a parameter no option gives stays as in Python."""
+    options = {
+        param.name: param
+        for param in (command.params if command is not None else ())
+        if isinstance(param, click.Option) and param.name
+    }
+
+    def show(name: str, value: str | None) -> str:
+        option = options.get(name)
+        flag = _long_option(option) if option is not None else LIBRARY_PARAMETERS.get(name)
+        if flag is None:
+            return python_parameter(name, value)
+        if value is None:
+            return flag
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            literal = value
+        if literal is True:
+            return flag
+        if literal is False:
+            secondary = option.secondary_opts if option is not None else []
+            return secondary[0] if secondary else python_parameter(name, value)
+        return f"{flag} {literal}"
+
+    return show
+
+
+def error_line(error: XRetrieveError) -> str:
+    """``error``'s message for the command running now: the parameters it names shown as that
+    command's options."""
+    context = click.get_current_context(silent=True)
+    return error.render(show_as_option(context.command if context is not None else None))
+
+
 def reports_errors(command: F) -> F:
     """Turn the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit
-    code 130 and SIGTERM into 143 (after the same clean-up), instead of a traceback."""
+    code 130 and SIGTERM into 143 (after the same clean-up), instead of a traceback. The
+    parameters an error names are shown as the command's options (``show_as_option``)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,7 +112,7 @@ def reports_errors(command: F) -> F:
         except XRetrieveError as error:
             # escape: messages quote user text and config syntax such as "[[tasks]]".
             stderr.print(
-                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(EXIT_INPUT_ERROR) from None
         except KeyboardInterrupt:

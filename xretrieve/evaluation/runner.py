@@ -38,7 +38,15 @@ from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend
+from xretrieve.core.settings import (
+    Backend,
+    Device,
+    Pooling,
+    SourceKind,
+    dtype_on,
+    parse_backend,
+    parse_device,
+)
 from xretrieve.encoding.layers import LayerSpec, parse_layer_spec
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
@@ -132,12 +140,12 @@ def plan_model(
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
     it: hash, layers and cache id. ``text_prefix`` overrides a checkpoint's own prefix (an
     export's is fixed). ``InputError``/``XRetrieveError`` for a bad model or layers."""
-    from xretrieve.encoding.load import resolve_device, resolve_model
+    from xretrieve.encoding.load import resolve_model, usable_device
 
     layers = layers or LayerSpec()
     source = resolve_model(model)
     backend = parse_backend(backend)
-    resolved_device = resolve_device(device, backend)
+    resolved_device = usable_device(parse_device(device), backend)
     if source.kind is SourceKind.EXPORT:
         return _plan_export(str(model), source, layers, backend, text_prefix)
     return _plan_checkpoint(str(model), source, layers, backend, resolved_device, text_prefix)
@@ -228,9 +236,9 @@ def _plan_checkpoint(
         wanted = resolve_layers(layers.indices, num_layers)
     settings = {
         "kind": SourceKind.CHECKPOINT.value,
-        "pooling": "mean",
+        "pooling": Pooling.MEAN.value,
         "normalize": True,
-        "dtype": "fp16" if resolved_device is Device.CUDA else "fp32",
+        "dtype": dtype_on(resolved_device).value,
         "prefix": source.text_prefix if text_prefix is None else text_prefix,
         "backend": backend.value,
     }

@@ -7,7 +7,6 @@ the pairs TSV (LASER's layout)."""
 from __future__ import annotations
 
 import importlib.resources
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ import numpy as np
 
 from xretrieve.core.errors import XRetrieveError
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.settings import ThresholdSource
 from xretrieve.formats import Corpus
 from xretrieve.mining.api import ThresholdChoice, _given_or_default, model_threshold
 from xretrieve.mining.corpus import CorpusMining
-from xretrieve.mining.margin import DEFAULT_CONFIG, MiningConfig
+from xretrieve.mining.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig
 from xretrieve.mining.sources import EmbeddingSource
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class MiningReport:
     tgt_distinct: int
     config: MiningConfig
     threshold: float | None
-    threshold_source: str
+    threshold_source: ThresholdSource
     candidates: int
     pairs: int
     rows: tuple[tuple[str, ...], ...]
@@ -115,7 +115,7 @@ class MiningReport:
             "margin": self.config.margin.value,
             "mode": self.config.mode.value,
             "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
+            "threshold_source": self.threshold_source.value,
             "candidates": self.candidates,
             "pairs": self.pairs,
             "rows": len(self.rows),
@@ -223,16 +223,13 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
         if request.tune_split is not None:
             threshold, tune_f1 = _tune(inputs, request, source, progress)
-            choice = ThresholdChoice(threshold, "tuned")
+            choice = ThresholdChoice(threshold, ThresholdSource.TUNED)
         else:
             choice = _given_or_default(request.threshold, config, model_threshold(source))
         mining = mine_corpora(
             inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress
         )
-    selected = np.flatnonzero(
-        mining.pairs.score.astype(np.float64)
-        >= (-math.inf if choice.threshold is None else choice.threshold)
-    )
+    selected = mining.pairs.above(choice.threshold)
     rows = pair_rows(inputs, mining, selected)
     gold = _gold_scores(inputs, mining, choice.threshold)
     if request.out is not None:
@@ -247,7 +244,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         threshold=choice.threshold,
         threshold_source=choice.source,
         candidates=len(mining.pairs),
-        pairs=int(selected.size),
+        pairs=len(selected),
         rows=tuple(tuple(row) for row in rows),
         tune_split=request.tune_split,
         tune_f1=tune_f1,
@@ -376,8 +373,8 @@ def _gold_scores(
         return {}
     candidates = id_candidates(mining, inputs.src, inputs.tgt)
     correct = gold_mask(candidates, inputs.gold, inputs.src, inputs.tgt)
-    cut = -math.inf if threshold is None else threshold
-    precision, recall, f1, _ = precision_recall_f1(candidates.score, correct, len(inputs.gold), cut)
+    n_gold = len(inputs.gold)
+    precision, recall, f1, _ = precision_recall_f1(candidates.score, correct, n_gold, threshold)
     return {"gold": len(inputs.gold), "precision": precision, "recall": recall, "f1": f1}
 
 
@@ -388,16 +385,18 @@ def _rows_of_distinct(inverse: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def pair_rows(inputs: MiningInputs, mining: CorpusMining, selected: np.ndarray) -> list[list[str]]:
-    """Output rows (score, [src_id], [tgt_id], src_text, tgt_text) of the selected pairs."""
+def pair_rows(inputs: MiningInputs, mining: CorpusMining, pairs: MinedPairs) -> list[list[str]]:
+    """Output rows (score, [src_id], [tgt_id], src_text, tgt_text) of ``pairs`` (some of
+    ``mining.pairs``: distinct texts)."""
     src_groups = _rows_of_distinct(mining.src_inverse)
     tgt_groups = _rows_of_distinct(mining.tgt_inverse)
     rows: list[list[str]] = []
-    pairs = mining.pairs
-    for position in selected.tolist():
-        score = f"{float(pairs.score[position]):.9g}"
-        src_rows = src_groups[int(pairs.src_index[position])].tolist()
-        tgt_rows = tgt_groups[int(pairs.tgt_index[position])].tolist()
+    for src_index, tgt_index, pair_score in zip(
+        pairs.src_index.tolist(), pairs.tgt_index.tolist(), pairs.score.tolist(), strict=True
+    ):
+        score = f"{pair_score:.9g}"
+        src_rows = src_groups[src_index].tolist()
+        tgt_rows = tgt_groups[tgt_index].tolist()
         src_text = inputs.src.texts[src_rows[0]]
         tgt_text = inputs.tgt.texts[tgt_rows[0]]
         src_ids = [inputs.src.ids[r] for r in src_rows] if inputs.src.ids else [None]
