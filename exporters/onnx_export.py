@@ -88,7 +88,11 @@ def export_checkpoint(
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
     out_dir = check_output_path(
-        Path(out_dir), directory=True, inputs=[checkpoint_dir], owner=EXPORT_OUTPUT
+        Path(out_dir),
+        directory=True,
+        option="out_dir",
+        inputs=[checkpoint_dir],
+        owner=EXPORT_OUTPUT,
     )
     config = config or ExportConfig()
     report = progress or no_progress

@@ -361,7 +361,7 @@ def test_too_few_neighbours_found_asks_for_a_larger_nprobe(tmp_path: Path) -> No
     _, tgt_files, _, _ = planted_pair(tmp_path, n=400, d=8)
     build_index(tgt_files, tmp_path / "t", BuildConfig(factory="IVF32,Flat"))
     index = open_index(tmp_path / "t")
-    with pytest.raises(XRetrieveError, match=r"fewer than k=100 .*nprobe=1\); raise --nprobe"):
+    with pytest.raises(XRetrieveError, match=r"fewer than k=100 .*nprobe=1\); raise nprobe"):
         mine_indexes(index, index, MiningConfig(k=100, device="cpu"), SearchConfig(nprobe=1))
 
 

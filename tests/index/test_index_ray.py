@@ -87,7 +87,7 @@ def test_unreachable_cluster_address_is_a_clear_error(monkeypatch) -> None:
         raise ConnectionError("Could not find any running Ray instance.")
 
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(XRetrieveError, match=r"cannot reach a Ray cluster at 'auto'.*--ray local"):
+    with pytest.raises(XRetrieveError, match=r"cannot reach a Ray cluster at 'auto'.*ray='local'"):
         connect("auto")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import importlib
 import json
 import math
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -50,41 +52,64 @@ LIBRARY_PARAMETERS = {
     "tgt_lang": "--tgt",
     "gold_file": "--gold",
     "indexes": "--src-index/--tgt-index",
+    "out_dir": "--out",
+    "bucc_tune_split": "--tune-split",
+    "bucc_eval_split": "--eval-split",
 }
 
 
-def _long_option(option: click.Option) -> str:
+def _long_option(option: click.Parameter) -> str:
     return next((name for name in option.opts if name.startswith("--")), option.opts[0])
+
+
+def _current_context() -> click.Context | None:
+    """The context of the command running now. typer 0.16 and later run their own copy of
+    click (``typer._click``), whose context stack is not click's."""
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            context = importlib.import_module(module).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if context is not None:
+            return context
+    return None
 
 
 def show_as_option(command: click.Command | None) -> ShowParameter:
     """How an error of the library shows a parameter it names (``XRetrieveError.render``): as
     the option of ``command`` with the parameter's name (else ``LIBRARY_PARAMETERS``), with the
-    value where the message gives one (``--device cpu``; ``--overwrite`` for True and the
-    ``--no-`` form for False of an on/off flag); a parameter no option gives stays as in Python."""
+    value where the message gives one (``--device cpu``, quoted for a shell where needed; a list
+    comma-separated; ``--overwrite`` for True and the ``--no-`` form for False of an on/off
+    flag); a parameter no option gives stays as in Python."""
     options = {
         param.name: param
         for param in (command.params if command is not None else ())
-        if isinstance(param, click.Option) and param.name
+        if param.param_type_name == "option" and param.name
     }
 
     def show(name: str, value: str | None) -> str:
         option = options.get(name)
         flag = _long_option(option) if option is not None else LIBRARY_PARAMETERS.get(name)
-        if flag is None:
-            return python_parameter(name, value)
         if value is None:
-            return flag
+            return flag or name
         try:
             literal = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             literal = value
+        if literal is False:
+            negative = options.get(f"no_{name}")  # a separate --no-NAME flag
+            if option is not None and option.secondary_opts:
+                return option.secondary_opts[0]
+            if negative is not None:
+                return _long_option(negative)
+            return python_parameter(name, value)
+        if flag is None:
+            return python_parameter(name, value)
         if literal is True:
             return flag
-        if literal is False:
-            secondary = option.secondary_opts if option is not None else []
-            return secondary[0] if secondary else python_parameter(name, value)
-        return f"{flag} {literal}"
+        if isinstance(literal, list | tuple):
+            literal = ",".join(map(str, literal))
+        return f"{flag} {shlex.quote(str(literal))}"
 
     return show
 
@@ -92,7 +117,7 @@ def show_as_option(command: click.Command | None) -> ShowParameter:
 def error_line(error: XRetrieveError) -> str:
     """``error``'s message for the command running now: the parameters it names shown as that
     command's options."""
-    context = click.get_current_context(silent=True)
+    context = _current_context()
     return error.render(show_as_option(context.command if context is not None else None))
 
 

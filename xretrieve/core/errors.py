@@ -26,6 +26,12 @@ def python_parameter(name: str, value: str | None) -> str:
     return name if value is None else f"{name}={value}"
 
 
+def parameters_named(template: str) -> tuple[str, ...]:
+    """The parameters ``template`` (a message the library writes, no user text in it) names as
+    ``{name}`` or ``{name=value}``, in order, each once."""
+    return tuple(dict.fromkeys(match.group(1) for match in _PARAMETER.finditer(template)))
+
+
 def fill_parameters(template: str, arguments: Sequence[str], show: ShowParameter) -> str:
     """``template`` with each ``{name}``/``{name=value}`` of a name in ``arguments`` written by
     ``show``; other braces (quoted user text, config syntax) stay as they are."""
@@ -52,10 +58,15 @@ class XRetrieveError(Exception):
     Ray actor or task reaches the driver as itself (``ray_cluster.get_result``). Python's own
     pickling would call ``cls(*self.args)``, which fails for ``InputError(path, message)``.
 
-    ``arguments``: the parameters the message names (see the module doc); empty for a message
-    that names none."""
+    ``arguments``: the parameters the message names as ``{name}`` (see the module doc); none by
+    default."""
 
     arguments: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, arguments: Sequence[str] = ()) -> None:
+        super().__init__(*args)
+        if arguments:
+            self.arguments = tuple(arguments)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (type(self), self.args, self.__dict__)
@@ -87,12 +98,16 @@ class InputError(XRetrieveError):
         self.path = Path(path) if path is not None else None
         self.line = line
         self.detail = message
-        if arguments:
-            self.arguments = tuple(arguments)
-        where = ""
-        if self.path is not None:
-            where = f"{self.path}:{line}: " if line is not None else f"{self.path}: "
-        super().__init__(f"{where}{message}")
+        super().__init__(f"{self._where()}{message}", arguments=arguments)
+
+    def _where(self) -> str:
+        if self.path is None:
+            return ""
+        return f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
+
+    def render(self, show: ShowParameter = python_parameter) -> str:
+        # The path is the user's: a "{name}" in it is not a parameter.
+        return self._where() + fill_parameters(self.detail, self.arguments, show)
 
 
 class MissingDependencyError(XRetrieveError):
@@ -110,10 +125,16 @@ class ArgumentError(XRetrieveError):
     {tgt_file}"). ``others``: further parameters the detail names as ``{name}``."""
 
     def __init__(self, argument: str, detail: str, *, others: Sequence[str] = ()) -> None:
-        super().__init__(argument, detail)
+        super().__init__(argument, detail, arguments=(argument, *others))
         self.argument = argument
         self.detail = detail
-        self.arguments = (argument, *others)
+
+    @classmethod
+    def from_template(cls, template: str) -> ArgumentError:
+        """Arguments that do not fit together, as ``template`` (the library's own text, no user
+        text in it) names them: ``{name}`` each; the first named is ``argument``."""
+        names = parameters_named(template)
+        return cls(names[0], template, others=names[1:])
 
     def template(self) -> str:
         if any(match.group(1) == self.argument for match in _PARAMETER.finditer(self.detail)):

@@ -244,7 +244,8 @@ def _previous_shards(
             directory,
             "holds shards embedded with other settings ("
             + "; ".join(differences)
-            + "): rerun with the same arguments to resume, or pass --overwrite to start again",
+            + "): rerun with the same arguments to resume, or pass {overwrite=True} to start again",
+            arguments=("overwrite",),
         )
     return _verified(directory, manifest.shards), manifest
 
@@ -269,7 +270,7 @@ class RayEmbedder:
         self,
         spec: EncoderSpec,
         input_path: Path,
-        directory: Path,
+        out: Path,
         *,
         shard_lines: int = DEFAULT_SHARD_LINES,
         out_dtype: OutputDtype = OutputDtype.FP32,
@@ -277,11 +278,12 @@ class RayEmbedder:
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
     ) -> ShardedEmbedResult:
-        """Embed ``input_path`` into shard files in ``directory`` (see the module docstring)."""
+        """Embed ``input_path`` into shard files in the directory ``out`` (see the module
+        docstring)."""
         progress = progress or no_progress
         input_path, model_path = Path(input_path), resolve_model(spec.model).path
         directory = check_output_path(
-            directory, directory=True, inputs=[input_path, model_path], owner=SHARDS_OUTPUT
+            out, directory=True, inputs=[input_path, model_path], owner=SHARDS_OUTPUT
         )
         scan = scan_input(input_path, shard_lines)
         settings = ShardSettings(

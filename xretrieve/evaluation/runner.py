@@ -121,7 +121,7 @@ def default_encoder_factory(
 
 
 def parse_layers(spec: str | None) -> LayerSpec:
-    """``--layers`` of ``evaluate``: ``parse_layer_spec`` ("all", "8,12,-1", None/"")."""
+    """The ``layers`` text of ``evaluate``: ``parse_layer_spec`` ("all", "8,12,-1", None/"")."""
     return parse_layer_spec(spec)
 
 
@@ -342,8 +342,9 @@ def _check_run_settings(out_dir: Path, recorded: dict | None, scoring: ScoringSe
     if recorded is not None and recorded != scoring.to_json():
         raise InputError(
             out_dir,
-            f"holds results scored with other settings ({recorded}); use a new --out "
+            f"holds results scored with other settings ({recorded}); use a new {{out_dir}} "
             "directory, or the same settings to resume",
+            arguments=("out_dir",),
         )
 
 
@@ -387,13 +388,17 @@ def _task_languages(
                 f"{', '.join(task.name for task in tasks)}",
             )
     if not units:
-        raise InputError(data_dir, _no_data_message(config, tasks))
+        raise InputError(data_dir, _no_data_message(config, tasks), arguments=_SAMPLE_ARGUMENTS)
     return units
 
 
+# The parameters ``_no_data_message`` names.
+_SAMPLE_ARGUMENTS = ("data_dir", "out_dir", "tasks", "bucc_tune_split", "bucc_eval_split")
+
+
 def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> str:
-    """Where each task's files are looked for, where they come from, and the command that
-    evaluates the same models on the bundled BUCC sample."""
+    """Where each task's files are looked for, where they come from, and the settings (the
+    command, for the CLI) that evaluate the same models on the bundled BUCC sample."""
     import shlex
 
     from xretrieve.mining.bitext import SAMPLE_SPLIT, sample_data_dir
@@ -401,20 +406,23 @@ def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> s
     scoring = config.scoring
     wanted = {
         "bucc": "BUCC 2018 (comparable.limsi.fr/bucc2018) as bucc2018/{xx}-en.{split}.{xx,en,gold} "
-        f"with --tune-split {scoring.bucc_tune_split} and --eval-split {scoring.bucc_eval_split}",
+        f"with {{bucc_tune_split={scoring.bucc_tune_split!r}}} and "
+        f"{{bucc_eval_split={scoring.bucc_eval_split!r}}}",
         "tatoeba": "Tatoeba (XTREME's copy of LASER's) as tatoeba/tatoeba.{xxx}-eng.{xxx,eng}",
         "image-text": "image-text as image_text/images.npy, image_ids.txt, captions.{lang}.jsonl",
     }
     looked_for = "; ".join(wanted.get(task.name, task.name) for task in tasks)
     models = " ".join(shlex.quote(model) for model in config.models)
-    sample = shlex.quote(str(sample_data_dir()))
+    sample = str(sample_data_dir())
     return (
         f"no data for tasks {', '.join(task.name for task in tasks)} in this directory; evaluate "
         f"reads {looked_for}. google-research/xtreme's scripts/download_data.sh leaves bucc2018/ "
-        "and tatoeba/ in its download/ folder: give that folder as --data-dir (its BUCC splits "
-        "are dev, with gold, and test, without: pass --tune-split dev --eval-split dev). To try "
-        f"evaluate on the bundled de-en sample: xretrieve evaluate {models} --data-dir {sample} "
-        f"--out evaluate-sample --tasks bucc --tune-split {SAMPLE_SPLIT} --eval-split {SAMPLE_SPLIT}"
+        "and tatoeba/ in its download/ folder: give that folder as {data_dir} (its BUCC splits "
+        "are dev, with gold, and test, without: pass {bucc_tune_split='dev'} "
+        "{bucc_eval_split='dev'}). To try evaluate on the bundled de-en sample: xretrieve "
+        f"evaluate {models} {{data_dir={sample!r}}} {{out_dir='evaluate-sample'}} "
+        f"{{tasks=('bucc',)}} {{bucc_tune_split={SAMPLE_SPLIT!r}}} "
+        f"{{bucc_eval_split={SAMPLE_SPLIT!r}}}"
     )
 
 
@@ -670,6 +678,7 @@ def evaluate(
     check_output_path(
         out_dir,
         directory=True,
+        option="out_dir",
         inputs=_input_paths(config, cache_root),
         owner=RESULTS_OUTPUT,
     )

@@ -116,7 +116,7 @@ def shards_disowns(directory: Path) -> str | None:
     """None when the non-empty ``directory`` was written by ``embed --ray`` and holds only what
     it writes, else why not. The ``OutputOwner`` of ``embed --ray --out``."""
     if not is_shards_directory(directory):
-        return f"no embed --ray {MANIFEST_NAME}"
+        return f"no {MANIFEST_NAME} of embedding shards"
     foreign = sorted(
         entry.name
         for entry in Path(directory).iterdir()
@@ -125,12 +125,13 @@ def shards_disowns(directory: Path) -> str | None:
     if foreign:
         return (
             f"it also holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
-            "which embed --ray does not write"
+            "which embedding shards do not include"
         )
     return None
 
 
-SHARDS_OUTPUT = OutputOwner("embed --ray", shards_disowns)
+# Named by the embedding on Ray that writes it (``RayEmbedder``; the CLI's ``embed --ray``).
+SHARDS_OUTPUT = OutputOwner("embed {ray=True}", shards_disowns, arguments=("ray",))
 
 
 def remove_shards(directory: Path) -> None:
@@ -191,12 +192,12 @@ def verified_shards(directory: Path) -> list[SourceFile]:
     manifest = read_shards_manifest(directory)
     path = directory / MANIFEST_NAME
     if manifest is None:
-        raise InputError(directory, f"no {MANIFEST_NAME}: not a directory written by embed --ray")
+        raise InputError(directory, f"no {MANIFEST_NAME}: not a directory of embedding shards")
     if not manifest.complete:
         raise InputError(
             directory,
             f"only {len(manifest.shards)} of {manifest.n_shards} shards are finished: "
-            "rerun the same embed --ray command to complete it",
+            "rerun the embedding that wrote it, with the same arguments, to complete it",
         )
     settings, files, line = manifest.settings, [], 0
     for position, entry in enumerate(manifest.shards):
@@ -219,7 +220,8 @@ def verified_shards(directory: Path) -> list[SourceFile]:
         digest = file_sha256(shard)
         if digest != entry.sha256:
             raise InputError(
-                shard, f"SHA-256 differs from {MANIFEST_NAME}'s record (changed since embed --ray)"
+                shard,
+                f"SHA-256 differs from {MANIFEST_NAME}'s record (changed since it was written)",
             )
         files.append(SourceFile(shard, digest))
         line += entry.lines

@@ -112,8 +112,9 @@ def build_lock(out_dir: Path) -> Iterator[None]:
         except (Timeout, _Replaced):
             raise InputError(
                 out_dir,
-                f"another index build of this --out is running (it holds {path.name}): wait "
-                "for it to finish, or choose another --out",
+                f"another index build of this {{out_dir}} is running (it holds {path.name}): "
+                "wait for it to finish, or choose another {out_dir}",
+                arguments=("out_dir",),
             ) from None
         except OSError as error:
             raise InputError(path, f"cannot create the build's lock file: {error}") from None
@@ -200,7 +201,7 @@ def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> Parti
         logger.warning(
             "discarding the partial build in %s (%s)",
             directory,
-            "--no-resume" if not resume else "other settings or changed sources",
+            "resume=False" if not resume else "other settings or changed sources",
         )
         _clear(directory)
     directory.mkdir(parents=True, exist_ok=True)

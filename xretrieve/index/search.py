@@ -309,7 +309,8 @@ def search_direction(
         raise XRetrieveError(
             f"{stage}: the index found fewer than k={k} neighbours for {short} of "
             f"{ids.shape[0]} queries (nprobe={database.nprobe(config.nprobe)}); raise "
-            "--nprobe or lower --k"
+            "{nprobe} or lower {k}",
+            arguments=("nprobe", "k"),
         )
     if not config.rescore:
         return sims, ids

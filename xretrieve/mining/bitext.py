@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ArgumentError, XRetrieveError
 from xretrieve.core.progress import ProgressCallback
 from xretrieve.core.settings import ThresholdSource
 from xretrieve.formats import Corpus
@@ -156,23 +156,27 @@ class MiningInputs:
 
 
 def read_inputs(request: MineRequest) -> MiningInputs:
-    """The texts of ``request`` (see ``MineRequest``); ``XRetrieveError`` for flags that do not
+    """The texts of ``request`` (see ``MineRequest``); ``ArgumentError`` for fields that do not
     fit together, ``InputError`` for bad files."""
     from xretrieve.formats import read_bucc_gold, read_bucc_split, read_corpus
 
     src_file, tgt_file, data_dir = request.src_file, request.tgt_file, request.data_dir
     if src_file is not None or tgt_file is not None:
         if src_file is None or tgt_file is None:
-            raise XRetrieveError("give both --src-file and --tgt-file")
+            raise ArgumentError.from_template("give both {src_file} and {tgt_file}")
         if data_dir is not None:
-            raise XRetrieveError("give either --src-file/--tgt-file or --data-dir, not both")
+            raise ArgumentError.from_template(
+                "give either {src_file}/{tgt_file} or {data_dir}, not both"
+            )
         src, tgt = read_corpus(src_file), read_corpus(tgt_file)
         gold = read_bucc_gold(request.gold_file, src, tgt) if request.gold_file else None
         return MiningInputs(src, tgt, gold, None, f"{src_file.name} - {tgt_file.name}")
     if data_dir is None:
         _check_bundled(request)
     if request.tgt_lang != "en":
-        raise XRetrieveError("the BUCC layout pairs a language with English: use --tgt en")
+        raise ArgumentError.from_template(
+            "the BUCC layout pairs a language with English: use {tgt_lang='en'}"
+        )
     root = data_dir if data_dir is not None else sample_data_dir()
     split = request.split if data_dir is not None else SAMPLE_SPLIT
     bucc = read_bucc_split(root, request.src_lang, split)
@@ -181,19 +185,20 @@ def read_inputs(request: MineRequest) -> MiningInputs:
 
 
 def _check_bundled(request: MineRequest) -> None:
-    """Without --src-file/--tgt-file and --data-dir the bundled sample is mined: it must exist
-    for the pair, and precomputed embeddings cannot be of it."""
+    """Without ``src_file``/``tgt_file`` and ``data_dir`` the bundled sample is mined: it must
+    exist for the pair, and precomputed embeddings cannot be of it."""
     if request.src_emb is not None or request.tgt_emb is not None:
-        raise XRetrieveError(
-            "--src-emb/--tgt-emb need the texts they embed: give --src-file/--tgt-file "
-            "(or --data-dir DIR --split S)"
+        raise ArgumentError.from_template(
+            "{src_emb}/{tgt_emb} need the texts they embed: give {src_file}/{tgt_file} "
+            "(or {data_dir} DIR {split} S)"
         )
     if (request.src_lang, request.tgt_lang) not in BUNDLED_PAIRS:
         bundled = ", ".join(f"{src}-{tgt}" for src, tgt in BUNDLED_PAIRS)
         raise XRetrieveError(
             f"no bundled sample for {request.src_lang}-{request.tgt_lang} (only {bundled} is "
-            "bundled): give your sentences with --src-file SRC.txt --tgt-file TGT.txt, or a "
-            "BUCC-layout directory with --data-dir DIR --split S"
+            "bundled): give your sentences with {src_file} SRC.txt {tgt_file} TGT.txt, or a "
+            "BUCC-layout directory with {data_dir} DIR {split} S",
+            arguments=("src_file", "tgt_file", "data_dir", "split"),
         )
 
 
@@ -205,7 +210,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
 
     _check_request(request)
     if request.out is not None:
-        # Before any reading or embedding; an --out that is an input would be emptied.
+        # Before any reading or embedding; an output that is an input would be emptied.
         check_output_path(request.out, inputs=request_inputs(request))
     inputs = read_inputs(request)
     config = request.config
@@ -258,7 +263,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
 def request_inputs(request: MineRequest) -> list[Path]:
     """Every file or directory ``request`` reads (sentence, gold and embedding files, the BUCC
     files of the mined and tuning splits and their mirrors under ``emb_dir``, the indexes, a
-    model directory), for the output guard: ``--out`` may be none of them."""
+    model directory), for the output guard: ``out`` may be none of them."""
     from xretrieve.formats.bucc import bucc_paths
     from xretrieve.formats.embeddings import embedding_path
 
@@ -294,37 +299,43 @@ def _check_request(request: MineRequest) -> None:
         or request.tune_split is not None
         or request.text_prefix is not None
     ):
-        raise XRetrieveError(
-            "--src-index/--tgt-index replace --src-emb/--tgt-emb, --model, --text-prefix, "
-            "--emb-dir and --tune-split: give only the indexes (and --threshold)"
+        raise ArgumentError.from_template(
+            "{indexes} replace {src_emb}/{tgt_emb}, {model}, {text_prefix}, {emb_dir} and "
+            "{tune_split}: give only the indexes (and {threshold})"
         )
     if request.threshold is not None and request.tune_split is not None:
-        raise XRetrieveError("give either --threshold or --tune-split, not both")
+        raise ArgumentError.from_template("give either {threshold} or {tune_split}, not both")
     if request.tune_split is not None and request.data_dir is None:
-        raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
+        raise ArgumentError.from_template("{tune_split} reads DIR's gold: give {data_dir}")
     if request.tune_split is not None and request.src_emb is not None and request.emb_dir is None:
-        raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+        raise ArgumentError.from_template(
+            "{tune_split} needs embeddings of the tuning split: give {emb_dir}"
+        )
     if (
         request.text_prefix is not None
         and request.model is None
         and (request.src_emb is not None or request.emb_dir is not None)
     ):
-        raise XRetrieveError("--text-prefix applies to --model, not to precomputed embeddings")
+        raise ArgumentError.from_template(
+            "{text_prefix} applies to {model}, not to precomputed embeddings"
+        )
 
 
 def _embed_inputs(
     inputs: MiningInputs, request: MineRequest, progress: ProgressCallback | None
 ) -> tuple[np.ndarray, np.ndarray, EmbeddingSource | None]:
-    """Source and target embeddings, and the source they came from (None for --src/tgt-emb),
-    so that a tuning split is embedded by the same, already loaded, encoder."""
+    """Source and target embeddings, and the source they came from (None for ``src_emb`` and
+    ``tgt_emb``), so that a tuning split is embedded by the same, already loaded, encoder."""
     from xretrieve.formats import read_embeddings
     from xretrieve.mining.sources import embed_pair, embedding_source
 
     if request.src_emb is not None or request.tgt_emb is not None:
         if request.src_emb is None or request.tgt_emb is None:
-            raise XRetrieveError("give both --src-emb and --tgt-emb")
+            raise ArgumentError.from_template("give both {src_emb} and {tgt_emb}")
         if request.model is not None:
-            raise XRetrieveError("give either --model or --src-emb/--tgt-emb, not both")
+            raise ArgumentError.from_template(
+                "give either {model} or {src_emb}/{tgt_emb}, not both"
+            )
         src_matrix = read_embeddings(request.src_emb, rows=len(inputs.src))
         tgt_matrix = read_embeddings(request.tgt_emb, rows=len(inputs.tgt), dim=src_matrix.shape[1])
         return src_matrix, tgt_matrix, None
