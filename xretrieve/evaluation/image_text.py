@@ -18,13 +18,13 @@ space (a checkpoint trained with the image-text task exports its projection head
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import iter_jsonl, open_matrix
 from xretrieve.formats import Corpus, read_lines
 from xretrieve.knn.exact import knn, l2_normalize
 
@@ -72,16 +72,7 @@ def read_image_gallery(data_dir: Path | str) -> tuple[tuple[str, ...], np.ndarra
         if image_id in seen:
             raise InputError(ids_path, f"duplicate image id {image_id!r}", number)
         seen[image_id] = number
-    try:
-        features = np.load(features_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(features_path, "image features file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(features_path, f"not a readable .npy array ({error})") from None
-    if features.ndim != 2 or not np.issubdtype(features.dtype, np.floating):
-        raise InputError(
-            features_path, f"expected a 2-D float matrix, found {features.dtype} {features.shape}"
-        )
+    features = open_matrix(features_path, kind="image features")
     if features.shape[0] != len(ids):
         raise InputError(
             features_path, f"has {features.shape[0]} rows but {ids_path} lists {len(ids)} ids"
@@ -97,13 +88,7 @@ def read_image_text(data_dir: Path | str, lang: str) -> ImageTextData:
     row_of = {image_id: row for row, image_id in enumerate(image_ids)}
     texts: list[str] = []
     rows: list[int] = []
-    for number, line in enumerate(read_lines(captions_path), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(captions_path, f"invalid JSON: {error.msg}", number) from None
-        if not isinstance(record, dict):
-            raise InputError(captions_path, "expected a JSON object", number)
+    for number, record in iter_jsonl(captions_path):
         image_id, caption = record.get("image_id"), record.get("caption")
         if not isinstance(image_id, (str, int)) or not isinstance(caption, str):
             raise InputError(
@@ -113,6 +98,8 @@ def read_image_text(data_dir: Path | str, lang: str) -> ImageTextData:
             raise InputError(captions_path, f"unknown image id {image_id!r}", number)
         texts.append(caption)
         rows.append(row_of[str(image_id)])
+    if not texts:
+        raise InputError(captions_path, "empty file")
     return ImageTextData(
         lang=lang,
         captions=Corpus(path=captions_path, texts=tuple(texts), ids=None),

@@ -38,6 +38,7 @@ from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.readers import read_json_object
 from xretrieve.core.settings import (
     Backend,
     Device,
@@ -247,8 +248,8 @@ def _plan_checkpoint(
     info_path = source.path / PROJECTION_INFO
     if info_path.is_file():
         try:
-            trained_layer = int(json.loads(info_path.read_text(encoding="utf-8")).get("layer", -1))
-        except (ValueError, TypeError, AttributeError) as error:
+            trained_layer = int(read_json_object(info_path).get("layer", -1))
+        except (ValueError, TypeError) as error:
             raise InputError(info_path, f"not a valid projection description: {error}") from None
         projection_layer = resolve_layers((trained_layer,), num_layers)[0]
         projection_store_id = f"{checkpoint_hash}-{_settings_id({**settings, 'projection': True})}"
@@ -326,11 +327,9 @@ def _read_run_settings(out_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        previous = None
-    if not isinstance(previous, dict):
-        logger.warning("%s is not valid JSON; rows record their own settings", path)
+        previous = read_json_object(path)
+    except InputError as error:
+        logger.warning("%s; rows record their own settings", error)
         return None
     previous.pop("data", None)
     return previous

@@ -14,7 +14,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.integrity import file_sha256
 from xretrieve.core.outputs import OutputOwner
-from xretrieve.formats.embeddings import map_npy
+from xretrieve.core.readers import open_npy, read_json_object
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "xretrieve-embedding-shards"
@@ -97,8 +97,8 @@ def is_shards_directory(path: Path) -> bool:
     if not manifest.is_file():
         return False
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_json_object(manifest).get("format") == FORMAT
+    except InputError:
         return False
 
 
@@ -147,8 +147,8 @@ def read_shards_manifest(directory: Path) -> ShardsManifest | None:
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         return None
+    data = read_json_object(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise InputError(path, f"not an embedding-shards manifest ({FORMAT} v{VERSION})")
         settings = dict(data["settings"])
@@ -211,7 +211,7 @@ def verified_shards(directory: Path) -> list[SourceFile]:
                 f"has {shard.stat().st_size} bytes, {MANIFEST_NAME} says {entry.bytes} "
                 "(truncated or replaced?)",
             )
-        shape = map_npy(shard).shape
+        shape = open_npy(shard).shape
         if shape[:1] != (entry.lines,) or shape[-1:] != (manifest.dim,):
             raise InputError(
                 shard,

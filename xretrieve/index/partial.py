@@ -32,6 +32,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write, replace_directory
 from xretrieve.core.integrity import file_matches
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import read_json_object
 from xretrieve.index.manifest import ShardRecord, is_index_file
 
 logger = logging.getLogger(__name__)
@@ -158,8 +159,8 @@ class PartialBuild:
         if not record_path.is_file():
             return None
         try:
-            record = ShardRecord(**json.loads(record_path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError):
+            record = ShardRecord(**read_json_object(record_path))
+        except (InputError, TypeError):
             return None
         complete = file_matches(self.directory / record.file, record.bytes, record.sha256)
         return record if complete else None
@@ -187,8 +188,8 @@ def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> Parti
     settings_path = directory / SETTINGS
     if directory.exists():
         try:
-            previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            previous = read_json_object(settings_path)
+        except InputError:
             previous = None
         if resume and previous == settings:
             partial = PartialBuild(directory)
