@@ -34,7 +34,13 @@ from xretrieve.core.progress import ProgressCallback
 from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker
 from xretrieve.core.ray_cluster import ray_module as _ray
 from xretrieve.index.manifest import ShardRecord
-from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
+from xretrieve.index.search import (
+    OpenIndex,
+    SearchConfig,
+    SearchRequest,
+    ShardSearcher,
+    query_blocks,
+)
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
 
@@ -121,20 +127,12 @@ class RaySearch:
             self.started = False
 
     def __call__(
-        self,
-        database: OpenIndex,
-        queries: EmbeddingRows,
-        query_rows: np.ndarray,
-        k: int,
-        allowed: np.ndarray | None,
-        config: SearchConfig,
-        progress: ProgressCallback,
-        stage: str,
+        self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
         try:
-            self._start_pool(database, allowed, config)
-            return self._search(queries, query_rows, k, config, progress, stage)
+            self._start_pool(request.database, request.allowed, request.config)
+            return self._search(request, progress)
         finally:
             for x in self.actors:
                 ray.kill(x)
@@ -179,22 +177,17 @@ class RaySearch:
         get_result(started, "a shard actor", self.max_restarts)
 
     def _search(
-        self,
-        queries: EmbeddingRows,
-        query_rows: np.ndarray,
-        k: int,
-        config: SearchConfig,
-        progress: ProgressCallback,
-        stage: str,
+        self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
-        blocks = query_blocks(query_rows, config.block_rows)
+        query_rows, k, stage = request.query_rows, request.k, request.stage
+        blocks = query_blocks(query_rows, request.config.block_rows)
         sims = np.empty((query_rows.size, k), dtype=np.float32)
         ids = np.empty((query_rows.size, k), dtype=np.int64)
         pending: list[tuple[int, int, list]] = []
         progress(stage, 0, len(blocks))
         for done, (a, b) in enumerate(blocks, start=1):
-            block_ref = ray.put(queries.rows(query_rows[a:b]))
+            block_ref = ray.put(request.queries.rows(query_rows[a:b]))
             pending.append((a, b, [x.search.remote(block_ref, k) for x in self.actors]))
             if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
                 while pending:
