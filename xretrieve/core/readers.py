@@ -43,22 +43,32 @@ def _kind_of(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def read_json_object(path: Path | str) -> dict[str, Any]:
-    """The JSON object in ``path`` (UTF-8, a leading BOM allowed). ``InputError`` naming the file
-    when it is missing or unreadable, not UTF-8, not valid JSON (the line of the error; NaN and
-    Infinity are refused, as JSON has no such numbers), or holds something else than an
-    object."""
+def read_bytes(path: Path | str) -> bytes:
+    """The bytes of the file ``path``; ``InputError`` naming it when it is missing, a directory
+    or unreadable."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, "file not found") from None
     except IsADirectoryError:
         raise InputError(path, "is a directory, expected a file") from None
     except OSError as error:
         raise InputError(path, f"cannot read: {error.strerror or error}") from None
+
+
+def read_json_object(path: Path | str) -> dict[str, Any]:
+    """The JSON object in ``path`` (UTF-8, a leading BOM allowed). ``InputError`` naming the file
+    when it is missing or unreadable, not UTF-8, not valid JSON (the line of the error; NaN and
+    Infinity are refused, as JSON has no such numbers), or holds something else than an
+    object."""
+    path = Path(path)
+    data = read_bytes(path)
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise InputError(path, f"not UTF-8 text ({error.reason})") from None
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(path, f"invalid UTF-8 ({error.reason})", line) from None
     try:
         payload = _parse_json(text)
     except ValueError as error:
@@ -131,7 +141,7 @@ def _npy_error(path: Path, error: Exception) -> InputError:
             "not a readable .npy file: it does not start with the .npy header (a text or "
             "other file?); write embeddings with numpy.save or 'xretrieve embed'",
         )
-    if "pickled" in str(error):
+    if "pickled" in str(error) or "Python objects" in str(error):
         return InputError(path, "holds Python objects (a pickled object array), not numbers")
     return InputError(path, f"not a readable .npy array ({error})")
 
