@@ -119,6 +119,9 @@ class RaySearch:
         self.max_restarts = max_restarts
         self.start_timeout = start_timeout
         self.actors: list = []
+        # The allowed rows in Ray's object store, held while the pool lives: a restarted actor
+        # reads them again, and Ray frees an object once the driver drops its last reference.
+        self._allowed_ref = None
 
     def close(self) -> None:
         """Shut Ray down if this object started it."""
@@ -136,7 +139,7 @@ class RaySearch:
         finally:
             for x in self.actors:
                 ray.kill(x)
-            self.actors = []
+            self.actors, self._allowed_ref = [], None
 
     def _start_pool(
         self, database: OpenIndex, allowed: np.ndarray | None, config: SearchConfig
@@ -152,10 +155,10 @@ class RaySearch:
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )
-        allowed_ref = ray.put(allowed)
+        self._allowed_ref = ray.put(allowed)
         directory = str(database.directory)
         self.actors = [
-            actor.remote(directory, shards[i::size], config.nprobe, allowed_ref)
+            actor.remote(directory, shards[i::size], config.nprobe, self._allowed_ref)
             for i in range(size)
         ]
         started, _ = ray.wait(
