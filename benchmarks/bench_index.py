@@ -119,7 +119,7 @@ def run_recall(args: argparse.Namespace, work: Path) -> dict:
     manifest = build_index([work / "tgt.npy"], work / "index", config, progress=clock)
     build_seconds = time.perf_counter() - t0
     index = open_index(work / "index")
-    from xretrieve.index.search import search_direction
+    from xretrieve.index.search import SearchRequest, search_direction
     from xretrieve.index.sources import EmbeddingRows
 
     queries = EmbeddingRows([work / "src.npy"])
@@ -132,10 +132,8 @@ def run_recall(args: argparse.Namespace, work: Path) -> dict:
                 nprobe=nprobe, block_rows=4096, rescore=rescore, candidate_factor=factor
             )
             t0 = time.perf_counter()
-            sims, ids = search_direction(
-                index, queries, query_rows, k, None, search, search_in_process,
-                lambda *a: None, "search",
-            )  # fmt: skip
+            request = SearchRequest(index, queries, query_rows, k, None, search, "search")
+            sims, ids = search_direction(request, search_in_process)
             search_seconds = time.perf_counter() - t0
             overlap = np.mean(
                 [

@@ -3,7 +3,8 @@ graph optimisation, fp16 conversion, validation against torch and a manifest.
 
 Names load lazily (PEP 562) so that ``import exporters`` does not import torch or onnxruntime:
 
-- ``ExportConfig``, ``Pooling``, ``Dtype``, ``DEFAULT_OPSET``, ``resolve_layers`` (exporters.config)
+- ``ExportConfig``, ``DEFAULT_OPSET``, ``resolve_layers`` (exporters.config); ``Pooling``, ``Dtype``
+  (xretrieve.core.settings: the library's one vocabulary of settings)
 - ``load_checkpoint``, ``PooledEncoder``, ``pool_hidden_states`` (exporters.wrapper; imports torch)
 - ``export_checkpoint`` (exporters.onnx_export)
 - ``optimize_graph``, ``quantize_int8``, ``convert_to_packed``, ``FusionError`` (exporters.optimize)
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "DEFAULT_OPSET": "exporters.config",
-    "Dtype": "exporters.config",
+    "Dtype": "xretrieve.core.settings",
     "ExportConfig": "exporters.config",
-    "Pooling": "exporters.config",
+    "Pooling": "xretrieve.core.settings",
     "resolve_layers": "exporters.config",
     "SUPPORTED_MODEL_TYPES": "exporters.checkpoint",
     "read_checkpoint_config": "exporters.checkpoint",
@@ -82,13 +83,14 @@ if TYPE_CHECKING:
         num_hidden_layers,
         read_checkpoint_config,
     )
-    from exporters.config import DEFAULT_OPSET, Dtype, ExportConfig, Pooling, resolve_layers
+    from exporters.config import DEFAULT_OPSET, ExportConfig, resolve_layers
     from exporters.dtype_choice import DtypeChoice, choose_cpu_dtype, read_parallel_set
     from exporters.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
     from exporters.onnx_export import export_checkpoint
     from exporters.optimize import FusionError, convert_to_packed, optimize_graph, quantize_int8
     from exporters.validate import ExportValidationError, ValidationReport, validate_export
     from exporters.wrapper import PooledEncoder, load_checkpoint, pool_hidden_states
+    from xretrieve.core.settings import Dtype, Pooling
 
 
 def __getattr__(name: str) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 
 # model_type -> attribute path of the ``nn.ModuleList`` of transformer layers. Only architectures
 # whose forward takes (input_ids, attention_mask) and records hidden_states per layer belong here.
@@ -19,16 +20,6 @@ LAYER_LISTS: dict[str, tuple[str, ...]] = {
     "distilbert": ("transformer", "layer"),
 }
 SUPPORTED_MODEL_TYPES = tuple(LAYER_LISTS)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InputError(path, "expected a JSON object")
-    return payload
 
 
 def _refuse_remote_code(path: Path, payload: dict[str, Any]) -> None:
@@ -50,11 +41,11 @@ def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
     config_path = checkpoint_dir / "config.json"
     if not config_path.is_file():
         raise InputError(checkpoint_dir, "no config.json: not a Hugging Face checkpoint directory")
-    config = _read_json(config_path)
+    config = read_json_object(config_path)
     _refuse_remote_code(config_path, config)
     tokenizer_config_path = checkpoint_dir / "tokenizer_config.json"
     if tokenizer_config_path.is_file():
-        _refuse_remote_code(tokenizer_config_path, _read_json(tokenizer_config_path))
+        _refuse_remote_code(tokenizer_config_path, read_json_object(tokenizer_config_path))
     model_type = config.get("model_type")
     if model_type not in LAYER_LISTS:
         raise InputError(
@@ -234,7 +225,7 @@ def _tensor_entry_problem(entry: Any, data_size: int) -> str | None:
 
 def _index_shards(index: Path) -> list[str]:
     """The shard files a ``model.safetensors.index.json`` names (its ``weight_map`` values)."""
-    weight_map = _read_json(index).get("weight_map")
+    weight_map = read_json_object(index).get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError(index, "expected a non-empty 'weight_map' object")
     shards = sorted({str(name) for name in weight_map.values()})
@@ -269,7 +260,7 @@ def read_projection_info(checkpoint_dir: Path, hidden_size: int) -> dict[str, An
             f"no projection head ({PROJECTION_WEIGHTS} + {PROJECTION_INFO}): only checkpoints "
             "trained with the image-text task have one",
         )
-    info = _read_json(info_path)
+    info = read_json_object(info_path)
     for key in ("in_dim", "out_dim"):
         if not isinstance(info.get(key), int) or info[key] < 1:
             raise InputError(

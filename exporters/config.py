@@ -1,38 +1,18 @@
-"""What an export computes and how it is stored: plain values, no heavy imports."""
+"""What an export computes and how it is stored: plain values, no heavy imports. ``Pooling``
+and ``Dtype`` are the library's (``xretrieve.core.settings``), re-exported here."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.settings import Dtype, Pooling, parse_dtype, parse_pooling
 
 # ONNX opset of exported graphs: 17 has LayerNormalization as one operator and is what ONNX
 # Runtime's transformer optimizer fuses (Attention, SkipLayerNormalization, BiasGelu).
 DEFAULT_OPSET = 17
-
-
-class Pooling(str, enum.Enum):
-    """How token vectors become one sentence vector."""
-
-    MEAN = "mean"  # mean over the tokens the attention mask keeps (padding excluded)
-    CLS = "cls"  # the first token's vector (<s> / [CLS])
-
-
-class Dtype(str, enum.Enum):
-    """Weights and compute precision of an exported graph (inputs and outputs stay int64/float32)."""
-
-    FP16 = "fp16"  # for the CUDA execution provider
-    FP32 = "fp32"  # for the CPU execution provider (and reference checks)
-    # fp32 graph whose MatMul weights are int8 (per output column) and whose activations are
-    # quantised per token, or with a scale calibrated at export where the operator takes one
-    # scale (``exporters.int8_activations``), for the CPU execution provider.
-    INT8 = "int8"
-    # Chosen at export: fp16 where a CUDA GPU is usable, else int8 when it keeps the held-out
-    # retrieval accuracy of fp32 (``exporters.dtype_choice``), else fp32. Never in a manifest.
-    AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -74,13 +54,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
-        for name, kind in (("pooling", Pooling), ("dtype", Dtype)):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                choices = ", ".join(member.value for member in kind)
-                raise XRetrieveError(f"{name} must be one of {choices}, not {value!r}") from None
+        object.__setattr__(self, "pooling", parse_pooling(self.pooling))
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype))
         if not self.layers:
             raise XRetrieveError("at least one layer is needed")
         if not 14 <= self.opset <= 23:

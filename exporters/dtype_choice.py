@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from exporters.config import Dtype
 from xretrieve.core.errors import InputError
-from xretrieve.core.settings import Device
+from xretrieve.core.settings import Device, Dtype
 
 logger = logging.getLogger(__name__)
 

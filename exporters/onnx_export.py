@@ -28,7 +28,7 @@ from exporters.checkpoint import (
     num_hidden_layers,
     read_checkpoint_config,
 )
-from exporters.config import Dtype, ExportConfig, resolve_layers
+from exporters.config import ExportConfig, resolve_layers
 from exporters.manifest import (
     EMBEDDINGS,
     FORMAT_VERSION,
@@ -45,6 +45,7 @@ from xretrieve.core.integrity import DIRECTORY_RECORD
 from xretrieve.core.outputs import OutputOwner
 from xretrieve.core.positions import usable_positions
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.settings import Dtype
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +88,11 @@ def export_checkpoint(
 
     checkpoint_dir = Path(checkpoint_dir).resolve()
     out_dir = check_output_path(
-        Path(out_dir), directory=True, inputs=[checkpoint_dir], owner=EXPORT_OUTPUT
+        Path(out_dir),
+        directory=True,
+        option="out_dir",
+        inputs=[checkpoint_dir],
+        owner=EXPORT_OUTPUT,
     )
     config = config or ExportConfig()
     report = progress or no_progress

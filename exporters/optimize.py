@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from exporters.config import Dtype
 from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.settings import Dtype
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ def optimize_graph(
                 f"the optimizer fused {attention} attention blocks for {layers_run} layers of a "
                 f"{model_type!r} model (fused operators: {fusion}); the graph would run unfused "
                 "and slow. A change in transformers' attention code can break fusion: export "
-                "with eager attention, or pass optimize=False (--no-optimize) to accept it"
+                "with eager attention, or pass {optimize=False} to accept it",
+                arguments=("optimize",),
             )
     else:
         model = OnnxModel(onnx.load(str(raw_path)))

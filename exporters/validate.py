@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from exporters.config import Dtype
 from exporters.manifest import (
     EMBEDDINGS,
     INPUT_NAMES,
@@ -25,7 +24,7 @@ from exporters.manifest import (
 )
 from xretrieve.core.devices import ort_cuda_available
 from xretrieve.core.errors import XRetrieveError
-from xretrieve.core.settings import Device, parse_device
+from xretrieve.core.settings import Device, Dtype, parse_device
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -167,9 +166,7 @@ def _check_signature(model_path: Path, manifest: Manifest) -> list[str]:
     return failures
 
 
-def open_session(
-    model_path: Path, device: Device | str = Device.CPU
-) -> onnxruntime.InferenceSession:
+def open_session(model_path: Path, device: Device = Device.CPU) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session on ``device`` (CPU or CUDA); CUDA falls back to the CPU
     execution provider where no GPU is usable (``session.get_providers()`` says which ran)."""
     import onnxruntime as ort
@@ -178,7 +175,7 @@ def open_session(
     # onnxruntime-gpu logs a warning when it falls back to the CPU; the providers list says it.
     options.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
-    if parse_device(device) is Device.CUDA and ort_cuda_available():
+    if device is Device.CUDA and ort_cuda_available():
         providers.insert(0, "CUDAExecutionProvider")
     return ort.InferenceSession(str(model_path), options, providers=providers)
 

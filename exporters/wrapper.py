@@ -25,8 +25,9 @@ from exporters.checkpoint import (
     read_checkpoint_config,
     read_projection_info,
 )
-from exporters.config import Pooling, resolve_layers
+from exporters.config import resolve_layers
 from xretrieve.core.errors import InputError
+from xretrieve.core.settings import Pooling, parse_pooling
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -202,13 +203,13 @@ class PooledEncoder(torch.nn.Module):
         self,
         model: torch.nn.Module,
         layers: tuple[int, ...],
-        pooling: Pooling,
+        pooling: Pooling | str,
         normalize: bool,
         projection: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.layers = resolve_layers(tuple(layers), model.config.num_hidden_layers)
-        self.pooling = Pooling(pooling)
+        self.pooling = parse_pooling(pooling)
         self.normalize = normalize
         self.encoder = _truncated(model, max(self.layers))
         self.head = _PoolNormalize(self.pooling, normalize, projection)

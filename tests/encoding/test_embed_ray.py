@@ -136,7 +136,9 @@ def test_other_settings_are_refused_unless_overwrite(
     out = tmp_path / "shards"
     embedder = RayEmbedder("local")
     embedder.run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=10)
-    with pytest.raises(InputError, match=r"other settings \(shard_lines: 10 -> 12\).*--overwrite"):
+    with pytest.raises(
+        InputError, match=r"other settings \(shard_lines: 10 -> 12\).*overwrite=True"
+    ):
         embedder.run(_spec(tiny_xlmr_checkpoint), text_file, out, shard_lines=12)
     changed = tmp_path / "changed.txt"
     changed.write_text("other\n", encoding="utf-8")
@@ -166,7 +168,7 @@ def test_a_foreign_non_empty_directory_is_refused(
     from xretrieve.encoding.distributed import RayEmbedder
 
     (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
-    with pytest.raises(InputError, match="not an earlier embed --ray output"):
+    with pytest.raises(InputError, match="not an earlier embed ray=True output"):
         RayEmbedder("local").run(_spec(tiny_xlmr_checkpoint), text_file, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 

@@ -12,7 +12,7 @@ import pytest
 from tiny_models import SAMPLE_SENTENCES
 
 import xretrieve.encoding.load as load_module
-from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
 from xretrieve.encoding import load_encoder, resolve_device
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable
@@ -170,10 +170,12 @@ def test_settings_parse_values_and_refuse_unknown_ones() -> None:
     assert parse_backend("torch") is Backend.TORCH and parse_backend(Backend.ORT) is Backend.ORT
     assert parse_device("cuda") is Device.CUDA
     with pytest.raises(
-        XRetrieveError, match="unknown backend 'tensorrt'; choose one of ort, torch"
+        ArgumentError, match="unknown backend 'tensorrt'; backend must be one of ort, torch"
     ):
         parse_backend("tensorrt")
-    with pytest.raises(XRetrieveError, match="unknown device 'tpu'; choose one of auto, cuda, cpu"):
+    with pytest.raises(
+        ArgumentError, match="unknown device 'tpu'; device must be one of auto, cuda, cpu"
+    ):
         resolve_device("tpu", "ort")
 
 
@@ -195,7 +197,7 @@ def test_auto_falls_back_to_cpu_when_ort_cannot_load_cuda(
     tiny_xlmr_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Pretend a GPU is visible: onnxruntime then cannot load its CUDA provider here.
-    monkeypatch.setattr(load_module, "resolve_device", lambda device, backend: Device.CUDA)
+    monkeypatch.setattr(load_module, "usable_device", lambda device, backend: Device.CUDA)
     encoder = load_encoder(tiny_xlmr_checkpoint, device="auto")
     assert encoder.provider == "CPUExecutionProvider"
     with pytest.raises(CudaProviderUnavailable):

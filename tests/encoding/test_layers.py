@@ -26,7 +26,7 @@ def test_parse_layer_indices(text, indices) -> None:
 
 @pytest.mark.parametrize("text", ["a,b", "1.5", "all"])
 def test_parse_layer_indices_rejects_non_integers(text) -> None:
-    with pytest.raises(InputError, match="--layers takes comma-separated integers"):
+    with pytest.raises(InputError, match="layers takes comma-separated integers"):
         parse_layer_indices(text)
 
 

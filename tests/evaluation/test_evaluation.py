@@ -12,7 +12,7 @@ import pytest
 from evaluation_data import FakeEncoder, make_dataset, write_image_text
 from tiny_models import make_tiny_checkpoint
 
-from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.encoding.layers import LayerSpec
 from xretrieve.evaluation import (
     JOSHI_CLASSES,
@@ -531,7 +531,9 @@ def test_config_parses_backend_and_device_and_refuses_unknown_ones(tmp_path: Pat
 
     config = EvaluationConfig(("m",), tmp_path, tmp_path / "out", backend="torch", device="cpu")
     assert config.backend is Backend.TORCH and config.device is Device.CPU
-    with pytest.raises(XRetrieveError, match="unknown device 'cuda:1'; choose one of auto"):
+    with pytest.raises(ArgumentError, match="unknown device 'cuda:1'; device must be one of auto"):
         EvaluationConfig(("m",), tmp_path, tmp_path / "out", device="cuda:1")
-    with pytest.raises(XRetrieveError, match="unknown backend 'onnx'; choose one of ort, torch"):
+    with pytest.raises(
+        ArgumentError, match="unknown backend 'onnx'; backend must be one of ort, torch"
+    ):
         EvaluationConfig(("m",), tmp_path, tmp_path / "out", backend="onnx")

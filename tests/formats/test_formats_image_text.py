@@ -68,7 +68,7 @@ def test_field_names_can_be_overridden(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("records", "message", "line"),
     [
-        (["{not json"], "invalid JSON", 1),
+        (["{not json"], "not valid JSON", 1),
         ([[1, 2]], "JSON object", 1),
         ([{"image_id": "a", "caption": 3}], "'caption' must be a string", 1),
         ([{"image_id": "a", "caption": "x"}, {"image_id": "z", "caption": "y"}], "unknown", 2),
@@ -108,7 +108,7 @@ def test_bad_galleries_are_refused_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="row 0 holds NaN"):
         read_image_gallery(features)
     np.save(features, np.array([1, 2]))
-    with pytest.raises(InputError, match="2-D float matrix"):
+    with pytest.raises(InputError, match=r"2-D \(rows, dim\) matrix"):
         read_image_gallery(features)
 
 

@@ -23,7 +23,7 @@ from xretrieve.index import (
 )
 from xretrieve.index.build import pq_subquantizers
 from xretrieve.index.manifest import MANIFEST, compatible_versions
-from xretrieve.index.search import search_direction, search_in_process
+from xretrieve.index.search import SearchRequest, search_direction, search_in_process
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import sort_topk
 from xretrieve.mining.corpus import mine_corpora
@@ -197,8 +197,11 @@ def neighbours_through_index(tmp_path: Path, factory: str, config: SearchConfig,
     np.save(tmp_path / "q.npy", queries)
     build_index([tmp_path / "db.npy"], tmp_path / "i", BuildConfig(factory=factory, seed=1))
     got = search_direction(
-        open_index(tmp_path / "i"), EmbeddingRows([tmp_path / "q.npy"]), np.arange(60), k,
-        None, config, search_in_process, lambda *a: None, "search",
+        SearchRequest(
+            open_index(tmp_path / "i"), EmbeddingRows([tmp_path / "q.npy"]), np.arange(60), k,
+            None, config, "search",
+        ),
+        search_in_process,
     )  # fmt: skip
     exact = np.argsort(-(queries @ database.T), axis=1, kind="stable")[:, :k]
     return got, exact
@@ -361,7 +364,7 @@ def test_too_few_neighbours_found_asks_for_a_larger_nprobe(tmp_path: Path) -> No
     _, tgt_files, _, _ = planted_pair(tmp_path, n=400, d=8)
     build_index(tgt_files, tmp_path / "t", BuildConfig(factory="IVF32,Flat"))
     index = open_index(tmp_path / "t")
-    with pytest.raises(XRetrieveError, match=r"fewer than k=100 .*nprobe=1\); raise --nprobe"):
+    with pytest.raises(XRetrieveError, match=r"fewer than k=100 .*nprobe=1\); raise nprobe"):
         mine_indexes(index, index, MiningConfig(k=100, device="cpu"), SearchConfig(nprobe=1))
 
 

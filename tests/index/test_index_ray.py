@@ -11,7 +11,7 @@ import pytest
 from test_index import planted_pair
 
 from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
-from xretrieve.index.search import search_direction, search_in_process
+from xretrieve.index.search import SearchRequest, search_direction, search_in_process
 from xretrieve.mining.margin import MiningConfig
 from xretrieve.mining.through_index import mine_indexes
 
@@ -66,12 +66,9 @@ def test_killed_actor_is_restarted_and_its_shard_redone(indexes) -> None:
             pids.append(ray.get(search.actors[0].pid.remote()))
 
     rows = np.arange(src.manifest.count)
-    got = search_direction(
-        tgt, src.rows, rows, 5, None, SEARCH, search, kill_first_actor, "forward"
-    )
-    want = search_direction(
-        tgt, src.rows, rows, 5, None, SEARCH, search_in_process, lambda *a: None, "forward"
-    )
+    request = SearchRequest(tgt, src.rows, rows, 5, None, SEARCH, "forward")
+    got = search_direction(request, search, kill_first_actor)
+    want = search_direction(request, search_in_process)
     assert len(pids) == 2 and pids[0] != pids[1]  # a new process holds shard 0
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
@@ -87,7 +84,7 @@ def test_unreachable_cluster_address_is_a_clear_error(monkeypatch) -> None:
         raise ConnectionError("Could not find any running Ray instance.")
 
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(XRetrieveError, match=r"cannot reach a Ray cluster at 'auto'.*--ray local"):
+    with pytest.raises(XRetrieveError, match=r"cannot reach a Ray cluster at 'auto'.*ray='local'"):
         connect("auto")
 
 

@@ -84,7 +84,7 @@ def test_text_under_several_ids_maps_to_no_id() -> None:
     rows = np.arange(3)
     mining = CorpusMining(rows, rows, rows, rows, pairs)
     candidates = id_candidates(mining, src, tgt)
-    assert candidates.src_row.tolist() == [2] and candidates.tgt_row.tolist() == [0]
+    assert candidates.src_index.tolist() == [2] and candidates.tgt_index.tolist() == [0]
     gold = frozenset({("s3", "t1"), ("s1", "t2")})
     assert gold_mask(candidates, gold, src, tgt).tolist() == [True]
 

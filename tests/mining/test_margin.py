@@ -206,3 +206,26 @@ def test_planted_pairs_are_mined_first() -> None:
     )
     assert top == {(i, i) for i in range(n_pairs)}
     assert pairs.score[n_pairs - 1] > 1.5 > pairs.score[n_pairs]
+
+
+def test_above_is_the_one_threshold_cut() -> None:
+    """``score >= threshold`` in float64: a threshold halfway between two float32 scores keeps
+    the higher one only (in float32 it would round onto one of them); an equal score is kept;
+    None keeps every pair. The BUCC counts cut the same way."""
+    from xretrieve.mining.gold import precision_recall_f1
+    from xretrieve.mining.margin import MinedPairs, at_or_above
+
+    high = np.float32(1.05)
+    low = np.nextafter(high, np.float32(0))
+    score = np.array([1.2, high, low, 0.9], dtype=np.float32)
+    pairs = MinedPairs(np.arange(4), np.arange(4)[::-1].copy(), score)
+    halfway = (float(high) + float(low)) / 2
+    assert np.float32(halfway) in (high, low)  # float32 cannot hold it
+    kept = pairs.above(halfway)
+    assert kept.score.tolist() == score[:2].tolist() and kept.tgt_index.tolist() == [3, 2]
+    assert len(pairs.above(float(low))) == 3  # equal is kept
+    assert pairs.above(None) is pairs and len(pairs.above(2.0)) == 0
+    assert at_or_above(score, halfway).tolist() == [True, True, False, False]
+    assert at_or_above(score, None).all()
+    correct = np.array([True, False, True, False])
+    assert precision_recall_f1(score, correct, 2, halfway)[3] == len(kept)

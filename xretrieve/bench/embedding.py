@@ -17,7 +17,7 @@ import numpy as np
 from xretrieve.bench.machine import MemoryPeak, _synchronize
 from xretrieve.core.errors import XRetrieveError
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
+from xretrieve.core.settings import Backend, Device, Dtype, parse_backend, parse_device, parse_dtype
 
 if TYPE_CHECKING:
     from xretrieve.encoding.ort_backend import OrtOptions
@@ -29,18 +29,20 @@ logger = logging.getLogger(__name__)
 BACKENDS = tuple(backend.value for backend in Backend)
 
 
-DTYPES = ("fp16", "fp32")
+# The dtypes a setting names (``xretrieve bench --dtypes``); AUTO too (an export's own).
+DTYPES = (Dtype.FP16.value, Dtype.FP32.value)
+_SETTING_DTYPES = (Dtype.AUTO, Dtype.FP16, Dtype.FP32)
 
 
 @dataclass(frozen=True)
 class EmbedSetting:
-    """One configuration to time: ``backend`` ort|torch, ``dtype`` fp16|fp32 (auto for an
-    export directory, which has its own), ``device`` auto|cpu|cuda, ``batch_tokens`` (bound on
-    batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only). ``backend``
-    and ``device`` take members or their values."""
+    """One configuration to time: ``backend`` ORT or TORCH, ``dtype`` FP16 or FP32 (AUTO for an
+    export directory, which has its own), ``device`` AUTO, CPU or CUDA, ``batch_tokens`` (bound
+    on batch size x padded length), ``ort_options`` (ONNX Runtime tuning, ort only).
+    ``backend``, ``dtype`` and ``device`` take members or their values."""
 
     backend: Backend
-    dtype: str
+    dtype: Dtype
     device: Device = Device.AUTO
     batch_tokens: int = 16384
     repeats: int = 1
@@ -48,6 +50,7 @@ class EmbedSetting:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", parse_backend(self.backend))
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype, allowed=_SETTING_DTYPES))
         object.__setattr__(self, "device", parse_device(self.device))
 
 
@@ -60,7 +63,7 @@ class EmbedResult:
     memory peak above the level at its start (None on the CPU)."""
 
     backend: Backend
-    dtype: str
+    dtype: Dtype
     device: Device
     provider: str
     batch_tokens: int
@@ -106,13 +109,13 @@ def bench_embedding(
     ``setting``, warm it up on up to 512 texts (kernels, arena, autotuning), then encode
     ``texts`` ``setting.repeats`` times and keep the fastest run. Progress: stage
     "embed <backend> <dtype> <batch_tokens>", done = sentences of the current run."""
-    from xretrieve.encoding import load_encoder, resolve_device
+    from xretrieve.encoding.load import load_encoder, usable_device
 
     if setting.repeats < 1 or not texts:
         raise XRetrieveError("need at least one repeat and one sentence to benchmark")
     progress = progress or no_progress
-    stage = f"embed {setting.backend.value} {setting.dtype} {setting.batch_tokens}"
-    device = resolve_device(setting.device, setting.backend)
+    stage = f"embed {setting.backend.value} {setting.dtype.value} {setting.batch_tokens}"
+    device = usable_device(setting.device, setting.backend)
     memory = MemoryPeak(cuda=device is Device.CUDA)
     try:
         encoder = load_encoder(

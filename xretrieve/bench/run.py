@@ -15,7 +15,15 @@ from xretrieve.bench.knn_margin import KnnMarginResult, bench_knn_margin, knn_me
 from xretrieve.bench.machine import machine_info
 from xretrieve.core.errors import XRetrieveError
 from xretrieve.core.progress import ProgressCallback
-from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend, parse_device
+from xretrieve.core.settings import (
+    Backend,
+    Device,
+    Dtype,
+    SourceKind,
+    parse_backend,
+    parse_device,
+    parse_dtype,
+)
 
 if TYPE_CHECKING:
     pass
@@ -34,7 +42,7 @@ class BenchConfig:
     texts: tuple[str, ...]
     corpus: Path | None = None
     backends: tuple[Backend, ...] = tuple(Backend)
-    dtypes: tuple[str, ...] = ("fp32",)
+    dtypes: tuple[Dtype, ...] = (Dtype.FP32,)
     batch_tokens: tuple[int, ...] = (16384,)
     device: Device = Device.AUTO
     repeats: int = 1
@@ -46,6 +54,8 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backends", tuple(map(parse_backend, self.backends)))
+        dtypes = tuple(parse_dtype(dtype, "dtypes") for dtype in self.dtypes)
+        object.__setattr__(self, "dtypes", dtypes)
         object.__setattr__(self, "device", parse_device(self.device))
 
 
@@ -121,7 +131,9 @@ def _rounded(values: dict[str, Any], digits: int = 4) -> dict[str, Any]:
 def embed_result_dict(result: EmbedResult) -> dict[str, Any]:
     """JSON-ready dict of one ``EmbedResult`` (floats rounded, settings as their values)."""
     values = asdict(result)
-    values.update(backend=result.backend.value, device=result.device.value)
+    values.update(
+        backend=result.backend.value, dtype=result.dtype.value, device=result.device.value
+    )
     return _rounded(values)
 
 
@@ -163,7 +175,7 @@ def report_dict(report: BenchReport) -> dict[str, Any]:
         "embedding_errors": [
             {
                 "backend": s.backend.value,
-                "dtype": s.dtype,
+                "dtype": s.dtype.value,
                 "batch_tokens": s.batch_tokens,
                 "error": e,
             }
@@ -190,7 +202,7 @@ def plot_report(report: BenchReport, path: Path) -> None:
     from xretrieve.core.files import atomic_write
 
     figure, (embed_axes, knn_axes) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r.backend.value} {r.dtype}\n{r.batch_tokens}" for r in report.embedding]
+    labels = [f"{r.backend.value} {r.dtype.value}\n{r.batch_tokens}" for r in report.embedding]
     embed_axes.bar(labels, [r.sentences_per_s for r in report.embedding], color="tab:blue")
     embed_axes.set_title(f"embedding ({len(report.config.texts)} sentences)")
     embed_axes.set_ylabel("sentences / s")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import functools
+import importlib
 import json
 import math
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -28,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from typer.core import TyperCommand
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ShowParameter, XRetrieveError, python_parameter
 from xretrieve.core.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
 from xretrieve.core.progress import ProgressCallback
 
@@ -43,9 +46,86 @@ EXIT_INPUT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+# Library parameters that a command's option of another name gives (``MineRequest.tgt_lang`` is
+# ``mine --tgt``): shown as these options when no option of the command has the parameter's name.
+LIBRARY_PARAMETERS = {
+    "src_lang": "--src",
+    "tgt_lang": "--tgt",
+    "gold_file": "--gold",
+    "indexes": "--src-index/--tgt-index",
+    "out_dir": "--out",
+    "bucc_tune_split": "--tune-split",
+    "bucc_eval_split": "--eval-split",
+}
+
+
+def _long_option(option: click.Parameter) -> str:
+    return next((name for name in option.opts if name.startswith("--")), option.opts[0])
+
+
+def _current_context() -> click.Context | None:
+    """The context of the command running now. typer 0.16 and later run their own copy of
+    click (``typer._click``), whose context stack is not click's."""
+    for module in ("typer._click.globals", "click.globals"):
+        try:
+            context = importlib.import_module(module).get_current_context(silent=True)
+        except ImportError:
+            continue
+        if context is not None:
+            return context
+    return None
+
+
+def show_as_option(command: click.Command | None) -> ShowParameter:
+    """How an error of the library shows a parameter it names (``XRetrieveError.render``): as
+    the option of ``command`` with the parameter's name (else ``LIBRARY_PARAMETERS``), with the
+    value where the message gives one (``--device cpu``, quoted for a shell where needed; a list
+    comma-separated; ``--overwrite`` for True and the ``--no-`` form for False of an on/off
+    flag); a parameter no option gives stays as in Python."""
+    options = {
+        param.name: param
+        for param in (command.params if command is not None else ())
+        if param.param_type_name == "option" and param.name
+    }
+
+    def show(name: str, value: str | None) -> str:
+        option = options.get(name)
+        flag = _long_option(option) if option is not None else LIBRARY_PARAMETERS.get(name)
+        if value is None:
+            return flag or name
+        try:
+            literal = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            literal = value
+        if literal is False:
+            negative = options.get(f"no_{name}")  # a separate --no-NAME flag
+            if option is not None and option.secondary_opts:
+                return option.secondary_opts[0]
+            if negative is not None:
+                return _long_option(negative)
+            return python_parameter(name, value)
+        if flag is None:
+            return python_parameter(name, value)
+        if literal is True:
+            return flag
+        if isinstance(literal, list | tuple):
+            literal = ",".join(map(str, literal))
+        return f"{flag} {shlex.quote(str(literal))}"
+
+    return show
+
+
+def error_line(error: XRetrieveError) -> str:
+    """``error``'s message for the command running now: the parameters it names shown as that
+    command's options."""
+    context = _current_context()
+    return error.render(show_as_option(context.command if context is not None else None))
+
+
 def reports_errors(command: F) -> F:
     """Turn the library's own errors into one line on stderr and exit code 2, Ctrl-C into exit
-    code 130 and SIGTERM into 143 (after the same clean-up), instead of a traceback."""
+    code 130 and SIGTERM into 143 (after the same clean-up), instead of a traceback. The
+    parameters an error names are shown as the command's options (``show_as_option``)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -58,7 +138,7 @@ def reports_errors(command: F) -> F:
         except XRetrieveError as error:
             # escape: messages quote user text and config syntax such as "[[tasks]]".
             stderr.print(
-                f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(error_line(error))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(EXIT_INPUT_ERROR) from None
         except KeyboardInterrupt:

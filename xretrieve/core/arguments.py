@@ -4,17 +4,14 @@ the code uses, or raises ``ArgumentError`` naming the parameter, what it takes a
 
 from __future__ import annotations
 
-import enum
 import math
 import numbers
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from xretrieve.core.errors import ArgumentError
-
-_Member = TypeVar("_Member", bound=enum.Enum)
 
 
 def _kind(value: Any) -> str:
@@ -99,14 +96,3 @@ def check_progress(value: Any) -> Any:
     if value is not None and not callable(value):
         raise ArgumentError("progress", f"must be a callable or None, not {_kind(value)}")
     return value
-
-
-def check_member(name: str, kind: type[_Member], value: Any) -> _Member:
-    """``value`` (a member of ``kind`` or its value) as the member."""
-    if isinstance(value, kind):
-        return value
-    try:
-        return kind(value)
-    except (ValueError, TypeError):
-        choices = ", ".join(str(member.value) for member in kind)
-        raise ArgumentError(name, f"must be one of {choices}, not {value!r}") from None

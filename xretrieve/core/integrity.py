@@ -16,7 +16,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
+from xretrieve.core.readers import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -87,14 +89,13 @@ def verify_record(record: Path) -> str | None:
     """None when every file ``record`` lists is present with its recorded content; otherwise
     why not (no or unreadable record, a file missing, a file whose content changed)."""
     record = Path(record)
-    try:
-        payload = json.loads(record.read_text(encoding="utf-8"))
-        entries = payload["files"]
-        if not isinstance(entries, dict) or not entries:
-            raise ValueError("no files")
-    except FileNotFoundError:
+    if not record.exists():
         return f"no integrity record {record.name}"
-    except (OSError, ValueError, KeyError, TypeError):
+    try:
+        entries = read_json_object(record).get("files")
+    except InputError:
+        entries = None
+    if not isinstance(entries, dict) or not entries:
         return f"unreadable integrity record {record.name}"
     refreshed = False
     for name, entry in entries.items():

@@ -11,18 +11,40 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from xretrieve.core.errors import InputError
+from xretrieve.core.errors import InputError, parameters_named
 
 
 @dataclass(frozen=True)
 class OutputOwner:
     """How a command recognises a directory as its own earlier output, which it may replace:
-    ``command`` names it in messages ("index build"); ``disowns(directory)`` returns None when
+    ``command`` names it in messages ("index build"; a parameter that makes it is written
+    ``{name}`` and listed in ``arguments``); ``disowns(directory)`` returns None when
     ``directory`` is an earlier output of that command holding only what it writes, else the
     reason it is not (no manifest of the command's, a foreign file in it, ...)."""
 
     command: str
     disowns: Callable[[Path], str | None]
+    arguments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How the guard's messages name the output: ``label`` (with ``{name}`` placeholders for
+    the ``arguments`` it names)."""
+
+    label: str
+    arguments: tuple[str, ...]
+
+    def refuse(self, path: Path, message: str, owner: OutputOwner | None = None) -> InputError:
+        extra = owner.arguments if owner is not None else ()
+        return InputError(path, message, arguments=(*self.arguments, *extra))
+
+
+def _output(option: str) -> _Output:
+    """``option``: the parameter that gives the output ("out"), or a phrase naming it as
+    ``{name}`` ("{out_dir}'s work directory"), or text shown as it is (a CLI option)."""
+    label = f"{{{option}}}" if option.isidentifier() else option
+    return _Output(label, parameters_named(label))
 
 
 def _resolved(path: Path) -> Path:
@@ -31,7 +53,7 @@ def _resolved(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _refuse_inputs(path: Path, inputs: Iterable[Path], option: str) -> None:
+def _refuse_inputs(path: Path, inputs: Iterable[Path], output: _Output) -> None:
     """An output may not be an input, hold an input (a directory output is replaced as a
     whole), or lie inside a directory input (a model folder, an index, a shard directory,
     which would then change under the command reading it)."""
@@ -43,19 +65,19 @@ def _refuse_inputs(path: Path, inputs: Iterable[Path], option: str) -> None:
             with contextlib.suppress(OSError):
                 same = os.path.samefile(path, given)
         if same:
-            raise InputError(
-                path, f"{option} is an input ({given}): writing there would destroy it"
+            raise output.refuse(
+                path, f"{output.label} is an input ({given}): writing there would destroy it"
             )
         if source.is_relative_to(target):
-            raise InputError(
+            raise output.refuse(
                 path,
-                f"{option} holds the input {given}: writing there would destroy it; "
+                f"{output.label} holds the input {given}: writing there would destroy it; "
                 "choose a directory outside the inputs",
             )
         if Path(given).is_dir() and target.is_relative_to(source):
-            raise InputError(
+            raise output.refuse(
                 path,
-                f"{option} lies inside the input directory {given}: writing there would "
+                f"{output.label} lies inside the input directory {given}: writing there would "
                 "change an input; choose a path outside it",
             )
 
@@ -64,12 +86,13 @@ def check_output_path(
     path: Path,
     *,
     directory: bool = False,
-    option: str = "--out",
+    option: str = "out",
     inputs: Iterable[Path] = (),
     owner: OutputOwner | None = None,
 ) -> Path:
     """The one output guard, called before any work: refuse an output that cannot or may not be
-    written. Returns ``path``; raises ``InputError`` naming it.
+    written. Returns ``path``; raises ``InputError`` naming it and ``option``: the parameter
+    that gave it (the CLI shows its option), or a phrase naming that parameter as ``{name}``.
 
     Every output: it is not one of ``inputs``, does not hold one, and does not lie inside a
     directory input; the nearest existing parent is a writable directory. A file output
@@ -82,45 +105,51 @@ def check_output_path(
     Writability is ``os.access`` on that parent (so root passes where the permissions say no,
     as it would when writing; a read-only file system fails for everyone)."""
     path = Path(path)
+    output = _output(option)
     if not path.name or path.name in (".", ".."):
         path = Path(os.path.abspath(path))
     if not directory and path.is_dir():  # said first: it may also hold the inputs
-        raise InputError(path, f"{option} is a directory; give a file path in it instead")
-    _refuse_inputs(path, inputs, option)
+        raise output.refuse(path, f"{output.label} is a directory; give a file path in it instead")
+    _refuse_inputs(path, inputs, output)
     if directory:
-        _check_directory_output(path, option, owner)
+        _check_directory_output(path, output, owner)
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
+    label = output.label
     if not parent.is_dir():
-        raise InputError(path, f"cannot create {option}: {parent} is a file, not a directory")
+        raise output.refuse(path, f"cannot create {label}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(path, f"cannot write {option}: the directory {parent} is not writable")
+        raise output.refuse(path, f"cannot write {label}: the directory {parent} is not writable")
     if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(path, f"cannot write {option}: the directory is not writable")
+        raise output.refuse(path, f"cannot write {label}: the directory is not writable")
     return path
 
 
-def _check_directory_output(path: Path, option: str, owner: OutputOwner | None) -> None:
+def _check_directory_output(path: Path, output: _Output, owner: OutputOwner | None) -> None:
+    label = output.label
     if os.path.lexists(path) and not path.is_dir():
-        raise InputError(path, f"{option} must be a directory; this is a file")
+        raise output.refuse(path, f"{label} must be a directory; this is a file")
     inside = False
     with contextlib.suppress(OSError):  # no current directory (deleted): nothing to protect
         inside = Path.cwd().resolve().is_relative_to(path.resolve())
     if inside:
-        raise InputError(
+        raise output.refuse(
             path,
-            f"{option} is the current directory or contains it; it is replaced as a whole: "
+            f"{label} is the current directory or contains it; it is replaced as a whole: "
             "give a new directory instead",
         )
     if not path.is_dir() or not any(path.iterdir()):
         return
     if owner is None:
-        raise InputError(path, f"{option} is a non-empty directory: give a new or empty directory")
+        raise output.refuse(
+            path, f"{label} is a non-empty directory: give a new or empty directory"
+        )
     reason = owner.disowns(path)
     if reason is not None:
-        raise InputError(
+        raise output.refuse(
             path,
-            f"{option} is a non-empty directory that is not an earlier {owner.command} output "
+            f"{label} is a non-empty directory that is not an earlier {owner.command} output "
             f"({reason}): give a new or empty directory",
+            owner,
         )

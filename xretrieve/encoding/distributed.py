@@ -28,9 +28,16 @@ from xretrieve.core.integrity import file_matches, file_sha256
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker, ray_module
-from xretrieve.core.settings import Backend, Device, parse_backend, parse_device
+from xretrieve.core.settings import (
+    Backend,
+    Device,
+    Dtype,
+    parse_backend,
+    parse_device,
+    parse_dtype,
+)
 from xretrieve.encoding.encoder import SentenceEncoder
-from xretrieve.encoding.load import load_encoder, resolve_model
+from xretrieve.encoding.load import ENCODER_DTYPES, load_encoder, resolve_model
 from xretrieve.encoding.streaming import (
     OutputDtype,
     check_utf8,
@@ -58,20 +65,21 @@ _STOP_TIMEOUT_S = 10.0
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """The ``load_encoder`` arguments every actor loads its encoder with (``backend`` and
-    ``device`` given as strings are parsed on construction, so a bad one fails before Ray
-    starts)."""
+    """The ``load_encoder`` arguments every actor loads its encoder with (``backend``,
+    ``device`` and ``dtype`` given as strings are parsed on construction, so a bad one fails
+    before Ray starts)."""
 
     model: str
     backend: Backend = Backend.ORT
     device: Device = Device.AUTO
     batch_tokens: int = 16384
-    dtype: str = "auto"
+    dtype: Dtype = Dtype.AUTO
     layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", parse_backend(self.backend))
         object.__setattr__(self, "device", parse_device(self.device))
+        object.__setattr__(self, "dtype", parse_dtype(self.dtype, allowed=ENCODER_DTYPES))
 
     def load(self) -> SentenceEncoder:
         return load_encoder(
@@ -240,7 +248,8 @@ def _previous_shards(
             directory,
             "holds shards embedded with other settings ("
             + "; ".join(differences)
-            + "): rerun with the same arguments to resume, or pass --overwrite to start again",
+            + "): rerun with the same arguments to resume, or pass {overwrite=True} to start again",
+            arguments=("overwrite",),
         )
     return _verified(directory, manifest.shards), manifest
 
@@ -265,7 +274,7 @@ class RayEmbedder:
         self,
         spec: EncoderSpec,
         input_path: Path,
-        directory: Path,
+        out: Path,
         *,
         shard_lines: int = DEFAULT_SHARD_LINES,
         out_dtype: OutputDtype = OutputDtype.FP32,
@@ -273,18 +282,19 @@ class RayEmbedder:
         overwrite: bool = False,
         progress: ProgressCallback | None = None,
     ) -> ShardedEmbedResult:
-        """Embed ``input_path`` into shard files in ``directory`` (see the module docstring)."""
+        """Embed ``input_path`` into shard files in the directory ``out`` (see the module
+        docstring)."""
         progress = progress or no_progress
         input_path, model_path = Path(input_path), resolve_model(spec.model).path
         directory = check_output_path(
-            directory, directory=True, inputs=[input_path, model_path], owner=SHARDS_OUTPUT
+            out, directory=True, inputs=[input_path, model_path], owner=SHARDS_OUTPUT
         )
         scan = scan_input(input_path, shard_lines)
         settings = ShardSettings(
             model=str(spec.model),
             model_hash=content_hash(model_path),
             backend=spec.backend.value,
-            compute_dtype=spec.dtype,
+            compute_dtype=spec.dtype.value,
             layers=spec.layers,
             layer_outputs=layer_outputs,
             out_dtype=out_dtype.value,

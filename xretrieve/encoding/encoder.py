@@ -74,11 +74,11 @@ def _memory_words(provider: str) -> tuple[str, str]:
     if "cuda" in provider.lower() or "gpu" in provider.lower():
         return (
             "GPU memory",
-            "free GPU memory, lower the model's max length, or run with --device cpu",
+            "free GPU memory, lower the model's max length, or run with {device='cpu'}",
         )
     return (
         "memory",
-        "free memory (other processes, a smaller --batch-tokens) or lower the max length",
+        "free memory (other processes, a smaller {batch_tokens}) or lower the max length",
     )
 
 
@@ -335,7 +335,8 @@ class SentenceEncoder:
             if batch == 1:
                 raise XRetrieveError(
                     f"out of {memory} on a single sentence of {length} tokens "
-                    f"({self.provider}); {advice}"
+                    f"({self.provider}); {advice}",
+                    arguments=("device", "batch_tokens"),
                 ) from error
             self._oom_tokens = min(self._oom_tokens or input_ids.size, input_ids.size)
             logger.warning(

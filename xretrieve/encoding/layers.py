@@ -1,5 +1,6 @@
-"""Which hidden layers to use, as the ``--layers`` option of ``embed``, ``export`` and
-``evaluate`` writes them: one parser, raising ``InputError``."""
+"""Which hidden layers to use, as the ``layers`` text of ``embed``, ``export`` and ``evaluate``
+(their ``--layers`` option) writes them: one parser, raising ``InputError`` that names the
+parameter."""
 
 from __future__ import annotations
 
@@ -27,28 +28,32 @@ class LayerSpec:
         return self.indices is None and not self.every
 
 
-def parse_layer_indices(text: str | None, option: str = "--layers") -> tuple[int, ...] | None:
+def parse_layer_indices(text: str | None, option: str = "layers") -> tuple[int, ...] | None:
     """``"6,12,-1"`` -> ``(6, 12, -1)``; None, blank or only commas -> None; ``InputError``
-    naming ``option`` for anything else."""
+    naming the parameter ``option`` for anything else."""
     if text is None:
         return None
     try:
         indices = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise InputError(
-            None, f"{option} takes comma-separated integers (e.g. -1 or 6,12), not {text!r}"
+            None,
+            f"{{{option}}} takes comma-separated integers (e.g. -1 or 6,12), not {text!r}",
+            arguments=(option,),
         ) from None
     return indices or None
 
 
-def parse_layer_spec(text: str | None, option: str = "--layers") -> LayerSpec:
+def parse_layer_spec(text: str | None, option: str = "layers") -> LayerSpec:
     """``"all"`` -> every layer; ``"8,12,-1"`` -> those indices; None or blank -> the model's
-    default; ``InputError`` naming ``option`` otherwise."""
+    default; ``InputError`` naming the parameter ``option`` otherwise."""
     if text is not None and text.strip().lower() == ALL:
         return LayerSpec(every=True)
     try:
         return LayerSpec(indices=parse_layer_indices(text, option))
     except InputError:
         raise InputError(
-            None, f"{option} must be 'all' or integers like 8,12,-1, not {text!r}"
+            None,
+            f"{{{option}}} must be 'all' or integers like 8,12,-1, not {text!r}",
+            arguments=(option,),
         ) from None

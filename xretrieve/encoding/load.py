@@ -23,7 +23,18 @@ from xretrieve.core.devices import ort_cuda_available, torch_cuda_available
 from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.core.progress import ProgressCallback
-from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend, parse_device
+from xretrieve.core.settings import (
+    Backend,
+    Device,
+    Dtype,
+    Pooling,
+    SourceKind,
+    dtype_on,
+    parse_backend,
+    parse_device,
+    parse_dtype,
+    parse_pooling,
+)
 from xretrieve.encoding.encoder import DEFAULT_WINDOW, SentenceEncoder
 from xretrieve.encoding.ort_backend import CudaProviderUnavailable, OrtBackend, OrtOptions
 from xretrieve.encoding.tokenize import TextTokenizer, tokenizer_max_length
@@ -33,8 +44,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("auto", "fp16", "fp32")
-POOLINGS = ("mean", "cls")
+# What an encoder runs in: an int8 graph comes only from an export made with it.
+ENCODER_DTYPES = (Dtype.AUTO, Dtype.FP16, Dtype.FP32)
 DEFAULT_MODEL_ALIASES = ("default", "intfloat/multilingual-e5-small")
 
 
@@ -53,16 +64,22 @@ class ModelSource:
 
 
 def resolve_device(device: Device | str, backend: Backend | str) -> Device:
-    """``Device.CUDA`` or ``Device.CPU`` for a requested ``device`` (AUTO = CUDA when the
-    backend can use a GPU here). Unknown values, and asking for CUDA without a usable GPU,
-    raise ``XRetrieveError``."""
-    device, backend = parse_device(device), parse_backend(backend)
+    """``Device.CUDA`` or ``Device.CPU`` for a requested ``device`` (a member or its value; AUTO
+    = CUDA when the backend can use a GPU here). Unknown values raise ``ArgumentError``; asking
+    for CUDA without a usable GPU, ``XRetrieveError``."""
+    return usable_device(parse_device(device), parse_backend(backend))
+
+
+def usable_device(device: Device, backend: Backend) -> Device:
+    """``resolve_device`` of members: CUDA or CPU."""
     if device is Device.CPU:
         return Device.CPU
     usable = ort_cuda_available() if backend is Backend.ORT else torch_cuda_available()
     if device is Device.CUDA and not usable:
         what = "torch" if backend is Backend.TORCH else "torch/onnxruntime-gpu"
-        raise XRetrieveError(f"--device cuda was asked for, but {what} sees no usable CUDA GPU")
+        raise ArgumentError(
+            "device", f"{{device='cuda'}} was asked for, but {what} sees no usable CUDA GPU"
+        )
     return Device.CUDA if usable else Device.CPU
 
 
@@ -149,33 +166,33 @@ def load_encoder(
     device: Device | str = Device.AUTO,
     batch_tokens: int = 16384,
     layers: Sequence[int] | None = None,
-    dtype: str = "auto",
-    pooling: str = "mean",
+    dtype: Dtype | str = Dtype.AUTO,
+    pooling: Pooling | str = Pooling.MEAN,
     text_prefix: str | None = None,
     window: int = DEFAULT_WINDOW,
     projection: bool = False,
     ort_options: OrtOptions | None = None,
     progress: ProgressCallback | None = None,
 ) -> SentenceEncoder:
-    """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` ORT or TORCH
-    (a member or its value; unknown values raise ``XRetrieveError``).
+    """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` ORT or TORCH.
+    ``backend``, ``device``, ``dtype`` and ``pooling`` take a member of their enum
+    (``xretrieve.core.settings``) or its value.
 
     ``device`` AUTO takes the GPU when usable; if ONNX Runtime then cannot load its CUDA
-    provider, it falls back to the CPU (logged). ``dtype`` "auto" is fp16 on CUDA and fp32 on
-    CPU; for an export directory its own dtype is used. ``layers`` (hidden-state indices, -1 =
-    last), ``pooling`` ("mean"|"cls") and ``text_prefix`` apply to checkpoints; an export's
-    must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
+    provider, it falls back to the CPU (logged). ``dtype`` AUTO is fp16 on CUDA and fp32 on
+    CPU (``dtype_on``); for an export directory its own dtype is used. ``layers`` (hidden-state
+    indices, -1 = last), ``pooling`` (MEAN or CLS) and ``text_prefix`` apply to checkpoints; an
+    export's must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
     vectors through the checkpoint's trained image-text projection head (image-feature space).
     ``ort_options`` tunes the ONNX Runtime backend (sequence buckets, CUDA attention kernels).
     ``progress`` sees the default-model conversion and first-use export. Every argument is
-    checked first: a bad one raises ``ArgumentError`` (or, for ``backend``/``device``,
-    ``XRetrieveError``) naming it."""
+    checked first: a bad one raises ``ArgumentError`` naming it."""
     settings = _checked_settings(
         model, layers, pooling, dtype, text_prefix, batch_tokens, window, projection, ort_options
     )
     check_progress(progress)
     backend, device = parse_backend(backend), parse_device(device)
-    resolved_device = resolve_device(device, backend)
+    resolved_device = usable_device(device, backend)
     source = resolve_model(model, progress)
     if backend is Backend.TORCH:
         return _torch_encoder(source, resolved_device, settings)
@@ -206,10 +223,8 @@ def _checked_settings(
             "must be a model name or folder (str or pathlib.Path) or None, not "
             f"{type(model).__name__}",
         )
-    if dtype not in DTYPES:
-        raise ArgumentError("dtype", f"must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if pooling not in POOLINGS:
-        raise ArgumentError("pooling", f"must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    dtype = parse_dtype(dtype, allowed=ENCODER_DTYPES)
+    pooling = parse_pooling(pooling)
     if layers is not None:
         if isinstance(layers, str | bytes) or not isinstance(layers, Sequence) or not layers:
             raise ArgumentError("layers", f"must be a non-empty list of integers, not {layers!r}")
@@ -224,7 +239,7 @@ def _checked_settings(
         )
     return _Settings(
         layers=layers,
-        pooling=str(getattr(pooling, "value", pooling)),
+        pooling=pooling,
         dtype=dtype,
         text_prefix=check_optional_str("text_prefix", text_prefix),
         batch_tokens=check_int("batch_tokens", batch_tokens),
@@ -237,18 +252,13 @@ def _checked_settings(
 @dataclass(frozen=True)
 class _Settings:
     layers: tuple[int, ...] | None
-    pooling: str
-    dtype: str
+    pooling: Pooling
+    dtype: Dtype
     text_prefix: str | None
     batch_tokens: int
     window: int
     projection: bool = False
     ort_options: OrtOptions | None = None
-
-    def dtype_for(self, device: Device) -> str:
-        if self.dtype != "auto":
-            return self.dtype
-        return "fp16" if device is Device.CUDA else "fp32"
 
 
 def _ort_encoder(
@@ -261,19 +271,15 @@ def _ort_encoder(
     manifest = _read_manifest(export_dir)
     if source.kind is SourceKind.EXPORT:
         _check_export_settings(manifest, settings, export_dir)
-    if source.kind is SourceKind.EXPORT and manifest.dtype.value == "fp16" and device is Device.CPU:
+    if source.kind is SourceKind.EXPORT and manifest.dtype is Dtype.FP16 and device is Device.CPU:
         logger.warning(
-            "%s is an fp16 export: on the CPU fp32 is faster and exact; export with --dtype fp32",
+            "%s is an fp16 export: on the CPU fp32 is faster and exact; export it with dtype fp32",
             export_dir,
         )
-    if (
-        source.kind is SourceKind.EXPORT
-        and manifest.dtype.value == "int8"
-        and device is Device.CUDA
-    ):
+    if source.kind is SourceKind.EXPORT and manifest.dtype is Dtype.INT8 and device is Device.CUDA:
         logger.warning(
             "%s is an int8 export, made for the CPU execution provider: on CUDA its quantised "
-            "MatMuls may run on the CPU; export with --dtype fp16",
+            "MatMuls may run on the CPU; export it with dtype fp16",
             export_dir,
         )
     backend = OrtBackend(
@@ -311,7 +317,7 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         manifest = _read_manifest(source.path)
         _check_export_settings(manifest, settings, source.path)
         checkpoint = _export_source_checkpoint(manifest, source.path)
-        layers, pooling = tuple(manifest.layers), manifest.pooling.value
+        layers, pooling = tuple(manifest.layers), manifest.pooling
         normalize, text_prefix = manifest.normalize, manifest.text_prefix
         max_length = manifest.max_length
         projection = manifest.projection is not None
@@ -330,7 +336,7 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         normalize=normalize,
         projection=projection,
         device=device,
-        dtype=settings.dtype_for(device),
+        dtype=dtype_on(device, settings.dtype),
     )
     tokenizer = TextTokenizer.from_directory(
         checkpoint, max_length=max_length, text_prefix=text_prefix
@@ -363,8 +369,8 @@ def export_key(source: ModelSource, settings: _Settings, device: Device) -> str:
         (
             content_hash(source.path),
             "L" + "_".join(str(layer) for layer in layers),
-            settings.pooling,
-            settings.dtype_for(device),
+            settings.pooling.value,
+            dtype_on(device, settings.dtype).value,
         )
     )
     prefix = _prefix(source, settings)
@@ -417,7 +423,7 @@ def ensure_export(
                 layers=settings.layers or (-1,),
                 pooling=settings.pooling,
                 normalize=True,
-                dtype=settings.dtype_for(device),
+                dtype=dtype_on(device, settings.dtype),
                 text_prefix=_prefix(source, settings),
                 projection=settings.projection,
                 mining_threshold=_mining_threshold(source, settings),

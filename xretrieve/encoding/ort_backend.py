@@ -13,7 +13,7 @@ import numpy as np
 
 from xretrieve.core.devices import CUDA_PROVIDER
 from xretrieve.core.errors import MissingDependencyError, XRetrieveError
-from xretrieve.core.settings import Device, parse_device
+from xretrieve.core.settings import Device
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -99,6 +99,8 @@ def pad_to_bucket(
 class CudaProviderUnavailable(XRetrieveError):
     """The CUDA execution provider was asked for but ONNX Runtime could not load it."""
 
+    arguments = ("device", "backend")
+
 
 def import_onnxruntime() -> onnxruntime:
     try:
@@ -140,13 +142,12 @@ class OrtBackend:
         self,
         model_path: Path,
         *,
-        device: Device | str = Device.CPU,
+        device: Device = Device.CPU,
         device_id: int = 0,
         threads: int | None = None,
         options: OrtOptions | None = None,
         pad_token_id: int = 0,
     ) -> None:
-        device = parse_device(device)
         ort = import_onnxruntime()
         self._ort = ort
         self.device = device
@@ -167,14 +168,14 @@ class OrtBackend:
             session_options.inter_op_num_threads = 1
             session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         else:
-            raise XRetrieveError(f"unknown device {device.value!r} (cuda or cpu)")
+            raise ValueError(f"an ONNX Runtime session runs on cuda or cpu, not {device}")
         self.session = _create_session(ort, Path(model_path), session_options, providers)
         self.provider = self.session.get_providers()[0]
         if device is Device.CUDA and self.provider != CUDA_PROVIDER:
             raise CudaProviderUnavailable(
                 "ONNX Runtime could not load its CUDA execution provider (check that the CUDA "
-                "and cuDNN libraries onnxruntime-gpu needs are installed); run with --device cpu "
-                "or --backend torch"
+                "and cuDNN libraries onnxruntime-gpu needs are installed); run with "
+                "{device='cpu'} or {backend='torch'}"
             )
         outputs = {output.name: output for output in self.session.get_outputs()}
         if EMBEDDINGS not in outputs:

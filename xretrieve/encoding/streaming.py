@@ -181,7 +181,8 @@ def embed_file(
     ``(n, dim)``, or ``(n, n_layers, dim)`` with ``layer_outputs``. Memory holds about two
     windows of ``encoder.window`` sentences, never the whole input or output. A value beyond
     float16's range is an ``InputError`` (nothing is written), never a silent infinity."""
-    input_path, output_path = Path(input_path), check_output_path(output_path)
+    input_path = Path(input_path)
+    output_path = check_output_path(output_path, option="output_path")
     check_not_input(input_path, output_path)
     n_lines = count_lines(input_path)
     windows = read_line_windows(input_path, encoder.window)
@@ -326,8 +327,9 @@ def _check_fits_fp16(input_path: Path, start: int, rows: np.ndarray) -> None:
     if (peaks > _FP16_MAX).any():
         raise InputError(
             input_path,
-            "embedding values exceed float16's range (65504); write them with --out-dtype fp32",
+            "embedding values exceed float16's range (65504); write them with {out_dtype='fp32'}",
             line=start + 1 + int(np.argmax(peaks > _FP16_MAX)),
+            arguments=("out_dtype",),
         )
 
 

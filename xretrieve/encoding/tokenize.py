@@ -125,11 +125,11 @@ def _pad_token_id(tokenizer: Tokenizer) -> int:
 def tokenizer_max_length(directory: Path) -> int:
     """The tokenizer's own limit: ``model_max_length`` of tokenizer_config.json when it is a real
     limit, else 512."""
-    import json
+    from xretrieve.core.readers import read_json_object
 
     config_path = directory / "tokenizer_config.json"
     if config_path.is_file():
-        value = json.loads(config_path.read_text(encoding="utf-8")).get("model_max_length")
+        value = read_json_object(config_path).get("model_max_length")
         # transformers writes a huge sentinel (1e30) when the limit is unknown.
         if isinstance(value, int | float) and 2 <= value <= 1_000_000:
             return int(value)

@@ -10,25 +10,25 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.core.errors import XRetrieveError
-from xretrieve.core.settings import Device, parse_device
+from xretrieve.core.settings import Device, Dtype, Pooling
 
 logger = logging.getLogger(__name__)
 
 
 class TorchBackend:
     """A checkpoint run by torch: ``PooledEncoder(model, layers, pooling, normalize)`` in
-    ``dtype`` ("fp16" or "fp32") on ``device`` (CUDA or CPU), SDPA attention."""
+    ``dtype`` (FP16 or FP32) on ``device`` (CUDA or CPU: ``load.usable_device``), SDPA
+    attention."""
 
     def __init__(
         self,
         checkpoint_dir: Path,
         *,
         layers: Sequence[int],
-        pooling: str,
+        pooling: Pooling | str,
         normalize: bool,
-        device: Device | str = Device.CPU,
-        dtype: str = "fp32",
+        device: Device = Device.CPU,
+        dtype: Dtype = Dtype.FP32,
         projection: bool = False,
     ) -> None:
         import torch
@@ -36,15 +36,14 @@ class TorchBackend:
         from exporters import PooledEncoder, load_checkpoint
         from exporters.wrapper import load_projection
 
-        device = parse_device(device)
-        if device is Device.AUTO:
-            raise XRetrieveError("unknown device 'auto' (cuda or cpu)")
-        if dtype not in ("fp16", "fp32"):
-            raise XRetrieveError(f"unknown dtype {dtype!r} (fp16 or fp32)")
+        if device not in (Device.CUDA, Device.CPU) or dtype not in (Dtype.FP16, Dtype.FP32):
+            raise ValueError(
+                f"the torch backend runs fp16 or fp32 on cuda or cpu, not {dtype} {device}"
+            )
         model, config = load_checkpoint(checkpoint_dir, attn_implementation="sdpa")
         head = load_projection(checkpoint_dir, config.hidden_size)[0] if projection else None
         encoder = PooledEncoder(model, tuple(layers), pooling, normalize, projection=head)
-        torch_dtype = torch.float16 if dtype == "fp16" else torch.float32
+        torch_dtype = torch.float16 if dtype is Dtype.FP16 else torch.float32
         self._torch = torch
         self._device = torch.device(device.value)
         self.module = encoder.to(device=self._device, dtype=torch_dtype).eval()
@@ -52,8 +51,8 @@ class TorchBackend:
         self.n_layers = len(encoder.layers)
         self.layers = tuple(encoder.layers)
         self.config = config
-        self.provider = f"torch-{device.value}-{dtype}-sdpa"
-        logger.info("torch backend on %s (%s, SDPA attention)", device.value, dtype)
+        self.provider = f"torch-{device.value}-{dtype.value}-sdpa"
+        logger.info("torch backend on %s (%s, SDPA attention)", device.value, dtype.value)
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray

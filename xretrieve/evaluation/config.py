@@ -46,7 +46,7 @@ class EvaluationConfig:
     the first exported layer of an export), every layer (hidden states 1..L, or every exported
     layer), or hidden-state indices (-1 = last). ``langs``: None for every language
     found under ``data_dir``. ``backend`` and ``device`` (the encoder's) take members or their
-    values; unknown values raise ``XRetrieveError``."""
+    values; unknown values raise ``ArgumentError``."""
 
     models: tuple[str, ...]
     data_dir: Path

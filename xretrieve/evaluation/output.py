@@ -5,10 +5,11 @@ the directory is not (only) an evaluate output, and it is refused."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from xretrieve.core.errors import InputError
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import iter_jsonl
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
@@ -39,10 +40,9 @@ def _holds_rows(path: Path) -> bool:
     from xretrieve.evaluation.results import row_from_dict
 
     try:
-        with path.open(encoding="utf-8") as handle:
-            first = handle.readline()
-        row_from_dict(json.loads(first))
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        _, first = next(iter_jsonl(path))
+        row_from_dict(first)
+    except (InputError, StopIteration, ValueError, KeyError, TypeError):
         return False
     return True
 

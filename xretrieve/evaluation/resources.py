@@ -15,11 +15,11 @@ from the table is reported in group ``unknown``; ``load_resource_groups`` reads 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 from xretrieve.formats import read_lines
 
 HIGH, MEDIUM, LOW, UNKNOWN = "high", "medium", "low", "unknown"
@@ -103,13 +103,7 @@ def load_resource_groups(path: Path | str) -> dict[str, str]:
     path = Path(path)
     overrides: dict[str, str] = {}
     if path.suffix.lower() == ".json":
-        try:
-            payload = json.loads("\n".join(read_lines(path)))
-        except json.JSONDecodeError as error:
-            raise InputError(path, f"invalid JSON: {error.msg}", error.lineno) from None
-        if not isinstance(payload, dict):
-            raise InputError(path, 'expected a JSON object {"lang": "group", ...}')
-        for lang, group in payload.items():
+        for lang, group in read_json_object(path).items():
             if not isinstance(group, str) or not group.strip():
                 raise InputError(path, f"group of {lang!r} must be a non-empty string")
             overrides[str(lang)] = group.strip()

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write, save_npy
+from xretrieve.core.readers import iter_jsonl, open_npy
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +101,10 @@ class ResultsLog:
         if not self.path.exists():
             return []
         rows = []
-        for number, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), 1):
-            if not line.strip():
-                continue
+        for number, record in iter_jsonl(self.path, skip_bad=True):
             try:
-                rows.append(row_from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                rows.append(row_from_dict(record))
+            except (KeyError, TypeError, ValueError):
                 logger.warning("%s:%d: ignoring a malformed or torn line", self.path, number)
         return rows
 
@@ -216,6 +216,6 @@ class SampleStore:
     def load(self, row: ResultRow) -> np.ndarray | None:
         path = self.path(*row.unit, row.metric)
         try:
-            return np.load(path, allow_pickle=False).astype(np.float64)
-        except (FileNotFoundError, ValueError, OSError):
+            return open_npy(path, kind="bootstrap samples").astype(np.float64)
+        except InputError:
             return None

@@ -38,7 +38,16 @@ from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.core.settings import Backend, Device, SourceKind, parse_backend
+from xretrieve.core.readers import read_json_object
+from xretrieve.core.settings import (
+    Backend,
+    Device,
+    Pooling,
+    SourceKind,
+    dtype_on,
+    parse_backend,
+    parse_device,
+)
 from xretrieve.encoding.layers import LayerSpec, parse_layer_spec
 from xretrieve.evaluation.bootstrap import percentile_interval
 from xretrieve.evaluation.config import EvaluationConfig, ModelPlan
@@ -113,7 +122,7 @@ def default_encoder_factory(
 
 
 def parse_layers(spec: str | None) -> LayerSpec:
-    """``--layers`` of ``evaluate``: ``parse_layer_spec`` ("all", "8,12,-1", None/"")."""
+    """The ``layers`` text of ``evaluate``: ``parse_layer_spec`` ("all", "8,12,-1", None/"")."""
     return parse_layer_spec(spec)
 
 
@@ -132,12 +141,12 @@ def plan_model(
     """Resolve ``model`` (export or checkpoint directory, or the default model) without loading
     it: hash, layers and cache id. ``text_prefix`` overrides a checkpoint's own prefix (an
     export's is fixed). ``InputError``/``XRetrieveError`` for a bad model or layers."""
-    from xretrieve.encoding.load import resolve_device, resolve_model
+    from xretrieve.encoding.load import resolve_model, usable_device
 
     layers = layers or LayerSpec()
     source = resolve_model(model)
     backend = parse_backend(backend)
-    resolved_device = resolve_device(device, backend)
+    resolved_device = usable_device(parse_device(device), backend)
     if source.kind is SourceKind.EXPORT:
         return _plan_export(str(model), source, layers, backend, text_prefix)
     return _plan_checkpoint(str(model), source, layers, backend, resolved_device, text_prefix)
@@ -228,9 +237,9 @@ def _plan_checkpoint(
         wanted = resolve_layers(layers.indices, num_layers)
     settings = {
         "kind": SourceKind.CHECKPOINT.value,
-        "pooling": "mean",
+        "pooling": Pooling.MEAN.value,
         "normalize": True,
-        "dtype": "fp16" if resolved_device is Device.CUDA else "fp32",
+        "dtype": dtype_on(resolved_device).value,
         "prefix": source.text_prefix if text_prefix is None else text_prefix,
         "backend": backend.value,
     }
@@ -239,8 +248,8 @@ def _plan_checkpoint(
     info_path = source.path / PROJECTION_INFO
     if info_path.is_file():
         try:
-            trained_layer = int(json.loads(info_path.read_text(encoding="utf-8")).get("layer", -1))
-        except (ValueError, TypeError, AttributeError) as error:
+            trained_layer = int(read_json_object(info_path).get("layer", -1))
+        except (ValueError, TypeError) as error:
             raise InputError(info_path, f"not a valid projection description: {error}") from None
         projection_layer = resolve_layers((trained_layer,), num_layers)[0]
         projection_store_id = f"{checkpoint_hash}-{_settings_id({**settings, 'projection': True})}"
@@ -318,11 +327,9 @@ def _read_run_settings(out_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        previous = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        previous = None
-    if not isinstance(previous, dict):
-        logger.warning("%s is not valid JSON; rows record their own settings", path)
+        previous = read_json_object(path)
+    except InputError as error:
+        logger.warning("%s; rows record their own settings", error)
         return None
     previous.pop("data", None)
     return previous
@@ -334,8 +341,9 @@ def _check_run_settings(out_dir: Path, recorded: dict | None, scoring: ScoringSe
     if recorded is not None and recorded != scoring.to_json():
         raise InputError(
             out_dir,
-            f"holds results scored with other settings ({recorded}); use a new --out "
+            f"holds results scored with other settings ({recorded}); use a new {{out_dir}} "
             "directory, or the same settings to resume",
+            arguments=("out_dir",),
         )
 
 
@@ -379,13 +387,17 @@ def _task_languages(
                 f"{', '.join(task.name for task in tasks)}",
             )
     if not units:
-        raise InputError(data_dir, _no_data_message(config, tasks))
+        raise InputError(data_dir, _no_data_message(config, tasks), arguments=_SAMPLE_ARGUMENTS)
     return units
 
 
+# The parameters ``_no_data_message`` names.
+_SAMPLE_ARGUMENTS = ("data_dir", "out_dir", "tasks", "bucc_tune_split", "bucc_eval_split")
+
+
 def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> str:
-    """Where each task's files are looked for, where they come from, and the command that
-    evaluates the same models on the bundled BUCC sample."""
+    """Where each task's files are looked for, where they come from, and the settings (the
+    command, for the CLI) that evaluate the same models on the bundled BUCC sample."""
     import shlex
 
     from xretrieve.mining.bitext import SAMPLE_SPLIT, sample_data_dir
@@ -393,21 +405,24 @@ def _no_data_message(config: EvaluationConfig, tasks: list[EvaluationTask]) -> s
     scoring = config.scoring
     wanted = {
         "bucc": "BUCC 2018 (comparable.limsi.fr/bucc2018) as bucc2018/{xx}-en.{split}.{xx,en,gold} "
-        f"with --tune-split {scoring.bucc_tune_split} and --eval-split {scoring.bucc_eval_split}",
+        f"with {{bucc_tune_split={scoring.bucc_tune_split!r}}} and "
+        f"{{bucc_eval_split={scoring.bucc_eval_split!r}}}",
         "tatoeba": "Tatoeba (XTREME's copy of LASER's) as tatoeba/tatoeba.{xxx}-eng.{xxx,eng}",
         "image-text": "image-text as image_text/images.npy, image_ids.txt, "
         "captions.{lang}.test.jsonl (or captions.{lang}.jsonl)",
     }
     looked_for = "; ".join(wanted.get(task.name, task.name) for task in tasks)
     models = " ".join(shlex.quote(model) for model in config.models)
-    sample = shlex.quote(str(sample_data_dir()))
+    sample = str(sample_data_dir())
     return (
         f"no data for tasks {', '.join(task.name for task in tasks)} in this directory; evaluate "
         f"reads {looked_for}. google-research/xtreme's scripts/download_data.sh leaves bucc2018/ "
-        "and tatoeba/ in its download/ folder: give that folder as --data-dir (its BUCC splits "
-        "are dev, with gold, and test, without: pass --tune-split dev --eval-split dev). To try "
-        f"evaluate on the bundled de-en sample: xretrieve evaluate {models} --data-dir {sample} "
-        f"--out evaluate-sample --tasks bucc --tune-split {SAMPLE_SPLIT} --eval-split {SAMPLE_SPLIT}"
+        "and tatoeba/ in its download/ folder: give that folder as {data_dir} (its BUCC splits "
+        "are dev, with gold, and test, without: pass {bucc_tune_split='dev'} "
+        "{bucc_eval_split='dev'}). To try evaluate on the bundled de-en sample: xretrieve "
+        f"evaluate {models} {{data_dir={sample!r}}} {{out_dir='evaluate-sample'}} "
+        f"{{tasks=('bucc',)}} {{bucc_tune_split={SAMPLE_SPLIT!r}}} "
+        f"{{bucc_eval_split={SAMPLE_SPLIT!r}}}"
     )
 
 
@@ -663,6 +678,7 @@ def evaluate(
     check_output_path(
         out_dir,
         directory=True,
+        option="out_dir",
         inputs=_input_paths(config, cache_root),
         owner=RESULTS_OUTPUT,
     )

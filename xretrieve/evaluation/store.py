@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.core.files import atomic_write, save_npy
 from xretrieve.core.integrity import remove_files, verify_record, write_record
+from xretrieve.core.readers import open_npy
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +70,9 @@ class EmbeddingStore:
                 remove_files((record, vectors_path, keys_path))
                 continue
             try:
-                vectors = np.load(vectors_path, mmap_mode="r", allow_pickle=False)
+                vectors = open_npy(vectors_path, kind="embedding cache")
                 keys = keys_path.read_bytes()
-            except (OSError, ValueError) as error:
+            except (InputError, OSError) as error:
                 logger.warning("ignoring unreadable embedding shard %s: %s", vectors_path, error)
                 continue
             if vectors.ndim != 2 or len(keys) != DIGEST_BYTES * vectors.shape[0]:

@@ -173,6 +173,7 @@ class BuccTask:
         self, data: BuccData, embeddings: Sequence[np.ndarray], settings: ScoringSettings
     ) -> list[Measurement]:
         from xretrieve.mining.gold import apply_threshold, tune_threshold
+        from xretrieve.mining.margin import at_or_above
 
         tune_src_emb, tune_tgt_emb, eval_src_emb, eval_tgt_emb = embeddings
         threshold, tune_f1 = tune_threshold(data.tune, tune_src_emb, tune_tgt_emb, settings.mining)
@@ -186,7 +187,11 @@ class BuccTask:
         threshold, f1 = result.threshold, result.f1
         precision, recall, tune_f1 = result.precision, result.recall, result.tune_f1
         rows, tp, fp, fn = bucc_item_counts(
-            candidates.src_row, candidates.score >= threshold, correct, gold, evaluation.src
+            candidates.src_index,
+            at_or_above(candidates.score, threshold),
+            correct,
+            gold,
+            evaluation.src,
         )
         seed = unit_seed(settings.seed, self.name, evaluation.lang)
         samples = f1_samples(rows, tp, fp, fn, settings.resamples, seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_bytes
 
 
 @dataclass(frozen=True)
@@ -36,14 +37,7 @@ def read_lines(path: Path | str) -> list[str]:
     missing or unreadable file, an empty file, and invalid UTF-8 (with the offending line).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a file") from None
-    except OSError as error:
-        raise InputError(path, f"cannot read: {error.strerror or error}") from None
+    data = read_bytes(path)
     if not data:
         raise InputError(path, "empty file")
     try:

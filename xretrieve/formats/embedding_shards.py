@@ -14,7 +14,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.integrity import file_sha256
 from xretrieve.core.outputs import OutputOwner
-from xretrieve.formats.embeddings import map_npy
+from xretrieve.core.readers import open_npy, read_json_object
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "xretrieve-embedding-shards"
@@ -97,8 +97,8 @@ def is_shards_directory(path: Path) -> bool:
     if not manifest.is_file():
         return False
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
+        return read_json_object(manifest).get("format") == FORMAT
+    except InputError:
         return False
 
 
@@ -116,7 +116,7 @@ def shards_disowns(directory: Path) -> str | None:
     """None when the non-empty ``directory`` was written by ``embed --ray`` and holds only what
     it writes, else why not. The ``OutputOwner`` of ``embed --ray --out``."""
     if not is_shards_directory(directory):
-        return f"no embed --ray {MANIFEST_NAME}"
+        return f"no {MANIFEST_NAME} of embedding shards"
     foreign = sorted(
         entry.name
         for entry in Path(directory).iterdir()
@@ -125,12 +125,13 @@ def shards_disowns(directory: Path) -> str | None:
     if foreign:
         return (
             f"it also holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}, "
-            "which embed --ray does not write"
+            "which embedding shards do not include"
         )
     return None
 
 
-SHARDS_OUTPUT = OutputOwner("embed --ray", shards_disowns)
+# Named by the embedding on Ray that writes it (``RayEmbedder``; the CLI's ``embed --ray``).
+SHARDS_OUTPUT = OutputOwner("embed {ray=True}", shards_disowns, arguments=("ray",))
 
 
 def remove_shards(directory: Path) -> None:
@@ -146,8 +147,8 @@ def read_shards_manifest(directory: Path) -> ShardsManifest | None:
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         return None
+    data = read_json_object(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise InputError(path, f"not an embedding-shards manifest ({FORMAT} v{VERSION})")
         settings = dict(data["settings"])
@@ -191,12 +192,12 @@ def verified_shards(directory: Path) -> list[SourceFile]:
     manifest = read_shards_manifest(directory)
     path = directory / MANIFEST_NAME
     if manifest is None:
-        raise InputError(directory, f"no {MANIFEST_NAME}: not a directory written by embed --ray")
+        raise InputError(directory, f"no {MANIFEST_NAME}: not a directory of embedding shards")
     if not manifest.complete:
         raise InputError(
             directory,
             f"only {len(manifest.shards)} of {manifest.n_shards} shards are finished: "
-            "rerun the same embed --ray command to complete it",
+            "rerun the embedding that wrote it, with the same arguments, to complete it",
         )
     settings, files, line = manifest.settings, [], 0
     for position, entry in enumerate(manifest.shards):
@@ -210,7 +211,7 @@ def verified_shards(directory: Path) -> list[SourceFile]:
                 f"has {shard.stat().st_size} bytes, {MANIFEST_NAME} says {entry.bytes} "
                 "(truncated or replaced?)",
             )
-        shape = map_npy(shard).shape
+        shape = open_npy(shard).shape
         if shape[:1] != (entry.lines,) or shape[-1:] != (manifest.dim,):
             raise InputError(
                 shard,
@@ -219,7 +220,8 @@ def verified_shards(directory: Path) -> list[SourceFile]:
         digest = file_sha256(shard)
         if digest != entry.sha256:
             raise InputError(
-                shard, f"SHA-256 differs from {MANIFEST_NAME}'s record (changed since embed --ray)"
+                shard,
+                f"SHA-256 differs from {MANIFEST_NAME}'s record (changed since it was written)",
             )
         files.append(SourceFile(shard, digest))
         line += entry.lines

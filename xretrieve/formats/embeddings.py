@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.core.errors import InputError
-
-# The first bytes of every .npy file (NumPy's format specification).
-NPY_MAGIC = b"\x93NUMPY"
+from xretrieve.core.readers import open_matrix
 
 
 def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | str) -> Path:
@@ -26,36 +24,6 @@ def embedding_path(emb_dir: Path | str, data_dir: Path | str, data_file: Path | 
     return Path(emb_dir) / relative.with_name(relative.name + ".npy")
 
 
-def map_npy(path: Path | str) -> np.ndarray:
-    """``path`` as a read-only memory map (nothing read but the header); ``InputError`` when it
-    is missing or not a ``.npy`` array of numbers (a text file, a pickled object array)."""
-    path = Path(path)
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(path, "embeddings file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise _npy_error(path, error) from None
-
-
-def _npy_error(path: Path, error: Exception) -> InputError:
-    # NumPy reports any file without the .npy header as "pickled data": say what it is.
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(len(NPY_MAGIC))
-    except OSError:
-        head = b""
-    if head != NPY_MAGIC:
-        return InputError(
-            path,
-            "not a readable .npy file: it does not start with the .npy header (a text or "
-            "other file?); write embeddings with numpy.save or 'xretrieve embed'",
-        )
-    if "pickled" in str(error):
-        return InputError(path, "holds Python objects (a pickled object array), not numbers")
-    return InputError(path, f"not a readable .npy array ({error})")
-
-
 def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.ndarray:
     """Open a ``.npy`` float16/float32 (or float64) matrix of ``(rows, dim)`` as a read-only
     memory map, checked: nothing is copied into memory, so files larger than RAM can be searched
@@ -69,11 +37,7 @@ def read_embeddings(path: Path | str, rows: int, dim: int | None = None) -> np.n
     from xretrieve.core.row_blocks import find_non_finite
 
     path = Path(path)
-    matrix = map_npy(path)
-    if matrix.ndim != 2:
-        raise InputError(path, f"expected a 2-D (rows, dim) matrix, found shape {matrix.shape}")
-    if matrix.dtype not in (np.float16, np.float32, np.float64):
-        raise InputError(path, f"expected float16 or float32 values, found {matrix.dtype}")
+    matrix = open_matrix(path)
     if matrix.shape[0] != rows:
         raise InputError(
             path, f"has {matrix.shape[0]} rows but its data file has {rows} lines; they must match"

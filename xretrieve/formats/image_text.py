@@ -23,7 +23,6 @@ infinite features, a caption naming an id that is not in the gallery, a malforme
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import iter_jsonl, open_matrix
 from xretrieve.formats.corpus import read_lines
 
 IMAGE_TEXT_DIR = "image_text"
@@ -127,16 +127,10 @@ def read_image_gallery(features: Path | str) -> ImageGallery:
     or malformed, when they differ in length, or for NaN or infinite values."""
     path = Path(features)
     ids = read_image_ids(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(path, "image features file not found") from None
-    except (ValueError, OSError, EOFError) as error:
-        raise InputError(path, f"not a readable .npy array ({error})") from None
-    if array.ndim != 2 or array.shape[1] == 0 or not np.issubdtype(array.dtype, np.floating):
+    array = open_matrix(path, kind="image features")
+    if array.shape[1] == 0:
         raise InputError(
-            path,
-            f"expected a 2-D float matrix of image features, found {array.dtype} {array.shape}",
+            path, f"expected image features of one dimension at least, found shape {array.shape}"
         )
     if array.shape[0] != len(ids):
         raise InputError(
@@ -173,10 +167,8 @@ def read_captions(
     texts: list[str] = []
     rows: list[int] = []
     lines: list[int] = []
-    for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        for image_id, caption in _line_captions(path, number, line, caption_field, image_field):
+    for number, record in iter_jsonl(path):
+        for image_id, caption in _line_captions(path, number, record, caption_field, image_field):
             row = row_of.get(image_id)
             if row is None:
                 raise InputError(
@@ -200,15 +192,9 @@ def read_captions(
 
 
 def _line_captions(
-    path: Path, number: int, line: str, caption_field: str, image_field: str
+    path: Path, number: int, record: dict[str, Any], caption_field: str, image_field: str
 ) -> list[tuple[str, str]]:
-    """``(image id, caption)`` pairs of one line."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"invalid JSON: {error.msg}", number) from None
-    if not isinstance(record, dict):
-        raise InputError(path, "expected a JSON object", number)
+    """``(image id, caption)`` pairs of one line's record."""
     if caption_field in record:
         caption = record[caption_field]
         if not isinstance(caption, str):

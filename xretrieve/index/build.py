@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.core.integrity import file_sha256
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
@@ -302,11 +302,13 @@ def check_build_output(sources: list[Path], out_dir: Path) -> Path:
     directory; its work directory beside it likewise (see ``xretrieve.core.files``). Returns the
     normalised path (``.`` made absolute); ``InputError`` otherwise."""
     inputs = [Path(s) for s in sources]
-    out_dir = check_output_path(out_dir, directory=True, inputs=inputs, owner=INDEX_OUTPUT)
+    out_dir = check_output_path(
+        out_dir, directory=True, option="out_dir", inputs=inputs, owner=INDEX_OUTPUT
+    )
     check_output_path(
         work_directory(out_dir),
         directory=True,
-        option="--out's work directory",
+        option="{out_dir}'s work directory",
         inputs=inputs,
         owner=PARTIAL_OUTPUT,
     )
@@ -516,14 +518,15 @@ def _check_train_size(index, factory: str, count: int, train_size: int | None) -
     lists = inverted_lists(index)
     size = train_size if train_size is not None else default_train_size(count, max(lists, 1))
     if size > count:
-        raise XRetrieveError(f"--train-size {size} exceeds the {count} rows of the sources")
+        raise ArgumentError("train_size", f"{size} exceeds the {count} rows of the sources")
     if size < needed:
         raise InputError(
             None,
             f"too few training points for {factory}: {size} "
-            f"({'--train-size' if train_size is not None else 'all rows'}), at least {needed} "
+            f"({'{train_size}' if train_size is not None else 'all rows'}), at least {needed} "
             f"needed (FAISS advises {FAISS_ADVISED_PER_CENTROID * max(lists, 1)}); "
             "use a smaller IVF or more rows",
+            arguments=("train_size",),
         )
     if lists and size < FAISS_ADVISED_PER_CENTROID * lists:
         logger.warning(

@@ -34,7 +34,13 @@ from xretrieve.core.progress import ProgressCallback
 from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker
 from xretrieve.core.ray_cluster import ray_module as _ray
 from xretrieve.index.manifest import ShardRecord
-from xretrieve.index.search import OpenIndex, SearchConfig, ShardSearcher, query_blocks
+from xretrieve.index.search import (
+    OpenIndex,
+    SearchConfig,
+    SearchRequest,
+    ShardSearcher,
+    query_blocks,
+)
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk
 
@@ -113,6 +119,9 @@ class RaySearch:
         self.max_restarts = max_restarts
         self.start_timeout = start_timeout
         self.actors: list = []
+        # The allowed rows in Ray's object store, held while the pool lives: a restarted actor
+        # reads them again, and Ray frees an object once the driver drops its last reference.
+        self._allowed_ref = None
 
     def close(self) -> None:
         """Shut Ray down if this object started it."""
@@ -121,24 +130,16 @@ class RaySearch:
             self.started = False
 
     def __call__(
-        self,
-        database: OpenIndex,
-        queries: EmbeddingRows,
-        query_rows: np.ndarray,
-        k: int,
-        allowed: np.ndarray | None,
-        config: SearchConfig,
-        progress: ProgressCallback,
-        stage: str,
+        self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
         try:
-            self._start_pool(database, allowed, config)
-            return self._search(queries, query_rows, k, config, progress, stage)
+            self._start_pool(request.database, request.allowed, request.config)
+            return self._search(request, progress)
         finally:
             for x in self.actors:
                 ray.kill(x)
-            self.actors = []
+            self.actors, self._allowed_ref = [], None
 
     def _start_pool(
         self, database: OpenIndex, allowed: np.ndarray | None, config: SearchConfig
@@ -154,10 +155,10 @@ class RaySearch:
             max_restarts=self.max_restarts,
             max_task_retries=self.max_restarts,
         )
-        allowed_ref = ray.put(allowed)
+        self._allowed_ref = ray.put(allowed)
         directory = str(database.directory)
         self.actors = [
-            actor.remote(directory, shards[i::size], config.nprobe, allowed_ref)
+            actor.remote(directory, shards[i::size], config.nprobe, self._allowed_ref)
             for i in range(size)
         ]
         started, _ = ray.wait(
@@ -179,22 +180,17 @@ class RaySearch:
         get_result(started, "a shard actor", self.max_restarts)
 
     def _search(
-        self,
-        queries: EmbeddingRows,
-        query_rows: np.ndarray,
-        k: int,
-        config: SearchConfig,
-        progress: ProgressCallback,
-        stage: str,
+        self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]:
         ray = _ray()
-        blocks = query_blocks(query_rows, config.block_rows)
+        query_rows, k, stage = request.query_rows, request.k, request.stage
+        blocks = query_blocks(query_rows, request.config.block_rows)
         sims = np.empty((query_rows.size, k), dtype=np.float32)
         ids = np.empty((query_rows.size, k), dtype=np.int64)
         pending: list[tuple[int, int, list]] = []
         progress(stage, 0, len(blocks))
         for done, (a, b) in enumerate(blocks, start=1):
-            block_ref = ray.put(queries.rows(query_rows[a:b]))
+            block_ref = ray.put(request.queries.rows(query_rows[a:b]))
             pending.append((a, b, [x.search.remote(block_ref, k) for x in self.actors]))
             if len(pending) >= BLOCKS_IN_FLIGHT or done == len(blocks):
                 while pending:

@@ -21,8 +21,8 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.integrity import content_unchanged, file_sha256
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import open_npy, read_json_object
 from xretrieve.core.records import record_fields
-from xretrieve.index.sources import open_npy
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -105,15 +105,13 @@ def is_index_file(name: str) -> bool:
 
 
 def _parse(path: Path) -> IndexManifest:
+    if not path.exists():
+        raise InputError(path, "no index manifest here (build one with 'xretrieve index build')")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(
-            path, "no index manifest here (build one with 'xretrieve index build')"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"unreadable index manifest ({error})") from None
-    version = data.get("format_version") if isinstance(data, dict) else None
+        data = read_json_object(path)
+    except InputError as error:
+        raise InputError(path, f"unreadable index manifest ({error.detail})", error.line) from None
+    version = data.get("format_version")
     if type(version) is int and version != FORMAT_VERSION:  # other types: record_fields says
         raise InputError(path, f"manifest format {version}, expected {FORMAT_VERSION}")
     fields = record_fields(IndexManifest, data, path, "index manifest")

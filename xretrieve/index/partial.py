@@ -32,6 +32,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write, replace_directory
 from xretrieve.core.integrity import file_matches
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import read_json_object
 from xretrieve.index.manifest import ShardRecord, is_index_file
 
 logger = logging.getLogger(__name__)
@@ -112,8 +113,9 @@ def build_lock(out_dir: Path) -> Iterator[None]:
         except (Timeout, _Replaced):
             raise InputError(
                 out_dir,
-                f"another index build of this --out is running (it holds {path.name}): wait "
-                "for it to finish, or choose another --out",
+                f"another index build of this {{out_dir}} is running (it holds {path.name}): "
+                "wait for it to finish, or choose another {out_dir}",
+                arguments=("out_dir",),
             ) from None
         except OSError as error:
             raise InputError(path, f"cannot create the build's lock file: {error}") from None
@@ -157,8 +159,8 @@ class PartialBuild:
         if not record_path.is_file():
             return None
         try:
-            record = ShardRecord(**json.loads(record_path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError):
+            record = ShardRecord(**read_json_object(record_path))
+        except (InputError, TypeError):
             return None
         complete = file_matches(self.directory / record.file, record.bytes, record.sha256)
         return record if complete else None
@@ -186,8 +188,8 @@ def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> Parti
     settings_path = directory / SETTINGS
     if directory.exists():
         try:
-            previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            previous = read_json_object(settings_path)
+        except InputError:
             previous = None
         if resume and previous == settings:
             partial = PartialBuild(directory)
@@ -200,7 +202,7 @@ def open_partial(out_dir: Path, settings: dict[str, Any], resume: bool) -> Parti
         logger.warning(
             "discarding the partial build in %s (%s)",
             directory,
-            "--no-resume" if not resume else "other settings or changed sources",
+            "resume=False" if not resume else "other settings or changed sources",
         )
         _clear(directory)
     directory.mkdir(parents=True, exist_ok=True)

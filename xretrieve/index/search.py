@@ -20,14 +20,14 @@ excluded from the search with a FAISS ``IDSelector`` and not used as queries.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from xretrieve.core.errors import InputError, XRetrieveError
-from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.index.manifest import MANIFEST, IndexManifest, ShardRecord, read_index_manifest
 from xretrieve.index.sources import EmbeddingRows
 from xretrieve.index.topk import merge_topk, sort_topk
@@ -224,20 +224,27 @@ class ShardSearcher:
         return sims, np.where(ids >= 0, ids + self.shard.offset, -1)
 
 
+@dataclass(frozen=True, eq=False)
+class SearchRequest:
+    """One direction of a search: the top ``k`` in ``database`` (among its ``allowed`` global
+    rows, None: all) of each query row ``query_rows`` (q,) of ``queries``, searched as ``config``
+    says; ``stage`` names it in progress reports and errors."""
+
+    database: OpenIndex
+    queries: EmbeddingRows
+    query_rows: np.ndarray
+    k: int
+    allowed: np.ndarray | None = None
+    config: SearchConfig = SearchConfig()
+    stage: str = "index search"
+
+
 class ShardedSearch(Protocol):
-    """Top ``k`` over all shards of ``database`` for the query rows ``query_rows`` of
-    ``queries``: ``(sims, ids)`` (q, k) merged globally, best first, ties by id."""
+    """The top ``request.k`` over all shards of ``request.database`` for each query:
+    ``(sims, ids)`` (q, k) merged globally, best first, ties by id."""
 
     def __call__(
-        self,
-        database: OpenIndex,
-        queries: EmbeddingRows,
-        query_rows: np.ndarray,
-        k: int,
-        allowed: np.ndarray | None,
-        config: SearchConfig,
-        progress: ProgressCallback,
-        stage: str,
+        self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -248,25 +255,21 @@ def query_blocks(query_rows: np.ndarray, block_rows: int) -> list[tuple[int, int
 
 
 def search_in_process(
-    database: OpenIndex,
-    queries: EmbeddingRows,
-    query_rows: np.ndarray,
-    k: int,
-    allowed: np.ndarray | None,
-    config: SearchConfig,
-    progress: ProgressCallback,
-    stage: str,
+    request: SearchRequest, progress: ProgressCallback
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ShardedSearch`` one shard at a time (memory: one shard plus the running top k)."""
-    blocks = query_blocks(query_rows, config.block_rows)
-    shards = database.manifest.shards
+    query_rows, k, stage = request.query_rows, request.k, request.stage
+    blocks = query_blocks(query_rows, request.config.block_rows)
+    shards = request.database.manifest.shards
     running: tuple[np.ndarray, np.ndarray] | None = None
     progress(stage, 0, len(shards) * len(blocks))
     for number, shard in enumerate(shards):
-        searcher = ShardSearcher(database.directory, shard, config.nprobe, allowed)
+        searcher = ShardSearcher(
+            request.database.directory, shard, request.config.nprobe, request.allowed
+        )
         parts = []
         for done, (a, b) in enumerate(blocks, start=1):
-            parts.append(searcher.search(queries.rows(query_rows[a:b]), k))
+            parts.append(searcher.search(request.queries.rows(query_rows[a:b]), k))
             progress(stage, number * len(blocks) + done, len(shards) * len(blocks))
         found = (np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts]))
         running = sort_topk(*found, k) if running is None else merge_topk([running, found], k)
@@ -288,36 +291,32 @@ def rescore(
 
 
 def search_direction(
-    database: OpenIndex,
-    queries: EmbeddingRows,
-    query_rows: np.ndarray,
-    k: int,
-    allowed: np.ndarray | None,
-    config: SearchConfig,
-    search: ShardedSearch,
-    progress: ProgressCallback,
-    stage: str,
+    request: SearchRequest,
+    search: ShardedSearch = search_in_process,
+    progress: ProgressCallback = no_progress,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Global top ``k`` of each query among ``database``'s allowed rows, re-scored when asked
-    (from ``config.candidate_factor`` x k candidates); ``XRetrieveError`` when the index found
-    fewer than ``k`` neighbours for some query."""
-    searchable = database.manifest.count if allowed is None else allowed.size
+    """Global top ``request.k`` of each query among the database's allowed rows, re-scored when
+    asked (from ``config.candidate_factor`` x k candidates, which ``search`` finds);
+    ``XRetrieveError`` when the index found fewer than ``k`` neighbours for some query."""
+    database, config, k = request.database, request.config, request.k
+    searchable = database.manifest.count if request.allowed is None else request.allowed.size
     wanted = min(k * config.candidate_factor, searchable) if config.rescore else k
-    sims, ids = search(database, queries, query_rows, wanted, allowed, config, progress, stage)
+    sims, ids = search(replace(request, k=wanted), progress)
     short = int((ids[:, :k] < 0).any(axis=1).sum())
     if short:
         raise XRetrieveError(
-            f"{stage}: the index found fewer than k={k} neighbours for {short} of "
+            f"{request.stage}: the index found fewer than k={k} neighbours for {short} of "
             f"{ids.shape[0]} queries (nprobe={database.nprobe(config.nprobe)}); raise "
-            "--nprobe or lower --k"
+            "{nprobe} or lower {k}",
+            arguments=("nprobe", "k"),
         )
     if not config.rescore:
         return sims, ids
     kept_sims = np.empty((ids.shape[0], k), dtype=np.float32)
     kept_ids = np.empty((ids.shape[0], k), dtype=np.int64)
     # Gathered candidate rows per step: (block, candidates, d) float32, at most RESCORE_ROWS x d.
-    for a, b in query_blocks(query_rows, max(1, RESCORE_ROWS // ids.shape[1])):
-        vectors = queries.rows(query_rows[a:b])
+    for a, b in query_blocks(request.query_rows, max(1, RESCORE_ROWS // ids.shape[1])):
+        vectors = request.queries.rows(request.query_rows[a:b])
         kept_sims[a:b], kept_ids[a:b] = rescore(vectors, database.rows, ids[a:b], k)
     return kept_sims, kept_ids
 

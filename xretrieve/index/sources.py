@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import open_matrix
 from xretrieve.core.row_blocks import RowMatrix, find_non_finite
-from xretrieve.formats.embeddings import map_npy
+
+# What an index is built from: float64 sources would be copied, not memory-mapped, at search.
+_INDEX_DTYPES = (np.dtype(np.float16), np.dtype(np.float32))
 
 
 @dataclass(frozen=True)
@@ -28,17 +31,6 @@ class EmbeddingFile:
     rows: int
     dim: int
     dtype: str
-
-
-def open_npy(path: Path) -> np.ndarray:
-    """``path`` memory-mapped read-only; ``InputError`` unless it is a 2-D float16/32 ``.npy``."""
-    path = Path(path)
-    matrix = map_npy(path)
-    if matrix.ndim != 2 or matrix.shape[0] == 0:
-        raise InputError(path, f"expected a non-empty 2-D (rows, dim) matrix, found {matrix.shape}")
-    if matrix.dtype not in (np.float16, np.float32):
-        raise InputError(path, f"expected float16 or float32 values, found {matrix.dtype}")
-    return matrix
 
 
 def unit_rows(block: np.ndarray) -> np.ndarray:
@@ -61,7 +53,7 @@ class EmbeddingRows:
         if not paths:
             raise InputError(None, "no embedding files given")
         self.paths = [Path(p) for p in paths]
-        self._maps = [open_npy(p) for p in self.paths]
+        self._maps = [open_matrix(p, dtypes=_INDEX_DTYPES, non_empty=True) for p in self.paths]
         dims = {m.shape[1] for m in self._maps}
         if len(dims) > 1:
             first = self._maps[0].shape[1]

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from xretrieve.core.arguments import (
     check_int,
-    check_member,
     check_model,
     check_optional_str,
     check_progress,
@@ -24,13 +23,10 @@ from xretrieve.core.arguments import (
 )
 from xretrieve.core.errors import ArgumentError, XRetrieveError
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.settings import Device, ThresholdSource, parse_setting
 from xretrieve.formats import Corpus
 from xretrieve.mining.margin import Margin, MinedPairs, MiningConfig, Mode
 from xretrieve.mining.sources import EmbeddingSource, EncoderSource, TextEncoder
-
-if TYPE_CHECKING:
-    pass
-
 
 # Threshold for the ratio margin when neither the caller nor the model gives one: LASER's mined
 # corpora (WikiMatrix, CCMatrix) keep ratio-margin scores around 1.04-1.06.
@@ -41,7 +37,7 @@ def mining_config(
     k: int = 4,
     margin: Margin | str = "ratio",
     mode: Mode | str = "max",
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
     gpu_memory: int | None = None,
 ) -> MiningConfig:
     """A ``MiningConfig`` from enums or their string values; ``ArgumentError`` naming the
@@ -49,8 +45,8 @@ def mining_config(
     cuda or cuda:N)."""
     return MiningConfig(
         k=check_int("k", k),
-        margin=check_member("margin", Margin, margin),
-        mode=check_member("mode", Mode, mode),
+        margin=parse_setting("margin", Margin, margin),
+        mode=parse_setting("mode", Mode, mode),
         device=check_search_device(device),
         gpu_memory=None if gpu_memory is None else check_int("gpu_memory", gpu_memory),
     )
@@ -72,11 +68,10 @@ def check_search_device(device: Any) -> str:
 
 @dataclass(frozen=True)
 class ThresholdChoice:
-    """The threshold applied and where it came from: "given", "tuned", "model" (calibrated
-    with the model), "default" (``DEFAULT_RATIO_THRESHOLD``) or "none" (no threshold)."""
+    """The threshold applied (None: none) and where it came from."""
 
     threshold: float | None
-    source: str
+    source: ThresholdSource
 
 
 def default_threshold(
@@ -90,10 +85,10 @@ def default_threshold(
         and calibrated.get("margin") == config.margin.value
         and calibrated.get("k") == config.k
     ):
-        return ThresholdChoice(float(calibrated["threshold"]), "model")
+        return ThresholdChoice(float(calibrated["threshold"]), ThresholdSource.MODEL)
     if config.margin is Margin.RATIO:
-        return ThresholdChoice(DEFAULT_RATIO_THRESHOLD, "default")
-    return ThresholdChoice(None, "none")
+        return ThresholdChoice(DEFAULT_RATIO_THRESHOLD, ThresholdSource.DEFAULT)
+    return ThresholdChoice(None, ThresholdSource.NONE)
 
 
 def _given_or_default(
@@ -102,7 +97,7 @@ def _given_or_default(
     threshold = check_threshold("threshold", threshold)
     if threshold is None:
         return default_threshold(config, calibrated)
-    return ThresholdChoice(threshold, "given")
+    return ThresholdChoice(threshold, ThresholdSource.GIVEN)
 
 
 def model_threshold(source: EmbeddingSource | TextEncoder | None) -> Mapping[str, Any] | None:
@@ -120,7 +115,7 @@ def mine(
     mode: Mode | str = Mode.MAX,
     threshold: float | None = None,
     *,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
     gpu_memory: int | None = None,
     text_prefix: str | None = None,
     progress: ProgressCallback | None = None,
@@ -172,7 +167,7 @@ def mine_embeddings(
     mode: Mode | str = Mode.MAX,
     threshold: float | None = None,
     *,
-    device: str = "auto",
+    device: Device | str = Device.AUTO,
     gpu_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> MinedPairs:

@@ -7,7 +7,6 @@ the pairs TSV (LASER's layout)."""
 from __future__ import annotations
 
 import importlib.resources
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from xretrieve.core.errors import XRetrieveError
+from xretrieve.core.errors import ArgumentError, XRetrieveError
 from xretrieve.core.progress import ProgressCallback
+from xretrieve.core.settings import ThresholdSource
 from xretrieve.formats import Corpus
 from xretrieve.mining.api import ThresholdChoice, _given_or_default, model_threshold
 from xretrieve.mining.corpus import CorpusMining
-from xretrieve.mining.margin import DEFAULT_CONFIG, MiningConfig
+from xretrieve.mining.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig
 from xretrieve.mining.sources import EmbeddingSource
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ class MiningReport:
     tgt_distinct: int
     config: MiningConfig
     threshold: float | None
-    threshold_source: str
+    threshold_source: ThresholdSource
     candidates: int
     pairs: int
     rows: tuple[tuple[str, ...], ...]
@@ -115,7 +115,7 @@ class MiningReport:
             "margin": self.config.margin.value,
             "mode": self.config.mode.value,
             "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
+            "threshold_source": self.threshold_source.value,
             "candidates": self.candidates,
             "pairs": self.pairs,
             "rows": len(self.rows),
@@ -156,23 +156,27 @@ class MiningInputs:
 
 
 def read_inputs(request: MineRequest) -> MiningInputs:
-    """The texts of ``request`` (see ``MineRequest``); ``XRetrieveError`` for flags that do not
+    """The texts of ``request`` (see ``MineRequest``); ``ArgumentError`` for fields that do not
     fit together, ``InputError`` for bad files."""
     from xretrieve.formats import read_bucc_gold, read_bucc_split, read_corpus
 
     src_file, tgt_file, data_dir = request.src_file, request.tgt_file, request.data_dir
     if src_file is not None or tgt_file is not None:
         if src_file is None or tgt_file is None:
-            raise XRetrieveError("give both --src-file and --tgt-file")
+            raise ArgumentError.from_template("give both {src_file} and {tgt_file}")
         if data_dir is not None:
-            raise XRetrieveError("give either --src-file/--tgt-file or --data-dir, not both")
+            raise ArgumentError.from_template(
+                "give either {src_file}/{tgt_file} or {data_dir}, not both"
+            )
         src, tgt = read_corpus(src_file), read_corpus(tgt_file)
         gold = read_bucc_gold(request.gold_file, src, tgt) if request.gold_file else None
         return MiningInputs(src, tgt, gold, None, f"{src_file.name} - {tgt_file.name}")
     if data_dir is None:
         _check_bundled(request)
     if request.tgt_lang != "en":
-        raise XRetrieveError("the BUCC layout pairs a language with English: use --tgt en")
+        raise ArgumentError.from_template(
+            "the BUCC layout pairs a language with English: use {tgt_lang='en'}"
+        )
     root = data_dir if data_dir is not None else sample_data_dir()
     split = request.split if data_dir is not None else SAMPLE_SPLIT
     bucc = read_bucc_split(root, request.src_lang, split)
@@ -181,19 +185,20 @@ def read_inputs(request: MineRequest) -> MiningInputs:
 
 
 def _check_bundled(request: MineRequest) -> None:
-    """Without --src-file/--tgt-file and --data-dir the bundled sample is mined: it must exist
-    for the pair, and precomputed embeddings cannot be of it."""
+    """Without ``src_file``/``tgt_file`` and ``data_dir`` the bundled sample is mined: it must
+    exist for the pair, and precomputed embeddings cannot be of it."""
     if request.src_emb is not None or request.tgt_emb is not None:
-        raise XRetrieveError(
-            "--src-emb/--tgt-emb need the texts they embed: give --src-file/--tgt-file "
-            "(or --data-dir DIR --split S)"
+        raise ArgumentError.from_template(
+            "{src_emb}/{tgt_emb} need the texts they embed: give {src_file}/{tgt_file} "
+            "(or {data_dir} DIR {split} S)"
         )
     if (request.src_lang, request.tgt_lang) not in BUNDLED_PAIRS:
         bundled = ", ".join(f"{src}-{tgt}" for src, tgt in BUNDLED_PAIRS)
         raise XRetrieveError(
             f"no bundled sample for {request.src_lang}-{request.tgt_lang} (only {bundled} is "
-            "bundled): give your sentences with --src-file SRC.txt --tgt-file TGT.txt, or a "
-            "BUCC-layout directory with --data-dir DIR --split S"
+            "bundled): give your sentences with {src_file} SRC.txt {tgt_file} TGT.txt, or a "
+            "BUCC-layout directory with {data_dir} DIR {split} S",
+            arguments=("src_file", "tgt_file", "data_dir", "split"),
         )
 
 
@@ -205,7 +210,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
 
     _check_request(request)
     if request.out is not None:
-        # Before any reading or embedding; an --out that is an input would be emptied.
+        # Before any reading or embedding; an output that is an input would be emptied.
         check_output_path(request.out, inputs=request_inputs(request))
     inputs = read_inputs(request)
     config = request.config
@@ -223,16 +228,13 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         src_matrix, tgt_matrix, source = _embed_inputs(inputs, request, progress)
         if request.tune_split is not None:
             threshold, tune_f1 = _tune(inputs, request, source, progress)
-            choice = ThresholdChoice(threshold, "tuned")
+            choice = ThresholdChoice(threshold, ThresholdSource.TUNED)
         else:
             choice = _given_or_default(request.threshold, config, model_threshold(source))
         mining = mine_corpora(
             inputs.src, inputs.tgt, src_matrix, tgt_matrix, config, progress=progress
         )
-    selected = np.flatnonzero(
-        mining.pairs.score.astype(np.float64)
-        >= (-math.inf if choice.threshold is None else choice.threshold)
-    )
+    selected = mining.pairs.above(choice.threshold)
     rows = pair_rows(inputs, mining, selected)
     gold = _gold_scores(inputs, mining, choice.threshold)
     if request.out is not None:
@@ -247,7 +249,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
         threshold=choice.threshold,
         threshold_source=choice.source,
         candidates=len(mining.pairs),
-        pairs=int(selected.size),
+        pairs=len(selected),
         rows=tuple(tuple(row) for row in rows),
         tune_split=request.tune_split,
         tune_f1=tune_f1,
@@ -261,7 +263,7 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
 def request_inputs(request: MineRequest) -> list[Path]:
     """Every file or directory ``request`` reads (sentence, gold and embedding files, the BUCC
     files of the mined and tuning splits and their mirrors under ``emb_dir``, the indexes, a
-    model directory), for the output guard: ``--out`` may be none of them."""
+    model directory), for the output guard: ``out`` may be none of them."""
     from xretrieve.formats.bucc import bucc_paths
     from xretrieve.formats.embeddings import embedding_path
 
@@ -297,37 +299,43 @@ def _check_request(request: MineRequest) -> None:
         or request.tune_split is not None
         or request.text_prefix is not None
     ):
-        raise XRetrieveError(
-            "--src-index/--tgt-index replace --src-emb/--tgt-emb, --model, --text-prefix, "
-            "--emb-dir and --tune-split: give only the indexes (and --threshold)"
+        raise ArgumentError.from_template(
+            "{indexes} replace {src_emb}/{tgt_emb}, {model}, {text_prefix}, {emb_dir} and "
+            "{tune_split}: give only the indexes (and {threshold})"
         )
     if request.threshold is not None and request.tune_split is not None:
-        raise XRetrieveError("give either --threshold or --tune-split, not both")
+        raise ArgumentError.from_template("give either {threshold} or {tune_split}, not both")
     if request.tune_split is not None and request.data_dir is None:
-        raise XRetrieveError("--tune-split reads DIR's gold: give --data-dir")
+        raise ArgumentError.from_template("{tune_split} reads DIR's gold: give {data_dir}")
     if request.tune_split is not None and request.src_emb is not None and request.emb_dir is None:
-        raise XRetrieveError("--tune-split needs embeddings of the tuning split: give --emb-dir")
+        raise ArgumentError.from_template(
+            "{tune_split} needs embeddings of the tuning split: give {emb_dir}"
+        )
     if (
         request.text_prefix is not None
         and request.model is None
         and (request.src_emb is not None or request.emb_dir is not None)
     ):
-        raise XRetrieveError("--text-prefix applies to --model, not to precomputed embeddings")
+        raise ArgumentError.from_template(
+            "{text_prefix} applies to {model}, not to precomputed embeddings"
+        )
 
 
 def _embed_inputs(
     inputs: MiningInputs, request: MineRequest, progress: ProgressCallback | None
 ) -> tuple[np.ndarray, np.ndarray, EmbeddingSource | None]:
-    """Source and target embeddings, and the source they came from (None for --src/tgt-emb),
-    so that a tuning split is embedded by the same, already loaded, encoder."""
+    """Source and target embeddings, and the source they came from (None for ``src_emb`` and
+    ``tgt_emb``), so that a tuning split is embedded by the same, already loaded, encoder."""
     from xretrieve.formats import read_embeddings
     from xretrieve.mining.sources import embed_pair, embedding_source
 
     if request.src_emb is not None or request.tgt_emb is not None:
         if request.src_emb is None or request.tgt_emb is None:
-            raise XRetrieveError("give both --src-emb and --tgt-emb")
+            raise ArgumentError.from_template("give both {src_emb} and {tgt_emb}")
         if request.model is not None:
-            raise XRetrieveError("give either --model or --src-emb/--tgt-emb, not both")
+            raise ArgumentError.from_template(
+                "give either {model} or {src_emb}/{tgt_emb}, not both"
+            )
         src_matrix = read_embeddings(request.src_emb, rows=len(inputs.src))
         tgt_matrix = read_embeddings(request.tgt_emb, rows=len(inputs.tgt), dim=src_matrix.shape[1])
         return src_matrix, tgt_matrix, None
@@ -376,8 +384,8 @@ def _gold_scores(
         return {}
     candidates = id_candidates(mining, inputs.src, inputs.tgt)
     correct = gold_mask(candidates, inputs.gold, inputs.src, inputs.tgt)
-    cut = -math.inf if threshold is None else threshold
-    precision, recall, f1, _ = precision_recall_f1(candidates.score, correct, len(inputs.gold), cut)
+    n_gold = len(inputs.gold)
+    precision, recall, f1, _ = precision_recall_f1(candidates.score, correct, n_gold, threshold)
     return {"gold": len(inputs.gold), "precision": precision, "recall": recall, "f1": f1}
 
 
@@ -388,16 +396,18 @@ def _rows_of_distinct(inverse: np.ndarray) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def pair_rows(inputs: MiningInputs, mining: CorpusMining, selected: np.ndarray) -> list[list[str]]:
-    """Output rows (score, [src_id], [tgt_id], src_text, tgt_text) of the selected pairs."""
+def pair_rows(inputs: MiningInputs, mining: CorpusMining, pairs: MinedPairs) -> list[list[str]]:
+    """Output rows (score, [src_id], [tgt_id], src_text, tgt_text) of ``pairs`` (some of
+    ``mining.pairs``: distinct texts)."""
     src_groups = _rows_of_distinct(mining.src_inverse)
     tgt_groups = _rows_of_distinct(mining.tgt_inverse)
     rows: list[list[str]] = []
-    pairs = mining.pairs
-    for position in selected.tolist():
-        score = f"{float(pairs.score[position]):.9g}"
-        src_rows = src_groups[int(pairs.src_index[position])].tolist()
-        tgt_rows = tgt_groups[int(pairs.tgt_index[position])].tolist()
+    for src_index, tgt_index, pair_score in zip(
+        pairs.src_index.tolist(), pairs.tgt_index.tolist(), pairs.score.tolist(), strict=True
+    ):
+        score = f"{pair_score:.9g}"
+        src_rows = src_groups[src_index].tolist()
+        tgt_rows = tgt_groups[tgt_index].tolist()
         src_text = inputs.src.texts[src_rows[0]]
         tgt_text = inputs.tgt.texts[tgt_rows[0]]
         src_ids = [inputs.src.ids[r] for r in src_rows] if inputs.src.ids else [None]

@@ -35,19 +35,6 @@ class CorpusMining:
     pairs: MinedPairs
 
 
-@dataclass(frozen=True)
-class Candidates:
-    """Mined pairs as corpus rows whose texts have exactly one id: ``src_row``, ``tgt_row`` (c,)
-    int64 and ``score`` (c,) float64, best first."""
-
-    src_row: np.ndarray
-    tgt_row: np.ndarray
-    score: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.score.shape[0])
-
-
 def mine_corpora(
     src: Corpus,
     tgt: Corpus,
@@ -88,8 +75,9 @@ def _unambiguous_rows(corpus: Corpus, distinct_rows: np.ndarray) -> np.ndarray:
     )
 
 
-def id_candidates(mining: CorpusMining, src: Corpus, tgt: Corpus) -> Candidates:
-    """The mined pairs BUCC scoring sees: both texts must map to a single id (step 2 above)."""
+def id_candidates(mining: CorpusMining, src: Corpus, tgt: Corpus) -> MinedPairs:
+    """The mined pairs BUCC scoring sees: both texts must map to a single id (step 2 above).
+    ``src_index``, ``tgt_index``: corpus rows; ``score`` float64; best first."""
     src_row = _unambiguous_rows(src, mining.src_rows)[mining.pairs.src_index]
     tgt_row = _unambiguous_rows(tgt, mining.tgt_rows)[mining.pairs.tgt_index]
     score = mining.pairs.score.astype(np.float64)
@@ -100,4 +88,4 @@ def id_candidates(mining: CorpusMining, src: Corpus, tgt: Corpus) -> Candidates:
     codes = src_row[order] * len(tgt) + tgt_row[order]
     _, first = np.unique(codes, return_index=True)
     chosen = order[np.sort(first)]
-    return Candidates(src_row[chosen], tgt_row[chosen], score[chosen])
+    return MinedPairs(src_row[chosen], tgt_row[chosen], score[chosen])

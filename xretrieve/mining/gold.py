@@ -32,8 +32,8 @@ import numpy as np
 from xretrieve.core.errors import InputError
 from xretrieve.core.progress import ProgressCallback
 from xretrieve.formats import BuccSplit, Corpus
-from xretrieve.mining.corpus import Candidates, id_candidates, mine_corpora
-from xretrieve.mining.margin import DEFAULT_CONFIG, MiningConfig
+from xretrieve.mining.corpus import id_candidates, mine_corpora
+from xretrieve.mining.margin import DEFAULT_CONFIG, MinedPairs, MiningConfig, at_or_above
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,16 @@ class BuccResult:
 
 
 def gold_mask(
-    candidates: Candidates, gold: frozenset[tuple[str, str]], src: Corpus, tgt: Corpus
+    candidates: MinedPairs, gold: frozenset[tuple[str, str]], src: Corpus, tgt: Corpus
 ) -> np.ndarray:
-    """(c,) bool: whether each candidate's id pair is in ``gold``."""
+    """(c,) bool: whether each candidate's id pair is in ``gold`` (``candidates`` as
+    ``id_candidates`` gives them: corpus rows)."""
     if src.ids is None or tgt.ids is None:
         raise InputError(src.path if src.ids is None else tgt.path, "BUCC scoring needs ids")
     src_row = {sentence_id: row for row, sentence_id in enumerate(src.ids)}
     tgt_row = {sentence_id: row for row, sentence_id in enumerate(tgt.ids)}
     gold_codes = np.array([src_row[s] * len(tgt) + tgt_row[t] for s, t in gold], dtype=np.int64)
-    return np.isin(candidates.src_row * len(tgt) + candidates.tgt_row, gold_codes)
+    return np.isin(candidates.src_index * len(tgt) + candidates.tgt_index, gold_codes)
 
 
 def optimize_threshold(score: np.ndarray, correct: np.ndarray, n_gold: int) -> tuple[float, float]:
@@ -94,12 +95,12 @@ def optimize_threshold(score: np.ndarray, correct: np.ndarray, n_gold: int) -> t
 
 
 def precision_recall_f1(
-    score: np.ndarray, correct: np.ndarray, n_gold: int, threshold: float
+    score: np.ndarray, correct: np.ndarray, n_gold: int, threshold: float | None
 ) -> tuple[float, float, float, int]:
     """``(precision, recall, f1, n_extracted)`` in percent for candidates with
-    ``score >= threshold``; all three are 0 when no extracted candidate is correct."""
-    # float64: a threshold halfway between two float32 scores must not round onto either.
-    extracted = np.asarray(score, dtype=np.float64) >= threshold
+    ``score >= threshold`` (``at_or_above``); all three are 0 when no extracted candidate is
+    correct."""
+    extracted = at_or_above(score, threshold)
     n_extracted = int(extracted.sum())
     n_correct = int(np.asarray(correct)[extracted].sum())
     if n_correct == 0:
@@ -132,11 +133,11 @@ def tune_threshold(
 @dataclass(frozen=True)
 class BuccScoring:
     """``result`` plus what it was computed from on the evaluation split: its id-level
-    ``candidates`` and, when it has gold, ``correct`` (one bool per candidate), e.g. for a
-    bootstrap over its sentences."""
+    ``candidates`` (``id_candidates``) and, when it has gold, ``correct`` (one bool per
+    candidate), e.g. for a bootstrap over its sentences."""
 
     result: BuccResult
-    candidates: Candidates
+    candidates: MinedPairs
     correct: np.ndarray | None
 
 
@@ -157,7 +158,7 @@ def apply_threshold(
     )
     candidates = id_candidates(mining, evaluation.src, evaluation.tgt)
     if evaluation.gold is None:
-        n_extracted = int((candidates.score >= threshold).sum())
+        n_extracted = len(candidates.above(threshold))
         result = BuccResult(
             threshold, None, None, None, tune_f1, None, len(candidates), n_extracted, None
         )

@@ -16,8 +16,9 @@ is scored against its k forward candidates and every target against its k backwa
   (forward candidates by source row, then backward candidates by target row), a fixed tie-break
   where LASER's unstable ``np.argsort(-scores)`` leaves it unspecified.
 
-LASER prints only pairs with ``score > threshold`` (default 0); here ``mine`` returns every
-selected pair and thresholds are applied by the caller (``>=``, as BUCC's extraction).
+LASER prints only pairs with ``score > threshold`` (default 0); here ``mine_rows`` returns every
+selected pair and the caller applies a threshold with ``MinedPairs.above`` (``>=``, as BUCC's
+extraction; ``at_or_above`` is that one cut, for every count and mask of extracted pairs).
 """
 
 from __future__ import annotations
@@ -66,10 +67,20 @@ class MiningConfig:
 DEFAULT_CONFIG = MiningConfig()
 
 
+def at_or_above(score: np.ndarray, threshold: float | None) -> np.ndarray:
+    """The one threshold cut: (p,) bool, ``score >= threshold`` compared in float64 (a threshold
+    halfway between two float32 scores rounds onto neither); None keeps every score."""
+    score = np.asarray(score)
+    if threshold is None:
+        return np.ones(score.shape, dtype=bool)
+    return score.astype(np.float64) >= threshold
+
+
 @dataclass(frozen=True)
 class MinedPairs:
     """Mined pairs best first: ``src_index``, ``tgt_index`` (p,) int64 rows of the source and
-    target embeddings, ``score`` (p,) float32 margin scores (non-increasing)."""
+    target embeddings (or corpora), ``score`` (p,) float32 (or float64) margin scores
+    (non-increasing)."""
 
     src_index: np.ndarray
     tgt_index: np.ndarray
@@ -79,10 +90,10 @@ class MinedPairs:
         return int(self.score.shape[0])
 
     def above(self, threshold: float | None) -> MinedPairs:
-        """The pairs with ``score >= threshold`` (compared in float64; None keeps all)."""
+        """The pairs with ``score >= threshold`` (``at_or_above``; None keeps all)."""
         if threshold is None:
             return self
-        keep = self.score.astype(np.float64) >= threshold
+        keep = at_or_above(self.score, threshold)
         return MinedPairs(self.src_index[keep], self.tgt_index[keep], self.score[keep])
 
     def to_rows(

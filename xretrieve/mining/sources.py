@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.core.progress import ProgressCallback
 from xretrieve.formats import Corpus, distinct_texts, embedding_path, read_embeddings
 
@@ -110,17 +110,21 @@ def embedding_source(
     text_prefix: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> EncoderSource | DirectorySource:
-    """The ``EmbeddingSource`` of the ``--model`` / ``--emb-dir`` choice: ``DirectorySource``
+    """The ``EmbeddingSource`` of the ``model`` / ``emb_dir`` choice: ``DirectorySource``
     for ``emb_dir`` (mirroring ``data_dir``), else an ``EncoderSource`` of ``model`` (a loaded
     encoder, or a name for ``xretrieve.encoding.load_encoder``; None is the default model).
     ``progress`` sees the first-use conversion and export of a model."""
     if emb_dir is not None:
         if model is not None:
-            raise XRetrieveError("give either --model or --emb-dir, not both")
+            raise ArgumentError.from_template("give either {model} or {emb_dir}, not both")
         if text_prefix is not None:
-            raise XRetrieveError("--text-prefix applies to --model, not to --emb-dir embeddings")
+            raise ArgumentError.from_template(
+                "{text_prefix} applies to {model}, not to {emb_dir} embeddings"
+            )
         if data_dir is None:
-            raise XRetrieveError("--emb-dir mirrors a data directory: give --data-dir too")
+            raise ArgumentError.from_template(
+                "{emb_dir} mirrors a data directory: give {data_dir} too"
+            )
         return DirectorySource(emb_dir, data_dir)
     return EncoderSource(resolve_encoder(model, text_prefix=text_prefix, progress=progress))
 

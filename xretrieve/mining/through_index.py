@@ -15,6 +15,7 @@ from xretrieve.index.manifest import MANIFEST
 from xretrieve.index.search import (
     OpenIndex,
     SearchConfig,
+    SearchRequest,
     ShardedSearch,
     check_pair,
     open_index,
@@ -133,14 +134,14 @@ def mine_indexes(
     src_allowed = None if src_rows.size == n_src else src_rows
     tgt_allowed = None if tgt_rows.size == n_tgt else tgt_rows
     k_fwd, k_bwd = min(config.k, tgt_rows.size), min(config.k, src_rows.size)
-    fwd_sims, fwd_ids = search_direction(
-        tgt, src.rows, src_rows, k_fwd, tgt_allowed, search_config, search, progress,
-        "index search forward",
-    )  # fmt: skip
-    bwd_sims, bwd_ids = search_direction(
-        src, tgt.rows, tgt_rows, k_bwd, src_allowed, search_config, search, progress,
-        "index search backward",
-    )  # fmt: skip
+    forward = SearchRequest(
+        tgt, src.rows, src_rows, k_fwd, tgt_allowed, search_config, "index search forward"
+    )
+    backward = SearchRequest(
+        src, tgt.rows, tgt_rows, k_bwd, src_allowed, search_config, "index search backward"
+    )
+    fwd_sims, fwd_ids = search_direction(forward, search, progress)
+    bwd_sims, bwd_ids = search_direction(backward, search, progress)
     fwd_ids = _positions(tgt_rows, n_tgt)[fwd_ids]
     bwd_ids = _positions(src_rows, n_src)[bwd_ids]
     return select_pairs(fwd_sims, fwd_ids, bwd_sims, bwd_ids, config.margin, config.mode)

@@ -266,8 +266,9 @@ def verify_checkpoint(path: Path) -> None:
     if problem is not None:
         raise InputError(
             path,
-            f"damaged checkpoint: {problem}; resume from another checkpoint (--resume-from) "
-            "or start over (--overwrite)",
+            f"damaged checkpoint: {problem}; resume from another checkpoint folder or start "
+            "over ({overwrite=True})",
+            arguments=("overwrite",),
         )
 
 

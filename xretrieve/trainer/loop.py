@@ -567,8 +567,9 @@ class Trainer:
         shown = ", ".join(artifacts[:3]) + (", ..." if len(artifacts) > 3 else "")
         raise InputError(
             folder,
-            f"output_dir is not empty ({shown}); pass --resume to continue the run in it, "
-            "--overwrite to replace it, or choose another output_dir",
+            f"output_dir is not empty ({shown}); pass {{resume=True}} to continue the run in "
+            "it, {overwrite=True} to replace it, or choose another output_dir",
+            arguments=("resume", "overwrite"),
         )
 
     def _drop_records_after(self, step: int) -> None:
