@@ -169,14 +169,23 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAINING_PAGE = ROOT / "docs" / "training.md"
 
 
-def toml_examples(page: Path) -> list[str]:
-    """The ``toml`` blocks of a documentation page."""
+def toml_blocks(text: str) -> list[str]:
+    """The ``toml`` blocks of markdown text."""
     import re
 
-    return re.findall(r"```toml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    return re.findall(r"```toml\n(.*?)```", text, re.S)
 
 
-@pytest.mark.parametrize("page", [ROOT / "README.md", TRAINING_PAGE], ids=lambda p: p.name)
+def toml_examples(page: Path) -> list[str]:
+    """The ``toml`` blocks of a documentation page."""
+    return toml_blocks(page.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    "page",
+    [ROOT / "README.md", TRAINING_PAGE, ROOT / "docs" / "multimodal.md"],
+    ids=lambda p: p.name,
+)
 def test_documented_configs_parse(page: Path, tmp_path: Path) -> None:
     """Every config example of the page (not the reference, whose values are ``"..."``) loads."""
     examples = [block for block in toml_examples(page) if '"..."' not in block]
@@ -187,31 +196,61 @@ def test_documented_configs_parse(page: Path, tmp_path: Path) -> None:
         assert load_config(path).tasks, block
 
 
+NINE_TASKS_HEADING = "## Example: the nine English intermediate tasks"
+NINE_PRESETS = [
+    "anli_plus",
+    "mnli",
+    "qqp",
+    "squad",
+    "squad_v2",
+    "hellaswag",
+    "cosmosqa",
+    "commonsenseqa",
+    "ccg",
+]
+
+
+def nine_task_example() -> str:
+    """The first ``toml`` block under docs/training.md's nine-task heading."""
+    text = TRAINING_PAGE.read_text(encoding="utf-8")
+    start = text.find(f"\n{NINE_TASKS_HEADING}")
+    assert start >= 0, f"{TRAINING_PAGE} lost the heading {NINE_TASKS_HEADING!r}"
+    section = text[start + 1 :]
+    following = section.find("\n## ")
+    blocks = toml_blocks(section if following < 0 else section[:following])
+    assert blocks, f"{TRAINING_PAGE}: no toml block under {NINE_TASKS_HEADING!r}"
+    return blocks[0]
+
+
 def test_documented_multitask_example_parses(tmp_path: Path) -> None:
-    """docs/training.md's complete multi-task example (nine English tasks plus image-text) is a
-    valid config."""
-    examples = [
-        block
-        for block in toml_examples(TRAINING_PAGE)
-        if 'preset = "commonsenseqa"' in block and 'preset = "image_text"' in block
-    ]
-    assert examples, f"{TRAINING_PAGE} no longer holds the nine-task example this test reads"
+    """docs/training.md's nine-task example (jiant's settings) is a valid config naming the
+    nine presets, with data under data/ beside it; its commented image-text task, uncommented,
+    is valid too."""
+    example = nine_task_example()
     path = tmp_path / "stilts.toml"
-    path.write_text(examples[0])
+    path.write_text(example, encoding="utf-8")
     config = load_config(path)
-    presets = {task.preset for task in config.tasks}
-    assert {
-        "anli",
-        "mnli",
-        "qqp",
-        "squad",
-        "squad_v2",
-        "hellaswag",
-        "cosmosqa",
-        "commonsenseqa",
-        "ccg",
-        "image_text",
-    } <= presets
+    assert [task.preset for task in config.tasks] == NINE_PRESETS
+    for task in config.tasks:
+        for data in [*task.train_files, task.validation]:
+            assert data.is_relative_to(tmp_path / "data"), data
+    optim, sampling = config.optim, config.sampling
+    assert (optim.epochs, optim.batch_size, optim.grad_accum) == (3, 4, 1)
+    assert (optim.learning_rate, optim.warmup_ratio, optim.precision) == (
+        1e-5,
+        0.1,
+        Precision.FP32,
+    )
+    assert optim.head_learning_rate is None  # one learning rate, as jiant
+    assert sampling.strategy is SamplingStrategy.PROPORTIONAL and sampling.cap is None
+    assert config.max_length == 256 and config.evaluation.eval_batch_size == 8
+
+    commented = example[example.index("# [[tasks]]") :]
+    multimodal = "\n".join(line.removeprefix("# ") for line in commented.splitlines())
+    path.write_text(example + "\n" + multimodal + "\n", encoding="utf-8")
+    captions = load_config(path).tasks[-1]
+    assert captions.type is TaskType.IMAGE_TEXT
+    assert captions.image_features == tmp_path / "data/image_text/images.npy"
 
 
 def test_toml_config_with_a_byte_order_mark(tmp_path: Path) -> None:
