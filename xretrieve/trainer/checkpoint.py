@@ -22,6 +22,7 @@ trainer recognises what it wrote (``run_artifacts``) and ``--overwrite`` removes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +50,20 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 RUN_FILES = ("metrics.jsonl", "train_summary.json")
 # Keys that do not change what a run computes: the folder it writes to.
 _NOT_IN_FINGERPRINT = ("output_dir",)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Any:
+    """transformers draws tqdm bars while loading and saving weights; the library never prints."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def config_fingerprint(config_json: Mapping[str, Any]) -> str:
@@ -212,8 +227,9 @@ def save_checkpoint(
     from exporters.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
-        encoder.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            encoder.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         # The base's calibrated threshold is not carried: training changes the scores.
         write_model_settings(tmp, ModelSettings(text_prefix=text_prefix))
         tensors: dict[str, torch.Tensor] = {}

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xretrieve.core.errors import InputError
+from xretrieve.evaluation.metrics import recall_at_1
 from xretrieve.trainer.config import TaskConfig
-from xretrieve.trainer.metrics import recall_at_1
 from xretrieve.trainer.readers import ImageTextExample, TaskData, check_image_rows
 from xretrieve.trainer.tasks.base import (
     Batch,
