@@ -76,6 +76,8 @@ def _squad(path: Path, items: list[tuple[str, str, str, str | None]]) -> Path:
     return _write(path, json.dumps({"version": "1.1", "data": data}))
 
 
+# XTREME fine-tunes TyDiQA-GoldP on TyDi QA's English training part, not on SQuAD.
+TYDI_TRAIN = "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json"
 UD_DE = [[("Ich", "PRON"), ("gehe", "VERB")], [("Ja", "INTJ"), (".", "PUNCT")]]
 NER_DE = [[("Angela", "B-PER"), ("Merkel", "I-PER")], [("in", "O"), ("Bonn", "B-LOC")]]
 
@@ -104,6 +106,7 @@ def root(tmp_path: Path) -> Path:
     _squad(mlqa / "test/test-context-de-question-de.json", [("m2", "Was?", "Ein Hut.", None)])
     tydi = root / "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.fi.dev.json"
     _squad(tydi, [("finnish-1-0", "Mikä?", "Kissa istui.", None)])
+    _squad(root / TYDI_TRAIN, [("1", "Who?", "Tom ran.", "Tom")])
     _write(root / "bucc2018/de-en.dev.de", "de-000001\tGuten Tag.\nde-000002\tHallo.\n")
     _write(root / "bucc2018/de-en.dev.en", "en-000001\tGood day.\nen-000002\tBye.\n")
     _write(root / "bucc2018/de-en.dev.gold", "de-000001\ten-000001\n")
@@ -144,7 +147,7 @@ def test_locate_every_task_in_the_xtreme_layout(root: Path) -> None:
         ("xquad", "test", "de", "xquad/xquad.de.json", False),
         ("mlqa", "dev", "de", "mlqa/MLQA_V1/dev/dev-context-de-question-de.json", True),
         ("mlqa", "test", "de", "mlqa/MLQA_V1/test/test-context-de-question-de.json", False),
-        ("tydiqa", "train", "en", "squad/train-v1.1.json", True),
+        ("tydiqa", "train", "en", TYDI_TRAIN, True),
         ("tydiqa", "test", "fi", "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.fi.dev.json", False),
     ]
     for task, split, lang, path, labels in expected:
