@@ -30,6 +30,7 @@ from xretrieve.trainer.config import (
     TaskConfig,
     TrainConfig,
 )
+from xretrieve.trainer.loop import METRICS_FILE
 from xretrieve.trainer.presets import PRESETS
 from xretrieve.trainer.readers import TaskData
 from xretrieve.trainer.task_type import TaskType
@@ -47,6 +48,8 @@ from xretrieve.xtreme.tasks import Scoring, XtremeTask
 from xretrieve.xtreme.units import SCORED_SPLITS, TaskFiles
 
 logger = logging.getLogger(__name__)
+
+TRAIN_METRICS = "train_metrics.jsonl"
 
 # The validation metric each task type's checkpoints are chosen by (XTREME's metric).
 SELECTION_METRIC = {
@@ -148,9 +151,10 @@ def fine_tune(
     progress: ProgressCallback = no_progress,
 ) -> FineTuned:
     """Train (or resume training) in ``unit_dir/train``, keep the selected checkpoint as
-    ``unit_dir/model`` (encoder, tokenizer, heads, the run's config; no optimizer state) and
-    remove the trainer's folder. KeyboardInterrupt and ``Terminated`` leave the trainer's
-    resumable checkpoint in ``unit_dir/train``."""
+    ``unit_dir/model`` (encoder, tokenizer, heads, the run's config; no optimizer state), its
+    evaluations as ``unit_dir/train_metrics.jsonl``, and remove the trainer's folder.
+    KeyboardInterrupt and ``Terminated`` leave the trainer's resumable checkpoint in
+    ``unit_dir/train``."""
     from xretrieve.trainer import train
 
     config = train_config(task, files, recipe, checkpoint, unit_dir / TRAIN_DIR, seed)
@@ -162,6 +166,9 @@ def fine_tune(
     assert selected is not None  # the last step is always saved
     keep_model(selected, unit_dir / MODEL_DIR)
     examples = _train_examples(config)
+    history = unit_dir / TRAIN_DIR / METRICS_FILE
+    if history.is_file():
+        shutil.copy2(history, unit_dir / TRAIN_METRICS)
     shutil.rmtree(unit_dir / TRAIN_DIR, ignore_errors=True)
     validation = config.tasks[0].validation
     return FineTuned(

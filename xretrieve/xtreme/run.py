@@ -33,6 +33,7 @@ from xretrieve.core.interrupts import sigterm_as_interrupt
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.core.settings import Device, parse_device
+from xretrieve.evaluation.fingerprint import data_hash
 from xretrieve.xtreme.data import Split
 from xretrieve.xtreme.outputs import (
     LABELS_DIR,
@@ -66,7 +67,6 @@ from xretrieve.xtreme.units import (
     SCORED_SPLITS,
     SplitScores,
     TaskFiles,
-    data_hash_of,
     external_scores,
     locate_task_files,
     score_predictions,
@@ -244,7 +244,7 @@ def _units(
     seeds: Sequence[int],
 ) -> tuple[Unit, ...]:
     data_dir = Path(request.data_dir)
-    hashes = {name: data_hash_of(task_files, data_dir) for name, task_files in files.items()}
+    hashes = {name: data_hash(task_files.paths(), data_dir) for name, task_files in files.items()}
     units = []
     for checkpoint in checkpoints:
         for target in targets:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
-from xretrieve.evaluation.fingerprint import data_fingerprint
 from xretrieve.xtreme.data import Split, TaskFile, locate, xtreme_files
 from xretrieve.xtreme.score import LanguageScore, TaskScore, score_language, task_score
 from xretrieve.xtreme.targets import TargetKind, TargetTask
@@ -96,13 +95,6 @@ def locate_failure(
     return Path(root) / spec.pattern.format(lang=language)
 
 
-def data_hash_of(files: TaskFiles, root: Path) -> str:
-    """16 hex digits over the size and sha256 of every file the task reads."""
-    fingerprint = data_fingerprint(files.paths(), root)
-    text = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
 def unit_fingerprint(
     task: str, checkpoint_hash: str, data_hash: str, recipe: Mapping[str, Any], seed: int | None
 ) -> str:
@@ -136,15 +128,6 @@ class SplitScores:
             "avg_metric": self.avg_metric,
             "complete": self.complete,
         }
-
-    @classmethod
-    def from_json(cls, raw: Mapping[str, Any]) -> SplitScores:
-        return cls(
-            languages=raw["languages"],
-            averages=raw["averages"],
-            avg_metric=float(raw["avg_metric"]),
-            complete=bool(raw["complete"]),
-        )
 
 
 def from_task_score(score: TaskScore, complete: bool) -> SplitScores:
