@@ -154,3 +154,23 @@ def test_a_fine_tuned_checkpoint_predicts_as_its_validation_scored(
     assert len(tags) == 24 and all(len(sentence) == 3 for sentence in tags)
     with pytest.raises(InputError, match="has no task 'pos'"):
         Predictor(result.best_checkpoint, "pos")
+
+
+def test_runs_saved_before_answer_normalization_keep_their_identity() -> None:
+    """A checkpoint's config hash from before the setting existed still matches (resume works);
+    the setting at MLQA is a different run."""
+    import copy
+
+    from xretrieve.trainer.checkpoint import config_fingerprint
+
+    entry = {"name": "qa", "preset": "squad", "train": "train.json"}
+    current = config_from_dict({"tasks": [entry]}).to_json()
+    older = copy.deepcopy(current)
+    del older["tasks"][0]["answer_normalization"]
+    assert config_fingerprint(older) == config_fingerprint(current)
+    mlqa = config_from_dict(
+        {"tasks": [{**entry, "answer_normalization": "mlqa", "language": "de"}]}
+    ).to_json()
+    assert config_fingerprint(mlqa) != config_fingerprint(
+        {**current, "tasks": [{**current["tasks"][0], "language": "de"}]}
+    )

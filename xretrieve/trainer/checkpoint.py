@@ -50,6 +50,9 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 RUN_FILES = ("metrics.jsonl", "train_summary.json")
 # Keys that do not change what a run computes: the folder it writes to.
 _NOT_IN_FINGERPRINT = ("output_dir",)
+# Task settings added after checkpoints were first written, at the value that computes what
+# older versions computed: left out of the fingerprint, so those checkpoints still resume.
+_LATER_TASK_DEFAULTS = {"answer_normalization": "squad"}
 
 
 @contextlib.contextmanager
@@ -70,8 +73,20 @@ def config_fingerprint(config_json: Mapping[str, Any]) -> str:
     """sha256 (hex) of a run's resolved config (``TrainConfig.to_json()``) without
     ``output_dir``, canonical JSON with sorted keys."""
     kept = {k: v for k, v in config_json.items() if k not in _NOT_IN_FINGERPRINT}
+    if isinstance(kept.get("tasks"), list):
+        kept["tasks"] = [_without_later_defaults(task) for task in kept["tasks"]]
     text = json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _without_later_defaults(task: Any) -> Any:
+    if not isinstance(task, Mapping):
+        return task
+    return {
+        key: value
+        for key, value in task.items()
+        if key not in _LATER_TASK_DEFAULTS or value != _LATER_TASK_DEFAULTS[key]
+    }
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
