@@ -254,6 +254,42 @@ def test_resume_after_ctrl_c_matches_an_uninterrupted_run(
     assert straight.history[-1].metrics == resumed.history[-1].metrics
 
 
+def test_ctrl_c_before_an_evaluation_is_due_evaluates_that_step_on_resume(
+    tiny_xlmr_checkpoint, tmp_path: Path
+) -> None:
+    """Ctrl-C after step 8 and before its evaluation (the progress callback runs in between):
+    the resumed run evaluates step 8 first, so its history and best checkpoint are those of an
+    uninterrupted run, not one evaluation short."""
+    task = trainer_data.write_pair_task(tmp_path / "data")
+    overrides = {
+        "optim": {"max_steps": 12, "batch_size": 8},
+        "evaluation": {"eval_every": 4, "keep_last": 1},
+    }
+    straight = Trainer(_config(tiny_xlmr_checkpoint, tmp_path / "straight", [task], **overrides))
+    expected = straight.train()
+
+    def interrupt_at_eight(stage: str, done: int, total: int | None) -> None:
+        if done == 8:
+            raise KeyboardInterrupt
+
+    config = _config(tiny_xlmr_checkpoint, tmp_path / "stopped", [task], **overrides)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, progress=interrupt_at_eight).train()
+    result = Trainer(config).train(resume=True)
+    lines = (tmp_path / "stopped/metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [4, 8, 12]
+    assert [r.step for r in result.history] == [8, 12]
+    # The record of step 8, written after the resume, averages steps 5-8 (run before the
+    # interrupt: the checkpoint carries their loss), as the uninterrupted run's does.
+    straight_lines = (tmp_path / "straight/metrics.jsonl").read_text().splitlines()
+    want = [json.loads(line)["train_loss"] for line in straight_lines]
+    got = [json.loads(line)["train_loss"] for line in lines]
+    assert None not in got
+    assert got == pytest.approx(want, rel=1e-5)
+    assert result.best_score == expected.best_score
+    assert result.best_checkpoint.name == expected.best_checkpoint.name
+
+
 def test_early_stopping_and_keep_best(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
     task = trainer_data.write_pair_task(tmp_path / "data")
     config = _config(

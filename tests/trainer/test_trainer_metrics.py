@@ -1,5 +1,5 @@
-"""Hand-checked metrics and the pure pieces of the trainer: SQuAD EM/F1 (with unanswerable
-questions), QA span decoding, multiple-choice accuracy, InfoNCE, MLM masking, task sampling."""
+"""Hand-checked metrics (``xretrieve.evaluation.metrics``, shared with ``xtreme score``) and the
+pure pieces of the trainer: SQuAD EM/F1 (with unanswerable questions), QA span decoding, multiple-choice accuracy, InfoNCE, MLM masking, task sampling."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from xretrieve.evaluation.metrics import (
+    SQUAD_NORMALIZER,
+    QaQuestion,
+    accuracy,
+    normalize_answer,
+    qa_scores,
+)
 from xretrieve.trainer.config import SamplingStrategy
-from xretrieve.trainer.metrics import accuracy, normalize_answer, squad_scores, tagging_accuracy
 from xretrieve.trainer.readers import QAExample
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
 from xretrieve.trainer.tasks.image_text import contrastive_loss
@@ -32,15 +38,16 @@ def test_squad_scores_hand_checked_with_unanswerable() -> None:
         "q5": ["river"],  # predicted "" -> 0, 0
     }
     predictions = {"q1": "Cat", "q2": "brown dog house", "q3": "", "q4": "dog", "q5": ""}
-    scores = squad_scores(predictions, golds)
+    questions = [QaQuestion(qid, tuple(answers)) for qid, answers in golds.items()]
+    scores = qa_scores(questions, predictions, SQUAD_NORMALIZER, unanswerable=True).as_dict()
     assert scores["exact_match"] == pytest.approx(100 * 2 / 5)
     assert scores["f1"] == pytest.approx(100 * (1 + 2 / 3 + 1) / 5)
     assert scores["has_ans_exact_match"] == pytest.approx(100 / 3)
     assert scores["has_ans_f1"] == pytest.approx(100 * (1 + 2 / 3) / 3)
     assert scores["no_ans_exact_match"] == pytest.approx(50.0)
     # A missing prediction scores zero; v1.1-only data has no breakdown.
-    v1 = squad_scores({"a": "x"}, {"a": ["x"], "b": ["y"]})
-    assert v1 == {"exact_match": 50.0, "f1": 50.0}
+    v1 = qa_scores([QaQuestion("a", ("x",)), QaQuestion("b", ("y",))], {"a": "x"}, SQUAD_NORMALIZER)
+    assert v1.as_dict() == {"exact_match": 50.0, "f1": 50.0} and v1.unanswered == 1
 
 
 def test_predict_answers_picks_best_span_or_null() -> None:
@@ -59,13 +66,13 @@ def test_predict_answers_picks_best_span_or_null() -> None:
     assert predict_answers(examples, windows, 1, False) == {"a": "cat", "b": "red"}
 
 
-def test_accuracy_and_tagging_accuracy() -> None:
-    assert accuracy(np.array([1, 2, 0, 3]), np.array([1, 2, 1, 0])) == 50.0
-    tags = np.array([[-100, 1, 2, -100], [-100, 0, -100, -100]])
-    predictions = np.array([[5, 1, 0, 5], [5, 0, 5, 5]])
-    assert tagging_accuracy(predictions, tags) == pytest.approx(200 / 3)
+def test_accuracy_of_ids_and_of_labels() -> None:
+    assert accuracy(np.array([1, 2, 1, 0]), np.array([1, 2, 0, 3])) == 50.0
+    assert accuracy(("B-PER", "O", "O"), ["B-PER", "O", "I-PER"]) == pytest.approx(200 / 3)
     with pytest.raises(ValueError):
         accuracy(np.array([]), np.array([]))
+    with pytest.raises(ValueError):
+        accuracy([1, 2], [1])
 
 
 def test_multiple_choice_accuracy_with_uneven_choice_counts(tiny_xlmr_checkpoint) -> None:

@@ -4,11 +4,15 @@ exports beside them, LASER's Tatoeba files; located, listed and read into exact 
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import pytest
+from xtreme_fixtures import TYDI_TRAIN
+from xtreme_fixtures import jsonl as _jsonl
+from xtreme_fixtures import squad as _squad
+from xtreme_fixtures import tagged as _tagged
+from xtreme_fixtures import tsv as _tsv
+from xtreme_fixtures import write as _write
 
 from xretrieve.core.errors import InputError, XRetrieveError
 from xretrieve.trainer import config_from_dict
@@ -31,50 +35,6 @@ from xretrieve.xtreme.data import (
     split_languages,
     xtreme_files,
 )
-
-
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def _tsv(path: Path, rows: list[list[str]]) -> Path:
-    """As utils_preprocess.py writes xnli and pawsx files: csv.writer with a tab."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle, delimiter="\t").writerows(rows)
-    return path
-
-
-def _tagged(path: Path, sentences: list[list[tuple[str, str]]], test: bool) -> Path:
-    """As udpos_preprocess's _write_files writes a .tsv: word<TAB>tag (a test file: the word
-    only), a blank line after each sentence."""
-    out = []
-    for sentence in sentences:
-        for word, tag in sentence:
-            out.append(word if test else f"{word}\t{tag}")
-        out.append("")
-    return _write(path, "\n".join(out) + "\n")
-
-
-def _jsonl(path: Path, records: list[dict]) -> Path:
-    return _write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def _squad(path: Path, items: list[tuple[str, str, str, str | None]]) -> Path:
-    """SQuAD v1.1 JSON; an answer None is XTREME's remove_qa_test_annotations (one paragraph
-    per question, answer '' at 0)."""
-    data = []
-    for qid, question, context, answer in items:
-        if answer is None:
-            answers = [{"answer_start": 0, "text": ""}]
-        else:
-            answers = [{"answer_start": context.index(answer), "text": answer}]
-        qa = {"answers": answers, "question": question, "id": qid}
-        data.append({"paragraphs": [{"context": context, "qas": [qa]}]})
-    return _write(path, json.dumps({"version": "1.1", "data": data}))
-
 
 UD_DE = [[("Ich", "PRON"), ("gehe", "VERB")], [("Ja", "INTJ"), (".", "PUNCT")]]
 NER_DE = [[("Angela", "B-PER"), ("Merkel", "I-PER")], [("in", "O"), ("Bonn", "B-LOC")]]
@@ -104,6 +64,7 @@ def root(tmp_path: Path) -> Path:
     _squad(mlqa / "test/test-context-de-question-de.json", [("m2", "Was?", "Ein Hut.", None)])
     tydi = root / "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.fi.dev.json"
     _squad(tydi, [("finnish-1-0", "Mikä?", "Kissa istui.", None)])
+    _squad(root / TYDI_TRAIN, [("1", "Who?", "Tom ran.", "Tom")])
     _write(root / "bucc2018/de-en.dev.de", "de-000001\tGuten Tag.\nde-000002\tHallo.\n")
     _write(root / "bucc2018/de-en.dev.en", "en-000001\tGood day.\nen-000002\tBye.\n")
     _write(root / "bucc2018/de-en.dev.gold", "de-000001\ten-000001\n")
@@ -144,7 +105,7 @@ def test_locate_every_task_in_the_xtreme_layout(root: Path) -> None:
         ("xquad", "test", "de", "xquad/xquad.de.json", False),
         ("mlqa", "dev", "de", "mlqa/MLQA_V1/dev/dev-context-de-question-de.json", True),
         ("mlqa", "test", "de", "mlqa/MLQA_V1/test/test-context-de-question-de.json", False),
-        ("tydiqa", "train", "en", "squad/train-v1.1.json", True),
+        ("tydiqa", "train", "en", TYDI_TRAIN, True),
         ("tydiqa", "test", "fi", "tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.fi.dev.json", False),
     ]
     for task, split, lang, path, labels in expected:

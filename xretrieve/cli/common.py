@@ -257,3 +257,12 @@ def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     unbounded = stdout.options.update(width=1 << 16, max_width=1 << 16)
     width = max(Measurement.get(stdout, unbounded, table).maximum, stdout.width)
     Console(width=width).print(table)
+
+
+def quiet_transformers() -> None:
+    """transformers draws its own tqdm bars and warnings when loading and saving; ours are
+    enough (``train`` and ``xtreme run``/``predict``)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import PROGRESS_HELP, print_json, reports_errors, stderr
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    print_json,
+    quiet_transformers,
+    reports_errors,
+    stderr,
+)
 
 
 @reports_errors
@@ -42,7 +48,7 @@ def train(
     if overwrite and (resume or resume_from is not None):
         raise InputError(None, "--overwrite starts a new run; it cannot be combined with --resume")
     train_config = load_config(config)
-    _quiet_transformers()
+    quiet_transformers()
     # Ctrl-C and SIGTERM (``reports_errors``: exit 130 and 143) reach here after the trainer
     # saved its resumable checkpoint.
     with _TrainProgress(progress) as bar:
@@ -70,14 +76,6 @@ def train(
 
 def _str(path: Path | None) -> str | None:
     return None if path is None else str(path)
-
-
-def _quiet_transformers() -> None:
-    """transformers draws its own tqdm bars when loading and saving; ours is enough."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
 
 
 class _TrainProgress:

@@ -22,6 +22,7 @@ trainer recognises what it wrote (``run_artifacts``) and ``--overwrite`` removes
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,14 +50,43 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 RUN_FILES = ("metrics.jsonl", "train_summary.json")
 # Keys that do not change what a run computes: the folder it writes to.
 _NOT_IN_FINGERPRINT = ("output_dir",)
+# Task settings added after checkpoints were first written, at the value that computes what
+# older versions computed: left out of the fingerprint, so those checkpoints still resume.
+_LATER_TASK_DEFAULTS = {"answer_normalization": "squad"}
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Any:
+    """transformers draws tqdm bars while loading and saving weights; the library never prints."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def config_fingerprint(config_json: Mapping[str, Any]) -> str:
     """sha256 (hex) of a run's resolved config (``TrainConfig.to_json()``) without
     ``output_dir``, canonical JSON with sorted keys."""
     kept = {k: v for k, v in config_json.items() if k not in _NOT_IN_FINGERPRINT}
+    if isinstance(kept.get("tasks"), list):
+        kept["tasks"] = [_without_later_defaults(task) for task in kept["tasks"]]
     text = json.dumps(kept, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _without_later_defaults(task: Any) -> Any:
+    if not isinstance(task, Mapping):
+        return task
+    return {
+        key: value
+        for key, value in task.items()
+        if key not in _LATER_TASK_DEFAULTS or value != _LATER_TASK_DEFAULTS[key]
+    }
 
 
 def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -212,8 +242,9 @@ def save_checkpoint(
     from exporters.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
-        encoder.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            encoder.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         # The base's calibrated threshold is not carried: training changes the scores.
         write_model_settings(tmp, ModelSettings(text_prefix=text_prefix))
         tensors: dict[str, torch.Tensor] = {}

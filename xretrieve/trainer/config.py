@@ -17,6 +17,7 @@ from typing import Any
 
 from xretrieve.core.errors import InputError, MissingDependencyError
 from xretrieve.core.settings import Backend
+from xretrieve.evaluation.metrics import MLQA_NORMALIZERS, AnswerNormalization
 from xretrieve.trainer.presets import PRESETS
 from xretrieve.trainer.task_type import TaskType
 
@@ -70,6 +71,8 @@ class TaskConfig:
     max_query_length: int = 64
     max_answer_length: int = 30
     allow_unanswerable: bool | None = None
+    # how validation answers are normalised: SQuAD's script, or MLQA's per validation language
+    answer_normalization: AnswerNormalization = AnswerNormalization.SQUAD
     # image-text alignment: the gallery's images.npy (image_ids.txt beside it names its rows);
     # default: images.npy in the folder of the first training file
     image_features: Path | None = None
@@ -463,12 +466,16 @@ def _task(section: _Section, index: int) -> TaskConfig:
         max_query_length=section.integer("max_query_length", 64, minimum=1),
         max_answer_length=section.integer("max_answer_length", 30, minimum=1),
         allow_unanswerable=section.boolean("allow_unanswerable", None),
+        answer_normalization=section.choice(
+            "answer_normalization", AnswerNormalization, AnswerNormalization.SQUAD
+        ),
         image_features=image_features,
         mlm_probability=section.number("mlm_probability", 0.15, minimum=0.0),
         language=section.string("language"),
         skip_malformed=section.boolean("skip_malformed", False),
     )
     section.finish()
+    _check_answer_normalization(section, task)
     if task_type is TaskType.IMAGE_TEXT:
         task = _image_text_task(section, task)
     return task
@@ -486,6 +493,25 @@ def _image_text_task(section: _Section, task: TaskConfig) -> TaskConfig:
     if task.image_features is None:
         task = dataclasses.replace(task, image_features=task.train.parent / "images.npy")
     return task
+
+
+def _check_answer_normalization(section: _Section, task: TaskConfig) -> None:
+    """MLQA's normalisation is per language: each validation language (a table's key, else the
+    task's ``language``) must be one of MLQA's."""
+    if task.answer_normalization is not AnswerNormalization.MLQA:
+        return
+    if task.type is not TaskType.EXTRACTIVE_QA:
+        raise section.error("answer_normalization", "applies to extractive_qa tasks only")
+    wanted = list(task.validation_languages) or [task.language]
+    unknown = [str(lang) for lang in wanted if lang not in MLQA_NORMALIZERS]
+    if unknown:
+        raise section.error(
+            "answer_normalization",
+            f"'mlqa' normalises per answer language, one of {', '.join(MLQA_NORMALIZERS)}; "
+            f"the validation language{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(unknown)} {'are' if len(unknown) > 1 else 'is'} none "
+            "(name it with the task's language or a validation table)",
+        )
 
 
 def _validation(section: _Section) -> tuple[Path | None, dict[str, Path]]:
@@ -609,3 +635,36 @@ def _layers(section: _Section) -> tuple[int, ...] | None:
 def dump_config(config: TrainConfig) -> str:
     """The resolved config as JSON text (saved in every checkpoint)."""
     return json.dumps(config.to_json(), indent=2, ensure_ascii=False)
+
+
+def task_config_from_json(raw: Mapping[str, Any], source: Path | None = None) -> TaskConfig:
+    """A ``TaskConfig`` back from its ``TrainConfig.to_json()`` form (one entry of ``tasks`` in a
+    checkpoint's ``train_config.json``): paths, enums and tuples restored. Keys this version does
+    not know (a newer xretrieve's) are left out; a missing ``name``, ``type`` or ``train_files``
+    is an ``InputError`` naming ``source``."""
+    known = {f.name for f in dataclasses.fields(TaskConfig)}
+    missing = [key for key in ("name", "type", "train_files") if key not in raw]
+    if missing:
+        raise InputError(source, f"a task entry lacks {', '.join(missing)}")
+
+    def optional_path(value: Any) -> Path | None:
+        return None if value is None else Path(value)
+
+    converters: dict[str, Any] = {
+        "type": TaskType,
+        "train_files": lambda v: tuple(Path(p) for p in v),
+        "validation": optional_path,
+        "image_features": optional_path,
+        "validation_languages": lambda v: {str(k): Path(p) for k, p in v.items()},
+        "fields": lambda v: {k: tuple(f) if isinstance(f, list) else f for k, f in v.items()},
+        "labels": lambda v: None if v is None else tuple(str(x) for x in v),
+        "answer_normalization": AnswerNormalization,
+    }
+    values = {}
+    try:
+        for key, value in raw.items():
+            if key in known:
+                values[key] = converters.get(key, lambda v: v)(value)
+        return TaskConfig(**values)
+    except (TypeError, ValueError, AttributeError) as error:
+        raise InputError(source, f"not a task of a training config: {error}") from None

@@ -40,6 +40,7 @@ from xretrieve.trainer.checkpoint import (
     load_heads,
     load_trainer_state,
     prune_checkpoints,
+    quiet_transformers,
     remove_run,
     run_artifacts,
     save_checkpoint,
@@ -167,20 +168,6 @@ def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]
     return factor
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Any:
-    """transformers draws tqdm bars while loading and saving weights; the library never prints."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
-
-
 def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     """A local Hugging Face checkpoint: safetensors weights only, no remote code."""
     with quiet_transformers():
@@ -213,6 +200,58 @@ def _load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     return encoder, tokenizer
 
 
+def text_settings(encoder: Any, tokenizer: Any, max_length: int) -> Any:
+    """The ``TextSettings`` featurisation and heads need, from a loaded encoder and tokenizer."""
+    from xretrieve.trainer.tasks import TextSettings
+
+    hf = encoder.config
+    return TextSettings(
+        tokenizer=tokenizer,
+        max_length=max_length,
+        pad_id=int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+        use_token_types=getattr(hf, "type_vocab_size", 0) > 1,
+        hidden_size=int(hf.hidden_size),
+        dropout=float(getattr(hf, "hidden_dropout_prob", 0.1)),
+        vocab_size=int(hf.vocab_size),
+        layer_norm_eps=float(getattr(hf, "layer_norm_eps", 1e-5)),
+    )
+
+
+def resolve_device(device: str) -> Any:
+    """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a
+    ``torch.device``."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(wanted: Precision, device: Any) -> Precision:
+    """The autocast precision on ``device``: AUTO is bf16 on a GPU that has it (else fp16),
+    fp32 on the CPU, where any other choice falls back to fp32 (logged)."""
+    import torch
+
+    if device.type != "cuda":
+        if wanted not in (Precision.AUTO, Precision.FP32):
+            logger.warning("%s autocast needs a GPU; running in fp32 on CPU", wanted.value)
+        return Precision.FP32
+    if wanted is Precision.AUTO:
+        return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
+    return wanted
+
+
+def autocast_for(precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    """The CUDA autocast context of ``precision`` (none for fp32)."""
+    import torch
+
+    if precision is Precision.BF16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision is Precision.FP16:
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 class Trainer:
     """One training run. Library code: reports through ``progress`` ("train", step, max_steps),
     ``on_log`` and ``on_eval`` callbacks, and writes ``metrics.jsonl`` in the output folder."""
@@ -238,12 +277,8 @@ class Trainer:
     def _setup(self, resume_from: Path | None) -> None:
         """Device and seed, model and task heads, optimizer and schedule, sampler, then the
         run's counters (from ``resume_from``'s trainer state when resuming)."""
-        import torch
 
-        if self.device_name == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(self.device_name)
+        self.device = resolve_device(self.device_name)
         set_seed(self.config.seed)
         state = None
         if resume_from is not None:  # a damaged or foreign checkpoint is refused before loading
@@ -263,6 +298,14 @@ class Trainer:
         self.best_score: float | None = None
         self.best_checkpoint: Path | None = None
         self.bad_evals = 0
+        # True from the end of a step until its evaluation (if due) is done: a run interrupted
+        # in between evaluates that step first when it resumes, as the uninterrupted run did.
+        self.pending_evaluation = False
+        # The train loss summed since the last metrics record and its step count, carried over
+        # a resume (the record after it averages the steps before the interrupt as well); while
+        # the loop runs, ``_books`` (its open window and run state) holds the live figures.
+        self._restored_loss: tuple[float, int] = (0.0, 0)
+        self._books: tuple[_Window, _RunState] | None = None
         if state is not None:
             self._load_state(resume_from, state)
         self._resume_point = self._snapshot()
@@ -271,7 +314,7 @@ class Trainer:
         """Encoder, tokenizer and text prefix of the source checkpoint, and the tasks' heads
         (the checkpoint's own when resuming), all on ``self.device``."""
         from exporters.model_settings import read_model_settings
-        from xretrieve.trainer.tasks import TextSettings, build_task
+        from xretrieve.trainer.tasks import build_task
 
         config = self.config
         source = resume_from or config.base
@@ -281,20 +324,8 @@ class Trainer:
             source = default_checkpoint()
         self.encoder, self.tokenizer = load_encoder_and_tokenizer(source)
         self.text_prefix = read_model_settings(source).text_prefix
-        hf = self.encoder.config
-        check_model_fits(config, hf, Path(source))
-        text = TextSettings(
-            tokenizer=self.tokenizer,
-            max_length=config.max_length,
-            pad_id=int(
-                self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-            ),
-            use_token_types=getattr(hf, "type_vocab_size", 0) > 1,
-            hidden_size=int(hf.hidden_size),
-            dropout=float(getattr(hf, "hidden_dropout_prob", 0.1)),
-            vocab_size=int(hf.vocab_size),
-            layer_norm_eps=float(getattr(hf, "layer_norm_eps", 1e-5)),
-        )
+        check_model_fits(config, self.encoder.config, Path(source))
+        text = text_settings(self.encoder, self.tokenizer, config.max_length)
         self.tasks = [build_task(task, text) for task in config.tasks]
         if resume_from is not None:
             load_heads(resume_from, self.tasks)
@@ -353,25 +384,10 @@ class Trainer:
         )
 
     def _precision(self) -> Precision:
-        import torch
-
-        wanted = self.config.optim.precision
-        if self.device.type != "cuda":
-            if wanted not in (Precision.AUTO, Precision.FP32):
-                logger.warning("%s autocast needs a GPU; training in fp32 on CPU", wanted.value)
-            return Precision.FP32
-        if wanted is Precision.AUTO:
-            return Precision.BF16 if torch.cuda.is_bf16_supported() else Precision.FP16
-        return wanted
+        return resolve_precision(self.config.optim.precision, self.device)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        import torch
-
-        if self.precision is Precision.BF16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        if self.precision is Precision.FP16:
-            return torch.autocast("cuda", dtype=torch.float16)
-        return contextlib.nullcontext()
+        return autocast_for(self.precision)
 
     def _optimizer(self) -> Any:
         """AdamW; biases and normalisation weights get no weight decay; heads may have their own
@@ -434,8 +450,19 @@ class Trainer:
             "best_score": self.best_score,
             "best_checkpoint": None if self.best_checkpoint is None else self.best_checkpoint.name,
             "bad_evals": self.bad_evals,
+            "pending_evaluation": self.pending_evaluation,
+            "loss_since_record": list(self._loss_since_record()),
             **self._resume_point,
         }
+
+    def _loss_since_record(self) -> tuple[float, int]:
+        """The summed train loss and step count since the last metrics record, the open
+        window's share included (a host synchronisation: called when saving)."""
+        if self._books is None:
+            return self._restored_loss
+        window, run = self._books
+        open_loss = float(window.loss) - window.recorded_loss
+        return run.loss_sum + open_loss, run.loss_steps + window.steps - window.recorded_steps
 
     def _load_state(self, checkpoint: Path, state: dict[str, Any]) -> None:
         try:
@@ -462,6 +489,9 @@ class Trainer:
         best = state["best_checkpoint"]
         self.best_checkpoint = None if best is None else self.output_dir / best
         self.bad_evals = int(state["bad_evals"])
+        self.pending_evaluation = bool(state.get("pending_evaluation", False))
+        loss_sum, loss_steps = state.get("loss_since_record", (0.0, 0))
+        self._restored_loss = (float(loss_sum), int(loss_steps))
         try:
             self.sampler.load_state_dict(state["sampler"])
         except ValueError as error:
@@ -594,22 +624,32 @@ class Trainer:
             task.head.train()
         self._parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         window = _Window.start(self.device, self.tasks)
-        run = _RunState(start=time.perf_counter(), last_checkpoint=resume_from)
+        loss_sum, loss_steps = self._restored_loss
+        run = _RunState(
+            start=time.perf_counter(),
+            last_checkpoint=resume_from,
+            loss_sum=loss_sum,
+            loss_steps=loss_steps,
+        )
+        self._books = (window, run)
         self.progress("train", self.step, self.max_steps)
-        while self.step < self.max_steps:
+        stop = False
+        if self.pending_evaluation:  # interrupted after this step, before its evaluation
+            stop = self._evaluate_and_save(run, window, self.step == self.max_steps)
+        while self.step < self.max_steps and not stop:
             self._train_step(window)
             self.step += 1
             self._resume_point = self._snapshot()
+            self.pending_evaluation = True
             self.progress("train", self.step, self.max_steps)
             last = self.step == self.max_steps
             if window.steps == evaluation.log_every or last:
                 self._log(window, run)
                 window = _Window.start(self.device, self.tasks, window.task_counts)
+                self._books = (window, run)
             paused_at = time.perf_counter()  # evaluation and saving do not count as training time
             stop = self._evaluate_and_save(run, window, last)
             window.started += time.perf_counter() - paused_at
-            if stop:
-                break
         result = TrainResult(
             output_dir=self.output_dir,
             steps=self.step,
@@ -677,6 +717,16 @@ class Trainer:
                 )
             )
 
+    def _take_train_loss(self, window: _Window, run: _RunState) -> float | None:
+        """The mean train loss of the steps since the last metrics record, for the record about
+        to be written (taken before the checkpoint of this step is saved, whose state then
+        carries nothing over); None only if no step ran since (never, in the loop)."""
+        if window.steps > window.recorded_steps:
+            self._count_train_loss(window, run, float(window.loss))
+        train_loss = run.loss_sum / run.loss_steps if run.loss_steps else None
+        run.loss_sum, run.loss_steps = 0.0, 0
+        return train_loss
+
     @staticmethod
     def _count_train_loss(window: _Window, run: _RunState, summed: float) -> None:
         """Add the window's loss not yet counted (``summed`` is its total so far) to the loss
@@ -702,6 +752,9 @@ class Trainer:
             score = self._score(metrics)
             is_best = self._update_best(score)
             do_save = do_save or (is_best and evaluation.keep_best)
+        self.pending_evaluation = False
+        records = do_eval or (do_save and config.retrieval is not None)
+        train_loss = self._take_train_loss(window, run) if records else None
         saved: Path | None = None
         if do_save:
             if is_best and evaluation.keep_best:
@@ -714,11 +767,7 @@ class Trainer:
                 metrics.update(evaluate_retrieval(saved, config.retrieval))
             keep = [self.best_checkpoint] if evaluation.keep_best and self.best_checkpoint else []
             prune_checkpoints(self.output_dir, evaluation.keep_last, keep)
-        if do_eval or (saved is not None and config.retrieval is not None):
-            if window.steps > window.recorded_steps:
-                self._count_train_loss(window, run, float(window.loss))
-            train_loss = run.loss_sum / run.loss_steps if run.loss_steps else None
-            run.loss_sum, run.loss_steps = 0.0, 0
+        if records:
             names = [task.name for task in self.tasks]
             self._record(
                 EvalRecord(

@@ -9,6 +9,15 @@
 - ``data`` (imported on its own): where a download's files are (``locate``, ``xtreme_files``)
   and readers returning the trainer's example records (``read_examples``, ``read_bucc``,
   ``read_tatoeba_sides``)
+
+Phase 3 (each imported on its own, they load the trainer and the encoder when used):
+
+- ``run``: ``run_xtreme(RunRequest(...))``, every checkpoint x target task x seed, resumable;
+  ``grid``: its reports; ``units``: a unit's files, fingerprint and scores
+- ``recipes``: how each task is fine-tuned or embedded (presets with their sources, TOML
+  overrides); ``targets``: the target-task table (``EXTRA_TARGETS`` for non-XTREME tasks)
+- ``finetune`` and ``retrieval``: one unit of each kind; ``predict``: ``predict_xtreme``, one
+  task from an already fine-tuned checkpoint; ``outputs``: what is written where
 """
 
 from xretrieve.xtreme.score import (

@@ -17,9 +17,10 @@ Layouts, per file (``locate`` picks, ``Layout`` names them):
 - ``LASER``: Tatoeba as LASER ships it and ``xretrieve evaluate`` reads it,
   ``tatoeba/tatoeba.XXX-eng.{XXX,eng}`` (ISO 639-3), aligned line by line.
 
-Tasks, splits and languages come from ``xretrieve.xtreme.tasks``. XTREME fine-tunes the QA tasks
-on SQuAD v1.1: the ``train`` (and xquad's ``dev``) split of xquad, mlqa and tydiqa is
-``squad/{train,dev}-v1.1.json``.
+Tasks, splits and languages come from ``xretrieve.xtreme.tasks``. XTREME fine-tunes XQuAD and
+MLQA on SQuAD v1.1 (their ``train`` split, and xquad's ``dev``, is ``squad/{train,dev}-v1.1.json``)
+and TyDiQA-GoldP on the English part of TyDi QA's training data
+(``tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.en.train.json``).
 """
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ XTREME_FILES: dict[str, dict[Split, FileSpec]] = {
         Split.TEST: FileSpec(_MLQA.replace("{split}", "test"), False),
     },
     "tydiqa": {
-        Split.TRAIN: _SQUAD_TRAIN,
+        # utils_preprocess.py's tydiqa_preprocess splits TyDi QA's train file by language;
+        # XTREME fine-tunes TyDiQA-GoldP on its English part (README, scripts/train.sh)
+        Split.TRAIN: FileSpec(
+            "tydiqa/tydiqa-goldp-v1.1-train/tydiqa.goldp.{lang}.train.json", True, _EN
+        ),
         Split.TEST: FileSpec("tydiqa/tydiqa-goldp-v1.1-dev/tydiqa.goldp.{lang}.dev.json", False),
     },
     "bucc2018": {

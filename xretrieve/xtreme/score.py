@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xretrieve.xtreme.metrics import (
+from xretrieve.evaluation.metrics import (
     MLQA_NORMALIZERS,
     SQUAD_NORMALIZER,
     accuracy,
@@ -130,6 +130,13 @@ def score_task(task: XtremeTask, predictions_dir: Path, labels_dir: Path) -> Tas
         score_language(task, *language_files(task, predictions_dir, labels_dir, lang), lang)
         for lang in task.languages
     )
+    return task_score(task, languages)
+
+
+def task_score(task: XtremeTask, languages: Sequence[LanguageScore]) -> TaskScore:
+    """``avg_METRIC`` over ``languages`` (not empty) and the task's ``avg_metric``: for QA the
+    mean of exact match and F1, else F1 or accuracy."""
+    languages = tuple(languages)
     averages = {
         f"avg_{metric}": sum(score.values[metric] for score in languages) / len(languages)
         for metric in task.scoring.metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
-from xretrieve.xtreme.metrics import QaQuestion
+from xretrieve.evaluation.metrics import QaQuestion
 from xretrieve.xtreme.tasks import TASK_NAMES, XtremeTask, task_by_name
 
 

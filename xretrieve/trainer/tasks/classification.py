@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xretrieve.evaluation.metrics import accuracy
 from xretrieve.trainer.config import TaskConfig
-from xretrieve.trainer.metrics import accuracy
 from xretrieve.trainer.readers import PairExample, TaskData
 from xretrieve.trainer.tasks.base import (
     Batch,
@@ -40,6 +40,8 @@ class PairClassificationTask(Task):
             self.set_validation(validation, config.validation)
 
     def _featurise(self, examples: Sequence[PairExample]) -> list[Feature]:
+        if not examples:
+            return []
         single = examples[0].text_b is None
         features = tokenize(
             self.text,
@@ -48,7 +50,8 @@ class PairClassificationTask(Task):
             self.max_length,
         )
         for feature, example in zip(features, examples, strict=True):
-            feature["label"] = example.label
+            # -1: no label (a file read for prediction); never compared with a prediction
+            feature["label"] = -1 if example.label is None else example.label
         return features
 
     def collate(self, features: Sequence[Feature], train: bool) -> Batch:
@@ -62,14 +65,22 @@ class PairClassificationTask(Task):
     def loss(self, encoder: nn.Module, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.logits(encoder, batch).float(), batch["labels"])
 
-    def evaluate(self, encoder: nn.Module, run: RunContext) -> dict[str, float]:
-        predictions, labels = [], []
+    def predicted_ids(self, encoder: nn.Module, run: RunContext) -> np.ndarray:
+        """``(n,)`` int64: the arg-max label id of every validation example."""
+        predictions = []
         for _, batch in self.eval_batches(run):
             with run.autocast():
                 logits = self.logits(encoder, batch)
             predictions.append(logits.argmax(-1).cpu().numpy())
-            labels.append(batch["labels"].cpu().numpy())
-        return {"accuracy": accuracy(np.concatenate(predictions), np.concatenate(labels))}
+        return np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+
+    def predict(self, encoder: nn.Module, run: RunContext) -> list[str]:
+        """The predicted label name of every validation example, in order."""
+        return [self.labels[int(i)] for i in self.predicted_ids(encoder, run)]
+
+    def evaluate(self, encoder: nn.Module, run: RunContext) -> dict[str, float]:
+        gold = [feature["label"] for feature in self.eval_features]
+        return {"accuracy": accuracy(gold, self.predicted_ids(encoder, run))}
 
     def head_info(self) -> dict[str, Any]:
         return {**super().head_info(), "labels": list(self.labels), "pooling": "first_token"}

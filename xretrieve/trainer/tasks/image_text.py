@@ -25,9 +25,9 @@ from torch import nn
 
 from exporters.checkpoint import PROJECTION_INFO, PROJECTION_WEIGHTS
 from xretrieve.core.errors import InputError
+from xretrieve.evaluation.metrics import recall_at_1
 from xretrieve.formats.image_text import read_image_gallery
 from xretrieve.trainer.config import TaskConfig
-from xretrieve.trainer.metrics import recall_at_1
 from xretrieve.trainer.readers import ImageTextExample, TaskData
 from xretrieve.trainer.tasks.base import (
     Batch,

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xretrieve.evaluation.metrics import accuracy
 from xretrieve.trainer.config import TaskConfig
-from xretrieve.trainer.metrics import accuracy
 from xretrieve.trainer.readers import ChoiceExample, TaskData
 from xretrieve.trainer.tasks.base import (
     Batch,
@@ -84,7 +84,7 @@ class MultipleChoiceTask(Task):
                 scores = self.scores(encoder, batch)
             predictions.append(scores.argmax(-1).cpu().numpy())
             labels.append(batch["labels"].cpu().numpy())
-        return {"accuracy": accuracy(np.concatenate(predictions), np.concatenate(labels))}
+        return {"accuracy": accuracy(np.concatenate(labels), np.concatenate(predictions))}
 
     def feature_length(self, feature: Feature) -> int:
         return sum(len(choice["input_ids"]) for choice in feature["choices"])

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xretrieve.core.errors import InputError
+from xretrieve.evaluation.metrics import QaQuestion, answer_normalizer, qa_scores
 from xretrieve.trainer.config import TaskConfig
-from xretrieve.trainer.metrics import squad_scores
 from xretrieve.trainer.readers import QAExample, TaskData
 from xretrieve.trainer.tasks.base import (
     Batch,
@@ -39,7 +39,7 @@ N_BEST = 20
 
 class ExtractiveQATask(Task):
     main_metric = "f1"
-    eval_state = ("eval_features", "eval_examples")
+    eval_state = ("eval_features", "eval_examples", "eval_language")
 
     def __init__(
         self, config: TaskConfig, text: TextSettings, train: TaskData, validation: TaskData | None
@@ -51,6 +51,7 @@ class ExtractiveQATask(Task):
         self.head = nn.Linear(text.hidden_size, 2)
         self.train_features = self._featurise(train.examples, config.train, keep_offsets=False)
         self.eval_examples: tuple[QAExample, ...] = ()
+        self.eval_language = config.language
         if validation is not None:
             self.set_validation(validation, config.validation)
 
@@ -58,9 +59,15 @@ class ExtractiveQATask(Task):
         self.eval_examples = data.examples
         self.eval_features = self._featurise(data.examples, path, keep_offsets=True)
 
+    def add_language(self, lang: str, data: TaskData, path: Any) -> None:
+        self.eval_language = lang
+        super().add_language(lang, data, path)
+
     def _featurise(
         self, examples: Sequence[QAExample], path: Any, keep_offsets: bool
     ) -> list[Feature]:
+        if not examples:
+            return []
         stride = min(self.config.doc_stride, self.max_length // 2)
         questions = self._cut_questions([example.question.lstrip() for example in examples])
         try:
@@ -146,7 +153,8 @@ class ExtractiveQATask(Task):
         start, end = self.logits(encoder, batch)
         return (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2
 
-    def evaluate(self, encoder: nn.Module, run: RunContext) -> dict[str, float]:
+    def predict(self, encoder: nn.Module, run: RunContext) -> dict[str, str]:
+        """Question id -> predicted answer text ("" = no answer) for every validation question."""
         windows: list[tuple[Feature, np.ndarray, np.ndarray]] = []
         for chunk, batch in self.eval_batches(run):
             with run.autocast():
@@ -155,13 +163,20 @@ class ExtractiveQATask(Task):
             for i, feature in enumerate(chunk):
                 n = len(feature["input_ids"])
                 windows.append((feature, start_np[i, :n], end_np[i, :n]))
-        predictions = predict_answers(
+        return predict_answers(
             self.eval_examples, windows, self.config.max_answer_length, self.allow_unanswerable
         )
-        golds = {
-            example.id: [text for text, _ in example.answers] for example in self.eval_examples
-        }
-        return squad_scores(predictions, golds)
+
+    def evaluate(self, encoder: nn.Module, run: RunContext) -> dict[str, float]:
+        questions = [
+            QaQuestion(example.id, tuple(text for text, _ in example.answers))
+            for example in self.eval_examples
+        ]
+        normalize = answer_normalizer(self.config.answer_normalization, self.eval_language)
+        result = qa_scores(
+            questions, self.predict(encoder, run), normalize, unanswerable=self.allow_unanswerable
+        )
+        return result.as_dict()
 
     def head_info(self) -> dict[str, Any]:
         return {

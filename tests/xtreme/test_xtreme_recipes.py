@@ -1,0 +1,102 @@
+"""Phase 3's recipes: the presets hold their sources' values, a TOML file overrides them key by
+key (kind-wide tables first, then a task's), and every mistake names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from exporters.config import Pooling
+from xretrieve.core.errors import InputError
+from xretrieve.core.settings import Backend
+from xretrieve.xtreme.recipes import (
+    FINE_TUNED_TASKS,
+    PRESETS,
+    FineTuneRecipe,
+    RetrievalRecipe,
+    default_settings,
+    load_settings,
+    xtreme_layer,
+)
+
+
+def test_presets_follow_their_sources() -> None:
+    jiant = PRESETS["jiant"]
+    epochs = {name: jiant[name].epochs for name in FINE_TUNED_TASKS}
+    # d_write_configs.sh: XNLI 2, PAWS-X 5, UD-POS and PAN-X 10, QA 2
+    assert epochs == {
+        "xnli": 2, "pawsx": 5, "udpos": 10, "panx": 10, "xquad": 2, "mlqa": 2, "tydiqa": 2,
+    }  # fmt: skip
+    assert {jiant[name].learning_rate for name in FINE_TUNED_TASKS} == {1e-5}
+    assert (jiant["xnli"].batch_size * jiant["xnli"].grad_accum, jiant["xnli"].max_length) == (
+        32,
+        256,
+    )
+    assert (jiant["mlqa"].batch_size * jiant["mlqa"].grad_accum, jiant["mlqa"].max_length) == (
+        16,
+        384,
+    )
+    xtreme = PRESETS["xtreme"]
+    assert (xtreme["xnli"].learning_rate, xtreme["xnli"].epochs, xtreme["xnli"].max_length) == (
+        3e-5,
+        5,
+        128,
+    )
+    assert xtreme["tydiqa"].select_on_dev is False and xtreme["tydiqa"].warmup_steps == 500
+    assert jiant["tatoeba"] == RetrievalRecipe() == xtreme["bucc2018"]
+
+
+def test_xtreme_layer_is_run_tatoebas_choice() -> None:
+    # LAYER=13 of the last 24 (XLM-R large), LAYER=7 of the last 12 (mBERT): hidden states 14, 8
+    assert (xtreme_layer(24), xtreme_layer(12), xtreme_layer(2), xtreme_layer(6)) == (14, 8, 1, 3)
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "recipes.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_config_file_overrides_kind_then_task(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        'preset = "xtreme"\nseed = 7\n[fine_tuning]\nepochs = 1\nmax_eval_examples = "none"\n'
+        "[xnli]\nlearning_rate = 1e-4\nbatch_size = 16\n[retrieval]\nlayer = 0\n"
+        '[tatoeba]\npooling = "cls"\nbackend = "torch"\n[image]\nanything = 1\n',
+    )
+    settings = load_settings(path, extra_tasks=("image",))
+    assert (settings.preset, settings.seed) == ("xtreme", 7)
+    xnli = settings.recipe("xnli")
+    assert isinstance(xnli, FineTuneRecipe)
+    assert (xnli.epochs, xnli.learning_rate, xnli.batch_size, xnli.max_eval_examples) == (
+        1.0,
+        1e-4,
+        16,
+        None,
+    )
+    assert settings.recipe("pawsx").learning_rate == PRESETS["xtreme"]["pawsx"].learning_rate
+    assert settings.recipe("tatoeba") == RetrievalRecipe(0, Pooling.CLS, Backend.TORCH)
+    assert settings.recipe("bucc2018") == RetrievalRecipe(layer=0)
+    assert settings.extra == {"image": {"anything": 1}}
+    assert load_settings(None) == default_settings("jiant")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[xnli]\nlearning_rte = 1e-5\n", "unknown key 'xnli.learning_rte'"),
+        ("[xnli]\nepochs = 'two'\n", "'xnli.epochs' must be a number"),
+        ("[xnli]\nbatch_size = 2.5\n", "'xnli.batch_size' must be an integer"),
+        ("[fine_tuning]\nlearning_rate = 0\n", "'fine_tuning.learning_rate' must be a positive"),
+        ("[tatoeba]\npooling = 'max'\n", "'tatoeba.pooling' must be one of mean, cls"),
+        ("[pawsx]\nselect_on_dev = 1\n", "'pawsx.select_on_dev' must be true or false"),
+        ("preset = 'mine'\n", "'preset' must be one of jiant, xtreme"),
+        ("[xnlii]\nepochs = 1\n", "unknown config key.*xnlii"),
+        ("xnli = 3\n", "'xnli' must be a table"),
+        ("[xnli\n", "invalid TOML"),
+    ],
+)
+def test_config_mistakes_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        load_settings(_config(tmp_path, text))
