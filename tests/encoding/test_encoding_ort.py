@@ -290,3 +290,60 @@ def test_ort_cuda_attention_kernels_and_buckets_match_cpu(
     assert cuda.provider == "CUDAExecutionProvider"
     cosines = (cuda.encode(TEXTS) * cpu).sum(axis=1)
     assert cosines.mean() > 0.999
+
+
+def test_cpu_session_options_are_applied(tiny_xlmr_checkpoint: Path) -> None:
+    """Read back from the session ONNX Runtime made, not from the options we passed."""
+    import onnxruntime as ort
+
+    from xretrieve.encoding.ort_backend import ALLOW_SPINNING, OrtOptions, physical_cores
+
+    encoder = load_encoder(tiny_xlmr_checkpoint, device="cpu")
+    applied = encoder.backend.session.get_session_options()
+    assert applied.intra_op_num_threads == physical_cores()
+    assert applied.inter_op_num_threads == 1
+    assert applied.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert applied.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert applied.enable_cpu_mem_arena and applied.enable_mem_pattern
+    assert applied.get_session_config_entry(ALLOW_SPINNING) == "0"
+    spinning = load_encoder(
+        tiny_xlmr_checkpoint, device="cpu", ort_options=OrtOptions(cpu_spinning=True)
+    )
+    assert (
+        spinning.backend.session.get_session_options().get_session_config_entry(ALLOW_SPINNING)
+        == "1"
+    )
+
+
+def test_cpu_length_buckets_do_not_change_embeddings(tiny_xlmr_checkpoint: Path) -> None:
+    from xretrieve.encoding.batching import LengthBuckets
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    texts = TEXTS * 3
+    default = load_encoder(tiny_xlmr_checkpoint, device="cpu")
+    assert default.buckets == LengthBuckets()  # the CPU's default
+    unbucketed = load_encoder(
+        tiny_xlmr_checkpoint, device="cpu", ort_options=OrtOptions(cpu_buckets=None)
+    )
+    assert unbucketed.buckets is None
+    narrow = load_encoder(
+        tiny_xlmr_checkpoint,
+        device="cpu",
+        ort_options=OrtOptions(cpu_buckets=LengthBuckets(max_tokens=40, max_padding=0.0)),
+    )
+    expected = unbucketed.encode(texts)
+    for encoder in (default, narrow):
+        np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-6)
+    # Only equal lengths share a batch: no padding at all; without buckets there is some.
+    assert narrow.last_stats.padding_efficiency == 1.0
+    assert unbucketed.last_stats.padding_efficiency < 1.0
+    assert narrow.last_stats.batches > unbucketed.last_stats.batches
+
+
+def test_ort_options_check_the_cpu_settings() -> None:
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    with pytest.raises(XRetrieveError, match="cpu_buckets"):
+        OrtOptions(cpu_buckets=2048)  # type: ignore[arg-type]
+    with pytest.raises(XRetrieveError, match="cpu_spinning"):
+        OrtOptions(cpu_spinning="no")  # type: ignore[arg-type]

@@ -307,6 +307,7 @@ def _ort_encoder(
         batch_tokens=settings.batch_tokens,
         window=settings.window,
         mining_threshold=manifest.mining_threshold,
+        buckets=backend.buckets,
     )
 
 
