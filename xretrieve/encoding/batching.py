@@ -21,7 +21,7 @@ class LengthBuckets:
     length (``plan_batches``). The defaults were measured with ONNX Runtime on a 2-core CPU
     (benchmarks/RESULTS.md, "CPU default path")."""
 
-    max_tokens: int = 2048
+    max_tokens: int = 1024
     max_padding: float = 0.1
 
     def __post_init__(self) -> None:
