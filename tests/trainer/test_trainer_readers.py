@@ -61,7 +61,7 @@ def test_integer_labels_index_the_label_list_and_fields_override(tmp_path: Path)
         (
             ['{"context": "a", "hypothesis": "b", "label": "e"}', "{not json"],
             "anli",
-            "invalid JSON",
+            "not valid JSON",
             2,
         ),
         (['{"question1": "a", "question2": "b", "label": 5}'], "qqp", "out of range", 1),

@@ -17,14 +17,14 @@ app = typer.Typer(
 )
 
 # In the order ``xretrieve --help`` lists them.
-app.command("mine", cls=Command)(mine.mine)
-app.command("bucc", cls=Command)(bucc.bucc)
-app.command("tatoeba", cls=Command)(tatoeba.tatoeba)
-app.command("export", cls=Command)(export.export)
-app.command("embed", cls=Command)(embed.embed)
-app.command("train", cls=Command)(train.train)
-app.command("bench", cls=Command)(bench.bench)
-app.command("evaluate", cls=Command)(evaluate.evaluate)
+app.command("mine", cls=Command)(mine.mine_command)
+app.command("bucc", cls=Command)(bucc.bucc_command)
+app.command("tatoeba", cls=Command)(tatoeba.tatoeba_command)
+app.command("export", cls=Command)(export.export_command)
+app.command("embed", cls=Command)(embed.embed_command)
+app.command("train", cls=Command)(train.train_command)
+app.command("bench", cls=Command)(bench.bench_command)
+app.command("evaluate", cls=Command)(evaluate.evaluate_command)
 app.add_typer(index.app, name="index")
 app.add_typer(xtreme.app, name="xtreme")
 

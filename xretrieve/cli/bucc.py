@@ -20,7 +20,7 @@ from xretrieve.mining.margin import Margin, Mode
 
 
 @reports_errors
-def bucc(
+def bucc_command(
     data_dir: Annotated[
         Path, typer.Option(help="Directory with bucc2018/{xx}-en.{split}.{xx,en,gold}.")
     ],

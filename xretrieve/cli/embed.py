@@ -14,7 +14,7 @@ from xretrieve.encoding.streaming import OutputDtype
 
 
 @reports_errors
-def embed(
+def embed_command(
     model: Annotated[
         str,
         typer.Argument(

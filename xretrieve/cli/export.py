@@ -53,7 +53,7 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
 
 
 @reports_errors
-def export(
+def export_command(
     checkpoint: Annotated[
         str,
         typer.Argument(

@@ -77,7 +77,7 @@ def print_report(report: MiningReport) -> None:
 
 
 @reports_errors
-def mine(
+def mine_command(
     src: Annotated[str, typer.Option(help="Source language code.")] = "de",
     tgt: Annotated[str, typer.Option(help="Target language code.")] = "en",
     src_file: Annotated[

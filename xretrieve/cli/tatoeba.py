@@ -17,7 +17,7 @@ from xretrieve.cli.common import (
 
 
 @reports_errors
-def tatoeba(
+def tatoeba_command(
     data_dir: Annotated[
         Path, typer.Option(help="Directory with tatoeba/tatoeba.{xxx}-eng.{xxx,eng}.")
     ],

@@ -56,7 +56,7 @@ _LATER_TASK_DEFAULTS = {"answer_normalization": "squad"}
 
 
 @contextlib.contextmanager
-def quiet_transformers() -> Any:
+def transformers_bars_off() -> Any:
     """transformers draws tqdm bars while loading and saving weights; the library never prints."""
     from transformers.utils import logging as hf_logging
 
@@ -242,7 +242,7 @@ def save_checkpoint(
     from exporters.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
-        with quiet_transformers():
+        with transformers_bars_off():
             encoder.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         # The base's calibrated threshold is not carried: training changes the scores.

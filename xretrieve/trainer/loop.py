@@ -40,10 +40,10 @@ from xretrieve.trainer.checkpoint import (
     load_heads,
     load_trainer_state,
     prune_checkpoints,
-    quiet_transformers,
     remove_run,
     run_artifacts,
     save_checkpoint,
+    transformers_bars_off,
     verify_checkpoint,
 )
 from xretrieve.trainer.config import Precision, SamplingUnit, TrainConfig, dump_config
@@ -170,7 +170,7 @@ def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]
 
 def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     """A local Hugging Face checkpoint: safetensors weights only, no remote code."""
-    with quiet_transformers():
+    with transformers_bars_off():
         return _load_encoder_and_tokenizer(source)
 
 
@@ -217,7 +217,7 @@ def text_settings(encoder: Any, tokenizer: Any, max_length: int) -> Any:
     )
 
 
-def resolve_device(device: str) -> Any:
+def torch_device(device: str) -> Any:
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a
     ``torch.device``."""
     import torch
@@ -278,7 +278,7 @@ class Trainer:
         """Device and seed, model and task heads, optimizer and schedule, sampler, then the
         run's counters (from ``resume_from``'s trainer state when resuming)."""
 
-        self.device = resolve_device(self.device_name)
+        self.device = torch_device(self.device_name)
         set_seed(self.config.seed)
         state = None
         if resume_from is not None:  # a damaged or foreign checkpoint is refused before loading

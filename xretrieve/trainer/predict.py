@@ -85,9 +85,9 @@ class Predictor:
         from xretrieve.trainer.loop import (
             autocast_for,
             load_encoder_and_tokenizer,
-            resolve_device,
             resolve_precision,
             text_settings,
+            torch_device,
         )
         from xretrieve.trainer.tasks import TASK_CLASSES, RunContext
 
@@ -105,7 +105,7 @@ class Predictor:
             config = replace(config, allow_unanswerable=bool(head.get("allow_unanswerable")))
         self.config = config
         self.labels = tuple(head.get("labels") or ())
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         encoder, tokenizer = load_encoder_and_tokenizer(self.checkpoint)
         text = text_settings(encoder, tokenizer, max_length)
         empty = TaskData((), labels=self.labels)
