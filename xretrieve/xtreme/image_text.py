@@ -27,6 +27,11 @@ test captions against the images they name with ``image_text_recall`` (the code 
 content hash, the seed, the recipe and the data files' hashes), ``train/`` (the trainer's run)
 and ``scores.json``. A rerun with the same inputs resumes the training where it stopped (Ctrl-C
 and SIGTERM save a resumable checkpoint); with other inputs it starts the training over.
+
+``xretrieve xtreme run --tasks ...,xflickrco`` runs it as the extra target task ``xflickrco``
+(``xretrieve.xtreme.targets.EXTRA_TARGETS``) on ``--data-dir``'s ``image_text/``: this function
+is the task's runner, ``ImageTextRecipe`` its recipe (the config file's ``[xflickrco]`` table)
+and ``image_text_files`` its data locator; ``ImageTextOutcome`` is an ``ExternalOutcome``.
 """
 
 from __future__ import annotations
@@ -255,10 +260,7 @@ def run_image_text_task(
     )
     if not (checkpoint / "config.json").is_file():
         raise InputError(checkpoint, "not a Hugging Face checkpoint folder (no config.json)")
-    gallery = read_image_gallery(files.features)
-    train = read_captions(files.train, gallery.row_of)
-    read_captions(files.dev, gallery.row_of)
-    tests = {lang: read_captions(path, gallery.row_of) for lang, path in files.tests.items()}
+    gallery, train, tests = _read(files)
     run = _run_record(checkpoint, data_dir, files, seed, recipe)
     resume = _same_run(out_dir, run)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -275,6 +277,26 @@ def run_image_text_task(
     with atomic_write(out_dir / SCORES_FILE) as handle:
         json.dump({**outcome.to_json(), "run": run}, handle, indent=2)
     return outcome
+
+
+def image_text_files(data_dir: Path | str) -> list[Path]:
+    """Every file the task reads under ``data_dir`` (features, ids, English train and dev
+    captions, every language's test captions), each read and checked as the task reads it:
+    ``InputError`` naming the file and line otherwise. ``xtreme run`` calls it before any
+    work (the task's ``DataLocator``)."""
+    files = locate_image_text(data_dir)
+    _read(files)
+    return files.all()
+
+
+def _read(files: ImageTextFiles) -> tuple[ImageGallery, Captions, dict[str, Captions]]:
+    """The gallery, the training captions and each language's test captions (the dev captions
+    are read and checked too: the trainer reads them again)."""
+    gallery = read_image_gallery(files.features)
+    train = read_captions(files.train, gallery.row_of)
+    read_captions(files.dev, gallery.row_of)
+    tests = {lang: read_captions(path, gallery.row_of) for lang, path in files.tests.items()}
+    return gallery, train, tests
 
 
 def _run_record(
@@ -295,12 +317,14 @@ def _run_record(
 
 
 def _same_run(out_dir: Path, run: Mapping[str, Any]) -> bool:
+    from xretrieve.core.readers import read_json_object
+
     path = out_dir / RUN_FILE
     if not path.is_file():
         return False
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = read_json_object(path)
+    except InputError:
         return False
     same = earlier == json.loads(json.dumps(run))
     if not same:
