@@ -70,6 +70,19 @@ def test_planted_alignment_scores_r1_100_in_every_language_and_group(
     assert outcome.scores["de"]["r5_t2i"] == pytest.approx(expected.text_to_image[1])
     assert outcome.scores["de"]["r1_i2t"] == pytest.approx(expected.image_to_text[0])
 
+    # The English dev captions are scored too; each caption's ranked image ids are written.
+    assert outcome.dev_scores["en"]["r1_mean"] == 100.0
+    assert outcome.predictions == out / "predictions"
+    for split, lang in [("dev", "en"), ("test", "de"), ("test", "sw")]:
+        lines = (out / "predictions" / split / f"test-{lang}.tsv").read_text().splitlines()
+        assert len(lines) == len(IMAGE_NOUNS)
+        for k, line in enumerate(lines):
+            ranked = line.split("\t")
+            # the gallery of a caption file: the images its captions name, all ranked
+            assert ranked[0] == f"flickr{k}" and sorted(ranked) == sorted(
+                f"flickr{i}" for i in range(len(IMAGE_NOUNS))
+            )
+
     stored = json.loads((out / "scores.json").read_text())
     assert stored["scores"] == outcome.to_json()["scores"]
     assert stored["groups"]["high"]["r1_mean"] == 100.0

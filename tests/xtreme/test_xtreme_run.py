@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -306,6 +306,8 @@ class FakeRecipe:
 class FakeOutcome:
     scores: dict
     fine_tuned: Path | None = None
+    dev_scores: dict = field(default_factory=dict)
+    predictions: Path | None = None
 
     def to_json(self) -> dict:
         return {"scores": self.scores, "fine_tuned": None}

@@ -138,6 +138,24 @@ def test_xflickrco_is_a_column_with_the_runners_scores_per_language_and_group(
         for lang, values in outcome.scores.items():
             assert stored[lang] == pytest.approx(dict(values))
         assert record["outcome"]["dev_score"] == pytest.approx(outcome.dev_score)
+        # Selected on English dev: the dev split holds English only, scored as the test split.
+        assert set(outcome.dev_scores) == {"en"}
+        assert record["scores"]["dev"]["languages"]["en"] == pytest.approx(
+            dict(outcome.dev_scores["en"])
+        )
+        dev_row = next(
+            r for r in grid["splits"]["dev"]["rows"] if r["checkpoint"] == row["checkpoint"]
+        )
+        assert list(dev_row["languages"]["xflickrco"]) == ["en"]
+        assert dev_row["tasks"]["xflickrco"]["mean"] == pytest.approx(
+            outcome.dev_scores["en"]["r1_mean"]
+        )
+        # Its predictions, as the function wrote them, under the unit's predictions/.
+        predictions = _unit(request, row["checkpoint"]) / "predictions"
+        for split, lang in [("dev", "en"), *(("test", lang) for lang in outcome.scores)]:
+            name = f"{split}/test-{lang}.tsv"
+            ours = (predictions / split / "xflickrco" / f"test-{lang}.tsv").read_text()
+            assert ours == (tmp_path / row["checkpoint"] / "predictions" / name).read_text()
     assert 0 < min(means.values()) and max(means.values()) < 100  # informative scores
     assert multimodal["delta"]["tasks"]["xflickrco"] == pytest.approx(
         means[multimodal["checkpoint"]] - means[base["checkpoint"]]
@@ -149,7 +167,7 @@ def test_xflickrco_is_a_column_with_the_runners_scores_per_language_and_group(
     )
     markdown = (request.out_dir / "grid.md").read_text()
     assert "| checkpoint | pawsx | bucc2018 | tatoeba | retrieval | xflickrco |" in markdown
-    assert "- extra task xflickrco: the mean of `r1_mean` over its test languages" in markdown
+    assert "- extra task xflickrco: the mean of `r1_mean` over the languages scored" in markdown
     assert "### test: xflickrco per language" in markdown
     assert "| checkpoint | de (high) | ta (medium) | sw (low) |" in markdown
     plots = request.out_dir / "plots"
@@ -204,7 +222,7 @@ def test_the_xtreme_aggregate_is_the_same_without_it_and_a_rerun_keeps_it(
             for key in ("groups", "all_task", "resource_mean"):
                 assert full[key] == xtreme[key], (split, key)
             assert ("retrieval" in full["groups"]) == (split == "test")  # no Tatoeba dev
-            assert (full["tasks"]["xflickrco"] is None) == (split == "dev")  # scored on test
+            assert full["tasks"]["xflickrco"] is not None  # English dev, test languages
             assert {n: v for n, v in full["tasks"].items() if n != "xflickrco"} == xtreme["tasks"]
     # Through the command line: --tasks names it; every unit is kept, xflickrco's included.
     args = ["xtreme", "run", str(request.checkpoints[0]), "--baseline", str(request.baseline)]
@@ -261,7 +279,7 @@ def test_an_interrupted_xflickrco_unit_resumes_its_training(grid_run, tmp_path: 
     assert resumed.ran == ("tiny-xlmr0 xflickrco seed 1",)
     record = json.loads((unit / "unit.json").read_text())
     expected = json.loads((_unit(request, "tiny-xlmr0") / "unit.json").read_text())
-    assert record["scores"]["dev"] is None
+    assert set(record["scores"]["dev"]["languages"]) == {"en"}
     for lang, values in expected["scores"]["test"]["languages"].items():
         assert record["scores"]["test"]["languages"][lang] == pytest.approx(values)
     assert record["model"] is None and not (unit / "model").exists()

@@ -279,7 +279,7 @@ def grid_markdown(grid: Mapping[str, Any]) -> str:
     ]
     for name in grid["extra_tasks"]:
         metric = target_by_name(name).main_metric
-        lines.append(f"- extra task {name}: the mean of `{metric}` over its test languages")
+        lines.append(f"- extra task {name}: the mean of `{metric}` over the languages scored")
     for name, tasks in grid["protocol"].items():
         for task, description in tasks.items():
             lines.append(f"- retrieval, {name} {task}: {description}")

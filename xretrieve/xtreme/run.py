@@ -461,8 +461,8 @@ def _retrieval_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[s
 
 def _external_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[str, Any]:
     """Call the task's runner in ``UNIT/runner`` (removed once the unit is recorded); keep the
-    target checkpoint it selected as ``UNIT/model`` (without optimizer state) and its
-    per-language scores as the test split's."""
+    target checkpoint it selected as ``UNIT/model`` (without optimizer state), its prediction
+    files as ``UNIT/predictions/SPLIT/TASK/`` and its per-language scores as the splits'."""
     from xretrieve.xtreme.finetune import keep_model
 
     target = unit.target
@@ -478,6 +478,12 @@ def _external_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[st
         progress=report,
     )
     scores: SplitScores = external_scores(target, outcome.scores)
+    dev = external_scores(target, outcome.dev_scores) if outcome.dev_scores else None
+    shutil.rmtree(unit.directory / PREDICTIONS_DIR, ignore_errors=True)
+    for split in SCORED_SPLITS:
+        source = None if outcome.predictions is None else Path(outcome.predictions) / split.value
+        if source is not None and source.is_dir():
+            shutil.copytree(source, unit.directory / PREDICTIONS_DIR / split.value / target.name)
     fine_tuned = outcome.fine_tuned
     kept = fine_tuned is not None and plan.request.keep_models
     if kept:
@@ -488,7 +494,10 @@ def _external_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[st
         "outcome": {**outcome.to_json(), "fine_tuned": selected},
         "model": MODEL_DIR if kept else None,
         "seconds": {"run": time.perf_counter() - started},
-        "scores": {Split.DEV.value: None, Split.TEST.value: scores.to_json()},
+        "scores": {
+            Split.DEV.value: None if dev is None else dev.to_json(),
+            Split.TEST.value: scores.to_json(),
+        },
     }
 
 

@@ -48,11 +48,20 @@ class TargetKind(str, enum.Enum):
 
 class ExternalOutcome(Protocol):
     """What an external runner returns: ``scores[lang][metric]`` in percent for every language
-    it scored (the test split), ``fine_tuned`` the target checkpoint it selected (None: it
-    trains none), ``to_json()`` its record (written into the unit's ``unit.json``)."""
+    it scored on the test split, ``dev_scores`` the same on the dev split (the English dev set
+    it selected on; empty: none), ``predictions`` a folder of its prediction files, one
+    sub-folder per split (``dev/``, ``test/``; None: it writes none), ``fine_tuned`` the target
+    checkpoint it selected (None: it trains none), ``to_json()`` its record (written into the
+    unit's ``unit.json``)."""
 
     @property
     def scores(self) -> Mapping[str, Mapping[str, float]]: ...
+
+    @property
+    def dev_scores(self) -> Mapping[str, Mapping[str, float]]: ...
+
+    @property
+    def predictions(self) -> Path | None: ...
 
     @property
     def fine_tuned(self) -> Path | None: ...
