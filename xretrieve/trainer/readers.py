@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import iter_jsonl
 from xretrieve.trainer.config import TaskConfig, TaskType
 from xretrieve.trainer.presets import PRESETS, Preset
 
@@ -551,21 +552,6 @@ def _read_utf8(path: Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise _invalid_utf8(path, data, error, 1) from None
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line, record) for each non-blank line; invalid UTF-8, bad JSON or a non-object
-    is an error naming the line."""
-    for line_no, line in _utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(path, f"invalid JSON: {error.msg}", line_no) from None
-        if not isinstance(record, dict):
-            raise InputError(path, "each line must be a JSON object", line_no)
-        yield line_no, record
 
 
 def get_field(record: Mapping[str, Any], name: str, path: Path, line: int | None) -> Any:
