@@ -38,6 +38,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_directory
 from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,8 @@ def check_same_run(
     config_file = Path(checkpoint) / CONFIG_FILE
     if config_file.is_file():
         try:
-            saved_json = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            saved_json = read_json_object(config_file)
+        except InputError:  # unreadable: compared by the trainer state's hash alone
             saved_json = None
     if stored is None and isinstance(saved_json, Mapping):
         stored = config_fingerprint(saved_json)

@@ -13,12 +13,12 @@ predictions here are those its validation scored."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 from xretrieve.trainer.checkpoint import CONFIG_FILE, HEADS_INFO, load_heads
 from xretrieve.trainer.config import Precision, TaskConfig, TaskType, task_config_from_json
 from xretrieve.trainer.readers import TaskData
@@ -31,10 +31,7 @@ PREDICTABLE = (TaskType.PAIR_CLASSIFICATION, TaskType.TAGGING, TaskType.EXTRACTI
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError(path, "not found: a fine-tuned checkpoint of xretrieve's trainer has it")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"cannot be read as JSON: {error}") from None
+    return read_json_object(path)
 
 
 def checkpoint_tasks(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
