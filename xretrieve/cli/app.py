@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from xretrieve.cli import bench, bucc, embed, evaluate, export, index, mine, tatoeba, train, xtreme
-from xretrieve.cli.common import Command, Group
+from xretrieve.cli.common import Command, CommandGroup
 
 app = typer.Typer(
     name="xretrieve",
@@ -14,7 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=Group,
+    cls=CommandGroup,
 )
 
 # In the order ``xretrieve --help`` lists them.
@@ -26,8 +26,8 @@ app.command("embed", cls=Command)(embed.embed_command)
 app.command("train", cls=Command)(train.train_command)
 app.command("bench", cls=Command)(bench.bench_command)
 app.command("evaluate", cls=Command)(evaluate.evaluate_command)
-app.add_typer(index.app, name="index", cls=Group)
-app.add_typer(xtreme.app, name="xtreme", cls=Group)
+app.add_typer(index.app, name="index", cls=CommandGroup)
+app.add_typer(xtreme.app, name="xtreme", cls=CommandGroup)
 
 
 def main() -> None:

@@ -228,7 +228,7 @@ def _usage_error_line(error: Any) -> NoReturn:
     raise typer.Exit(EXIT_INPUT_ERROR)
 
 
-class Group(TyperGroup):
+class CommandGroup(TyperGroup):
     """typer's command group whose usage errors are one line (``_usage_error_line``)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

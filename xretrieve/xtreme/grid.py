@@ -457,7 +457,7 @@ def grid_plots(grid: Mapping[str, Any], plots_dir: Path) -> list[Path]:
     return written
 
 
-def write_reports(
+def write_grid_reports(
     out_dir: Path, run: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[str, Any], list[Path]]:
     """Write ``grid.json``, ``grid.md`` and the plots; returns the grid and the files."""

@@ -263,7 +263,7 @@ def _units(
 
 
 def _execute(plan: _Plan, progress: ProgressCallback) -> RunSummary:
-    from xretrieve.xtreme.grid import write_reports
+    from xretrieve.xtreme.grid import write_grid_reports
 
     out_dir = Path(plan.request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def _execute(plan: _Plan, progress: ProgressCallback) -> RunSummary:
         records.append(record)
         progress("units", done, len(plan.units))
     _write_submissions(plan, out_dir / SUBMISSIONS_DIR)
-    grid, files = write_reports(out_dir, plan_json(plan), records)
+    grid, files = write_grid_reports(out_dir, plan_json(plan), records)
     return RunSummary(out_dir, tuple(ran), tuple(kept), grid, tuple(files))
 
 
@@ -326,8 +326,12 @@ def _write_labels(plan: _Plan, labels_root: Path) -> None:
             continue
         for split in SCORED_SPLITS:
             shutil.rmtree(labels_root / split.value / target.name, ignore_errors=True)
-        writer = finetune if target.kind is TargetKind.FINE_TUNED else retrieval
-        writer.write_gold(target.xtreme, plan.files[target.name], labels_root)
+        write_gold = (
+            finetune.write_finetuned_gold
+            if target.kind is TargetKind.FINE_TUNED
+            else retrieval.write_retrieval_gold
+        )
+        write_gold(target.xtreme, plan.files[target.name], labels_root)
 
 
 def _finished(unit: Unit) -> dict[str, Any] | None:
