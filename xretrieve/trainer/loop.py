@@ -610,8 +610,8 @@ class Trainer:
         path = self.output_dir / METRICS_FILE
         if not path.is_file():
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if _record_step(line) <= step]
         if len(kept) != len(lines):
             with atomic_write(path) as handle:
                 handle.write("".join(line + "\n" for line in kept))
@@ -953,3 +953,13 @@ def train(
     """Run a whole training job from a config (see Trainer)."""
     trainer = Trainer(config, device=device, progress=progress, on_log=on_log, on_eval=on_eval)
     return trainer.train(resume=resume, overwrite=overwrite)
+
+
+def _record_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinity for a line that is no record (blank, or
+    torn by a crash while it was appended), so that it is dropped with the later records."""
+    try:
+        record = json.loads(line)
+        return float(record["step"])
+    except (ValueError, TypeError, KeyError):
+        return math.inf
