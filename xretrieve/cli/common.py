@@ -12,7 +12,8 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import click
 import typer
@@ -43,6 +44,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 PROGRESS_HELP = "Progress bars on stderr (--no-progress: none, e.g. for logs and scripts)."
 
 EXIT_INPUT_ERROR = 2
+
+# Options that several commands declare alike (typer reads the help and flag from the type).
+ModelOption = Annotated[str | None, typer.Option(help="Encoder directory or Hugging Face id.")]
+TextPrefixOption = Annotated[
+    str | None, typer.Option(help="Prepended to every text (default: the model's own prefix).")
+]
+EmbDirOption = Annotated[
+    Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
+]
+KnnDeviceOption = Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)]
 EXIT_INTERRUPTED = 130
 
 
