@@ -133,7 +133,7 @@ def test_the_xflickrco_table_overrides_the_image_text_recipe(tmp_path: Path) -> 
         ("[xnli]\nepochs = 'two'\n", "'xnli.epochs' must be a number"),
         ("[xnli]\nbatch_size = 2.5\n", "'xnli.batch_size' must be an integer"),
         ("[fine_tuning]\nlearning_rate = 0\n", "'fine_tuning.learning_rate' must be a positive"),
-        ("[tatoeba]\npooling = 'max'\n", "'tatoeba.pooling' must be one of mean, cls"),
+        ("[tatoeba]\npooling = 'median'\n", "'tatoeba.pooling' must be one of mean, cls, max"),
         ("[pawsx]\nselect_on_dev = 1\n", "'pawsx.select_on_dev' must be true or false"),
         ("preset = 'mine'\n", "'preset' must be one of jiant, xtreme"),
         ("[xnlii]\nepochs = 1\n", "unknown config key.*xnlii"),

@@ -90,11 +90,21 @@ def mine_command(
     split: Annotated[str, typer.Option(help="BUCC split to mine in --data-dir.")] = "test",
     model: Annotated[
         str | None,
-        typer.Option(help="Encoder: export or checkpoint directory, or a Hugging Face id."),
+        typer.Option(
+            help="Encoder: export, checkpoint or sentence-transformers directory, or a "
+            "Hugging Face id."
+        ),
     ] = None,
     text_prefix: Annotated[
         str | None,
         typer.Option(help="Prepended to every text (default: the model's own prefix)."),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="One of the model's prompts, by name, instead of its default (e.g. query, "
+            "passage: a sentence-transformers folder's prompts, E5's)."
+        ),
     ] = None,
     src_emb: Annotated[Path | None, typer.Option(help="Source embeddings (.npy).")] = None,
     tgt_emb: Annotated[Path | None, typer.Option(help="Target embeddings (.npy).")] = None,
@@ -173,8 +183,9 @@ def mine_command(
         k = DEFAULT_INDEX_K if indexes is not None else 4
     request = MineRequest(
         src_lang=src, tgt_lang=tgt, src_file=src_file, tgt_file=tgt_file, data_dir=data_dir,
-        split=split, gold_file=gold, model=model, text_prefix=text_prefix, src_emb=src_emb,
-        tgt_emb=tgt_emb, emb_dir=emb_dir, threshold=threshold, tune_split=tune_split, out=out,
+        split=split, gold_file=gold, model=model, text_prefix=text_prefix, prompt=prompt,
+        src_emb=src_emb, tgt_emb=tgt_emb, emb_dir=emb_dir, threshold=threshold,
+        tune_split=tune_split, out=out,
         config=MiningConfig(k=k, margin=margin, mode=mode, device=device, gpu_memory=gpu_memory),
         indexes=indexes,
     )  # fmt: skip
