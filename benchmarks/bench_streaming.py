@@ -6,7 +6,8 @@ saved as float32 ``.npy``, and an ``IVF{lists},Flat`` index per side in ``--shar
 (built once, timed apart). Each path then runs in a fresh subprocess
 (``mine_indexes(..., stream=...)`` with ``k``, ``--nprobe``, re-scoring of 4 x k candidates),
 which reports its own peak RSS (``VmHWM``) after mining and before it (imports and the opened
-indexes: the same in both), its wall time, and saves its pairs; the parent compares them.
+indexes: the same in both), its wall time and the part of it after both searches ended (margins
+and selection), and saves its pairs; the parent compares them.
 
     flock /work/notes/bench.lock python benchmarks/bench_streaming.py --rows 2000000
     python benchmarks/bench_streaming.py --rows 100000 --lists 256  # a quick check
@@ -79,16 +80,26 @@ def child(args: argparse.Namespace) -> None:
     search = SearchConfig(nprobe=args.nprobe, block_rows=args.block_rows)
     before = peak_rss_bytes()
     started = time.perf_counter()
+    searched: list[float] = []
+
+    def note(stage: str, done: int, total: int | None) -> None:
+        if stage.startswith("index search") and done == total:
+            searched.append(time.perf_counter() - started)
+
     if args.child == "memory":
-        pairs = mine_indexes(src, tgt, config, search, stream=Streaming.OFF)
+        pairs = mine_indexes(src, tgt, config, search, stream=Streaming.OFF, progress=note)
     else:
         work = StreamConfig(Path(args.work), part_rows=args.part_rows)
-        pairs = mine_indexes(src, tgt, config, search, stream=Streaming.ON, work=work)
+        pairs = mine_indexes(
+            src, tgt, config, search, stream=Streaming.ON, work=work, progress=note
+        )
     seconds = time.perf_counter() - started
     peak = peak_rss_bytes()
     np.save(directory / f"pairs-{args.child}.npy", np.stack([pairs.src_index, pairs.tgt_index]))
     np.save(directory / f"scores-{args.child}.npy", pairs.score)
     print(json.dumps({"seconds": round(seconds, 1), "peak_rss_mb": round(peak / 2**20),
+                      # after both searches: margins and selection (and writing the pairs)
+                      "after_search_seconds": round(seconds - max(searched), 1),
                       "before_mining_rss_mb": round(before / 2**20), "pairs": len(pairs)}))  # fmt: skip
 
 

@@ -236,7 +236,7 @@ def test_bad_stream_settings_name_their_argument(indexes) -> None:
     src, tgt = indexes
     with pytest.raises(ArgumentError, match="part_rows"):
         StreamConfig(Path("w"), part_rows=0)
-    with pytest.raises(ArgumentError, match="work_dir"):
+    with pytest.raises(ArgumentError, match="work is where"):
         mine_indexes(
             src, tgt, MiningConfig(k=3), stream=Streaming.OFF, work=StreamConfig(Path("w"))
         )

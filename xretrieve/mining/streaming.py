@@ -92,8 +92,9 @@ _OWN_FILE = re.compile(
     r"|bwd-best\.npy|pairs-\d{5}\.npy|pairs\.json|mining\.json"
 )
 # Bytes of memory per neighbour-list entry that the in-memory path holds at its peak (see
-# ``in_memory_bytes``).
-_BYTES_PER_CANDIDATE = 36
+# ``in_memory_bytes``): fitted on benchmarks/bench_streaming.py (500k x 500k, k = 16, 64
+# candidates: 3.0 GiB above the process's baseline; 100k x 100k: 0.62 GiB).
+_BYTES_PER_CANDIDATE = 88
 _BYTES_PER_NEIGHBOUR = 28
 
 

@@ -215,7 +215,7 @@ def _streams(
     if stream is Streaming.OFF:
         if work is not None:
             raise ArgumentError.from_template(
-                "{work_dir} is where streamed mining works: give it without {stream}='off'"
+                "{work} is where streamed mining works: give it without {stream}='off'"
             )
         return False
     if stream is Streaming.ON or work is not None:
