@@ -35,6 +35,7 @@ from xretrieve.index.search import (
 from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
 from xretrieve.mining.bitext import MineRequest, MiningReport
 from xretrieve.mining.margin import Margin, MiningConfig, Mode
+from xretrieve.mining.streaming import Streaming
 from xretrieve.mining.through_index import IndexMining
 
 PREVIEW_PAIRS = 5
@@ -173,12 +174,26 @@ def mine_command(
         str | None,
         typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
     ] = None,
+    stream: Annotated[
+        Streaming,
+        typer.Option(
+            help="Indexes: score margins and select pairs through files instead of holding "
+            "the neighbour lists (auto: when they would not fit in memory, or with --work-dir)."
+        ),
+    ] = Streaming.AUTO,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Indexes: the streamed mining's directory (candidate shards, pairs in parts); "
+            "shared storage with --ray; a rerun continues there (default: a temporary one)."
+        ),
+    ] = None,
 ) -> None:
     """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
     from xretrieve.mining.bitext import mine_bitext
 
     search = SearchConfig(nprobe=nprobe, rescore=rescore, candidate_factor=candidate_factor)
-    indexes = _index_mining(src_index, tgt_index, search, ray)
+    indexes = _index_mining(src_index, tgt_index, search, ray, stream, work_dir)
     if k is None:
         k = DEFAULT_INDEX_K if indexes is not None else 4
     request = MineRequest(
@@ -198,11 +213,20 @@ def mine_command(
 
 
 def _index_mining(
-    src_index: Path | None, tgt_index: Path | None, search: SearchConfig, ray: str | None
+    src_index: Path | None,
+    tgt_index: Path | None,
+    search: SearchConfig,
+    ray: str | None,
+    stream: Streaming = Streaming.AUTO,
+    work_dir: Path | None = None,
 ) -> IndexMining | None:
-    """``--src-index``/``--tgt-index`` (and ``--ray``) as the request's indexes; None without."""
-    if src_index is None and tgt_index is None and ray is None:
+    """``--src-index``/``--tgt-index`` (and ``--ray``, ``--stream``, ``--work-dir``) as the
+    request's indexes; None without."""
+    streamed = stream is not Streaming.AUTO or work_dir is not None
+    if src_index is None and tgt_index is None and ray is None and not streamed:
         return None
     if src_index is None or tgt_index is None:
-        raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
-    return IndexMining(src_index, tgt_index, search, ray)
+        raise XRetrieveError(
+            "give both --src-index and --tgt-index (--ray, --stream and --work-dir need them)"
+        )
+    return IndexMining(src_index, tgt_index, search, ray, stream, work_dir)

@@ -214,6 +214,13 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
     if request.out is not None:
         # Before any reading or embedding; an output that is an input would be emptied.
         check_output_path(request.out, inputs=request_inputs(request))
+    if request.indexes is not None and request.indexes.work_dir is not None:
+        from xretrieve.mining.streaming import STREAM_OUTPUT
+
+        check_output_path(
+            request.indexes.work_dir, directory=True, option="work_dir",
+            inputs=request_inputs(request), owner=STREAM_OUTPUT,
+        )  # fmt: skip
     inputs = read_inputs(request)
     config = request.config
     tune_f1 = None
@@ -305,6 +312,11 @@ def _check_request(request: MineRequest) -> None:
         raise ArgumentError.from_template(
             "{indexes} replace {src_emb}/{tgt_emb}, {model}, {text_prefix}, {prompt}, "
             "{emb_dir} and {tune_split}: give only the indexes (and {threshold})"
+        )
+    indexes = request.indexes
+    if indexes is not None and indexes.work_dir is not None and indexes.stream == "off":
+        raise ArgumentError.from_template(
+            "{work_dir} is where streamed mining works: give it without {stream}='off'"
         )
     if request.threshold is not None and request.tune_split is not None:
         raise ArgumentError.from_template("give either {threshold} or {tune_split}, not both")
