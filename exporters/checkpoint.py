@@ -1,5 +1,8 @@
 """Checks on a Hugging Face checkpoint directory that need no model code: it exists, it has a
-config of a built-in architecture, no remote code, and safetensors weights."""
+config of a built-in architecture, no remote code, and safetensors weights.
+
+A sentence-transformers folder is a checkpoint too: its transformer is read from its
+Transformer module's folder (``st_pipeline.transformer_directory``: usually the folder itself)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from exporters.st_pipeline import transformer_directory
 from xretrieve.core.errors import InputError
 from xretrieve.core.readers import read_json_object
 
@@ -38,6 +42,7 @@ def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise InputError(checkpoint_dir, "checkpoint directory does not exist")
+    checkpoint_dir = transformer_directory(checkpoint_dir)
     config_path = checkpoint_dir / "config.json"
     if not config_path.is_file():
         raise InputError(checkpoint_dir, "no config.json: not a Hugging Face checkpoint directory")
@@ -67,7 +72,7 @@ def check_weights(checkpoint_dir: Path) -> None:
     """Raise ``InputError`` unless the weights are in safetensors files that are whole (see
     ``check_safetensors``); pickle-only weights (pytorch_model.bin) are refused, never loaded,
     because unpickling can run code."""
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = transformer_directory(checkpoint_dir)
     single = checkpoint_dir / "model.safetensors"
     index = checkpoint_dir / "model.safetensors.index.json"
     if single.is_file():
@@ -237,7 +242,7 @@ def _index_shards(index: Path) -> list[str]:
 
 def check_tokenizer(checkpoint_dir: Path) -> None:
     """Raise ``InputError`` unless the checkpoint has tokenizer files an export can carry."""
-    checkpoint_dir = Path(checkpoint_dir)
+    checkpoint_dir = transformer_directory(checkpoint_dir)
     names = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "spiece.model")
     if not any((checkpoint_dir / name).is_file() for name in names):
         raise InputError(checkpoint_dir, f"no tokenizer files (looked for {', '.join(names)})")

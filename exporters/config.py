@@ -21,10 +21,16 @@ class ExportConfig:
 
     ``layers``: hidden-state indices (0 = embeddings' output, -1 = last layer); the first is the
     ``embeddings`` output, all of them (in order) form ``layer_embeddings`` when there are several.
+    ``pooling``: how token vectors become one (``Pooling``); None takes the checkpoint's own: the
+    pipeline of a sentence-transformers folder, else MEAN.
+    ``normalize``: L2-normalise the output (a sentence-transformers pipeline that ends in
+    Normalize cannot be exported without it).
     ``max_length``: tokens per text the export is meant for; None takes it from the tokenizer
-    (``model_max_length``) capped by the model's position embeddings.
+    (``model_max_length``; a sentence-transformers folder's ``max_seq_length``) capped by the
+    model's position embeddings.
     ``text_prefix``: prepended to every text before tokenising (e.g. "query: " for E5); None
-    takes the checkpoint's own (its ``xretrieve.json``, or the default model's "query: ").
+    takes the checkpoint's own (``model_settings.read_model_settings``: its ``xretrieve.json``,
+    the default model's "query: ", a sentence-transformers folder's prompt).
     ``mining_threshold``: a calibrated margin threshold {margin, k, threshold, ...} stored in the
     manifest; None takes the checkpoint's own when the prefix is the checkpoint's own.
     ``projection``: attach the checkpoint's trained image-text projection head
@@ -32,7 +38,7 @@ class ExportConfig:
     pooling, so that text embeddings land in the image-feature space."""
 
     layers: tuple[int, ...] = (-1,)
-    pooling: Pooling = Pooling.MEAN
+    pooling: Pooling | None = None
     normalize: bool = True
     dtype: Dtype = Dtype.FP16
     opset: int = DEFAULT_OPSET
@@ -58,7 +64,8 @@ class ExportConfig:
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
-        object.__setattr__(self, "pooling", parse_pooling(self.pooling))
+        if self.pooling is not None:
+            object.__setattr__(self, "pooling", parse_pooling(self.pooling))
         object.__setattr__(self, "dtype", parse_dtype(self.dtype))
         object.__setattr__(self, "device", parse_device(self.device))
         if not self.layers:

@@ -16,8 +16,10 @@ from xretrieve.core.settings import Dtype, Pooling
 
 MANIFEST_NAME = "manifest.json"
 MODEL_NAME = "model.onnx"
-# Bumped when a reader of an older export would misread it.
-FORMAT_VERSION = 1
+# Bumped when a reader of an older export would misread it. An export of a sentence-transformers
+# folder is format 2: a reader of format 1 would run its source checkpoint in torch without the
+# folder's pipeline (its Dense layers). Other exports stay format 1 (``format_version_of``).
+FORMAT_VERSION = 2
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 EMBEDDINGS = "embeddings"
@@ -78,6 +80,10 @@ class Manifest:
     dtype_choice: Mapping[str, Any] | None = None
     # Packed mode (RemovePadding + PackedAttention): runs on the CUDA execution provider only.
     packed: bool = False
+    # The sentence-transformers pipeline exported with the transformer
+    # (``st_pipeline.SentencePipeline.to_json`` plus ``prompt_tokens``, the leading tokens
+    # excluded from pooling), or None for a plain Hugging Face checkpoint.
+    sentence_transformers: Mapping[str, Any] | None = None
     format_version: int = FORMAT_VERSION
     model_file: str = MODEL_NAME
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -136,6 +142,9 @@ class Manifest:
                 if values.get("dtype_choice")
                 else None,
                 "packed": bool(values.get("packed", False)),
+                "sentence_transformers": dict(values["sentence_transformers"])
+                if values.get("sentence_transformers")
+                else None,
                 "extra": {**dict(values.get("extra", {})), **extra},
             }
         )
@@ -150,6 +159,18 @@ def _mining_threshold(value: Any) -> dict[str, Any] | None:
         return dict(check_mining_threshold(value, None))
     except InputError as error:
         raise ValueError(str(error)) from None
+
+
+def format_version_of(sentence_transformers: Mapping[str, Any] | None) -> int:
+    """The format of an export: 2 with a sentence-transformers pipeline, else 1 (which readers
+    of format 1 read right)."""
+    return FORMAT_VERSION if sentence_transformers is not None else 1
+
+
+def prompt_tokens_of(manifest: Manifest) -> int:
+    """Leading tokens the export's pooling leaves out (a prompt), 0 for most exports."""
+    pipeline = manifest.sentence_transformers or {}
+    return int(pipeline.get("prompt_tokens", 0))
 
 
 def write_manifest(export_dir: Path, manifest: Manifest) -> Path:
@@ -204,3 +225,9 @@ def _check_values(path: Path, manifest: Manifest) -> None:
         )
     if not isinstance(manifest.text_prefix, str):
         raise InputError(path, f"'text_prefix' must be a string, got {manifest.text_prefix!r}")
+    prompt_tokens = (manifest.sentence_transformers or {}).get("prompt_tokens", 0)
+    if isinstance(prompt_tokens, bool) or not isinstance(prompt_tokens, int) or prompt_tokens < 0:
+        raise InputError(
+            path,
+            f"'sentence_transformers.prompt_tokens' must be an integer >= 0, got {prompt_tokens!r}",
+        )

@@ -63,14 +63,59 @@ def default_model_settings() -> ModelSettings:
 
 
 def read_model_settings(checkpoint_dir: Path | str) -> ModelSettings:
-    """The settings of a checkpoint folder: its ``xretrieve.json``, else the default model's when
-    the folder is the default model, else none. A malformed file raises ``InputError``."""
+    """The settings of a checkpoint folder: its ``xretrieve.json``; else the default model's when
+    the folder is the default model; else, for a sentence-transformers folder, its prompt
+    (``st_pipeline.choose_prompt``: the default prompt, else the one named ``query``) as the
+    text prefix; else the "query" prompt ``KNOWN_PROMPTS`` gives its hub id (for a hub
+    snapshot); else none. A malformed file raises ``InputError``."""
+    from exporters.st_pipeline import folder_prompt
+
     path = Path(checkpoint_dir) / SETTINGS_FILE
     if path.is_file():
         return _parse(path)
     if is_default_checkpoint(Path(checkpoint_dir)):
         return default_model_settings()
-    return ModelSettings()
+    prompt = folder_prompt(checkpoint_dir)
+    if prompt is not None:
+        return ModelSettings(text_prefix=prompt[1])
+    known = KNOWN_PROMPTS.get(hub_model_id(Path(checkpoint_dir)) or "", {})
+    return ModelSettings(text_prefix=known["query"]) if known else ModelSettings()
+
+
+# E5's two prompts (the models' cards): "query: " for queries and for both sides of a symmetric
+# task such as bitext mining, "passage: " for the passages of an asymmetric retrieval. Their hub
+# folders name no prompts, so xretrieve knows them by id; the small one is the default model.
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+KNOWN_PROMPTS = {
+    DEFAULT_MODEL: E5_PROMPTS,
+    "intfloat/multilingual-e5-base": E5_PROMPTS,
+    "intfloat/multilingual-e5-large": E5_PROMPTS,
+}
+
+
+def model_prompts(checkpoint_dir: Path | str) -> dict[str, str]:
+    """The named text prefixes a checkpoint folder offers (``load_encoder(prompt=...)``,
+    ``--prompt``): a sentence-transformers folder's own (``config_sentence_transformers.json``),
+    else E5's for the default model and the hub snapshots ``KNOWN_PROMPTS`` names, else none."""
+    from exporters.st_pipeline import folder_prompts
+
+    folder = Path(checkpoint_dir)
+    own = folder_prompts(folder)
+    if own:
+        return own
+    if is_default_checkpoint(folder):
+        return dict(E5_PROMPTS)
+    return dict(KNOWN_PROMPTS.get(hub_model_id(folder) or "", {}))
+
+
+def hub_model_id(path: Path) -> str | None:
+    """``org/name`` of a folder that is a snapshot in the Hugging Face hub cache
+    (``.../models--org--name/snapshots/<revision>``), else None."""
+    resolved = Path(path).resolve()
+    repo = resolved.parent.parent.name
+    if resolved.parent.name != "snapshots" or not repo.startswith("models--"):
+        return None
+    return repo.removeprefix("models--").replace("--", "/", 1)
 
 
 def write_model_settings(directory: Path | str, settings: ModelSettings) -> Path:

@@ -27,17 +27,25 @@ from exporters.checkpoint import (
     check_weights,
     num_hidden_layers,
     read_checkpoint_config,
+    read_projection_info,
 )
 from exporters.config import ExportConfig, resolve_layers
 from exporters.manifest import (
     EMBEDDINGS,
-    FORMAT_VERSION,
     INPUT_NAMES,
     LAYER_EMBEDDINGS,
     MANIFEST_NAME,
     MODEL_NAME,
     Manifest,
+    format_version_of,
     write_manifest,
+)
+from exporters.st_pipeline import (
+    check_pipeline_settings,
+    lowercase_tokenizer,
+    prompt_token_count,
+    read_sentence_pipeline,
+    transformer_directory,
 )
 from xretrieve.core.devices import ort_cuda_available
 from xretrieve.core.errors import InputError, XRetrieveError
@@ -45,7 +53,7 @@ from xretrieve.core.integrity import DIRECTORY_RECORD
 from xretrieve.core.outputs import OutputOwner
 from xretrieve.core.positions import usable_positions
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.core.settings import Device, Dtype
+from xretrieve.core.settings import Device, Dtype, Pooling
 
 if TYPE_CHECKING:
     import torch
@@ -81,7 +89,7 @@ def export_checkpoint(
     attention, and ``ExportValidationError`` (with the figures) when the export does not match
     torch."""
     from exporters.validate import validate_export
-    from exporters.wrapper import PooledEncoder, load_checkpoint, load_projection
+    from exporters.wrapper import sentence_encoder
     from xretrieve.core.cache import content_hash
     from xretrieve.core.files import atomic_directory
     from xretrieve.core.outputs import check_output_path
@@ -109,27 +117,53 @@ def export_checkpoint(
             "a packed export runs (and is validated) on the CUDA execution provider only, and "
             "no usable CUDA GPU is here"
         )
+    pipeline = read_sentence_pipeline(checkpoint_dir)
     checkpoint_config = read_checkpoint_config(checkpoint_dir)
     check_weights(checkpoint_dir)
     check_tokenizer(checkpoint_dir)
     # Checked before the (possibly slow) model load; again below against the loaded config.
-    resolve_layers(config.layers, num_hidden_layers(checkpoint_config))
+    depth = num_hidden_layers(checkpoint_config)
+    early_layers = resolve_layers(config.layers, depth)
+    if pipeline is not None:
+        check_pipeline_settings(
+            pipeline,
+            pooling=config.pooling,
+            normalize=config.normalize,
+            layers=early_layers,
+            num_layers=depth,
+            projection=config.projection,
+        )
     step("load")  # the first progress report comes after the checks that refuse bad input
     source_hash = content_hash(checkpoint_dir)
     text_prefix, mining_threshold = _prefix_and_threshold(checkpoint_dir, config)
-    model, hf_config = load_checkpoint(checkpoint_dir, attn_implementation="eager")
-    layers = resolve_layers(config.layers, hf_config.num_hidden_layers)
-    tokenizer = _load_tokenizer(checkpoint_dir)
-    max_length = _resolve_max_length(config.max_length, tokenizer, hf_config)
+    tokenizer = _load_tokenizer(transformer_directory(checkpoint_dir))
+    if pipeline is not None and pipeline.do_lower_case:
+        lowercase_tokenizer(tokenizer.backend_tokenizer)
+    prompt_tokens = 0
+    if pipeline is not None and not pipeline.include_prompt:
+        prompt_tokens = prompt_token_count(tokenizer.backend_tokenizer, text_prefix)
+    wrapper = sentence_encoder(
+        checkpoint_dir,
+        layers=config.layers,
+        pooling=config.pooling,
+        normalize=config.normalize,
+        projection=config.projection,
+        prompt_tokens=prompt_tokens,
+        attn_implementation="eager",
+    ).eval()
+    hf_config, layers = wrapper.config, wrapper.layers
+    max_length = _resolve_max_length(
+        config.max_length, tokenizer, hf_config, pipeline.max_seq_length if pipeline else None
+    )
     if tokenizer.pad_token_id is None:
         raise InputError(checkpoint_dir, "the tokenizer has no padding token")
-    projection, projection_info = None, None
+    projection_info = None
     if config.projection:
-        projection, projection_info = load_projection(checkpoint_dir, hf_config.hidden_size)
-        _check_projection_fits(projection_info, layers, config, hf_config.num_hidden_layers)
-    wrapper = PooledEncoder(
-        model, layers, config.pooling, config.normalize, projection=projection
-    ).eval()
+        projection_info = read_projection_info(checkpoint_dir, hf_config.hidden_size)
+        _check_projection_fits(projection_info, layers, wrapper.pooling, depth)
+    st_record = None
+    if pipeline is not None:
+        st_record = {**pipeline.to_json(), "prompt_tokens": prompt_tokens}
     outputs = (EMBEDDINGS,) if len(layers) == 1 else (EMBEDDINGS, LAYER_EMBEDDINGS)
 
     with (
@@ -168,7 +202,7 @@ def export_checkpoint(
             hidden_size=hf_config.hidden_size,
             num_attention_heads=hf_config.num_attention_heads,
             layers=layers,
-            pooling=config.pooling,
+            pooling=wrapper.pooling,
             normalize=config.normalize,
             dtype=dtype,
             opset=config.opset,
@@ -185,11 +219,12 @@ def export_checkpoint(
             onnx_files=tuple(
                 sorted(path.name for path in staging.iterdir() if path.name.startswith(MODEL_NAME))
             ),
-            format_version=FORMAT_VERSION,
+            format_version=format_version_of(st_record),
             projection=projection_info,
             mining_threshold=mining_threshold,
             dtype_choice=choice.to_json() if choice is not None else None,
             packed=config.packed,
+            sentence_transformers=st_record,
         )
         write_manifest(staging, manifest)
 
@@ -349,17 +384,17 @@ def build_graph(
 
 
 def _check_projection_fits(
-    info: dict[str, Any], layers: tuple[int, ...], config: ExportConfig, n_layers: int
+    info: dict[str, Any], layers: tuple[int, ...], pooling: Pooling, n_layers: int
 ) -> None:
     """The head was trained on one layer's pooled output; other layers or pooling would feed it
     vectors it never saw."""
     trained_layer = resolve_layers((int(info.get("layer", -1)),), n_layers)[0]
     trained_pooling = info.get("pooling", "mean")
-    if layers != (trained_layer,) or config.pooling.value != trained_pooling:
+    if layers != (trained_layer,) or pooling.value != trained_pooling:
         raise XRetrieveError(
             f"the projection head was trained on layer {trained_layer} with {trained_pooling} "
             f"pooling; export it with exactly that layer and pooling (asked: layers "
-            f"{list(layers)}, {config.pooling.value} pooling)"
+            f"{list(layers)}, {pooling.value} pooling)"
         )
 
 
@@ -420,9 +455,12 @@ def _load_tokenizer(checkpoint_dir: Path) -> Any:
         raise InputError(checkpoint_dir, f"cannot load the tokenizer: {error}") from error
 
 
-def _resolve_max_length(requested: int | None, tokenizer: Any, hf_config: Any) -> int:
-    """Tokens per text: ``requested``, else the tokenizer's ``model_max_length``, never more than
-    the model's position embeddings allow."""
+def _resolve_max_length(
+    requested: int | None, tokenizer: Any, hf_config: Any, pipeline_limit: int | None = None
+) -> int:
+    """Tokens per text: ``requested``, else the sentence-transformers pipeline's
+    ``max_seq_length`` (``pipeline_limit``), else the tokenizer's ``model_max_length``; never
+    more than the model's position embeddings allow."""
     positions = getattr(hf_config, "max_position_embeddings", None)
     usable = usable_positions(
         hf_config.model_type, positions, getattr(hf_config, "pad_token_id", None)
@@ -433,7 +471,7 @@ def _resolve_max_length(requested: int | None, tokenizer: Any, hf_config: Any) -
                 f"max_length {requested} exceeds the {usable} positions the model has"
             )
         return requested
-    limit = getattr(tokenizer, "model_max_length", None)
+    limit = pipeline_limit or getattr(tokenizer, "model_max_length", None)
     candidates = [value for value in (limit, usable) if value is not None and value < _NO_LIMIT]
     if not candidates:
         raise XRetrieveError("neither tokenizer nor config gives a maximum length: set max_length")

@@ -20,6 +20,7 @@ from exporters.manifest import (
     LAYER_EMBEDDINGS,
     Manifest,
     ValidationFigures,
+    prompt_tokens_of,
     read_manifest,
 )
 from xretrieve.core.devices import ort_cuda_available
@@ -233,8 +234,8 @@ def validate_export(
     row cosines to torch must reach ``MIN_MEAN_COSINE``/``MIN_COSINE`` for the export's dtype.
     ``device``: CPU, CUDA, or AUTO (CUDA for fp16 exports where available, else CPU; int8
     exports are for the CPU execution provider).
-    ``reference``: the torch module to compare with (default: a ``PooledEncoder`` built from
-    the checkpoint with the manifest's settings). Raises ``ExportValidationError`` naming every
+    ``reference``: the torch module to compare with (default: ``wrapper.sentence_encoder`` of
+    the checkpoint with the manifest's settings, its sentence-transformers pipeline included). Raises ``ExportValidationError`` naming every
     failure; returns the report when all checks pass."""
     from transformers import AutoTokenizer
 
@@ -253,10 +254,16 @@ def validate_export(
         # Another checkpoint may not even share the vocabulary: comparing values means nothing.
         raise ExportValidationError(failures, ValidationReport(None, tuple(failures)))
     if reference is None:
-        from exporters.wrapper import PooledEncoder, load_checkpoint
+        from exporters.wrapper import sentence_encoder
 
-        model, _ = load_checkpoint(checkpoint_dir)
-        reference = PooledEncoder(model, manifest.layers, manifest.pooling, manifest.normalize)
+        reference = sentence_encoder(
+            checkpoint_dir,
+            layers=tuple(manifest.layers),
+            pooling=manifest.pooling,
+            normalize=manifest.normalize,
+            projection=manifest.projection is not None,
+            prompt_tokens=prompt_tokens_of(manifest),
+        )
     reference.eval()
     if device is Device.AUTO:
         device = Device.CUDA if manifest.dtype is Dtype.FP16 else Device.CPU

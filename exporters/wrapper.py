@@ -26,6 +26,13 @@ from exporters.checkpoint import (
     read_projection_info,
 )
 from exporters.config import resolve_layers
+from exporters.st_pipeline import (
+    DENSE_WEIGHTS,
+    SentencePipeline,
+    check_pipeline_settings,
+    read_sentence_pipeline,
+    transformer_directory,
+)
 from xretrieve.core.errors import InputError
 from xretrieve.core.settings import Pooling, parse_pooling
 
@@ -34,9 +41,11 @@ __all__ = [
     "PooledEncoder",
     "Pooling",
     "load_checkpoint",
+    "load_dense_layers",
     "load_projection",
     "pool_hidden_states",
     "resolve_layers",
+    "sentence_encoder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,11 +106,14 @@ def load_checkpoint(
     "eager" is the default because its graph is the one ONNX Runtime's transformer optimizer
     fuses into its Attention operator; "sdpa" is faster for inference in torch itself.
     Raises ``InputError`` for a missing directory, config.json or weights, pickle-only
-    weights, weights that do not match the architecture (missing or unexpected tensors), remote code (``auto_map``), or an unsupported ``model_type``."""
+    weights, weights that do not match the architecture (missing or unexpected tensors), remote
+    code (``auto_map``), or an unsupported ``model_type``. Of a sentence-transformers folder it
+    loads the transformer alone (``sentence_encoder`` adds the rest of the pipeline)."""
     from transformers import AutoModel
 
-    checkpoint_dir = Path(checkpoint_dir)
     config = read_checkpoint_config(checkpoint_dir)
+    # A sentence-transformers folder's transformer may sit in a folder of its own.
+    checkpoint_dir = transformer_directory(checkpoint_dir)
     check_weights(checkpoint_dir)
     # Sentence embeddings never use the pooler head; not building it also keeps transformers
     # from reporting its weights as missing for checkpoints saved without one.
@@ -147,16 +159,56 @@ def _truncated(model: torch.nn.Module, keep: int) -> torch.nn.Module:
 
 
 def pool_hidden_states(
-    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: Pooling
+    hidden: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pooling: Pooling,
+    prompt_tokens: int = 0,
 ) -> torch.Tensor:
-    """``[batch, seq, dim]`` token vectors -> ``[batch, dim]`` float32: the masked mean over the
-    tokens ``attention_mask`` keeps (a row with none gives zeros, not NaN), or the first token."""
+    """``[batch, seq, dim]`` token vectors -> ``[batch, dim]`` float32, over the tokens
+    ``attention_mask`` keeps (rows right-padded, as xretrieve's tokenizers pad them) after the
+    first ``prompt_tokens`` (a prompt excluded from pooling; 0 keeps every token).
+
+    MEAN: masked mean; CLS: the first kept token (token 0 when none is kept); MAX: elementwise
+    maximum; MEAN_SQRT_LEN: the sum over the square root of the count; WEIGHTED_MEAN: mean with
+    weights 1, 2, ... by position; LAST_TOKEN: the last kept token. Each as sentence-transformers'
+    ``Pooling`` computes it; a row with no kept token gives zeros, not NaN."""
     hidden = hidden.float()
-    if pooling is Pooling.CLS:
+    if pooling is Pooling.CLS and not prompt_tokens:
         return hidden[:, 0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    counts = mask.sum(dim=1).clamp(min=1.0)
-    return (hidden * mask).sum(dim=1) / counts
+    if pooling is Pooling.MEAN and not prompt_tokens:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        counts = mask.sum(dim=1).clamp(min=1.0)
+        return (hidden * mask).sum(dim=1) / counts
+    lengths = attention_mask.sum(dim=1)
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    kept = attention_mask * (positions >= prompt_tokens).to(attention_mask.dtype)
+    if pooling is Pooling.CLS:
+        first = torch.where(lengths > prompt_tokens, prompt_tokens, 0)
+        return _token_at(hidden, first)
+    if pooling is Pooling.LAST_TOKEN:
+        last = (lengths - 1).clamp(min=0)
+        return _token_at(hidden * kept.unsqueeze(-1).to(hidden.dtype), last)
+    mask = kept.unsqueeze(-1).to(hidden.dtype)
+    if pooling is Pooling.MAX:
+        filled = hidden.masked_fill(mask == 0, float("-inf")).amax(dim=1)
+        return torch.where(mask.sum(dim=1) > 0, filled, torch.zeros_like(filled))
+    if pooling is Pooling.WEIGHTED_MEAN:
+        weights = (positions + 1).unsqueeze(-1).to(hidden.dtype) * mask
+        return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+    sums, counts = (hidden * mask).sum(dim=1), mask.sum(dim=1).clamp(min=1e-9)
+    if pooling is Pooling.MEAN_SQRT_LEN:
+        return sums / counts.sqrt()
+    return sums / counts
+
+
+def _token_at(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``hidden[row, index[row]]`` for each row: ``[batch, seq, dim]``, ``[batch]`` -> ``[batch, dim]``.
+
+    A one-hot sum rather than a gather: the traced graph keeps the output's width fixed (a
+    gather's index shape would make it symbolic), and the sum of one vector and zeros is exact."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    one_hot = (positions == index.unsqueeze(1)).unsqueeze(-1).to(hidden.dtype)
+    return (hidden * one_hot).sum(dim=1)
 
 
 class _PoolNormalize(torch.nn.Module):
@@ -167,15 +219,20 @@ class _PoolNormalize(torch.nn.Module):
     half precision loses most)."""
 
     def __init__(
-        self, pooling: Pooling, normalize: bool, projection: torch.nn.Module | None
+        self,
+        pooling: Pooling,
+        normalize: bool,
+        projection: torch.nn.Module | None,
+        prompt_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.pooling = pooling
         self.normalize = normalize
         self.projection = projection
+        self.prompt_tokens = prompt_tokens
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooled = pool_hidden_states(hidden, attention_mask, self.pooling)
+        pooled = pool_hidden_states(hidden, attention_mask, self.pooling, self.prompt_tokens)
         if self.projection is not None:
             # In the model's own dtype, so that a half-precision model's head takes its input.
             pooled = self.projection(pooled.to(hidden.dtype)).float()
@@ -192,9 +249,10 @@ class PooledEncoder(torch.nn.Module):
     ``embeddings`` float32 ``[batch, dim]`` for ``layers[0]``, or, when several layers are listed,
     ``(embeddings, layer_embeddings)`` with ``layer_embeddings`` float32 ``[batch, len(layers),
     dim]`` in the listed order. Each layer's hidden states (transformers' ``hidden_states[l]``:
-    0 = the embeddings' output, L = the last layer) are pooled (masked mean or first token),
-    passed through ``projection`` when given (e.g. a trained ``nn.Linear`` head), then
-    L2-normalised when ``normalize``. Layers after the deepest listed one are not run.
+    0 = the embeddings' output, L = the last layer) are pooled (``pool_hidden_states``, without
+    the first ``prompt_tokens`` tokens), passed through ``projection`` when given (a trained
+    ``nn.Linear`` head, or a sentence-transformers folder's Dense layers), then L2-normalised
+    when ``normalize``. Layers after the deepest listed one are not run.
     ``layers`` may count from the end (-1 = last); ``XRetrieveError`` when out of range.
 
     ``model`` is shared, not copied, and not modified."""
@@ -206,18 +264,22 @@ class PooledEncoder(torch.nn.Module):
         pooling: Pooling | str,
         normalize: bool,
         projection: torch.nn.Module | None = None,
+        prompt_tokens: int = 0,
     ) -> None:
         super().__init__()
         self.layers = resolve_layers(tuple(layers), model.config.num_hidden_layers)
         self.pooling = parse_pooling(pooling)
         self.normalize = normalize
+        self.prompt_tokens = prompt_tokens
+        self.config = model.config
         self.encoder = _truncated(model, max(self.layers))
-        self.head = _PoolNormalize(self.pooling, normalize, projection)
-        self.dim = (
-            projection.out_features
-            if isinstance(projection, torch.nn.Linear)
-            else model.config.hidden_size
-        )
+        self.head = _PoolNormalize(self.pooling, normalize, projection, prompt_tokens)
+        linears = [
+            module
+            for module in (projection.modules() if projection is not None else ())
+            if isinstance(module, torch.nn.Linear)
+        ]
+        self.dim = linears[-1].out_features if linears else model.config.hidden_size
 
     @property
     def projection(self) -> torch.nn.Module | None:
@@ -236,3 +298,93 @@ class PooledEncoder(torch.nn.Module):
         if len(pooled) == 1:
             return pooled[0]
         return pooled[0], torch.stack(pooled, dim=1)
+
+
+def load_dense_layers(folder: Path | str, pipeline: SentencePipeline) -> torch.nn.Sequential | None:
+    """A sentence-transformers pipeline's Dense layers as one ``nn.Sequential`` of ``nn.Linear``
+    and activation modules in eval mode, float32 (None when it has none). Weights from each
+    module's ``model.safetensors`` only (a pickled ``pytorch_model.bin`` is refused unread);
+    ``InputError`` naming the file for missing, unexpected or misshapen tensors."""
+    if not pipeline.dense:
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from exporters.checkpoint import check_safetensors
+
+    layers: list[torch.nn.Module] = []
+    for dense in pipeline.dense:
+        path = Path(folder) / dense.path / DENSE_WEIGHTS
+        if not path.is_file():
+            pickled = path.with_name("pytorch_model.bin").is_file()
+            raise InputError(
+                path.parent,
+                f"no {DENSE_WEIGHTS}"
+                + (
+                    " (only pytorch_model.bin, a pickle, which can run code when loaded): "
+                    "convert it on a machine you trust (safetensors.torch.save_file("
+                    "torch.load(bin_path, weights_only=True), safetensors_path))"
+                    if pickled
+                    else ""
+                ),
+            )
+        check_safetensors(path)
+        try:
+            tensors = load_file(str(path))
+        except (OSError, SafetensorError) as error:
+            raise InputError(path, f"cannot read the Dense weights: {error}") from None
+        shapes = {"linear.weight": (dense.out_features, dense.in_features)}
+        if dense.bias:
+            shapes["linear.bias"] = (dense.out_features,)
+        unexpected = sorted(set(tensors) - set(shapes))
+        if unexpected:
+            raise InputError(path, f"unexpected tensors {', '.join(unexpected)}")
+        for name, shape in shapes.items():
+            if name not in tensors or tuple(tensors[name].shape) != shape:
+                found = tuple(tensors[name].shape) if name in tensors else "nothing"
+                raise InputError(path, f"expected {name!r} of shape {shape}, found {found}")
+        linear = torch.nn.Linear(dense.in_features, dense.out_features, bias=dense.bias)
+        linear.load_state_dict({name[len("linear.") :]: tensors[name].float() for name in shapes})
+        layers += [linear, getattr(torch.nn, dense.activation)()]
+    return torch.nn.Sequential(*layers).eval()
+
+
+def sentence_encoder(
+    checkpoint_dir: Path | str,
+    *,
+    layers: tuple[int, ...] = (-1,),
+    pooling: Pooling | str | None = None,
+    normalize: bool = True,
+    projection: bool = False,
+    prompt_tokens: int = 0,
+    attn_implementation: str | None = "eager",
+) -> PooledEncoder:
+    """The ``PooledEncoder`` of a checkpoint folder, what an export of it computes and what the
+    torch backend and the export's validation run: the transformer (``load_checkpoint``), then
+    ``pooling`` (None: the folder's sentence-transformers pipeline's, else MEAN), the trained
+    image-text head with ``projection`` or the pipeline's Dense layers, and L2 normalisation
+    with ``normalize``. ``prompt_tokens``: leading tokens excluded from pooling (a prompt, for a
+    pipeline whose Pooling has ``include_prompt=False``). Raises ``InputError`` for a bad folder
+    and ``XRetrieveError`` for settings that contradict its pipeline
+    (``st_pipeline.check_pipeline_settings``)."""
+    checkpoint_dir = Path(checkpoint_dir)
+    pipeline = read_sentence_pipeline(checkpoint_dir)
+    requested = parse_pooling(pooling) if pooling is not None else None
+    model, config = load_checkpoint(checkpoint_dir, attn_implementation=attn_implementation)
+    resolved = resolve_layers(tuple(layers), config.num_hidden_layers)
+    if pipeline is None:
+        head = load_projection(checkpoint_dir, config.hidden_size)[0] if projection else None
+        chosen = requested or Pooling.MEAN
+    else:
+        chosen = check_pipeline_settings(
+            pipeline,
+            pooling=requested,
+            normalize=normalize,
+            layers=resolved,
+            num_layers=config.num_hidden_layers,
+            projection=projection,
+        )
+        head = load_dense_layers(checkpoint_dir, pipeline)
+    return PooledEncoder(
+        model, resolved, chosen, normalize, projection=head, prompt_tokens=prompt_tokens
+    )

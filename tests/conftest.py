@@ -73,3 +73,19 @@ def planted_bucc(tmp_path: Path):
     split = write_planted_split(tmp_path / "data", tmp_path / "emb", "test", duplicate_src=True)
     write_planted_split(tmp_path / "data", tmp_path / "emb", "training", seed=5)
     return tmp_path, split
+
+
+@pytest.fixture(scope="session")
+def st_folder(tmp_path_factory: pytest.TempPathFactory):
+    """``st_folder(name)``: the tiny sentence-transformers folder ``st_models.ST_CASES[name]``,
+    saved by sentence-transformers and built once per session (copy it before changing it)."""
+    from st_models import ST_CASES, make_st_folder
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = make_st_folder(tmp_path_factory.mktemp("st") / name, **ST_CASES[name])
+        return built[name]
+
+    return get

@@ -335,7 +335,7 @@ def test_mine_names_a_bad_argument_before_any_work(planted, kwargs, message) -> 
         ({"layers": "-1"}, "layers must be a non-empty list of integers, not '-1'"),
         ({"layers": [-1, 1.5]}, "layers[1] must be an integer"),
         ({"dtype": "int8"}, "dtype must be one of auto, fp16, fp32, not 'int8'"),
-        ({"pooling": "max"}, "unknown pooling 'max'; pooling must be one of mean, cls"),
+        ({"pooling": "median"}, "unknown pooling 'median'; pooling must be one of mean, cls, max"),
         ({"text_prefix": b"query: "}, "text_prefix must be a str or None, not bytes"),
         ({"projection": "yes"}, "projection must be True or False, not 'yes'"),
         ({"model": 3}, "model must be a model name or folder (str or pathlib.Path) or None"),

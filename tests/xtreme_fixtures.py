@@ -2,7 +2,8 @@
 ``download_data.sh`` and ``utils_preprocess.py`` leave it (and, for test splits with labels, as
 Hugging Face ``google/xtreme`` exports beside them, which keep their labels), plus LASER's
 aligned Tatoeba files. A few examples per language: enough to fine-tune a tiny model for a few
-steps, predict every language and score it. Also the small writers the data tests use."""
+steps, predict every language and score it. Also the small writers the data tests use, and a
+tiny image-text folder (``write_image_text``, the ``xflickrco`` task's layout)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import csv
 import json
 import random
 from pathlib import Path
+
+import numpy as np
 
 from xretrieve.trainer.crosslingual import ISO_639_3
 from xretrieve.trainer.presets import PANX_TAGS, UPOS_TAGS
@@ -210,3 +213,43 @@ backend = "torch"
 
 def write_config(path: Path, extra: str = "") -> Path:
     return write(path, TINY_CONFIG + extra)
+
+
+IMAGE_NOUNS = ["cat", "dog", "house", "tree", "water", "city", "river", "book"]
+# Test languages and the filler word of their captions (words the tiny tokenizer knows): one per
+# resource group, so that every group is reported.
+IMAGE_TEST_FILLERS = {"de": "der", "ta": "la", "sw": ""}
+
+
+def write_captions(base: Path, name: str, rows: list) -> Path:
+    """A caption file: ``(image_id, caption)`` tuples, other records and raw lines as given."""
+    records = [
+        {"image_id": row[0], "caption": row[1]} if isinstance(row, tuple) else row for row in rows
+    ]
+    lines = [row if isinstance(row, str) else json.dumps(row) for row in records]
+    return write(base / name, "".join(line + "\n" for line in lines))
+
+
+def write_image_text(data: Path, n_distractors: int = 2) -> Path:
+    """``data/image_text/``: image k (a random vector) is captioned with noun k in every
+    language, with a filler word of the language; the gallery also holds images no caption
+    names. English train and dev captions, test captions in ``IMAGE_TEST_FILLERS``' languages."""
+    base = data / "image_text"
+    base.mkdir(parents=True, exist_ok=True)
+    n_images = len(IMAGE_NOUNS) + n_distractors
+    rng = np.random.default_rng(0)
+    np.save(base / "images.npy", rng.standard_normal((n_images, 16)).astype(np.float32))
+    ids = [f"flickr{k}" for k in range(n_images)]
+    write(base / "image_ids.txt", "".join(f"{i}\n" for i in ids))
+    train = [
+        (ids[k], f"{filler} {noun}")
+        for k, noun in enumerate(IMAGE_NOUNS)
+        for filler in ("the", "a", "of")
+    ]
+    write_captions(base, "captions.en.train.jsonl", train)
+    dev = [(ids[k], f"the {noun}") for k, noun in enumerate(IMAGE_NOUNS)]
+    write_captions(base, "captions.en.dev.jsonl", dev)
+    for lang, filler in IMAGE_TEST_FILLERS.items():
+        rows = [(ids[k], f"{filler} {noun}".strip()) for k, noun in enumerate(IMAGE_NOUNS)]
+        write_captions(base, f"captions.{lang}.test.jsonl", rows)
+    return data

@@ -338,3 +338,82 @@ def test_a_shard_file_outside_the_index_directory_is_refused(planted: Path) -> N
     edit_json(src_dir / "manifest.json", outside)
     line = one_line_error(invoke("index", "verify", str(src_dir)))
     assert "shard file '../en/shard-00000.faiss' is not a shard name" in line
+
+
+def index_mine_args(planted: Path, src_dir: Path, tgt_dir: Path, *extra: str) -> list[str]:
+    return mine_args(
+        planted, "--k", "4", "--src-index", str(src_dir), "--tgt-index", str(tgt_dir), *extra
+    )
+
+
+def test_streamed_mining_writes_the_same_pairs_and_resumes(planted: Path) -> None:
+    src_dir, tgt_dir = build(planted)
+    want = invoke(*index_mine_args(planted, src_dir, tgt_dir, "--stream", "off"))
+    work, out = planted / "work", planted / "pairs.tsv"
+    got = invoke(
+        *index_mine_args(planted, src_dir, tgt_dir, "--work-dir", str(work), "--out", str(out))
+    )
+    assert want.exit_code == 0 and got.exit_code == 0, got.output
+    summary = json.loads(got.stdout)
+    assert summary.pop("out") == str(out) and summary == json.loads(want.stdout)
+    assert json.loads((work / "pairs.json").read_text())["complete"]
+    # A rerun reads the finished pairs (same directory, same settings).
+    again = invoke(
+        *index_mine_args(planted, src_dir, tgt_dir, "--work-dir", str(work), "--stream", "on")
+    )
+    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(want.stdout)
+
+
+@pytest.mark.parametrize(("error", "code"), [("Terminated", 143), ("KeyboardInterrupt", 130)])
+def test_a_signal_during_streamed_mining_leaves_finished_files_only(
+    planted: Path, monkeypatch, error: str, code: int
+) -> None:
+    import xretrieve.mining.streaming as streaming
+    from xretrieve.core.interrupts import Terminated
+
+    src_dir, tgt_dir = build(planted)
+    signal = {"Terminated": Terminated, "KeyboardInterrupt": KeyboardInterrupt}[error]
+    write_means = streaming.write_means
+
+    def means_then_signal(directory, direction, blocks, rows):
+        write_means(directory, direction, blocks, rows)
+        raise signal
+
+    monkeypatch.setattr(streaming, "write_means", means_then_signal)
+    work = planted / "work"
+    args = index_mine_args(planted, src_dir, tgt_dir, "--work-dir", str(work))
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    names = sorted(p.name for p in work.iterdir())
+    assert not [n for n in names if n.endswith(".tmp")] and "pairs.json" not in names
+    assert "src-means.npy" in names and "fwd-block-000000.npy" in names
+    monkeypatch.setattr(streaming, "write_means", write_means)
+    want = invoke(*index_mine_args(planted, src_dir, tgt_dir, "--stream", "off"))
+    again = invoke(*args)
+    assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(want.stdout)
+
+
+def test_bad_streaming_options_exit_2_with_one_line(planted: Path) -> None:
+    src_dir, tgt_dir = build(planted)
+    foreign = planted / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("keep\n")
+    line = one_line_error(
+        invoke(*index_mine_args(planted, src_dir, tgt_dir, "--work-dir", str(foreign)))
+    )
+    assert "--work-dir is a non-empty directory that is not an earlier mine" in line
+    assert (foreign / "todo.txt").read_text() == "keep\n"
+    line = one_line_error(
+        invoke(*index_mine_args(planted, src_dir, tgt_dir, "--work-dir", str(src_dir / "w")))
+    )
+    assert "--work-dir lies inside the input directory" in line
+    args = index_mine_args(
+        planted, src_dir, tgt_dir, "--work-dir", str(planted / "w"), "--stream", "off"
+    )
+    assert "--work-dir is where streamed mining works" in one_line_error(invoke(*args))
+    line = one_line_error(invoke(*mine_args(planted, "--work-dir", str(planted / "w"))))
+    assert "give both --src-index and --tgt-index" in line
+    assert (
+        invoke(*index_mine_args(planted, src_dir, tgt_dir, "--stream", "sometimes")).exit_code == 2
+    )
+    assert not (planted / "w").exists()

@@ -98,7 +98,7 @@ def test_exporters_use_the_same_enums() -> None:
         ({"device": "tpu"}, "device"),
         ({"dtype": "bf16"}, "dtype"),
         ({"dtype": Dtype.INT8}, "dtype"),
-        ({"pooling": "max"}, "pooling"),
+        ({"pooling": "median"}, "pooling"),
     ],
 )
 def test_load_encoder_names_a_bad_setting_before_any_work(

@@ -522,8 +522,8 @@ def test_bad_settings(tiny_xlmr_checkpoint, tmp_path):
         export_checkpoint(tiny_xlmr_checkpoint, tmp_path / "out", ExportConfig(layers=(-4,)))
     with pytest.raises(XRetrieveError, match="exceeds the 128 positions"):
         export_checkpoint(tiny_xlmr_checkpoint, tmp_path / "out", ExportConfig(max_length=256))
-    with pytest.raises(XRetrieveError, match="pooling must be one of mean, cls"):
-        ExportConfig(pooling="max")
+    with pytest.raises(XRetrieveError, match="pooling must be one of mean, cls, max"):
+        ExportConfig(pooling="median")
     with pytest.raises(XRetrieveError, match="dtype must be one of fp16, fp32, int8, auto"):
         ExportConfig(dtype="int4")
     assert not (tmp_path / "out").exists()

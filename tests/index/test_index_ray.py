@@ -12,7 +12,7 @@ from test_index import planted_pair
 
 from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
 from xretrieve.index.search import SearchRequest, search_direction, search_in_process
-from xretrieve.mining.margin import MiningConfig
+from xretrieve.mining.margin import MiningConfig, Mode
 from xretrieve.mining.through_index import mine_indexes
 
 ray = pytest.importorskip("ray")
@@ -159,3 +159,25 @@ def test_a_cluster_too_small_or_too_busy_for_the_actors_is_a_clear_error(indexes
         assert search.actors == []
     finally:
         ray.kill(busy)
+
+
+def test_streamed_mining_on_ray_equals_single_process_mining(indexes, tmp_path) -> None:
+    # The actors write each block's candidates and Ray tasks score the parts; the driver
+    # gathers no neighbour list (RaySearch.__call__ is never used).
+    from xretrieve.index.distributed import RaySearch
+    from xretrieve.mining.streaming import StreamConfig, Streaming
+
+    class NoGathering(RaySearch):
+        def __call__(self, request, progress):
+            raise AssertionError("the streaming path gathered a direction's lists")
+
+    src, tgt = indexes
+    search = NoGathering("local")
+    work = StreamConfig(tmp_path / "work", part_rows=120, pairs_per_part=50)
+    for mode in (Mode.MAX, Mode.INTERSECT):
+        config = MiningConfig(k=5, device="cpu", mode=mode)
+        got = mine_indexes(src, tgt, config, SEARCH, search=search, work=work)
+        want = mine_indexes(src, tgt, config, SEARCH, stream=Streaming.OFF)
+        np.testing.assert_array_equal(got.src_index, want.src_index)
+        np.testing.assert_array_equal(got.tgt_index, want.tgt_index)
+        np.testing.assert_array_equal(got.score, want.score)

@@ -14,6 +14,7 @@ import torch
 import trainer_data
 from safetensors.numpy import save_file
 
+from xretrieve.core.errors import InputError
 from xretrieve.trainer import Trainer, config_from_dict
 
 
@@ -56,3 +57,20 @@ def test_a_projection_of_another_size_is_not_used(
     assert not torch.all(head.projection.bias == 0.5)
     assert "projection starts fresh" in caplog.text
     assert weight.shape == (8, 32)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"), [('{"pooling": ', "not valid JSON"), (None, "file not found")]
+)
+def test_a_broken_projection_record_is_an_error_naming_it(
+    tiny_xlmr_checkpoint, tmp_path: Path, text: str | None, message: str
+) -> None:
+    _base_with_projection(tiny_xlmr_checkpoint, tmp_path / "multimodal", out_dim=12)
+    info = tmp_path / "multimodal" / "projection.json"
+    if text is None:
+        info.unlink()
+    else:
+        info.write_text(text)
+    with pytest.raises(InputError, match=message) as error:
+        _head(tmp_path / "multimodal", tmp_path)
+    assert error.value.path == info

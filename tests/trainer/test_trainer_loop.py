@@ -472,3 +472,24 @@ def test_resume_from_an_older_checkpoint_keeps_one_history(
     assert result.steps == 8
     for name, value in _parameters(first).items():
         assert torch.equal(value, _parameters(again)[name]), name
+
+
+def test_resume_after_a_crash_that_tore_the_last_metrics_record(
+    tiny_xlmr_checkpoint, tmp_path: Path
+) -> None:
+    """A run killed while appending to metrics.jsonl leaves a torn last line; resuming drops it
+    with the later records (a raw JSONDecodeError before) and keeps one history."""
+    task = trainer_data.write_pair_task(tmp_path / "data")
+    config = _config(
+        tiny_xlmr_checkpoint,
+        tmp_path / "out",
+        [task],
+        optim={"max_steps": 6},
+        evaluation={"eval_every": 2, "keep_last": 10},
+    )
+    Trainer(config).train()
+    metrics = tmp_path / "out/metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 8, "train_lo', encoding="utf-8")
+    result = Trainer(config).train(resume=tmp_path / "out/checkpoint-4")
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [2, 4, 6] and result.steps == 6

@@ -174,3 +174,27 @@ def test_runs_saved_before_answer_normalization_keep_their_identity() -> None:
     assert config_fingerprint(mlqa) != config_fingerprint(
         {**current, "tasks": [{**current["tasks"][0], "language": "de"}]}
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("train_config.json", "[]", "expected a JSON object, found an array"),
+        ("heads.json", '{"ner": ', "not valid JSON"),
+        ("heads.json", None, "not found: a fine-tuned checkpoint"),
+    ],
+)
+def test_a_checkpoints_task_records_are_read_as_json_objects(
+    tmp_path: Path, name: str, text: str | None, message: str
+) -> None:
+    from xretrieve.trainer.predict import checkpoint_tasks
+
+    (tmp_path / "train_config.json").write_text("{}")
+    (tmp_path / "heads.json").write_text("{}")
+    if text is None:
+        (tmp_path / name).unlink()
+    else:
+        (tmp_path / name).write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        checkpoint_tasks(tmp_path)
+    assert info.value.path == tmp_path / name

@@ -61,8 +61,14 @@ def test_integer_labels_index_the_label_list_and_fields_override(tmp_path: Path)
         (
             ['{"context": "a", "hypothesis": "b", "label": "e"}', "{not json"],
             "anli",
-            "invalid JSON",
+            "not valid JSON",
             2,
+        ),
+        (
+            ['{"sentence1": "a", "sentence2": "b", "gold_label": NaN}'],
+            "mnli",
+            "NaN is not a JSON number",
+            1,
         ),
         (['{"question1": "a", "question2": "b", "label": 5}'], "qqp", "out of range", 1),
         (['{"ctx": "a", "endings": ["x", "y"], "label": 3}'], "hellaswag", "names none of", 1),

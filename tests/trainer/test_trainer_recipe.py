@@ -189,3 +189,21 @@ def test_qa_questions_cut_to_max_query_length(tiny_xlmr_checkpoint, tmp_path: Pa
     assert first["input_ids"][:16] == encoded["input_ids"][:16]
     assert first["input_ids"][11] == tokenizer.sep_token_id
     assert len(tokenizer(" ".join(["the cat"] * 5), add_special_tokens=False)["input_ids"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"weight_map": {"lm_head.bias": ', "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ('{"weight_map": ["model.safetensors"]}', "'weight_map' must map tensor names"),
+    ],
+)
+def test_a_broken_weight_index_is_an_error_naming_it(tmp_path: Path, text: str, message: str):
+    from xretrieve.trainer.tasks.mlm import read_pretrained_lm_head
+
+    index = tmp_path / "model.safetensors.index.json"
+    index.write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        read_pretrained_lm_head(tmp_path)
+    assert info.value.path == index

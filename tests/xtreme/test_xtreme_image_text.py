@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from xtreme_fixtures import IMAGE_NOUNS, IMAGE_TEST_FILLERS, write_captions, write_image_text
 
 from xretrieve.core.errors import InputError
 from xretrieve.xtreme.image_text import (
@@ -19,10 +19,6 @@ from xretrieve.xtreme.image_text import (
     run_image_text_task,
 )
 
-NOUNS = ["cat", "dog", "house", "tree", "water", "city", "river", "book"]
-# Test languages and the filler word of their captions (words the tiny tokenizer knows): one per
-# resource group, so that every group is reported.
-TEST_FILLERS = {"de": "der", "ta": "la", "sw": ""}
 RECIPE = ImageTextRecipe(
     epochs=10, batch_size=8, learning_rate=3e-3, head_learning_rate=1e-2, warmup_ratio=0.0,
     max_length=16,
@@ -37,57 +33,23 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _write(base: Path, name: str, rows: list) -> None:
-    lines = [row if isinstance(row, str) else json.dumps(row) for row in row_records(rows)]
-    (base / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
-def row_records(rows: list) -> list:
-    return [
-        {"image_id": row[0], "caption": row[1]} if isinstance(row, tuple) else row for row in rows
-    ]
-
-
-def write_data(data: Path, n_distractors: int = 2) -> Path:
-    """Image k (a random vector) is captioned with noun k in every language, with a filler word
-    of the language; the gallery also holds images no caption names."""
-    base = data / "image_text"
-    base.mkdir(parents=True, exist_ok=True)
-    n_images = len(NOUNS) + n_distractors
-    rng = np.random.default_rng(0)
-    np.save(base / "images.npy", rng.standard_normal((n_images, 16)).astype(np.float32))
-    ids = [f"flickr{k}" for k in range(n_images)]
-    (base / "image_ids.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    train = [
-        (ids[k], f"{filler} {noun}")
-        for k, noun in enumerate(NOUNS)
-        for filler in ("the", "a", "of")
-    ]
-    _write(base, "captions.en.train.jsonl", train)
-    _write(base, "captions.en.dev.jsonl", [(ids[k], f"the {noun}") for k, noun in enumerate(NOUNS)])
-    for lang, filler in TEST_FILLERS.items():
-        rows = [(ids[k], f"{filler} {noun}".strip()) for k, noun in enumerate(NOUNS)]
-        _write(base, f"captions.{lang}.test.jsonl", rows)
-    return data
-
-
 def test_planted_alignment_scores_r1_100_in_every_language_and_group(
     tiny_xlmr_checkpoint, tmp_path: Path
 ) -> None:
     from xretrieve.encoding import load_encoder
     from xretrieve.evaluation.image_text import image_text_recall, read_image_text
 
-    data = write_data(tmp_path / "data")
+    data = write_image_text(tmp_path / "data")
     out = tmp_path / "out"
     outcome = run_image_text_task(
         tiny_xlmr_checkpoint, data, out, seed=0, recipe=RECIPE, device="cpu"
     )
-    assert set(outcome.scores) == set(TEST_FILLERS)
+    assert set(outcome.scores) == set(IMAGE_TEST_FILLERS)
     for lang, values in outcome.scores.items():
         assert tuple(values) == METRICS
         assert values["r1_t2i"] == 100.0 and values["r1_i2t"] == 100.0, (lang, values)
         assert values["r1_mean"] <= values["r5_mean"] <= values["r10_mean"] == 100.0
-        assert outcome.counts[lang] == (len(NOUNS), len(NOUNS))
+        assert outcome.counts[lang] == (len(IMAGE_NOUNS), len(IMAGE_NOUNS))
     assert list(outcome.groups) == ["high", "medium", "low"]
     assert outcome.groups["low"] == outcome.scores["sw"]
 
@@ -107,6 +69,19 @@ def test_planted_alignment_scores_r1_100_in_every_language_and_group(
     )  # fmt: skip
     assert outcome.scores["de"]["r5_t2i"] == pytest.approx(expected.text_to_image[1])
     assert outcome.scores["de"]["r1_i2t"] == pytest.approx(expected.image_to_text[0])
+
+    # The English dev captions are scored too; each caption's ranked image ids are written.
+    assert outcome.dev_scores["en"]["r1_mean"] == 100.0
+    assert outcome.predictions == out / "predictions"
+    for split, lang in [("dev", "en"), ("test", "de"), ("test", "sw")]:
+        lines = (out / "predictions" / split / f"test-{lang}.tsv").read_text().splitlines()
+        assert len(lines) == len(IMAGE_NOUNS)
+        for k, line in enumerate(lines):
+            ranked = line.split("\t")
+            # the gallery of a caption file: the images its captions name, all ranked
+            assert ranked[0] == f"flickr{k}" and sorted(ranked) == sorted(
+                f"flickr{i}" for i in range(len(IMAGE_NOUNS))
+            )
 
     stored = json.loads((out / "scores.json").read_text())
     assert stored["scores"] == outcome.to_json()["scores"]
@@ -128,7 +103,7 @@ def test_groups_average_their_languages() -> None:
 
 
 def test_rerun_resumes_and_other_inputs_start_over(tiny_xlmr_checkpoint, tmp_path: Path) -> None:
-    data = write_data(tmp_path / "data")
+    data = write_image_text(tmp_path / "data")
     out = tmp_path / "out"
     recipe = ImageTextRecipe(epochs=2, batch_size=8, learning_rate=3e-3, max_length=16)
     first = run_image_text_task(
@@ -152,16 +127,16 @@ def _break(data: Path, case: str) -> Path:
     if case == "unsplit":
         for name in ("captions.en.train.jsonl", "captions.en.dev.jsonl"):
             (base / name).unlink()
-        _write(base, "captions.en.jsonl", [("flickr0", "the cat")])
+        write_captions(base, "captions.en.jsonl", [("flickr0", "the cat")])
         return base / "captions.en.train.jsonl"
     if case == "no ids":
         (base / "image_ids.txt").unlink()
         return base / "image_ids.txt"
     if case == "row numbers":
-        _write(base, "captions.en.train.jsonl", [{"caption": "the cat", "image": 0}])
+        write_captions(base, "captions.en.train.jsonl", [{"caption": "the cat", "image": 0}])
         return base / "captions.en.train.jsonl"
     if case == "unknown id":
-        _write(base, "captions.sw.test.jsonl", [("flickr0", "cat"), ("flickr99", "dog")])
+        write_captions(base, "captions.sw.test.jsonl", [("flickr0", "cat"), ("flickr99", "dog")])
         return base / "captions.sw.test.jsonl"
     if case == "no folder":
         (data / "image_text").rename(data / "images")
@@ -182,7 +157,7 @@ def _break(data: Path, case: str) -> Path:
 def test_wrong_layouts_are_refused_before_any_work(
     tiny_xlmr_checkpoint, tmp_path: Path, case: str, message: str, line: int | None
 ) -> None:
-    data = write_data(tmp_path / "data")
+    data = write_image_text(tmp_path / "data")
     named = _break(data, case)
     out = tmp_path / "out"
     with pytest.raises(InputError) as info:
@@ -195,7 +170,7 @@ def test_wrong_layouts_are_refused_before_any_work(
 def test_missing_languages_and_outputs_that_are_not_ours_are_refused(
     tiny_xlmr_checkpoint, tmp_path: Path
 ) -> None:
-    data = write_data(tmp_path / "data")
+    data = write_image_text(tmp_path / "data")
     with pytest.raises(InputError, match=r"no test captions for ja \(found: de, sw, ta\)"):
         run_image_text_task(
             tiny_xlmr_checkpoint, data, tmp_path / "out", seed=0, languages=["ja"], device="cpu"

@@ -1,14 +1,16 @@
 """Phase 3's recipes: the presets hold their sources' values, a TOML file overrides them key by
-key (kind-wide tables first, then a task's), and every mistake names the key."""
+key (kind-wide tables first, then a task's; an extra task's table overrides its own recipe
+class), and every mistake names the key."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from exporters.config import Pooling
-from xretrieve.core.errors import InputError
+from xretrieve.core.errors import ArgumentError, InputError
 from xretrieve.core.settings import Backend
 from xretrieve.xtreme.recipes import (
     FINE_TUNED_TASKS,
@@ -58,6 +60,18 @@ def _config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ImageRecipe:
+    """An extra task's recipe class."""
+
+    anything: int = 0
+    rate: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.rate > 1:
+            raise ArgumentError("rate", f"must be at most 1, not {self.rate!r}")
+
+
 def test_a_config_file_overrides_kind_then_task(tmp_path: Path) -> None:
     path = _config(
         tmp_path,
@@ -65,7 +79,7 @@ def test_a_config_file_overrides_kind_then_task(tmp_path: Path) -> None:
         "[xnli]\nlearning_rate = 1e-4\nbatch_size = 16\n[retrieval]\nlayer = 0\n"
         '[tatoeba]\npooling = "cls"\nbackend = "torch"\n[image]\nanything = 1\n',
     )
-    settings = load_settings(path, extra_tasks=("image",))
+    settings = load_settings(path, extra={"image": ImageRecipe()})
     assert (settings.preset, settings.seed) == ("xtreme", 7)
     xnli = settings.recipe("xnli")
     assert isinstance(xnli, FineTuneRecipe)
@@ -78,8 +92,38 @@ def test_a_config_file_overrides_kind_then_task(tmp_path: Path) -> None:
     assert settings.recipe("pawsx").learning_rate == PRESETS["xtreme"]["pawsx"].learning_rate
     assert settings.recipe("tatoeba") == RetrievalRecipe(0, Pooling.CLS, Backend.TORCH)
     assert settings.recipe("bucc2018") == RetrievalRecipe(layer=0)
-    assert settings.extra == {"image": {"anything": 1}}
+    assert settings.recipe("image") == ImageRecipe(anything=1)
     assert load_settings(None) == default_settings("jiant")
+    no_file = load_settings(None, extra={"image": ImageRecipe()})
+    assert no_file.recipe("image") == ImageRecipe()
+    assert no_file.recipe("xnli") == PRESETS["jiant"]["xnli"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[image]\nanythin = 1\n", "unknown key 'image.anythin' \\(a ImageRecipe has: anything"),
+        ("[image]\nanything = 1.5\n", "'image.anything' must be an integer"),
+        ("[image]\nrate = 2.0\n", "'image': rate must be at most 1, not 2.0"),
+        ("[imag]\nanything = 1\n", "unknown config key.*imag .*known: .*image"),
+    ],
+)
+def test_an_extra_task_table_is_checked_against_its_recipe_class(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(InputError, match=message) as info:
+        load_settings(_config(tmp_path, text), extra={"image": ImageRecipe()})
+    assert info.value.path == tmp_path / "recipes.toml"
+
+
+def test_the_xflickrco_table_overrides_the_image_text_recipe(tmp_path: Path) -> None:
+    from xretrieve.xtreme.image_text import MAIN_METRIC, ImageTextRecipe
+    from xretrieve.xtreme.targets import EXTRA_TARGETS, extra_recipes
+
+    text = '[xflickrco]\nepochs = 2\nbackend = "ort"\npatience = 3\n'
+    settings = load_settings(_config(tmp_path, text), extra_recipes())
+    assert settings.recipe("xflickrco") == ImageTextRecipe(epochs=2.0, backend="ort", patience=3)
+    assert EXTRA_TARGETS["xflickrco"].main_metric == MAIN_METRIC
 
 
 @pytest.mark.parametrize(
@@ -89,7 +133,7 @@ def test_a_config_file_overrides_kind_then_task(tmp_path: Path) -> None:
         ("[xnli]\nepochs = 'two'\n", "'xnli.epochs' must be a number"),
         ("[xnli]\nbatch_size = 2.5\n", "'xnli.batch_size' must be an integer"),
         ("[fine_tuning]\nlearning_rate = 0\n", "'fine_tuning.learning_rate' must be a positive"),
-        ("[tatoeba]\npooling = 'max'\n", "'tatoeba.pooling' must be one of mean, cls"),
+        ("[tatoeba]\npooling = 'median'\n", "'tatoeba.pooling' must be one of mean, cls, max"),
         ("[pawsx]\nselect_on_dev = 1\n", "'pawsx.select_on_dev' must be true or false"),
         ("preset = 'mine'\n", "'preset' must be one of jiant, xtreme"),
         ("[xnlii]\nepochs = 1\n", "unknown config key.*xnlii"),

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -296,10 +297,32 @@ def test_sigterm_stops_the_run_cleanly_and_the_rerun_keeps_what_finished(
     assert resumed.ran == ("tiny-xlmr0 udpos seed 1",)
 
 
+@dataclass(frozen=True)
+class FakeRecipe:
+    base: float = 10.0
+
+
+@dataclass(frozen=True)
+class FakeOutcome:
+    scores: dict
+    fine_tuned: Path | None = None
+    dev_scores: dict = field(default_factory=dict)
+    predictions: Path | None = None
+
+    def to_json(self) -> dict:
+        return {"scores": self.scores, "fine_tuned": None}
+
+
+def _fake_files(data_dir: Path) -> list[Path]:
+    return [data_dir / "pawsx" / "dev-de.tsv"]
+
+
 def _fake_runner(checkpoint, data_dir, out_dir, *, seed, recipe, device, progress):
-    (out_dir / "called.json").write_text(json.dumps({"seed": seed, "recipe": dict(recipe)}))
-    base = float(recipe.get("base", 10.0))
-    return {"de": {"recall_at_1": base + seed}, "sw": {"recall_at_1": base + 2 * seed}}
+    out_dir.mkdir(parents=True)
+    (out_dir / "called.json").write_text(json.dumps({"seed": seed, "base": recipe.base}))
+    shutil.copy(out_dir / "called.json", out_dir.parent / "called.json")
+    base = recipe.base
+    return FakeOutcome({"de": {"recall_at_1": base + seed}, "sw": {"recall_at_1": base + 2 * seed}})
 
 
 def test_seeds_and_an_extra_target_task(subset_run, tmp_path: Path, monkeypatch) -> None:
@@ -309,7 +332,8 @@ def test_seeds_and_an_extra_target_task(subset_run, tmp_path: Path, monkeypatch)
         kind=TargetKind.EXTERNAL,
         main_metric="recall_at_1",
         runner=f"{__name__}:_fake_runner",
-        data=("pawsx/dev-de.tsv",),
+        recipe=f"{__name__}:FakeRecipe",
+        files=f"{__name__}:_fake_files",
     )
     monkeypatch.setitem(EXTRA_TARGETS, extra.name, extra)
     config = write_config(tmp_path / "recipes.toml", "\n[fake_image_text]\nbase = 20.0\n")
@@ -339,7 +363,8 @@ def test_seeds_and_an_extra_target_task(subset_run, tmp_path: Path, monkeypatch)
     assert test_row["tasks"]["tatoeba"] is None  # XTREME's own Tatoeba files hold no gold
     assert test_row["groups"] == {} and test_row["all_task"] is None
     unit = tmp_path / "out" / "units" / "tiny-xlmr0" / "fake_image_text" / "seed-2"
-    assert json.loads((unit / "called.json").read_text()) == {"seed": 2, "recipe": {"base": 20.0}}
+    assert json.loads((unit / "called.json").read_text()) == {"seed": 2, "base": 20.0}
+    assert not (unit / "runner").exists()  # the runner's folder goes once the unit is recorded
     markdown = (tmp_path / "out" / "grid.md").read_text()
     assert "| checkpoint | pawsx | tatoeba | fake_image_text |" in markdown
     assert "22.25 ± 1.06" in markdown

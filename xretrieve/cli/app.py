@@ -6,7 +6,7 @@ from __future__ import annotations
 import typer
 
 from xretrieve.cli import bench, bucc, embed, evaluate, export, index, mine, tatoeba, train, xtreme
-from xretrieve.cli.common import Command
+from xretrieve.cli.common import Command, CommandGroup
 
 app = typer.Typer(
     name="xretrieve",
@@ -14,19 +14,20 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CommandGroup,
 )
 
 # In the order ``xretrieve --help`` lists them.
-app.command("mine", cls=Command)(mine.mine)
-app.command("bucc", cls=Command)(bucc.bucc)
-app.command("tatoeba", cls=Command)(tatoeba.tatoeba)
-app.command("export", cls=Command)(export.export)
-app.command("embed", cls=Command)(embed.embed)
-app.command("train", cls=Command)(train.train)
-app.command("bench", cls=Command)(bench.bench)
-app.command("evaluate", cls=Command)(evaluate.evaluate)
-app.add_typer(index.app, name="index")
-app.add_typer(xtreme.app, name="xtreme")
+app.command("mine", cls=Command)(mine.mine_command)
+app.command("bucc", cls=Command)(bucc.bucc_command)
+app.command("tatoeba", cls=Command)(tatoeba.tatoeba_command)
+app.command("export", cls=Command)(export.export_command)
+app.command("embed", cls=Command)(embed.embed_command)
+app.command("train", cls=Command)(train.train_command)
+app.command("bench", cls=Command)(bench.bench_command)
+app.command("evaluate", cls=Command)(evaluate.evaluate_command)
+app.add_typer(index.app, name="index", cls=CommandGroup)
+app.add_typer(xtreme.app, name="xtreme", cls=CommandGroup)
 
 
 def main() -> None:

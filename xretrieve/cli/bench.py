@@ -18,7 +18,7 @@ from xretrieve.cli.common import (
 
 
 @reports_errors
-def bench(
+def bench_command(
     model: Annotated[
         str | None,
         typer.Argument(help="Checkpoint or export directory (default: the default model)."),

@@ -9,7 +9,12 @@ from typing import Annotated
 import typer
 
 from xretrieve.cli.common import (
-    PROGRESS_HELP,
+    EmbDirOption,
+    JsonOption,
+    KnnDeviceOption,
+    ModelOption,
+    ProgressOption,
+    TextPrefixOption,
     print_json,
     print_table,
     progress_bars,
@@ -20,7 +25,7 @@ from xretrieve.mining.margin import Margin, Mode
 
 
 @reports_errors
-def bucc(
+def bucc_command(
     data_dir: Annotated[
         Path, typer.Option(help="Directory with bucc2018/{xx}-en.{split}.{xx,en,gold}.")
     ],
@@ -29,22 +34,15 @@ def bucc(
         "training"
     ),
     eval_split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    model: Annotated[str | None, typer.Option(help="Encoder directory or Hugging Face id.")] = None,
-    text_prefix: Annotated[
-        str | None,
-        typer.Option(help="Prepended to every text (default: the model's own prefix)."),
-    ] = None,
-    emb_dir: Annotated[
-        Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
-    ] = None,
+    model: ModelOption = None,
+    text_prefix: TextPrefixOption = None,
+    emb_dir: EmbDirOption = None,
     k: Annotated[int, typer.Option(min=1, help="Neighbours for the margin.")] = 4,
     margin: Annotated[Margin, typer.Option(help="Margin function.")] = Margin.RATIO,
     mode: Annotated[Mode, typer.Option(help="Pair selection.")] = Mode.MAX,
-    device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-    show_progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
-    ] = True,
+    device: KnnDeviceOption = "auto",
+    json_output: JsonOption = False,
+    show_progress: ProgressOption = True,
 ) -> None:
     """BUCC 2018 mining: threshold tuned on one split, P/R/F1 (percent) on another."""
     from xretrieve.evaluation.retrieval import evaluate_bucc

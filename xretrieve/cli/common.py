@@ -12,7 +12,8 @@ import math
 import os
 import shlex
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import click
 import typer
@@ -29,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 from xretrieve.core.errors import ShowParameter, XRetrieveError, python_parameter
 from xretrieve.core.interrupts import EXIT_TERMINATED, Terminated, sigterm_as_interrupt
@@ -43,6 +44,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 PROGRESS_HELP = "Progress bars on stderr (--no-progress: none, e.g. for logs and scripts)."
 
 EXIT_INPUT_ERROR = 2
+
+# Options that several commands declare alike (typer reads the help and flag from the type).
+ModelOption = Annotated[str | None, typer.Option(help="Encoder directory or Hugging Face id.")]
+TextPrefixOption = Annotated[
+    str | None, typer.Option(help="Prepended to every text (default: the model's own prefix).")
+]
+EmbDirOption = Annotated[
+    Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
+]
+KnnDeviceOption = Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
+ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)]
 EXIT_INTERRUPTED = 130
 
 
@@ -202,10 +215,60 @@ def json_safe(payload: Any) -> Any:
     return payload
 
 
+def _usage_error_classes() -> tuple[type[Exception], ...]:
+    """click's ``UsageError`` and, where typer parses with its own copy of click
+    (``typer._click``, typer 0.17 and later), that copy's."""
+    try:
+        vendored = importlib.import_module("typer._click.exceptions").UsageError
+    except (ImportError, AttributeError):
+        return (click.UsageError,)
+    return (click.UsageError, vendored)
+
+
+USAGE_ERRORS = _usage_error_classes()
+
+
+def _usage_error_line(error: Any) -> NoReturn:
+    """A command line click cannot parse (an unknown option or command, a value outside an
+    option's choices or range, a missing option) is bad input like any other: one line on
+    stderr and exit code 2, not a usage block."""
+    command = error.ctx.command_path if error.ctx is not None else "xretrieve"
+    stderr.print(
+        f"[bold red]error:[/] {escape(error.format_message())} (see '{command} --help')",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(EXIT_INPUT_ERROR)
+
+
+class CommandGroup(TyperGroup):
+    """typer's command group whose usage errors are one line (``_usage_error_line``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERRORS as error:
+            _usage_error_line(error)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except USAGE_ERRORS as error:
+            _usage_error_line(error)
+
+
 class Command(TyperCommand):
     """typer's command with plainer help: usage lines name arguments as ``CHECKPOINT`` (required)
     or ``[MODEL]`` (optional) rather than ``{checkpoint}``, and on/off flags show no ``<bool>``
-    value they do not take."""
+    value they do not take. Usage errors are one line (``_usage_error_line``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except USAGE_ERRORS as error:
+            _usage_error_line(error)
 
     def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

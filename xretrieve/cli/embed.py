@@ -14,13 +14,14 @@ from xretrieve.encoding.streaming import OutputDtype
 
 
 @reports_errors
-def embed(
+def embed_command(
     model: Annotated[
         str,
         typer.Argument(
             metavar="MODEL",
-            help="An export directory, a Hugging Face checkpoint directory (exported on "
-            "first use, cached by content hash), or 'default' (multilingual-e5-small).",
+            help="An export directory, a Hugging Face checkpoint directory or "
+            "sentence-transformers model folder (exported on first use, cached by content "
+            "hash), a Hugging Face model id org/name, or 'default' (multilingual-e5-small).",
         ),
     ],
     input_path: Annotated[
@@ -53,6 +54,13 @@ def embed(
         str | None,
         typer.Option(help="Hidden layers of a checkpoint, comma-separated (-1 = last)."),
     ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="One of the model's prompts, by name, instead of its default (e.g. query, "
+            "passage: a sentence-transformers folder's prompts, E5's)."
+        ),
+    ] = None,
     all_layers: Annotated[
         bool,
         typer.Option(help="Write (lines, n_layers, dim): one vector per listed layer."),
@@ -83,7 +91,9 @@ def embed(
     if ray is not None:
         from xretrieve.encoding.distributed import EncoderSpec, RayEmbedder
 
-        spec = EncoderSpec(model, backend, device, batch_tokens, dtype, parse_layer_indices(layers))
+        spec = EncoderSpec(
+            model, backend, device, batch_tokens, dtype, parse_layer_indices(layers), prompt
+        )
         with progress_bars(progress) as report:
             done = RayEmbedder(ray, pool_size=actors).run(
                 spec,
@@ -117,6 +127,7 @@ def embed(
                 layer_outputs=all_layers,
                 out_dtype=out_dtype,
                 progress=report,
+                prompt=prompt,
                 on_loaded=lambda encoder: stderr.print(
                     f"provider: {encoder.provider}", highlight=False
                 ),

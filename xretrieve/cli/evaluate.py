@@ -25,7 +25,7 @@ def _split_list(value: str | None) -> tuple[str, ...] | None:
 
 
 @reports_errors
-def evaluate(
+def evaluate_command(
     models: Annotated[
         list[str],
         typer.Argument(help="Checkpoint or export directories ('default' = the default model)."),

@@ -25,6 +25,7 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
         ],
         ["layers", ", ".join(str(layer) for layer in manifest.layers)],
         ["pooling", manifest.pooling.value + (", L2-normalised" if manifest.normalize else "")],
+        *_pipeline_rows(manifest.sentence_transformers),
         ["dtype / opset", f"{manifest.dtype.value} / {manifest.opset}"],
         ["max length", str(manifest.max_length)],
         ["files", ", ".join(manifest.onnx_files)],
@@ -52,14 +53,37 @@ def _summary_rows(manifest: Any, out: Path) -> list[list[str]]:
     return rows
 
 
+def _pipeline_rows(pipeline: Any) -> list[list[str]]:
+    """The sentence-transformers pipeline an export carries, as one summary row (none without)."""
+    if not pipeline:
+        return []
+    parts = []
+    for kind in pipeline["modules"]:
+        if kind == "Pooling":
+            excluded = pipeline.get("prompt_tokens", 0)
+            kind += f" ({pipeline['pooling']}" + (
+                f", the prompt's {excluded} tokens excluded)" if excluded else ")"
+            )
+        parts.append(kind)
+    dense = iter(pipeline["dense"])
+    parts = [
+        "Dense {in_features}->{out_features} {activation}".format(**next(dense))
+        if part == "Dense"
+        else part
+        for part in parts
+    ]
+    return [["sentence-transformers", ", ".join(parts)]]
+
+
 @reports_errors
-def export(
+def export_command(
     checkpoint: Annotated[
         str,
         typer.Argument(
             help="Hugging Face checkpoint directory (config.json, model.safetensors, "
-            "tokenizer), a Hugging Face model id org/name, or 'default' for the default "
-            "model.",
+            "tokenizer), a sentence-transformers model folder (modules.json: its pooling, Dense "
+            "layers and normalisation are exported too), a Hugging Face model id org/name, or "
+            "'default' for the default model.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Export directory to write.")],
@@ -73,7 +97,14 @@ def export(
     layers: Annotated[
         str | None, typer.Option("--layers", help="Comma-separated layers, e.g. -1,-4,8.")
     ] = None,
-    pooling: Annotated[str, typer.Option("--pooling", help="mean (masked) or cls.")] = "mean",
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            "--pooling",
+            help="mean (masked), cls, max, mean_sqrt_len_tokens, weightedmean or lasttoken "
+            "(default: the model's own: a sentence-transformers folder's pooling, else mean).",
+        ),
+    ] = None,
     no_normalize: Annotated[
         bool, typer.Option("--no-normalize", help="Keep raw vectors (no L2 normalisation).")
     ] = False,
@@ -96,7 +127,8 @@ def export(
         typer.Option(
             "--text-prefix",
             help="Prepended to every text, e.g. 'query: ' (default: the checkpoint's own, "
-            "from its xretrieve.json or the default model's).",
+            "from its xretrieve.json, the default model's, or a sentence-transformers "
+            "folder's default prompt, else its prompt named query).",
         ),
     ] = None,
     max_length: Annotated[

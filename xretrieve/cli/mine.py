@@ -35,6 +35,7 @@ from xretrieve.index.search import (
 from xretrieve.mining.api import DEFAULT_RATIO_THRESHOLD
 from xretrieve.mining.bitext import MineRequest, MiningReport
 from xretrieve.mining.margin import Margin, MiningConfig, Mode
+from xretrieve.mining.streaming import Streaming
 from xretrieve.mining.through_index import IndexMining
 
 PREVIEW_PAIRS = 5
@@ -77,7 +78,7 @@ def print_report(report: MiningReport) -> None:
 
 
 @reports_errors
-def mine(
+def mine_command(
     src: Annotated[str, typer.Option(help="Source language code.")] = "de",
     tgt: Annotated[str, typer.Option(help="Target language code.")] = "en",
     src_file: Annotated[
@@ -90,11 +91,21 @@ def mine(
     split: Annotated[str, typer.Option(help="BUCC split to mine in --data-dir.")] = "test",
     model: Annotated[
         str | None,
-        typer.Option(help="Encoder: export or checkpoint directory, or a Hugging Face id."),
+        typer.Option(
+            help="Encoder: export, checkpoint or sentence-transformers directory, or a "
+            "Hugging Face id."
+        ),
     ] = None,
     text_prefix: Annotated[
         str | None,
         typer.Option(help="Prepended to every text (default: the model's own prefix)."),
+    ] = None,
+    prompt: Annotated[
+        str | None,
+        typer.Option(
+            help="One of the model's prompts, by name, instead of its default (e.g. query, "
+            "passage: a sentence-transformers folder's prompts, E5's)."
+        ),
     ] = None,
     src_emb: Annotated[Path | None, typer.Option(help="Source embeddings (.npy).")] = None,
     tgt_emb: Annotated[Path | None, typer.Option(help="Target embeddings (.npy).")] = None,
@@ -163,18 +174,33 @@ def mine(
         str | None,
         typer.Option(help="Search the indexes on Ray: local, auto or a cluster address."),
     ] = None,
+    stream: Annotated[
+        Streaming,
+        typer.Option(
+            help="Indexes: score margins and select pairs through files instead of holding "
+            "the neighbour lists (auto: when they would not fit in memory, or with --work-dir)."
+        ),
+    ] = Streaming.AUTO,
+    work_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Indexes: the streamed mining's directory (candidate shards, pairs in parts); "
+            "shared storage with --ray; a rerun continues there (default: a temporary one)."
+        ),
+    ] = None,
 ) -> None:
     """Mine parallel sentence pairs with margin scoring (default: the bundled de-en sample)."""
     from xretrieve.mining.bitext import mine_bitext
 
     search = SearchConfig(nprobe=nprobe, rescore=rescore, candidate_factor=candidate_factor)
-    indexes = _index_mining(src_index, tgt_index, search, ray)
+    indexes = _index_mining(src_index, tgt_index, search, ray, stream, work_dir)
     if k is None:
         k = DEFAULT_INDEX_K if indexes is not None else 4
     request = MineRequest(
         src_lang=src, tgt_lang=tgt, src_file=src_file, tgt_file=tgt_file, data_dir=data_dir,
-        split=split, gold_file=gold, model=model, text_prefix=text_prefix, src_emb=src_emb,
-        tgt_emb=tgt_emb, emb_dir=emb_dir, threshold=threshold, tune_split=tune_split, out=out,
+        split=split, gold_file=gold, model=model, text_prefix=text_prefix, prompt=prompt,
+        src_emb=src_emb, tgt_emb=tgt_emb, emb_dir=emb_dir, threshold=threshold,
+        tune_split=tune_split, out=out,
         config=MiningConfig(k=k, margin=margin, mode=mode, device=device, gpu_memory=gpu_memory),
         indexes=indexes,
     )  # fmt: skip
@@ -187,11 +213,20 @@ def mine(
 
 
 def _index_mining(
-    src_index: Path | None, tgt_index: Path | None, search: SearchConfig, ray: str | None
+    src_index: Path | None,
+    tgt_index: Path | None,
+    search: SearchConfig,
+    ray: str | None,
+    stream: Streaming = Streaming.AUTO,
+    work_dir: Path | None = None,
 ) -> IndexMining | None:
-    """``--src-index``/``--tgt-index`` (and ``--ray``) as the request's indexes; None without."""
-    if src_index is None and tgt_index is None and ray is None:
+    """``--src-index``/``--tgt-index`` (and ``--ray``, ``--stream``, ``--work-dir``) as the
+    request's indexes; None without."""
+    streamed = stream is not Streaming.AUTO or work_dir is not None
+    if src_index is None and tgt_index is None and ray is None and not streamed:
         return None
     if src_index is None or tgt_index is None:
-        raise XRetrieveError("give both --src-index and --tgt-index (--ray needs them)")
-    return IndexMining(src_index, tgt_index, search, ray)
+        raise XRetrieveError(
+            "give both --src-index and --tgt-index (--ray, --stream and --work-dir need them)"
+        )
+    return IndexMining(src_index, tgt_index, search, ray, stream, work_dir)

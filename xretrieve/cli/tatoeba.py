@@ -8,7 +8,12 @@ from typing import Annotated
 import typer
 
 from xretrieve.cli.common import (
-    PROGRESS_HELP,
+    EmbDirOption,
+    JsonOption,
+    KnnDeviceOption,
+    ModelOption,
+    ProgressOption,
+    TextPrefixOption,
     print_json,
     print_table,
     progress_bars,
@@ -17,24 +22,17 @@ from xretrieve.cli.common import (
 
 
 @reports_errors
-def tatoeba(
+def tatoeba_command(
     data_dir: Annotated[
         Path, typer.Option(help="Directory with tatoeba/tatoeba.{xxx}-eng.{xxx,eng}.")
     ],
     langs: Annotated[str, typer.Option(help="Comma-separated languages (deu,fra,...).")],
-    model: Annotated[str | None, typer.Option(help="Encoder directory or Hugging Face id.")] = None,
-    text_prefix: Annotated[
-        str | None,
-        typer.Option(help="Prepended to every text (default: the model's own prefix)."),
-    ] = None,
-    emb_dir: Annotated[
-        Path | None, typer.Option(help="Embeddings directory mirroring --data-dir.")
-    ] = None,
-    device: Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")] = "auto",
-    json_output: Annotated[bool, typer.Option("--json", help="JSON on stdout.")] = False,
-    show_progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)
-    ] = True,
+    model: ModelOption = None,
+    text_prefix: TextPrefixOption = None,
+    emb_dir: EmbDirOption = None,
+    device: KnnDeviceOption = "auto",
+    json_output: JsonOption = False,
+    show_progress: ProgressOption = True,
 ) -> None:
     """Tatoeba top-1 retrieval accuracy (percent) in both directions."""
     from xretrieve.evaluation.retrieval import evaluate_tatoeba

@@ -17,7 +17,7 @@ from xretrieve.cli.common import (
 
 
 @reports_errors
-def train(
+def train_command(
     config: Annotated[Path, typer.Argument(help="Training config (.toml, .yaml or .yml).")],
     resume: Annotated[
         bool,

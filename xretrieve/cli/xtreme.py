@@ -21,6 +21,7 @@ from xretrieve.cli.common import (
 )
 from xretrieve.core.settings import Device
 from xretrieve.xtreme import TASK_NAMES, XtremeScores, score_submission
+from xretrieve.xtreme.targets import EXTRA_TARGETS
 
 app = typer.Typer(
     help="The XTREME benchmark (Hu et al. 2020): phase 3 runs, predictions, and scores of "
@@ -108,7 +109,11 @@ def run(
     ],
     tasks: Annotated[
         str | None,
-        typer.Option(help=f"Comma-separated target tasks (default: {', '.join(TASK_NAMES)})."),
+        typer.Option(
+            help=f"Comma-separated target tasks (default: {', '.join(TASK_NAMES)}); extra "
+            f"tasks run only when named: {', '.join(EXTRA_TARGETS)} (image-text retrieval on "
+            "DATA_DIR/image_text/, docs/multimodal.md)."
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,

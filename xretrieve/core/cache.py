@@ -4,6 +4,7 @@ and the content hash that keys them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -24,17 +25,41 @@ def cache_dir() -> Path:
 
 def content_hash(directory: Path, length: int = 16) -> str:
     """sha256 over the relative names and bytes of a checkpoint directory's defining files
-    (top level only, sorted), truncated to ``length`` hex digits."""
+    (top level only, sorted; in a sentence-transformers folder also those of the module folders
+    its ``modules.json`` names, such as ``2_Dense``), truncated to ``length`` hex digits."""
     digest = hashlib.sha256()
-    for file in sorted(Path(directory).iterdir()):
-        if not file.is_file() or not file.name.endswith(_HASHED_SUFFIXES):
+    directory = Path(directory)
+    files = [file for file in sorted(directory.iterdir()) if file.is_file()]
+    for folder in _module_folders(directory):
+        files += sorted(path for path in folder.rglob("*") if path.is_file())
+    for file in files:
+        if not file.name.endswith(_HASHED_SUFFIXES):
             continue
         if file.name in {"trainer_state.json", "manifest.json"}:
             continue
-        digest.update(file.name.encode())
+        digest.update(file.relative_to(directory).as_posix().encode())
         digest.update(b"\0")
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()[:length]
+
+
+def _module_folders(directory: Path) -> list[Path]:
+    """The sub-folders of a sentence-transformers folder's modules (``modules.json``'s paths),
+    sorted; none for another folder or an unreadable ``modules.json`` (the exporter refuses it)."""
+    try:
+        modules = json.loads((directory / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return []
+    if not isinstance(modules, list):
+        return []
+    paths = {module.get("path") for module in modules if isinstance(module, dict)}
+    # Module folders are names inside the folder ("1_Pooling"); anything else is no module's.
+    names = [path for path in paths if isinstance(path, str) and Path(path).name == path]
+    return sorted(
+        directory / name
+        for name in names
+        if name not in ("", ".", "..") and (directory / name).is_dir()
+    )

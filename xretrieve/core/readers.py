@@ -62,6 +62,12 @@ def read_json_object(path: Path | str) -> dict[str, Any]:
     when it is missing or unreadable, not UTF-8, not valid JSON (the line of the error; NaN and
     Infinity are refused, as JSON has no such numbers), or holds something else than an
     object."""
+    return json_object_with_text(path)[0]
+
+
+def json_object_with_text(path: Path | str) -> tuple[dict[str, Any], str]:
+    """``read_json_object`` and the decoded text it was parsed from (for readers that point
+    their own errors at a line of the file)."""
     path = Path(path)
     data = read_bytes(path)
     try:
@@ -75,7 +81,7 @@ def read_json_object(path: Path | str) -> dict[str, Any]:
         raise _json_error(path, error) from None
     if not isinstance(payload, dict):
         raise InputError(path, f"expected a JSON object, found {_kind_of(payload)}")
-    return payload
+    return payload, text
 
 
 def iter_jsonl(path: Path | str, *, skip_bad: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -37,6 +37,11 @@ class Pooling(str, enum.Enum):
 
     MEAN = "mean"  # mean over the tokens the attention mask keeps (padding excluded)
     CLS = "cls"  # the first token's vector (<s> / [CLS])
+    # sentence-transformers' other pooling modes (its names), each over the kept tokens:
+    MAX = "max"  # elementwise maximum
+    MEAN_SQRT_LEN = "mean_sqrt_len_tokens"  # the sum divided by the square root of the count
+    WEIGHTED_MEAN = "weightedmean"  # mean weighted by position (1, 2, ...: later tokens count more)
+    LAST_TOKEN = "lasttoken"  # the last kept token's vector
 
 
 class Dtype(str, enum.Enum):
@@ -114,7 +119,8 @@ def parse_dtype(
 
 
 def parse_pooling(value: Pooling | str, argument: str = "pooling") -> Pooling:
-    """``value`` ("mean", "cls" or a member) as a ``Pooling``; ``ArgumentError`` otherwise."""
+    """``value`` (a member or its value: "mean", "cls", "max", ...) as a ``Pooling``;
+    ``ArgumentError`` otherwise."""
     return parse_setting(argument, Pooling, value)
 
 

@@ -75,6 +75,7 @@ class EncoderSpec:
     batch_tokens: int = 16384
     dtype: Dtype = Dtype.AUTO
     layers: tuple[int, ...] | None = None
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", parse_backend(self.backend))
@@ -89,6 +90,7 @@ class EncoderSpec:
             batch_tokens=self.batch_tokens,
             dtype=self.dtype,
             layers=self.layers,
+            prompt=self.prompt,
         )
 
 
@@ -303,6 +305,7 @@ class RayEmbedder:
             input_sha256=scan.sha256,
             input_lines=scan.lines,
             shard_lines=shard_lines,
+            prompt=spec.prompt,
         )
         done, previous = _previous_shards(directory, settings, overwrite)
         todo = [job for job in scan.jobs if job.number not in done]

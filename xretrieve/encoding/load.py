@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +88,10 @@ def resolve_model(
 ) -> ModelSource:
     """Classify ``model``: None or a default-model name -> the default checkpoint (converted or
     found on first use); a directory with manifest.json -> an export; with config.json -> a
-    checkpoint (with the prefix its ``xretrieve.json`` names); a Hugging Face model id
-    ``org/name`` that is no local path -> its snapshot in the hub cache (see ``hub_snapshot``).
+    checkpoint (with the prefix ``read_model_settings`` gives it: its ``xretrieve.json``, a
+    sentence-transformers folder's prompt); with modules.json -> a sentence-transformers
+    checkpoint; a Hugging Face model id ``org/name`` that is no local path -> its snapshot in
+    the hub cache (see ``hub_snapshot``).
     Anything else raises ``InputError``."""
     from exporters.model_settings import default_model_settings, read_model_settings
 
@@ -110,8 +112,10 @@ def resolve_model(
         from xretrieve.encoding.hub import hub_snapshot
 
         snapshot = hub_snapshot(str(model))
-        if not (snapshot / "config.json").is_file():
-            raise InputError(snapshot, f"the hub snapshot of {model} has no config.json")
+        if not is_checkpoint_folder(snapshot):
+            raise InputError(
+                snapshot, f"the hub snapshot of {model} has no config.json (nor modules.json)"
+            )
         settings = read_model_settings(snapshot)
         return ModelSource(
             SourceKind.CHECKPOINT,
@@ -122,7 +126,7 @@ def resolve_model(
         )
     if (path / "manifest.json").is_file():
         return ModelSource(SourceKind.EXPORT, path, path.name)
-    if (path / "config.json").is_file():
+    if is_checkpoint_folder(path):
         settings = read_model_settings(path)
         return ModelSource(
             SourceKind.CHECKPOINT, path, path.name, settings.text_prefix, settings.mining_threshold
@@ -137,6 +141,14 @@ def resolve_model(
     raise InputError(
         path, "neither an export (no manifest.json) nor a checkpoint directory (no config.json)"
     )
+
+
+def is_checkpoint_folder(path: Path) -> bool:
+    """A Hugging Face checkpoint (``config.json``) or a sentence-transformers folder
+    (``modules.json``, its transformer possibly in a folder of its own)."""
+    from exporters.st_pipeline import is_sentence_transformers_folder
+
+    return (path / "config.json").is_file() or is_sentence_transformers_folder(path)
 
 
 def checkpoint_directory(model: str | Path, progress: ProgressCallback | None = None) -> Path:
@@ -167,12 +179,13 @@ def load_encoder(
     batch_tokens: int = 16384,
     layers: Sequence[int] | None = None,
     dtype: Dtype | str = Dtype.AUTO,
-    pooling: Pooling | str = Pooling.MEAN,
+    pooling: Pooling | str | None = None,
     text_prefix: str | None = None,
     window: int = DEFAULT_WINDOW,
     projection: bool = False,
     ort_options: OrtOptions | None = None,
     progress: ProgressCallback | None = None,
+    prompt: str | None = None,
 ) -> SentenceEncoder:
     """A ``SentenceEncoder`` for ``model`` (see ``resolve_model``) on ``backend`` ORT or TORCH.
     ``backend``, ``device``, ``dtype`` and ``pooling`` take a member of their enum
@@ -182,20 +195,30 @@ def load_encoder(
     provider, it falls back to the CPU (logged). ``dtype`` AUTO is fp16 on CUDA; on the CPU,
     torch runs fp32 and a checkpoint for ONNX Runtime is exported int8 where int8 keeps fp32's
     held-out retrieval accuracy in every language, else fp32 (``dtype_on``,
-    ``exporters.dtype_choice``); for an export directory its own dtype is used. ``layers`` (hidden-state
-    indices, -1 = last), ``pooling`` (MEAN or CLS) and ``text_prefix`` apply to checkpoints; an
-    export's must match when given. Checkpoints are L2-normalised. ``projection`` passes the pooled
+    ``exporters.dtype_choice``); for an export directory its own dtype is used. ``layers``
+    (hidden-state indices, -1 = last), ``pooling`` (None: the model's own, which is its
+    sentence-transformers pipeline's for such a folder and MEAN for other checkpoints) and
+    ``text_prefix`` apply to checkpoints; an export's must match when given. Checkpoints are
+    L2-normalised; a sentence-transformers folder runs its whole pipeline (pooling, Dense
+    layers, Normalize). ``projection`` passes the pooled
     vectors through the checkpoint's trained image-text projection head (image-feature space).
     ``ort_options`` tunes the ONNX Runtime backend (sequence buckets, CUDA attention kernels).
-    ``progress`` sees the default-model conversion and first-use export. Every argument is
-    checked first: a bad one raises ``ArgumentError`` naming it."""
+    ``prompt`` names one of the model's prompts (``model_prompts``: a sentence-transformers
+    folder's, E5's "query" and "passage") to prepend instead of its default; an export made
+    with another prefix is refused. ``progress`` sees the default-model conversion and
+    first-use export. Every argument is checked first: a bad one raises ``ArgumentError``
+    naming it."""
     settings = _checked_settings(
         model, layers, pooling, dtype, text_prefix, batch_tokens, window, projection, ort_options
     )
+    settings = replace(settings, prompt=check_optional_str("prompt", prompt))
+    if settings.prompt is not None and settings.text_prefix is not None:
+        raise ArgumentError.from_template("give either {prompt} or {text_prefix}, not both")
     check_progress(progress)
     backend, device = parse_backend(backend), parse_device(device)
     resolved_device = usable_device(device, backend)
     source = resolve_model(model, progress)
+    settings = _with_prompt(source, settings)
     if backend is Backend.TORCH:
         return _torch_encoder(source, resolved_device, settings)
     try:
@@ -226,7 +249,7 @@ def _checked_settings(
             f"{type(model).__name__}",
         )
     dtype = parse_dtype(dtype, allowed=ENCODER_DTYPES)
-    pooling = parse_pooling(pooling)
+    pooling = parse_pooling(pooling) if pooling is not None else None
     if layers is not None:
         if isinstance(layers, str | bytes) or not isinstance(layers, Sequence) or not layers:
             raise ArgumentError("layers", f"must be a non-empty list of integers, not {layers!r}")
@@ -254,13 +277,39 @@ def _checked_settings(
 @dataclass(frozen=True)
 class _Settings:
     layers: tuple[int, ...] | None
-    pooling: Pooling
+    pooling: Pooling | None
     dtype: Dtype
     text_prefix: str | None
     batch_tokens: int
     window: int
     projection: bool = False
     ort_options: OrtOptions | None = None
+    prompt: str | None = None
+
+
+def _with_prompt(source: ModelSource, settings: _Settings) -> _Settings:
+    """``settings`` with the text of the prompt ``settings.prompt`` names as its text prefix;
+    ``ArgumentError`` when the model has no prompt of that name."""
+    if settings.prompt is None:
+        return settings
+    if source.kind is SourceKind.EXPORT:
+        prompts = dict((_read_manifest(source.path).sentence_transformers or {}).get("prompts", {}))
+    else:
+        from exporters.model_settings import model_prompts
+
+        prompts = model_prompts(source.path)
+    if settings.prompt not in prompts:
+        known = (
+            f"its prompts are {', '.join(sorted(prompts))}"
+            if prompts
+            else "it names none: give {text_prefix} instead"
+        )
+        raise ArgumentError(
+            "prompt",
+            f"{source.name} has no prompt {settings.prompt!r} ({known})",
+            others=() if prompts else ("text_prefix",),
+        )
+    return replace(settings, text_prefix=prompts[settings.prompt])
 
 
 def _ort_encoder(
@@ -314,6 +363,7 @@ def _ort_encoder(
 
 
 def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> SentenceEncoder:
+    from exporters.manifest import prompt_tokens_of
     from xretrieve.encoding.torch_backend import TorchBackend
 
     if source.kind is SourceKind.EXPORT:
@@ -325,6 +375,7 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         max_length = manifest.max_length
         projection = manifest.projection is not None
         mining_threshold = manifest.mining_threshold
+        prompt_tokens = prompt_tokens_of(manifest)
     else:
         checkpoint = source.path
         layers, pooling, normalize = settings.layers or (-1,), settings.pooling, True
@@ -332,6 +383,9 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         max_length = _checkpoint_max_length(checkpoint)
         projection = settings.projection
         mining_threshold = _mining_threshold(source, settings)
+    tokenizer = _checkpoint_tokenizer(checkpoint, max_length, text_prefix)
+    if source.kind is SourceKind.CHECKPOINT:
+        prompt_tokens = _pooled_prompt_tokens(checkpoint, tokenizer)
     backend = TorchBackend(
         checkpoint,
         layers=layers,
@@ -340,9 +394,7 @@ def _torch_encoder(source: ModelSource, device: Device, settings: _Settings) -> 
         projection=projection,
         device=device,
         dtype=dtype_on(device, Backend.TORCH, settings.dtype),
-    )
-    tokenizer = TextTokenizer.from_directory(
-        checkpoint, max_length=max_length, text_prefix=text_prefix
+        prompt_tokens=prompt_tokens,
     )
     if source.kind is SourceKind.EXPORT:
         _check_manifest_bounds(manifest, source.path, tokenizer, _checkpoint_max_length(checkpoint))
@@ -372,7 +424,7 @@ def export_key(source: ModelSource, settings: _Settings, device: Device) -> str:
         (
             content_hash(source.path),
             "L" + "_".join(str(layer) for layer in layers),
-            settings.pooling.value,
+            checkpoint_pooling(source.path, settings.pooling).value,
             dtype_on(device, Backend.ORT, settings.dtype).value,
         )
     )
@@ -455,6 +507,8 @@ def _check_export_settings(manifest: Manifest, settings: _Settings, export_dir: 
             wrong.append(f"layers {layers} (it has {tuple(manifest.layers)})")
     if settings.text_prefix is not None and settings.text_prefix != manifest.text_prefix:
         wrong.append(f"text prefix {settings.text_prefix!r} (it has {manifest.text_prefix!r})")
+    if settings.pooling is not None and settings.pooling is not manifest.pooling:
+        wrong.append(f"{settings.pooling.value} pooling (it has {manifest.pooling.value})")
     if settings.projection and manifest.projection is None:
         wrong.append("the image-text projection head (it has none)")
     if wrong:
@@ -501,14 +555,55 @@ def _export_source_checkpoint(manifest: Manifest, export_dir: Path) -> Path:
 
 
 def _checkpoint_max_length(checkpoint: Path) -> int:
-    """Tokens per text for a checkpoint run by torch, as an export of it would use: the
-    tokenizer's limit, capped by the position embeddings."""
+    """Tokens per text for a checkpoint run by torch, as an export of it would use: a
+    sentence-transformers folder's ``max_seq_length``, else the tokenizer's limit, capped by the
+    position embeddings."""
     from exporters import read_checkpoint_config
+    from exporters.st_pipeline import read_sentence_pipeline, transformer_directory
     from xretrieve.core.positions import usable_positions
 
     config = read_checkpoint_config(checkpoint)
-    limit = tokenizer_max_length(checkpoint)
+    pipeline = read_sentence_pipeline(checkpoint)
+    limit = (pipeline.max_seq_length if pipeline else None) or tokenizer_max_length(
+        transformer_directory(checkpoint)
+    )
     usable = usable_positions(
         config.get("model_type"), config.get("max_position_embeddings"), config.get("pad_token_id")
     )
     return limit if usable is None else min(limit, usable)
+
+
+def checkpoint_pooling(checkpoint: Path, pooling: Pooling | None) -> Pooling:
+    """The pooling a checkpoint is embedded with: ``pooling`` when given, else the folder's own
+    (its sentence-transformers pipeline's, else MEAN)."""
+    from exporters.st_pipeline import read_sentence_pipeline
+
+    if pooling is not None:
+        return pooling
+    pipeline = read_sentence_pipeline(checkpoint)
+    return pipeline.pooling if pipeline is not None else Pooling.MEAN
+
+
+def _checkpoint_tokenizer(checkpoint: Path, max_length: int, text_prefix: str) -> TextTokenizer:
+    """The tokenizer of a checkpoint run by torch, as its export's: a sentence-transformers
+    folder's is its transformer's, lower-casing for ``do_lower_case``."""
+    from exporters.st_pipeline import read_sentence_pipeline, transformer_directory
+
+    pipeline = read_sentence_pipeline(checkpoint)
+    return TextTokenizer.from_directory(
+        transformer_directory(checkpoint),
+        max_length=max_length,
+        text_prefix=text_prefix,
+        lowercase=pipeline is not None and pipeline.do_lower_case,
+    )
+
+
+def _pooled_prompt_tokens(checkpoint: Path, tokenizer: TextTokenizer) -> int:
+    """Leading tokens left out of pooling: the text prefix's, for a sentence-transformers
+    pipeline whose Pooling excludes the prompt (``include_prompt`` false), else none."""
+    from exporters.st_pipeline import read_sentence_pipeline
+
+    pipeline = read_sentence_pipeline(checkpoint)
+    if pipeline is None or pipeline.include_prompt:
+        return 0
+    return tokenizer.prefix_tokens()

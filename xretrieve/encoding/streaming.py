@@ -212,11 +212,13 @@ def embed_model_file(
     out_dtype: OutputDtype = OutputDtype.FP32,
     progress: ProgressCallback | None = None,
     on_loaded: Callable[[SentenceEncoder], None] | None = None,
+    prompt: str | None = None,
 ) -> ModelEmbedResult:
     """``load_encoder(model, ...)`` then ``embed_file``, with the device, the backend, the input
     and the output checked before the (slow) model load; ``model`` given as a folder counts as
     an input of the output guard (a default or hub model lives in a cache of its own).
-    ``on_loaded`` sees the encoder before the first line is embedded."""
+    ``on_loaded`` sees the encoder before the first line is embedded; ``prompt`` names one of
+    the model's prompts (``load_encoder``)."""
     # Here, not at the top: the CLI imports this module (OutputDtype) for every --help.
     from xretrieve.encoding.load import load_encoder
 
@@ -233,6 +235,7 @@ def embed_model_file(
         dtype=dtype,
         layers=layers,
         progress=progress,
+        prompt=prompt,
     )
     if on_loaded is not None:
         on_loaded(encoder)

@@ -56,10 +56,12 @@ class TextTokenizer:
         max_length: int | None = None,
         pad_token_id: int | None = None,
         text_prefix: str = "",
+        lowercase: bool = False,
     ) -> TextTokenizer:
         """The tokenizer saved in ``directory`` (a checkpoint or an export). ``tokenizer.json`` is
         read directly; without it, transformers converts the slow tokenizer files. ``max_length``
-        and ``pad_token_id`` default to the tokenizer's own settings."""
+        and ``pad_token_id`` default to the tokenizer's own settings. ``lowercase``: texts are
+        lower-cased first (a sentence-transformers folder's ``do_lower_case``)."""
         directory = Path(directory)
         try:
             from tokenizers import Tokenizer
@@ -76,6 +78,10 @@ class TextTokenizer:
             except (OSError, ValueError) as error:
                 raise InputError(directory, f"cannot load the tokenizer: {error}") from error
             tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        if lowercase:
+            from exporters.st_pipeline import lowercase_tokenizer
+
+            lowercase_tokenizer(tokenizer)
         if pad_token_id is None:
             pad_token_id = _pad_token_id(tokenizer)
         if max_length is None:
@@ -88,6 +94,14 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         """Token ids the tokenizer can produce (added tokens included)."""
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
+
+    def prefix_tokens(self) -> int:
+        """Tokens the text prefix takes at the start of every text, the special tokens before
+        it included (as sentence-transformers counts a prompt: ``st_pipeline.prompt_token_count``);
+        0 without a prefix."""
+        from exporters.st_pipeline import prompt_token_count
+
+        return prompt_token_count(self._tokenizer, self.text_prefix)
 
     def tokenize(self, texts: Sequence[str]) -> TokenizedTexts:
         """Token ids of ``texts`` (with the prefix), truncated to ``max_length``. An empty text

@@ -16,33 +16,42 @@ logger = logging.getLogger(__name__)
 
 
 class TorchBackend:
-    """A checkpoint run by torch: ``PooledEncoder(model, layers, pooling, normalize)`` in
-    ``dtype`` (FP16 or FP32) on ``device`` (CUDA or CPU: ``load.usable_device``), SDPA
-    attention."""
+    """A checkpoint run by torch: ``exporters.wrapper.sentence_encoder`` (the pooled encoder an
+    export of it computes, a sentence-transformers folder's pipeline included) in ``dtype``
+    (FP16 or FP32) on ``device`` (CUDA or CPU: ``load.usable_device``), SDPA attention.
+    ``pooling`` None is the folder's own; ``prompt_tokens`` leading tokens are left out of
+    pooling (a prompt, for a pipeline that excludes it)."""
 
     def __init__(
         self,
         checkpoint_dir: Path,
         *,
         layers: Sequence[int],
-        pooling: Pooling | str,
+        pooling: Pooling | str | None,
         normalize: bool,
         device: Device = Device.CPU,
         dtype: Dtype = Dtype.FP32,
         projection: bool = False,
+        prompt_tokens: int = 0,
     ) -> None:
         import torch
 
-        from exporters import PooledEncoder, load_checkpoint
-        from exporters.wrapper import load_projection
+        from exporters.wrapper import sentence_encoder
 
         if device not in (Device.CUDA, Device.CPU) or dtype not in (Dtype.FP16, Dtype.FP32):
             raise ValueError(
                 f"the torch backend runs fp16 or fp32 on cuda or cpu, not {dtype} {device}"
             )
-        model, config = load_checkpoint(checkpoint_dir, attn_implementation="sdpa")
-        head = load_projection(checkpoint_dir, config.hidden_size)[0] if projection else None
-        encoder = PooledEncoder(model, tuple(layers), pooling, normalize, projection=head)
+        encoder = sentence_encoder(
+            checkpoint_dir,
+            layers=tuple(layers),
+            pooling=pooling,
+            normalize=normalize,
+            projection=projection,
+            prompt_tokens=prompt_tokens,
+            attn_implementation="sdpa",
+        )
+        config = encoder.config
         torch_dtype = torch.float16 if dtype is Dtype.FP16 else torch.float32
         self._torch = torch
         self._device = torch.device(device.value)

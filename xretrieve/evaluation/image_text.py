@@ -13,7 +13,7 @@ with the image-text task exports its projection head for that).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +50,16 @@ class ImageTextData:
 
 @dataclass(frozen=True)
 class ImageTextResult:
-    """Recall@k in percent for each k of ``ks``, both directions, and the query counts."""
+    """Recall@k in percent for each k of ``ks``, both directions, and the query counts;
+    ``ranking[i]`` the gallery rows nearest to caption ``i``, best first (``max(ks)`` of them,
+    or the whole gallery when it is smaller)."""
 
     ks: tuple[int, ...]
     text_to_image: tuple[float, ...]
     image_to_text: tuple[float, ...]
     n_captions: int
     n_images: int
+    ranking: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def image_text_paths(data_dir: Path | str, lang: str) -> tuple[Path, ...]:
@@ -140,4 +143,5 @@ def image_text_recall(
         image_to_text=image_to_text,
         n_captions=int(caption_emb.shape[0]),
         n_images=int(queried.shape[0]),
+        ranking=t2i_ids,
     )

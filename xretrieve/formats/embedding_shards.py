@@ -53,6 +53,9 @@ class ShardSettings:
     input_sha256: str
     input_lines: int
     shard_lines: int
+    # The model's prompt the shards were embedded with (None: its default; absent from the
+    # manifests of earlier versions, which had no other).
+    prompt: str | None = None
 
     def differences(self, other: ShardSettings) -> list[str]:
         """``name: mine -> other's`` for every setting that differs (the paths are not: the same

@@ -12,6 +12,13 @@ die (``max_restarts``); the restarted actor reloads its shards and the interrupt
 retried (``max_task_retries``). Actors that the cluster has not started within
 ``start_timeout`` seconds (its resources taken by other work) end the search with an error.
 
+Streaming (``RaySearch.stream``, for mining that no process can hold): the driver still puts each
+query block in the object store and asks every actor for its top k, but the answers go to one
+actor of the pool (block ``i`` to actor ``i mod pool``), which merges them, re-scores them and
+hands the block's neighbours to a sink that writes them to shared storage; the driver receives
+nothing but the block's completion. ``RaySearch.run_tasks`` runs further work (scoring the
+written blocks) as Ray tasks on the same cluster.
+
 At build time each shard is a Ray task that reads the trained index and its rows from shared
 storage and writes its shard file; a failed task is retried by Ray (``max_retries``), and the
 shards are byte-identical to those built in one process.
@@ -21,9 +28,10 @@ Ray is optional (``xretrieve.core.ray_cluster``: joining a cluster, the install 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -35,10 +43,14 @@ from xretrieve.core.ray_cluster import connect, get_result, gpus_per_worker
 from xretrieve.core.ray_cluster import ray_module as _ray
 from xretrieve.index.manifest import ShardRecord
 from xretrieve.index.search import (
+    BlockFinish,
+    BlockSink,
     OpenIndex,
     SearchConfig,
     SearchRequest,
     ShardSearcher,
+    T,
+    block_finish,
     query_blocks,
 )
 from xretrieve.index.sources import EmbeddingRows
@@ -77,13 +89,45 @@ class _ShardActor:
         answers = [searcher.search(queries, k) for searcher in self.searchers]
         return merge_topk(answers, k) if len(answers) > 1 else answers[0]
 
+    def reduce(
+        self,
+        finish: BlockFinish,
+        sink: BlockSink,
+        number: int,
+        start: int,
+        stop: int,
+        queries: np.ndarray,
+        *answers: tuple[np.ndarray, np.ndarray],
+    ) -> int:
+        """Merge every actor's ``answers`` for block ``number`` (query positions ``start ..
+        stop - 1``), finish them into the block's k neighbours and hand those to ``sink``."""
+        merged = merge_topk(list(answers), finish.wanted)
+        sink(number, start, stop, *finish(queries, *merged, start))
+        return stop - start
+
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        return _ray().get_runtime_context().get_node_id()
 
 
 @cache
 def _actor_class():
     return _ray().remote(_ShardActor)
+
+
+def _run_task(task: Callable[[], T]) -> T:
+    return task()
+
+
+@cache
+def _task_remote():
+    return _ray().remote(max_retries=3)(_run_task)
+
+
+# Seconds to wait for cancelled tasks to end, so that none writes after the caller cleans up.
+_STOP_TIMEOUT_S = 10.0
 
 
 def pool_size(shards: int, actor_cpus: float, gpus: int) -> int:
@@ -132,14 +176,78 @@ class RaySearch:
     def __call__(
         self, request: SearchRequest, progress: ProgressCallback
     ) -> tuple[np.ndarray, np.ndarray]:
-        ray = _ray()
         try:
             self._start_pool(request.database, request.allowed, request.config)
             return self._search(request, progress)
         finally:
-            for x in self.actors:
-                ray.kill(x)
-            self.actors, self._allowed_ref = [], None
+            self._stop_pool([])
+
+    def stream(
+        self,
+        request: SearchRequest,
+        sink: BlockSink,
+        blocks: Sequence[int],
+        progress: ProgressCallback,
+    ) -> None:
+        """``StreamingSearch.stream`` on the pool: every actor searches each block of
+        ``blocks``, one of them merges, finishes (``BlockFinish``) and sinks it; at most
+        ``BLOCKS_IN_FLIGHT`` blocks per actor are under way."""
+        progress(request.stage, 0, len(blocks))
+        if not blocks:
+            return
+        ray = _ray()
+        finish = block_finish(request)
+        bounds = query_blocks(request.query_rows, request.config.block_rows)
+        pending: list = []
+        try:
+            self._start_pool(request.database, request.allowed, request.config)
+            in_flight = BLOCKS_IN_FLIGHT * len(self.actors)
+            done = 0
+            for position, number in enumerate(blocks):
+                a, b = bounds[number]
+                block_ref = ray.put(request.queries.rows(request.query_rows[a:b]))
+                answers = [x.search.remote(block_ref, finish.wanted) for x in self.actors]
+                owner = self.actors[position % len(self.actors)]
+                pending.append(owner.reduce.remote(finish, sink, number, a, b, block_ref, *answers))
+                while len(pending) >= in_flight or (pending and position == len(blocks) - 1):
+                    get_result(pending.pop(0), "a shard actor", self.max_restarts)
+                    done += 1
+                    progress(request.stage, done, len(blocks))
+        finally:
+            self._stop_pool(pending)
+
+    def run_tasks(
+        self, tasks: Sequence[Callable[[], T]], stage: str, progress: ProgressCallback
+    ) -> list[T]:
+        """``[task() for task in tasks]`` as Ray tasks (one CPU each, retried up to 3 times when
+        their worker dies), in the order given; on an error or an interrupt the tasks still
+        running are cancelled and waited for (boundedly) before this returns."""
+        ray = _ray()
+        remote = _task_remote().options(num_cpus=1)
+        futures = [remote.remote(task) for task in tasks]
+        progress(stage, 0, len(tasks))
+        results: list = []
+        try:
+            for done, future in enumerate(futures, start=1):
+                results.append(get_result(future, "a task", 3))
+                progress(stage, done, len(tasks))
+        finally:
+            unfinished = futures[len(results) :]
+            for future in unfinished:
+                with contextlib.suppress(Exception):
+                    ray.cancel(future, force=True)
+            _wait_ended(unfinished)
+        return results
+
+    def _stop_pool(self, pending: list) -> None:
+        """Kill the actors and wait (boundedly) until the blocks they were on are reported
+        failed, so that none writes after the caller cleans up."""
+        ray = _ray()
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(actor)
+        _wait_ended(pending)
+        self.actors, self._allowed_ref = [], None
 
     def _start_pool(
         self, database: OpenIndex, allowed: np.ndarray | None, config: SearchConfig
@@ -199,6 +307,20 @@ class RaySearch:
                     sims[a0:b0], ids[a0:b0] = merge_topk(answers, k)
             progress(stage, done, len(blocks))
         return sims, ids
+
+
+def _wait_ended(futures: list) -> None:
+    """Wait up to ``_STOP_TIMEOUT_S`` for ``futures`` (killed or cancelled) to end, collecting
+    their failures (Ray would print each one as an unhandled error)."""
+    if not futures:
+        return
+    ray = _ray()
+    ended: list = []
+    with contextlib.suppress(Exception):
+        ended, _ = ray.wait(futures, num_returns=len(futures), timeout=_STOP_TIMEOUT_S)
+    for future in ended:
+        with contextlib.suppress(Exception):
+            ray.get(future)
 
 
 def _populate_task(

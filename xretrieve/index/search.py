@@ -20,9 +20,11 @@ excluded from the search with a FAISS ``IDSelector`` and not used as queries.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -290,6 +292,37 @@ def rescore(
     return sort_topk(sims, ids, ids.shape[1] if k is None else k)
 
 
+def _check_found(ids: np.ndarray, k: int, stage: str, nprobe: int | None, rows: str = "") -> None:
+    """``XRetrieveError`` when some query (a row of ``ids``) has fewer than ``k`` neighbours."""
+    short = int((ids[:, :k] < 0).any(axis=1).sum())
+    if short:
+        raise XRetrieveError(
+            f"{stage}: the index found fewer than k={k} neighbours for {short} of "
+            f"{ids.shape[0]} queries{rows} (nprobe={nprobe}); raise {{nprobe}} or lower {{k}}",
+            arguments=("nprobe", "k"),
+        )
+
+
+def _rescored(
+    vectors: Callable[[int, int], np.ndarray], database: EmbeddingRows, ids: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rescore`` of the queries ``vectors(a, b)`` (the rows ``a:b`` of ``ids``) in steps of
+    at most ``RESCORE_ROWS`` gathered candidate rows: (b, candidates, d) float32 per step."""
+    kept_sims = np.empty((ids.shape[0], k), dtype=np.float32)
+    kept_ids = np.empty((ids.shape[0], k), dtype=np.int64)
+    for a, b in query_blocks(np.arange(ids.shape[0]), max(1, RESCORE_ROWS // ids.shape[1])):
+        kept_sims[a:b], kept_ids[a:b] = rescore(vectors(a, b), database, ids[a:b], k)
+    return kept_sims, kept_ids
+
+
+def _wanted(request: SearchRequest) -> int:
+    """The candidates asked of the index per query: ``config.candidate_factor`` x k with
+    re-scoring (at most the searchable rows), else k."""
+    database, config, k = request.database, request.config, request.k
+    searchable = database.manifest.count if request.allowed is None else request.allowed.size
+    return min(k * config.candidate_factor, searchable) if config.rescore else k
+
+
 def search_direction(
     request: SearchRequest,
     search: ShardedSearch = search_in_process,
@@ -299,26 +332,142 @@ def search_direction(
     asked (from ``config.candidate_factor`` x k candidates, which ``search`` finds);
     ``XRetrieveError`` when the index found fewer than ``k`` neighbours for some query."""
     database, config, k = request.database, request.config, request.k
-    searchable = database.manifest.count if request.allowed is None else request.allowed.size
-    wanted = min(k * config.candidate_factor, searchable) if config.rescore else k
-    sims, ids = search(replace(request, k=wanted), progress)
-    short = int((ids[:, :k] < 0).any(axis=1).sum())
-    if short:
-        raise XRetrieveError(
-            f"{request.stage}: the index found fewer than k={k} neighbours for {short} of "
-            f"{ids.shape[0]} queries (nprobe={database.nprobe(config.nprobe)}); raise "
-            "{nprobe} or lower {k}",
-            arguments=("nprobe", "k"),
-        )
+    sims, ids = search(replace(request, k=_wanted(request)), progress)
+    _check_found(ids, k, request.stage, database.nprobe(config.nprobe))
     if not config.rescore:
         return sims, ids
-    kept_sims = np.empty((ids.shape[0], k), dtype=np.float32)
-    kept_ids = np.empty((ids.shape[0], k), dtype=np.int64)
-    # Gathered candidate rows per step: (block, candidates, d) float32, at most RESCORE_ROWS x d.
-    for a, b in query_blocks(request.query_rows, max(1, RESCORE_ROWS // ids.shape[1])):
-        vectors = request.queries.rows(request.query_rows[a:b])
-        kept_sims[a:b], kept_ids[a:b] = rescore(vectors, database.rows, ids[a:b], k)
-    return kept_sims, kept_ids
+
+    def vectors(a: int, b: int) -> np.ndarray:
+        return request.queries.rows(request.query_rows[a:b])
+
+    return _rescored(vectors, database.rows, ids, k)
+
+
+@lru_cache(maxsize=4)
+def _database_rows(files: tuple[str, ...]) -> EmbeddingRows:
+    return EmbeddingRows([Path(f) for f in files])
+
+
+@dataclass(frozen=True)
+class BlockFinish:
+    """What turns one query block's merged candidates into its ``k`` neighbours exactly as
+    ``search_direction`` does (the check that k were found, re-scoring), wherever the block was
+    searched: picklable, it names the database's embedding files (re-scoring reads them) and
+    opens them where it runs. ``wanted``: the candidates asked of the index per query."""
+
+    database_files: tuple[str, ...]
+    k: int
+    wanted: int
+    rescore: bool
+    stage: str
+    nprobe: int | None
+
+    def __call__(
+        self, queries: np.ndarray, sims: np.ndarray, ids: np.ndarray, start: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``queries`` (b, d) unit rows (query positions ``start ..``) with their merged
+        ``(sims, ids)`` (b, wanted) -> their k neighbours (b, k) float32, int64."""
+        rows = f" (block of query rows {start}..{start + ids.shape[0] - 1})"
+        _check_found(ids, self.k, self.stage, self.nprobe, rows)
+        if not self.rescore:
+            return sims, ids
+        database = _database_rows(self.database_files)
+        return _rescored(lambda a, b: queries[a:b], database, ids, self.k)
+
+
+def block_finish(request: SearchRequest) -> BlockFinish:
+    """The ``BlockFinish`` of ``request`` (its ``k`` the neighbours kept)."""
+    database, config = request.database, request.config
+    return BlockFinish(
+        tuple(str(path) for path in database.rows.paths),
+        request.k,
+        _wanted(request),
+        config.rescore,
+        request.stage,
+        database.nprobe(config.nprobe),
+    )
+
+
+class BlockSink(Protocol):
+    """Receives the ``k`` neighbours ``(sims, ids)`` (b, k) of the query positions
+    ``start .. stop - 1`` (block ``number``) where they were found (picklable, for Ray)."""
+
+    def __call__(
+        self, number: int, start: int, stop: int, sims: np.ndarray, ids: np.ndarray
+    ) -> None: ...
+
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class StreamingSearch(ShardedSearch, Protocol):
+    """A ``ShardedSearch`` that can also hand each query block's neighbours to a ``BlockSink``
+    where the block was searched (so that no process gathers all of them), and run tasks where
+    it searches (the same processes or cluster)."""
+
+    def stream(
+        self,
+        request: SearchRequest,
+        sink: BlockSink,
+        blocks: Sequence[int],
+        progress: ProgressCallback,
+    ) -> None:
+        """For each block number in ``blocks`` (of ``query_blocks(request.query_rows,
+        request.config.block_rows)``), its ``request.k`` neighbours as ``search_direction``
+        finds them, to ``sink``; progress ``(request.stage, done, len(blocks))``."""
+        ...
+
+    def run_tasks(
+        self, tasks: Sequence[Callable[[], T]], stage: str, progress: ProgressCallback
+    ) -> list[T]:
+        """``[task() for task in tasks]``, each possibly in another process (picklable)."""
+        ...
+
+
+class InProcessSearch:
+    """``StreamingSearch`` in this process: ``search_in_process``; ``stream`` holds every shard
+    of the database open (its size, not the queries') and searches one block at a time."""
+
+    def __call__(
+        self, request: SearchRequest, progress: ProgressCallback
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return search_in_process(request, progress)
+
+    def stream(
+        self,
+        request: SearchRequest,
+        sink: BlockSink,
+        blocks: Sequence[int],
+        progress: ProgressCallback,
+    ) -> None:
+        finish = block_finish(request)
+        bounds = query_blocks(request.query_rows, request.config.block_rows)
+        progress(request.stage, 0, len(blocks))
+        if not blocks:
+            return
+        searchers = [
+            ShardSearcher(request.database.directory, shard, request.config.nprobe, request.allowed)
+            for shard in request.database.manifest.shards
+        ]
+        for done, number in enumerate(blocks, start=1):
+            a, b = bounds[number]
+            queries = request.queries.rows(request.query_rows[a:b])
+            merged = merge_topk(
+                [s.search(queries, finish.wanted) for s in searchers], finish.wanted
+            )
+            sink(number, a, b, *finish(queries, *merged, a))
+            progress(request.stage, done, len(blocks))
+
+    def run_tasks(
+        self, tasks: Sequence[Callable[[], T]], stage: str, progress: ProgressCallback
+    ) -> list[T]:
+        results = []
+        progress(stage, 0, len(tasks))
+        for done, task in enumerate(tasks, start=1):
+            results.append(task())
+            progress(stage, done, len(tasks))
+        return results
 
 
 def check_pair(src: OpenIndex, tgt: OpenIndex) -> None:

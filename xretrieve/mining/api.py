@@ -119,6 +119,7 @@ def mine(
     gpu_memory: int | None = None,
     text_prefix: str | None = None,
     progress: ProgressCallback | None = None,
+    prompt: str | None = None,
 ) -> MinedPairs:
     """Mine translation pairs between two lists of sentences.
 
@@ -129,7 +130,8 @@ def mine(
     its first occurrence), best score first, with ``score >= threshold`` (None: the model's
     calibrated threshold, else 1.05 for the ratio margin, else no cut; see the module doc).
     ``gpu_memory`` bounds the bytes of device memory the GPU search uses (default: 80 % of
-    the free memory).
+    the free memory). ``text_prefix`` replaces the model's prefix, or ``prompt`` names one of
+    its prompts (``load_encoder``).
 
     Every argument is checked before any work; a bad one raises ``ArgumentError`` naming it:
     ``src_texts``/``tgt_texts`` must be non-empty lists of ``str`` (a bare string is refused,
@@ -141,12 +143,13 @@ def mine(
     config = mining_config(k, margin, mode, device, gpu_memory)
     model = check_model("model", model)
     text_prefix = check_optional_str("text_prefix", text_prefix)
+    prompt = check_optional_str("prompt", prompt)
     check_threshold("threshold", threshold)
     check_progress(progress)
     from xretrieve.mining.corpus import mine_corpora
     from xretrieve.mining.sources import embed_pair, resolve_encoder
 
-    encoder = resolve_encoder(model, text_prefix=text_prefix, progress=progress)
+    encoder = resolve_encoder(model, text_prefix=text_prefix, prompt=prompt, progress=progress)
     choice = _given_or_default(threshold, config, model_threshold(encoder))
     src_emb, tgt_emb = embed_pair(EncoderSource(encoder), src, tgt, progress)
     mining = mine_corpora(src, tgt, src_emb, tgt_emb, config, progress=progress)

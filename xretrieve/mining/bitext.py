@@ -46,7 +46,8 @@ class MineRequest:
 
     Texts: ``src_file``/``tgt_file`` (plain text or BUCC TSV), or ``data_dir`` + ``split``
     (BUCC layout), or neither: the bundled ``src_lang``-``tgt_lang`` sample. Embeddings:
-    ``model`` (None = the default model, with ``text_prefix`` overriding its prefix), or
+    ``model`` (None = the default model, with ``text_prefix`` overriding its prefix, or
+    ``prompt`` naming one of its prompts), or
     ``src_emb``/``tgt_emb`` files, or ``emb_dir`` mirroring ``data_dir``; or, instead of
     embeddings, ``indexes`` (``xretrieve index build`` directories of the two sides, one row
     per line, searched approximately; no model, tuning split or prefix then). Threshold:
@@ -61,6 +62,7 @@ class MineRequest:
     gold_file: Path | None = None
     model: str | None = None
     text_prefix: str | None = None
+    prompt: str | None = None
     src_emb: Path | None = None
     tgt_emb: Path | None = None
     emb_dir: Path | None = None
@@ -212,6 +214,13 @@ def mine_bitext(request: MineRequest, progress: ProgressCallback | None = None) 
     if request.out is not None:
         # Before any reading or embedding; an output that is an input would be emptied.
         check_output_path(request.out, inputs=request_inputs(request))
+    if request.indexes is not None and request.indexes.work_dir is not None:
+        from xretrieve.mining.streaming import STREAM_OUTPUT
+
+        check_output_path(
+            request.indexes.work_dir, directory=True, option="work_dir",
+            inputs=request_inputs(request), owner=STREAM_OUTPUT,
+        )  # fmt: skip
     inputs = read_inputs(request)
     config = request.config
     tune_f1 = None
@@ -298,10 +307,16 @@ def _check_request(request: MineRequest) -> None:
         or request.emb_dir is not None
         or request.tune_split is not None
         or request.text_prefix is not None
+        or request.prompt is not None
     ):
         raise ArgumentError.from_template(
-            "{indexes} replace {src_emb}/{tgt_emb}, {model}, {text_prefix}, {emb_dir} and "
-            "{tune_split}: give only the indexes (and {threshold})"
+            "{indexes} replace {src_emb}/{tgt_emb}, {model}, {text_prefix}, {prompt}, "
+            "{emb_dir} and {tune_split}: give only the indexes (and {threshold})"
+        )
+    indexes = request.indexes
+    if indexes is not None and indexes.work_dir is not None and indexes.stream == "off":
+        raise ArgumentError.from_template(
+            "{work_dir} is where streamed mining works: give it without {stream}='off'"
         )
     if request.threshold is not None and request.tune_split is not None:
         raise ArgumentError.from_template("give either {threshold} or {tune_split}, not both")
@@ -312,12 +327,12 @@ def _check_request(request: MineRequest) -> None:
             "{tune_split} needs embeddings of the tuning split: give {emb_dir}"
         )
     if (
-        request.text_prefix is not None
+        (request.text_prefix is not None or request.prompt is not None)
         and request.model is None
         and (request.src_emb is not None or request.emb_dir is not None)
     ):
         raise ArgumentError.from_template(
-            "{text_prefix} applies to {model}, not to precomputed embeddings"
+            "{text_prefix} and {prompt} apply to {model}, not to precomputed embeddings"
         )
 
 
@@ -344,6 +359,7 @@ def _embed_inputs(
         request.emb_dir,
         inputs.data_dir,
         text_prefix=request.text_prefix,
+        prompt=request.prompt,
         progress=progress,
     )
     return (*embed_pair(source, inputs.src, inputs.tgt, progress), source)
@@ -367,6 +383,7 @@ def _tune(
             request.emb_dir,
             request.data_dir,
             text_prefix=request.text_prefix,
+            prompt=request.prompt,
             progress=progress,
         )
     tune_src, tune_tgt = embed_pair(source, tune.src, tune.tgt, progress)

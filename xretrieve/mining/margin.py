@@ -184,38 +184,48 @@ def greedy_one_to_one(src: np.ndarray, tgt: np.ndarray, score: np.ndarray) -> np
     """Positions of the edges a sequential greedy matching keeps, in the order it keeps them.
 
     The sequential greedy (LASER's ``max`` retrieval) walks edges by score descending (ties by
-    position) and keeps an edge when neither endpoint is taken. Vectorised in rounds: an edge
-    that comes first among all remaining edges sharing its source, and first among those sharing
-    its target, is kept by the sequential greedy (every earlier edge touching it was discarded
-    because of a kept edge that precedes it), so each round keeps all such edges at once and
-    discards the remaining edges touching their endpoints. Each round keeps at least the first
-    remaining edge; on mining data a handful of rounds suffice.
+    position) and keeps an edge when neither endpoint is taken (``greedy_in_order``).
 
     ``src``, ``tgt`` (e,) int endpoints; ``score`` (e,). Returns (p,) int64 positions.
     """
     order = np.argsort(-score, kind="stable")
-    src_ranked, tgt_ranked = src[order], tgt[order]
     n_src, n_tgt = int(src.max(initial=-1)) + 1, int(tgt.max(initial=-1)) + 1
+    ranks = greedy_in_order(src[order], tgt[order], n_src, n_tgt)
+    return order[ranks].astype(np.int64)
+
+
+def greedy_in_order(src: np.ndarray, tgt: np.ndarray, n_src: int, n_tgt: int) -> np.ndarray:
+    """Ranks (increasing) of the edges that the sequential greedy keeps when it walks the edges
+    ``(src[i], tgt[i])`` in the order given, keeping an edge when neither endpoint is taken.
+
+    Vectorised in rounds: an edge that comes first among all remaining edges sharing its source,
+    and first among those sharing its target, is kept by the sequential greedy (every earlier
+    edge touching it was discarded because of a kept edge that precedes it), so each round keeps
+    all such edges at once and discards the remaining edges touching their endpoints. Each round
+    keeps at least the first remaining edge; on mining data a handful of rounds suffice.
+
+    ``src``, ``tgt`` (e,) ints below ``n_src``, ``n_tgt``. Returns (p,) int64 ranks.
+    """
+    size = src.size
     src_taken = np.zeros(n_src, dtype=bool)
     tgt_taken = np.zeros(n_tgt, dtype=bool)
-    alive = np.arange(order.size)  # ranks of the remaining edges, increasing
+    alive = np.arange(size)  # ranks of the remaining edges, increasing
     kept: list[np.ndarray] = []
     while alive.size:
-        alive_src, alive_tgt = src_ranked[alive], tgt_ranked[alive]
+        alive_src, alive_tgt = src[alive], tgt[alive]
         # The first (lowest) rank touching each endpoint; an unsorted scatter-min is far cheaper
         # than np.unique's sort.
-        first_of_src = np.full(n_src, order.size, dtype=np.int64)
+        first_of_src = np.full(n_src, size, dtype=np.int64)
         np.minimum.at(first_of_src, alive_src, alive)
-        first_of_tgt = np.full(n_tgt, order.size, dtype=np.int64)
+        first_of_tgt = np.full(n_tgt, size, dtype=np.int64)
         np.minimum.at(first_of_tgt, alive_tgt, alive)
         dominant = (first_of_src[alive_src] == alive) & (first_of_tgt[alive_tgt] == alive)
         accepted = alive[dominant]
         kept.append(accepted)
-        src_taken[src_ranked[accepted]] = True
-        tgt_taken[tgt_ranked[accepted]] = True
+        src_taken[src[accepted]] = True
+        tgt_taken[tgt[accepted]] = True
         alive = alive[~(src_taken[alive_src] | tgt_taken[alive_tgt])]
-    ranks = np.sort(np.concatenate(kept)) if kept else np.empty(0, dtype=np.int64)
-    return order[ranks].astype(np.int64)
+    return np.sort(np.concatenate(kept)).astype(np.int64) if kept else np.empty(0, np.int64)
 
 
 def mine_rows(

@@ -108,6 +108,7 @@ def embedding_source(
     data_dir: Path | None,
     *,
     text_prefix: str | None = None,
+    prompt: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> EncoderSource | DirectorySource:
     """The ``EmbeddingSource`` of the ``model`` / ``emb_dir`` choice: ``DirectorySource``
@@ -117,32 +118,35 @@ def embedding_source(
     if emb_dir is not None:
         if model is not None:
             raise ArgumentError.from_template("give either {model} or {emb_dir}, not both")
-        if text_prefix is not None:
+        if text_prefix is not None or prompt is not None:
             raise ArgumentError.from_template(
-                "{text_prefix} applies to {model}, not to {emb_dir} embeddings"
+                "{text_prefix} and {prompt} apply to {model}, not to {emb_dir} embeddings"
             )
         if data_dir is None:
             raise ArgumentError.from_template(
                 "{emb_dir} mirrors a data directory: give {data_dir} too"
             )
         return DirectorySource(emb_dir, data_dir)
-    return EncoderSource(resolve_encoder(model, text_prefix=text_prefix, progress=progress))
+    return EncoderSource(
+        resolve_encoder(model, text_prefix=text_prefix, prompt=prompt, progress=progress)
+    )
 
 
 def resolve_encoder(
     model: str | Path | TextEncoder | None,
     *,
     text_prefix: str | None = None,
+    prompt: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> TextEncoder:
     """``model`` itself when it is an encoder object (has ``encode``), else
-    ``xretrieve.encoding.load_encoder(model, text_prefix=..., progress=...)``."""
+    ``xretrieve.encoding.load_encoder(model, text_prefix=..., prompt=..., progress=...)``."""
     if model is not None and not isinstance(model, str | Path):
-        if text_prefix is not None:
-            raise XRetrieveError("text_prefix applies to a model name, not to a loaded encoder")
+        if text_prefix is not None or prompt is not None:
+            raise XRetrieveError(
+                "text_prefix and prompt apply to a model name, not to a loaded encoder"
+            )
         return model  # type: ignore[return-value]
     from xretrieve.encoding import load_encoder
 
-    if text_prefix is None:
-        return load_encoder(model, progress=progress)
-    return load_encoder(model, text_prefix=text_prefix, progress=progress)
+    return load_encoder(model, text_prefix=text_prefix, prompt=prompt, progress=progress)

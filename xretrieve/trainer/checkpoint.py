@@ -38,6 +38,7 @@ from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_directory
 from xretrieve.core.integrity import DIRECTORY_RECORD, verify_record, write_directory_record
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ _LATER_TASK_DEFAULTS = {"answer_normalization": "squad"}
 
 
 @contextlib.contextmanager
-def quiet_transformers() -> Any:
+def transformers_bars_off() -> Any:
     """transformers draws tqdm bars while loading and saving weights; the library never prints."""
     from transformers.utils import logging as hf_logging
 
@@ -118,8 +119,8 @@ def check_same_run(
     config_file = Path(checkpoint) / CONFIG_FILE
     if config_file.is_file():
         try:
-            saved_json = json.loads(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            saved_json = read_json_object(config_file)
+        except InputError:  # unreadable: compared by the trainer state's hash alone
             saved_json = None
     if stored is None and isinstance(saved_json, Mapping):
         stored = config_fingerprint(saved_json)
@@ -242,7 +243,7 @@ def save_checkpoint(
     from exporters.model_settings import ModelSettings, write_model_settings
 
     with atomic_directory(path) as tmp:
-        with quiet_transformers():
+        with transformers_bars_off():
             encoder.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         # The base's calibrated threshold is not carried: training changes the scores.

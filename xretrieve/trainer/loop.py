@@ -40,10 +40,10 @@ from xretrieve.trainer.checkpoint import (
     load_heads,
     load_trainer_state,
     prune_checkpoints,
-    quiet_transformers,
     remove_run,
     run_artifacts,
     save_checkpoint,
+    transformers_bars_off,
     verify_checkpoint,
 )
 from xretrieve.trainer.config import Precision, SamplingUnit, TrainConfig, dump_config
@@ -170,7 +170,7 @@ def linear_schedule(warmup_steps: int, max_steps: int) -> Callable[[int], float]
 
 def load_encoder_and_tokenizer(source: Path) -> tuple[Any, Any]:
     """A local Hugging Face checkpoint: safetensors weights only, no remote code."""
-    with quiet_transformers():
+    with transformers_bars_off():
         return _load_encoder_and_tokenizer(source)
 
 
@@ -217,7 +217,7 @@ def text_settings(encoder: Any, tokenizer: Any, max_length: int) -> Any:
     )
 
 
-def resolve_device(device: str) -> Any:
+def torch_device(device: str) -> Any:
     """``auto`` (CUDA when torch sees a GPU, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a
     ``torch.device``."""
     import torch
@@ -278,7 +278,7 @@ class Trainer:
         """Device and seed, model and task heads, optimizer and schedule, sampler, then the
         run's counters (from ``resume_from``'s trainer state when resuming)."""
 
-        self.device = resolve_device(self.device_name)
+        self.device = torch_device(self.device_name)
         set_seed(self.config.seed)
         state = None
         if resume_from is not None:  # a damaged or foreign checkpoint is refused before loading
@@ -610,8 +610,8 @@ class Trainer:
         path = self.output_dir / METRICS_FILE
         if not path.is_file():
             return
-        lines = path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = [line for line in lines if _record_step(line) <= step]
         if len(kept) != len(lines):
             with atomic_write(path) as handle:
                 handle.write("".join(line + "\n" for line in kept))
@@ -953,3 +953,13 @@ def train(
     """Run a whole training job from a config (see Trainer)."""
     trainer = Trainer(config, device=device, progress=progress, on_log=on_log, on_eval=on_eval)
     return trainer.train(resume=resume, overwrite=overwrite)
+
+
+def _record_step(line: str) -> float:
+    """The step of one metrics.jsonl line; infinity for a line that is no record (blank, or
+    torn by a crash while it was appended), so that it is dropped with the later records."""
+    try:
+        record = json.loads(line)
+        return float(record["step"])
+    except (ValueError, TypeError, KeyError):
+        return math.inf

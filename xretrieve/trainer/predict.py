@@ -13,12 +13,12 @@ predictions here are those its validation scored."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 from xretrieve.trainer.checkpoint import CONFIG_FILE, HEADS_INFO, load_heads
 from xretrieve.trainer.config import Precision, TaskConfig, TaskType, task_config_from_json
 from xretrieve.trainer.readers import TaskData
@@ -31,10 +31,7 @@ PREDICTABLE = (TaskType.PAIR_CLASSIFICATION, TaskType.TAGGING, TaskType.EXTRACTI
 def _read_json(path: Path) -> Any:
     if not path.is_file():
         raise InputError(path, "not found: a fine-tuned checkpoint of xretrieve's trainer has it")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"cannot be read as JSON: {error}") from None
+    return read_json_object(path)
 
 
 def checkpoint_tasks(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,9 +82,9 @@ class Predictor:
         from xretrieve.trainer.loop import (
             autocast_for,
             load_encoder_and_tokenizer,
-            resolve_device,
             resolve_precision,
             text_settings,
+            torch_device,
         )
         from xretrieve.trainer.tasks import TASK_CLASSES, RunContext
 
@@ -105,7 +102,7 @@ class Predictor:
             config = replace(config, allow_unanswerable=bool(head.get("allow_unanswerable")))
         self.config = config
         self.labels = tuple(head.get("labels") or ())
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         encoder, tokenizer = load_encoder_and_tokenizer(self.checkpoint)
         text = text_settings(encoder, tokenizer, max_length)
         empty = TaskData((), labels=self.labels)

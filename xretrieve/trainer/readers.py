@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import iter_jsonl, json_object_with_text
 from xretrieve.trainer.config import TaskConfig, TaskType
 from xretrieve.trainer.presets import PRESETS, Preset
 
@@ -553,21 +554,6 @@ def _read_utf8(path: Path) -> str:
         raise _invalid_utf8(path, data, error, 1) from None
 
 
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(1-based line, record) for each non-blank line; invalid UTF-8, bad JSON or a non-object
-    is an error naming the line."""
-    for line_no, line in _utf8_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(path, f"invalid JSON: {error.msg}", line_no) from None
-        if not isinstance(record, dict):
-            raise InputError(path, "each line must be a JSON object", line_no)
-        yield line_no, record
-
-
 def get_field(record: Mapping[str, Any], name: str, path: Path, line: int | None) -> Any:
     """The value at dotted ``name`` in ``record``; a missing field is an InputError."""
     value: Any = record
@@ -917,12 +903,8 @@ def _answers(
 def _squad_records(path: Path) -> Iterator[tuple[int | None, dict[str, Any]]]:
     """Flatten the official SQuAD JSON into one record per question; the line of each question
     is found from its id so errors point into pretty-printed files too."""
-    text = _read_utf8(path)
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(path, f"invalid JSON: {error.msg}", error.lineno) from None
-    if not isinstance(document, Mapping) or not isinstance(document.get("data"), list):
+    document, text = json_object_with_text(path)
+    if not isinstance(document.get("data"), list):
         raise InputError(path, "SQuAD JSON needs a top-level 'data' list")
     for article in document["data"]:
         for paragraph in article.get("paragraphs", []):

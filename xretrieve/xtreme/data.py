@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.readers import iter_jsonl
 from xretrieve.formats.bucc import BuccSplit, bucc_paths, read_bucc_split
 from xretrieve.formats.corpus import Corpus, read_text_corpus
 from xretrieve.formats.tatoeba import read_tatoeba, tatoeba_paths
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.crosslingual import ISO_639_3
 from xretrieve.trainer.presets import PRESETS
-from xretrieve.trainer.readers import TaskData, get_field, iter_jsonl, read_task_file
+from xretrieve.trainer.readers import TaskData, get_field, read_task_file
 from xretrieve.xtreme.tasks import XtremeTask, task_by_name
 
 

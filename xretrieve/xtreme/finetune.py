@@ -8,7 +8,7 @@ unit's target checkpoint, and predict every language's dev and test files with i
 - ``predict_files``: a ``Predictor`` on the target checkpoint writes
   ``PREDICTIONS/{dev,test}/TASK/test-LANG.*`` (``xtreme predict`` calls it too, so both write the
   same files).
-- ``write_gold``: the gold of every labelled dev and test file in the same layout."""
+- ``write_finetuned_gold``: the gold of every labelled dev and test file in the same layout."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def write_prediction(task: XtremeTask, path: Path, output: Any) -> None:
         write_lines(path, output)
 
 
-def write_gold(task: XtremeTask, files: TaskFiles, labels_root: Path) -> None:
+def write_finetuned_gold(task: XtremeTask, files: TaskFiles, labels_root: Path) -> None:
     """The gold of every labelled dev and test file of a fine-tuned task, read from the data,
     as ``labels_root/{dev,test}/TASK/test-LANG.*``."""
     for split in SCORED_SPLITS:

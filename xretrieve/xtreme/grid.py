@@ -8,11 +8,14 @@ when there are several. Group scores and ``all_task`` are computed per seed by
 averaged; a task not scored in every XTREME language is marked partial (``*``), and so is an
 aggregate that includes one. Resource groups (``xretrieve evaluate``'s high / medium / low of
 Joshi et al. 2020) average each task's per-language headline over the group's languages; their
-row mean averages over the XTREME tasks that have languages in the group. Differences are to
-the baseline row. Extra target tasks get columns of their own and stay out of every aggregate.
+row mean averages over the XTREME tasks that have languages in the group. Each language's
+headline is reported too (mean and std over seeds). Differences are to the baseline row. Extra
+target tasks (``xflickrco``) get columns of their own, per language and per resource group like
+the XTREME tasks, and stay out of every aggregate.
 
 Written: ``grid.json``, ``grid.md`` and ``plots/{test,dev}_delta.png`` (or ``..._scores.png``
-without a baseline) and ``plots/{test,dev}_resource_groups.png``."""
+without a baseline), ``plots/{test,dev}_resource_groups.png`` and per task
+``plots/{test,dev}_languages_TASK.png``."""
 
 from __future__ import annotations
 
@@ -105,7 +108,32 @@ def _row(
     row["groups"] = {g: _stat(v, not partial[g]) for g, v in groups.items()}
     row["all_task"] = _stat(all_task, not partial.get("all_task", False))
     row["resource_groups"], row["resource_mean"] = _resource_groups(per_seed, targets, seeds)
+    row["languages"] = _languages(per_seed, targets, seeds)
     return row
+
+
+def _languages(
+    per_seed: Mapping[int, Mapping[str, Mapping[str, Any]]],
+    targets: Mapping[str, TargetTask],
+    seeds: Sequence[int],
+) -> dict[str, dict[str, Any]]:
+    """Per task, per language: the language's headline (``language_headline``) over seeds."""
+    from xretrieve.xtreme.units import language_headline
+
+    values: dict[str, dict[str, list[float]]] = {}
+    for seed in seeds:
+        for name, scores in per_seed[seed].items():
+            target = targets.get(name)
+            if target is None:
+                continue
+            for lang, metrics in scores["languages"].items():
+                values.setdefault(name, {}).setdefault(lang, []).append(
+                    language_headline(target, metrics)
+                )
+    return {
+        name: {lang: _stat(found) for lang, found in languages.items()}
+        for name, languages in values.items()
+    }
 
 
 def _resource_groups(
@@ -161,6 +189,10 @@ def _delta(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
         "resource_groups": {
             n: {g: diff(v, base["resource_groups"].get(n, {}).get(g)) for g, v in groups.items()}
             for n, groups in row["resource_groups"].items()
+        },
+        "languages": {
+            n: {lang: diff(v, base["languages"].get(n, {}).get(lang)) for lang, v in langs.items()}
+            for n, langs in row["languages"].items()
         },
     }
 
@@ -245,6 +277,9 @@ def grid_markdown(grid: Mapping[str, Any]) -> str:
         "aggregate including one); `–` not scored. Extra tasks stay out of the aggregates.",
         "",
     ]
+    for name in grid["extra_tasks"]:
+        metric = target_by_name(name).main_metric
+        lines.append(f"- extra task {name}: the mean of `{metric}` over the languages scored")
     for name, tasks in grid["protocol"].items():
         for task, description in tasks.items():
             lines.append(f"- retrieval, {name} {task}: {description}")
@@ -266,28 +301,75 @@ def _split_markdown(grid: Mapping[str, Any], split: str) -> list[str]:
         ]
         lines += _table(header, differences)
     groups = [g for g in RESOURCE_GROUPS if any(g in r["resource_mean"] for r in rows)]
-    if not groups:
-        return lines
-    means = []
-    for row in rows:
-        cell = [_name(row)]
-        for g in groups:
-            text = _cell(row["resource_mean"].get(g))
-            if row["delta"] is not None:
-                text += f" ({_signed(row['delta']['resource_mean'].get(g))})"
-            cell.append(text)
-        means.append(cell)
-    title = f"### {split}: resource groups (mean over the XTREME tasks of each group's languages)"
-    lines += [title, "", *_table(["checkpoint", *groups], means)]
+    if groups:
+        means = [
+            [_name(row), *(_with_delta(row, ("resource_mean",), g) for g in groups)] for row in rows
+        ]
+        title = (
+            f"### {split}: resource groups (mean over the XTREME tasks of each group's languages)"
+        )
+        lines += [title, "", *_table(["checkpoint", *groups], means)]
     xtreme, _, extra = _columns(grid)
+    groups = [
+        g
+        for g in RESOURCE_GROUPS
+        if any(g in per_task for r in rows for per_task in r["resource_groups"].values())
+    ]
     detail = [
-        [_name(row), task, *(_cell(row["resource_groups"][task].get(g)) for g in groups)]
+        [
+            _name(row),
+            task,
+            *(_with_delta(row, ("resource_groups", task), g) for g in groups),
+        ]
         for row in rows
         for task in [*xtreme, *extra]
         if row["resource_groups"].get(task)
     ]
-    lines += [f"### {split}: resource groups per task", ""]
-    return lines + _table(["checkpoint", "task", *groups], detail)
+    if detail:
+        lines += [f"### {split}: resource groups per task", ""]
+        lines += _table(["checkpoint", "task", *groups], detail)
+    return lines + _languages_markdown(grid, split)
+
+
+def _with_delta(row: Mapping[str, Any], where: Sequence[str], key: str) -> str:
+    """The cell of ``row[where...][key]``, with its difference to the baseline in parentheses
+    on compared rows."""
+    stat: Any = row
+    delta: Any = row["delta"]
+    for part in where:
+        stat = stat.get(part, {})
+        delta = None if delta is None else delta.get(part, {})
+    text = _cell(stat.get(key))
+    if delta is not None:
+        text += f" ({_signed(delta.get(key))})"
+    return text
+
+
+def _languages_markdown(grid: Mapping[str, Any], split: str) -> list[str]:
+    """One table per task: checkpoints in rows, the task's languages (ordered by resource
+    group) in columns, the difference to the baseline in parentheses."""
+    rows = grid["splits"][split]["rows"]
+    xtreme, _, extra = _columns(grid)
+    lines: list[str] = []
+    for task in [*xtreme, *extra]:
+        languages = _ordered_languages(rows, task)
+        if not languages:
+            continue
+        cells = [
+            [_name(row), *(_with_delta(row, ("languages", task), lang) for lang in languages)]
+            for row in rows
+        ]
+        header = ["checkpoint", *(f"{lang} ({_language_group(lang)})" for lang in languages)]
+        lines += [f"### {split}: {task} per language", "", *_table(header, cells)]
+    return lines
+
+
+def _ordered_languages(rows: Sequence[Mapping[str, Any]], task: str) -> list[str]:
+    """The languages any row scored for ``task``, by resource group (high first), then in the
+    order they were scored."""
+    seen = dict.fromkeys(lang for row in rows for lang in row["languages"].get(task, {}))
+    order = {group: i for i, group in enumerate(RESOURCE_GROUPS)}
+    return sorted(seen, key=lambda lang: order.get(_language_group(lang), len(order)))
 
 
 def _estimate(stat: Mapping[str, Any] | None, delta: float | None, compared: bool) -> Any:
@@ -353,10 +435,29 @@ def grid_plots(grid: Mapping[str, Any], plots_dir: Path) -> list[Path]:
             path = plots_dir / f"{split}_resource_groups.png"
             grouped_bars(path, f"XTREME {split}: resource groups ({kind})", ylabel, groups, series)
             written.append(path)
+        for task in [*xtreme, *extra]:
+            languages = _ordered_languages(rows, task)
+            if not languages:
+                continue
+            series = {
+                row["checkpoint"]: [
+                    _estimate(
+                        row["languages"].get(task, {}).get(lang),
+                        (row["delta"] or {}).get("languages", {}).get(task, {}).get(lang),
+                        compared,
+                    )
+                    for lang in languages
+                ]
+                for row in shown
+            }
+            labels = [f"{lang} ({_language_group(lang)})" for lang in languages]
+            path = plots_dir / f"{split}_languages_{task}.png"
+            grouped_bars(path, f"{task} {split}: per language ({kind})", ylabel, labels, series)
+            written.append(path)
     return written
 
 
-def write_reports(
+def write_grid_reports(
     out_dir: Path, run: Mapping[str, Any], records: Sequence[Mapping[str, Any]]
 ) -> tuple[dict[str, Any], list[Path]]:
     """Write ``grid.json``, ``grid.md`` and the plots; returns the grid and the files."""

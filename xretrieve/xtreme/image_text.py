@@ -18,15 +18,21 @@ It fine-tunes the checkpoint's encoder and its image-text projection (the traine
 symmetric InfoNCE; the projection starts from the checkpoint's own when it has one that fits,
 so a checkpoint of multimodal intermediate training keeps its head), evaluates R@1 on the
 English dev captions every epoch and keeps the best checkpoint, then scores each language's
-test captions against the images they name with ``image_text_recall`` (the code of
-``xretrieve evaluate --tasks image-text``), on the checkpoint's projected view
-(``load_encoder(..., projection=True)``). Scores are reported per language and per resource group
-(``xretrieve.evaluation.resources``, as the text tasks).
+test captions (and the English dev captions) against the images they name with
+``image_text_recall`` (the code of ``xretrieve evaluate --tasks image-text``), on the checkpoint's
+projected view (``load_encoder(..., projection=True)``). Scores are reported per language and per
+resource group (``xretrieve.evaluation.resources``, as the text tasks).
 
 ``out_dir`` holds ``image_text_run.json`` (what the run was computed from: the checkpoint's
-content hash, the seed, the recipe and the data files' hashes), ``train/`` (the trainer's run)
-and ``scores.json``. A rerun with the same inputs resumes the training where it stopped (Ctrl-C
+content hash, the seed, the recipe and the data files' hashes), ``train/`` (the trainer's run),
+``predictions/{dev,test}/test-LANG.tsv`` (per caption, in its file's order, the ids of the
+``max(RECALL_KS)`` gallery images nearest to it, best first, tab-separated) and ``scores.json``. A rerun with the same inputs resumes the training where it stopped (Ctrl-C
 and SIGTERM save a resumable checkpoint); with other inputs it starts the training over.
+
+``xretrieve xtreme run --tasks ...,xflickrco`` runs it as the extra target task ``xflickrco``
+(``xretrieve.xtreme.targets.EXTRA_TARGETS``) on ``--data-dir``'s ``image_text/``: this function
+is the task's runner, ``ImageTextRecipe`` its recipe (the config file's ``[xflickrco]`` table)
+and ``image_text_files`` its data locator; ``ImageTextOutcome`` is an ``ExternalOutcome``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +73,7 @@ TRAIN_SPLIT, DEV_SPLIT, TEST_SPLIT = "train", "dev", "test"
 RUN_FILE = "image_text_run.json"
 SCORES_FILE = "scores.json"
 TRAIN_DIR = "train"
+PREDICTIONS_DIR = "predictions"
 RECALL_KS = (1, 5, 10)
 # Per language: Recall@k text->image, image->text and their mean, for k in RECALL_KS.
 METRICS = tuple(f"r{k}_{side}" for k in RECALL_KS for side in ("t2i", "i2t", "mean"))
@@ -128,14 +136,19 @@ class ImageTextOutcome:
     ``r1_t2i``, ``r1_i2t``, ``r1_mean``, ``r5_...``, ``r10_...``) for every test language,
     ``groups[group][metric]`` their mean within each resource group (``high``, ``medium``,
     ``low``, ``unknown``, in that order), ``dev_score`` the English dev R@1 (mean of both
-    directions) of the selected checkpoint, ``fine_tuned`` that checkpoint, ``counts[lang]``
-    the test captions and images of each language."""
+    directions) of the selected checkpoint as the trainer evaluated it, ``fine_tuned`` that
+    checkpoint, ``counts[lang]`` the test captions and images of each language; ``dev_scores``
+    the ``METRICS`` of the English dev captions on the selected checkpoint (``{"en": ...}``),
+    ``predictions`` the folder of the ranked image ids (``dev/`` and ``test/``, a
+    ``test-LANG.tsv`` per language)."""
 
     scores: Mapping[str, Mapping[str, float]]
     groups: Mapping[str, Mapping[str, float]]
     dev_score: float
     fine_tuned: Path
     counts: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    dev_scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    predictions: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -144,6 +157,7 @@ class ImageTextOutcome:
             "dev_score": self.dev_score,
             "fine_tuned": str(self.fine_tuned),
             "scores": {lang: dict(values) for lang, values in self.scores.items()},
+            "dev_scores": {lang: dict(values) for lang, values in self.dev_scores.items()},
             "groups": {group: dict(values) for group, values in self.groups.items()},
             "counts": {
                 lang: {"captions": n_captions, "images": n_images}
@@ -211,7 +225,7 @@ def locate_image_text(
 def _disowns(directory: Path) -> str | None:
     if not (directory / RUN_FILE).is_file():
         return f"no {RUN_FILE}"
-    ours = {RUN_FILE, SCORES_FILE, TRAIN_DIR}
+    ours = {RUN_FILE, SCORES_FILE, TRAIN_DIR, PREDICTIONS_DIR}
     foreign = sorted(
         p.name
         for p in directory.iterdir()
@@ -255,26 +269,49 @@ def run_image_text_task(
     )
     if not (checkpoint / "config.json").is_file():
         raise InputError(checkpoint, "not a Hugging Face checkpoint folder (no config.json)")
-    gallery = read_image_gallery(files.features)
-    train = read_captions(files.train, gallery.row_of)
-    read_captions(files.dev, gallery.row_of)
-    tests = {lang: read_captions(path, gallery.row_of) for lang, path in files.tests.items()}
+    gallery, train, dev, tests = _read(files)
     run = _run_record(checkpoint, data_dir, files, seed, recipe)
     resume = _same_run(out_dir, run)
     out_dir.mkdir(parents=True, exist_ok=True)
     from xretrieve.core.files import atomic_write
 
-    if not resume:  # the scores of other inputs must not stand beside this run's record
-        (out_dir / SCORES_FILE).unlink(missing_ok=True)
+    # Scores and predictions of other inputs, or of an interrupted scoring, must not stand
+    # beside this run's record; the scoring below writes them again.
+    (out_dir / SCORES_FILE).unlink(missing_ok=True)
+    shutil.rmtree(out_dir / PREDICTIONS_DIR, ignore_errors=True)
     with atomic_write(out_dir / RUN_FILE) as handle:
         json.dump(run, handle, indent=2)
     fine_tuned, dev_score = _fine_tune(
         checkpoint, files, len(train), out_dir / TRAIN_DIR, seed, recipe, device, progress, resume
     )
-    outcome = _score(fine_tuned, dev_score, gallery, tests, recipe, device, progress)
+    outcome = _score(
+        fine_tuned, dev_score, gallery, dev, tests, out_dir / PREDICTIONS_DIR, recipe, device,
+        progress,
+    )  # fmt: skip
     with atomic_write(out_dir / SCORES_FILE) as handle:
         json.dump({**outcome.to_json(), "run": run}, handle, indent=2)
     return outcome
+
+
+def image_text_files(data_dir: Path | str) -> list[Path]:
+    """Every file the task reads under ``data_dir`` (features, ids, English train and dev
+    captions, every language's test captions), each read and checked as the task reads it:
+    ``InputError`` naming the file and line otherwise. ``xtreme run`` calls it before any
+    work (the task's ``DataLocator``)."""
+    files = locate_image_text(data_dir)
+    _read(files)
+    return files.all()
+
+
+def _read(
+    files: ImageTextFiles,
+) -> tuple[ImageGallery, Captions, Captions, dict[str, Captions]]:
+    """The gallery, the English training and dev captions and each language's test captions."""
+    gallery = read_image_gallery(files.features)
+    train = read_captions(files.train, gallery.row_of)
+    dev = read_captions(files.dev, gallery.row_of)
+    tests = {lang: read_captions(path, gallery.row_of) for lang, path in files.tests.items()}
+    return gallery, train, dev, tests
 
 
 def _run_record(
@@ -295,12 +332,14 @@ def _run_record(
 
 
 def _same_run(out_dir: Path, run: Mapping[str, Any]) -> bool:
+    from xretrieve.core.readers import read_json_object
+
     path = out_dir / RUN_FILE
     if not path.is_file():
         return False
     try:
-        earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = read_json_object(path)
+    except InputError:
         return False
     same = earlier == json.loads(json.dumps(run))
     if not same:
@@ -378,13 +417,16 @@ def _score(
     fine_tuned: Path,
     dev_score: float,
     gallery: ImageGallery,
+    dev: Captions,
     tests: Mapping[str, Captions],
+    predictions: Path,
     recipe: ImageTextRecipe,
     device: Device,
     progress: ProgressCallback,
 ) -> ImageTextOutcome:
-    """Every test language against the images its captions name, on the projected view of
-    ``fine_tuned``."""
+    """The English dev captions and every test language against the images their captions
+    name, on the projected view of ``fine_tuned``; each caption's ranked image ids under
+    ``predictions/{dev,test}/test-LANG.tsv``."""
     from xretrieve.encoding import load_encoder
     from xretrieve.evaluation.image_text import gallery_of, image_text_recall
     from xretrieve.mining.sources import EncoderSource
@@ -398,24 +440,43 @@ def _score(
     )
     source = EncoderSource(encoder)
     scores: dict[str, dict[str, float]] = {}
+    dev_scores: dict[str, dict[str, float]] = {}
     counts: dict[str, tuple[int, int]] = {}
-    progress("image-text", 0, len(tests))
-    for done, (lang, captions) in enumerate(tests.items(), start=1):
+    jobs = [(DEV_SPLIT, SOURCE_LANG, dev), *((TEST_SPLIT, *item) for item in tests.items())]
+    progress("image-text", 0, len(jobs))
+    for done, (split, lang, captions) in enumerate(jobs, start=1):
         data = gallery_of(lang, gallery, captions)
         caption_emb = source.embed(data.captions)
         result = image_text_recall(
             caption_emb, data.image_features, data.caption_images, RECALL_KS, device=device.value
         )
-        scores[lang] = recall_scores(result.text_to_image, result.image_to_text)
-        counts[lang] = (result.n_captions, result.n_images)
-        progress("image-text", done, len(tests))
+        assert result.ranking is not None
+        _write_ranking(predictions / split / f"test-{lang}.tsv", data.image_ids, result.ranking)
+        values = recall_scores(result.text_to_image, result.image_to_text)
+        if split == DEV_SPLIT:
+            dev_scores[lang] = values
+        else:
+            scores[lang] = values
+            counts[lang] = (result.n_captions, result.n_images)
+        progress("image-text", done, len(jobs))
     return ImageTextOutcome(
         scores=scores,
         groups=group_scores(scores),
         dev_score=dev_score,
         fine_tuned=fine_tuned,
         counts=counts,
+        dev_scores=dev_scores,
+        predictions=predictions,
     )
+
+
+def _write_ranking(path: Path, image_ids: Sequence[str], ranking: np.ndarray) -> None:
+    """One line per caption: the ids of its nearest gallery images, best first."""
+    from xretrieve.core.files import atomic_write
+
+    with atomic_write(path) as handle:
+        for rows in ranking:
+            handle.write("\t".join(image_ids[row] for row in rows if row >= 0) + "\n")
 
 
 def recall_scores(

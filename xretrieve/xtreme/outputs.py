@@ -8,6 +8,7 @@ A run folder (``RUN_OUTPUT``)::
         unit.json                   its record, written last: fingerprint, selection, scores
         model/                      the fine-tuned, selected target checkpoint (no optimizer)
         train/                      the trainer's folder while the unit trains
+        runner/                     an extra task's runner's folder while the unit runs
         predictions/{dev,test}/TASK/test-LANG.tsv|json
     labels/{dev,test}/TASK/test-LANG.tsv|json    gold of every labelled split, from the data
     submissions/CKPT/seed-S/{dev,test}/TASK/...  every task's predictions of one checkpoint
@@ -27,8 +28,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.readers import read_json_object
 
 RUN_FILE = "xtreme_run.json"
 UNITS_DIR = "units"
@@ -41,6 +44,7 @@ UNIT_FILE = "unit.json"
 PENDING_FILE = "pending.json"
 MODEL_DIR = "model"
 TRAIN_DIR = "train"
+RUNNER_DIR = "runner"
 PREDICTIONS_DIR = "predictions"
 PREDICT_FILE = "predict.json"
 RUN_FORMAT = "xretrieve-xtreme-run/1"
@@ -51,11 +55,8 @@ _PREDICT_ENTRIES = {PREDICT_FILE, PREDICTIONS_DIR, LABELS_DIR}
 
 
 def _format_of(path: Path) -> str | None:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return payload.get("format") if isinstance(payload, dict) else None
+    payload = read_json(path)
+    return payload.get("format") if payload is not None else None
 
 
 def _disowns(
@@ -96,11 +97,12 @@ def write_json(path: Path, payload: Any) -> None:
         handle.write("\n")
 
 
-def read_json(path: Path) -> Any:
-    """The JSON value of ``path``, or None when it is missing or unreadable."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object of ``path`` (a record or manifest this package wrote), or None when it
+    is missing, unreadable or no object: the caller then treats it as absent."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        return read_json_object(path)
+    except InputError:
         return None
 
 

@@ -72,12 +72,16 @@ def predict_xtreme(
     with sigterm_as_interrupt():
         if target.kind is TargetKind.FINE_TUNED:
             from xretrieve.trainer.predict import saved_task
-            from xretrieve.xtreme.finetune import checkpoint_task_name, predict_files, write_gold
+            from xretrieve.xtreme.finetune import (
+                checkpoint_task_name,
+                predict_files,
+                write_finetuned_gold,
+            )
 
             saved_task(checkpoint, checkpoint_task_name(checkpoint, task))  # a head to predict with
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / PREDICT_FILE, _manifest(checkpoint, task, None))
-            write_gold(target.xtreme, files, out_dir / LABELS_DIR)
+            write_finetuned_gold(target.xtreme, files, out_dir / LABELS_DIR)
             examples = predict_files(
                 checkpoint,
                 target.xtreme,
@@ -89,13 +93,13 @@ def predict_xtreme(
             )
             details: dict[str, Any] = {}
         else:
-            from xretrieve.xtreme.retrieval import predict_retrieval, write_gold
+            from xretrieve.xtreme.retrieval import predict_retrieval, write_retrieval_gold
 
             recipe = PRESETS[DEFAULT_PRESET][task]
             assert isinstance(recipe, RetrievalRecipe)
             out_dir.mkdir(parents=True, exist_ok=True)
             write_json(out_dir / PREDICT_FILE, _manifest(checkpoint, task, None))
-            write_gold(target.xtreme, files, out_dir / LABELS_DIR)
+            write_retrieval_gold(target.xtreme, files, out_dir / LABELS_DIR)
             protocol, details = predict_retrieval(
                 checkpoint,
                 target.xtreme,

@@ -26,7 +26,8 @@ takes the same optimizer steps with fewer, larger forward passes where memory al
 
 A config file overrides any value: a TOML table per task (``[xnli]``, ``[tatoeba]``) and
 ``[fine_tuning]`` / ``[retrieval]`` for every task of that kind, plus top-level ``preset`` and
-``seed``. Unknown keys and values of the wrong type are errors naming the key."""
+``seed``; an extra target task's table (``[xflickrco]``) overrides that task's own recipe class.
+Unknown keys and values of the wrong type are errors naming the key."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.config import Pooling
-from xretrieve.core.errors import InputError, MissingDependencyError
+from xretrieve.core.errors import InputError, MissingDependencyError, XRetrieveError
 from xretrieve.core.settings import Backend
 from xretrieve.trainer.config import Precision
 
@@ -177,29 +178,34 @@ PRESETS: dict[str, dict[str, Recipe]] = {
 @dataclass(frozen=True)
 class RunSettings:
     """A config file's settings: the preset, the first seed (seeds are ``seed, seed + 1,
-    ...``), and each task's recipe (every task of the preset, and extra tasks' overrides)."""
+    ...``), and each task's recipe (every task of the preset, and each extra task's: an instance
+    of its own recipe class)."""
 
     preset: str = DEFAULT_PRESET
     seed: int = 1
-    recipes: Mapping[str, Recipe] = field(default_factory=dict)
-    extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    recipes: Mapping[str, Any] = field(default_factory=dict)
 
-    def recipe(self, task: str) -> Recipe:
+    def recipe(self, task: str) -> Any:
         return self.recipes[task]
 
 
-def default_settings(preset: str = DEFAULT_PRESET) -> RunSettings:
+def default_settings(
+    preset: str = DEFAULT_PRESET, extra: Mapping[str, Any] | None = None
+) -> RunSettings:
+    """The preset's recipes, and ``extra`` (task -> default recipe of a plugged-in task)."""
     if preset not in PRESETS:
         raise InputError(None, f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    return RunSettings(preset=preset, recipes=dict(PRESETS[preset]))
+    return RunSettings(preset=preset, recipes={**PRESETS[preset], **(extra or {})})
 
 
-def load_settings(path: Path | None, extra_tasks: tuple[str, ...] = ()) -> RunSettings:
+def load_settings(path: Path | None, extra: Mapping[str, Any] | None = None) -> RunSettings:
     """The settings of a TOML config (None: the default preset). Tables: ``[fine_tuning]`` and
-    ``[retrieval]`` (every task of the kind), then ``[TASK]`` (one task); ``extra_tasks`` are the
-    names of plugged-in target tasks, whose tables are passed to them as they are."""
+    ``[retrieval]`` (every task of the kind), then ``[TASK]`` (one task); ``extra`` maps the
+    names of plugged-in target tasks to their default recipes (frozen dataclasses), which their
+    ``[TASK]`` tables override field by field, checked as the XTREME tasks' are."""
+    extra = dict(extra or {})
     if path is None:
-        return default_settings()
+        return default_settings(extra=extra)
     raw = _read_toml(Path(path))
     preset = raw.pop("preset", DEFAULT_PRESET)
     if not isinstance(preset, str) or preset not in PRESETS:
@@ -208,19 +214,20 @@ def load_settings(path: Path | None, extra_tasks: tuple[str, ...] = ()) -> RunSe
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(path, f"'seed' must be an integer, got {seed!r}")
     shared = {kind: _table(path, raw.pop(kind, {}), kind) for kind in ("fine_tuning", "retrieval")}
-    recipes: dict[str, Recipe] = {}
+    recipes: dict[str, Any] = {}
     for task, base in PRESETS[preset].items():
         kind = "fine_tuning" if isinstance(base, FineTuneRecipe) else "retrieval"
         recipe = _override(path, base, shared[kind], kind)
         recipes[task] = _override(path, recipe, _table(path, raw.pop(task, {}), task), task)
-    extra = {name: _table(path, raw.pop(name, {}), name) for name in extra_tasks}
+    for task, base in extra.items():
+        recipes[task] = _override(path, base, _table(path, raw.pop(task, {}), task), task)
     if raw:
-        known = ["preset", "seed", "fine_tuning", "retrieval", *PRESETS[preset], *extra_tasks]
+        known = ["preset", "seed", "fine_tuning", "retrieval", *PRESETS[preset], *extra]
         raise InputError(
             path,
             f"unknown config key(s): {', '.join(sorted(raw))} (known: {', '.join(known)})",
         )
-    return RunSettings(preset=preset, seed=seed, recipes=recipes, extra=extra)
+    return RunSettings(preset=preset, seed=seed, recipes=recipes)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -247,8 +254,9 @@ def _table(path: Path, value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-def _override(path: Path, recipe: Recipe, table: Mapping[str, Any], where: str) -> Recipe:
-    """``recipe`` with the values of ``table``, each checked against its field's type."""
+def _override(path: Path, recipe: Any, table: Mapping[str, Any], where: str) -> Any:
+    """``recipe`` (a frozen dataclass) with the values of ``table``, each checked against its
+    field's type; a value its class refuses is an error naming the key too."""
     fields = {f.name: f for f in dataclasses.fields(recipe)}
     changes: dict[str, Any] = {}
     for key, value in table.items():
@@ -258,7 +266,12 @@ def _override(path: Path, recipe: Recipe, table: Mapping[str, Any], where: str) 
                 f"unknown key '{where}.{key}' (a {type(recipe).__name__} has: {', '.join(fields)})",
             )
         changes[key] = _checked(path, f"{where}.{key}", getattr(recipe, key), value, fields[key])
-    return dataclasses.replace(recipe, **changes) if changes else recipe
+    if not changes:
+        return recipe
+    try:
+        return dataclasses.replace(recipe, **changes)
+    except XRetrieveError as error:
+        raise InputError(path, f"'{where}': {error}") from None
 
 
 _OPTIONAL = {
@@ -299,7 +312,7 @@ def _checked(path: Path, key: str, current: Any, value: Any, spec: dataclasses.F
 _ZERO_ALLOWED = {"warmup_ratio", "warmup_steps", "weight_decay", "max_grad_norm", "layer"}
 
 
-def recipe_json(recipe: Recipe) -> dict[str, Any]:
+def recipe_json(recipe: Any) -> dict[str, Any]:
     """A recipe's values as JSON (enums as their values): part of a unit's fingerprint."""
     return {
         key: value.value if isinstance(value, enum.Enum) else value

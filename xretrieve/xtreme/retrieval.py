@@ -11,7 +11,7 @@ hidden state 14 of 24-layer models, as XTREME's ``run_tatoeba.sh`` and jiant's X
   XTREME's submission holds). With LASER's aligned files (or the Hugging Face export) the gold
   is written in the same index space, so the scorer compares like with like.
 
-Gold files are written by ``write_gold`` from the data; scoring is ``xtreme score``'s."""
+Gold files are written by ``write_retrieval_gold`` from the data; scoring is ``xtreme score``'s."""
 
 from __future__ import annotations
 
@@ -183,7 +183,7 @@ def sorted_positions(english: Sequence[str]) -> np.ndarray:
     return positions
 
 
-def write_gold(task: XtremeTask, files: TaskFiles, labels_root: Path) -> None:
+def write_retrieval_gold(task: XtremeTask, files: TaskFiles, labels_root: Path) -> None:
     """BUCC: the gold pairs of every split that has them; Tatoeba (aligned files only): each
     sentence's English line in XTREME's sorted file."""
     for split in (Split.DEV, Split.TEST):

@@ -43,6 +43,7 @@ from xretrieve.xtreme.outputs import (
     RUN_FILE,
     RUN_FORMAT,
     RUN_OUTPUT,
+    RUNNER_DIR,
     SUBMISSIONS_DIR,
     UNIT_FILE,
     UNITS_DIR,
@@ -61,6 +62,7 @@ from xretrieve.xtreme.targets import (
     XTREME_TARGETS,
     TargetKind,
     TargetTask,
+    extra_recipes,
     target_by_name,
 )
 from xretrieve.xtreme.units import (
@@ -174,7 +176,7 @@ def _plan(request: RunRequest) -> _Plan:
     check_output_path(
         Path(request.out_dir), directory=True, option="out_dir", inputs=inputs, owner=RUN_OUTPUT
     )
-    settings = load_settings(request.config, tuple(EXTRA_TARGETS))
+    settings = load_settings(request.config, extra_recipes())
     checkpoints = _checkpoints(request)
     files = {target.name: locate_task_files(data_dir, target) for target in targets}
     seeds = tuple(settings.seed + i for i in range(request.seeds))
@@ -230,8 +232,6 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _recipe_json(settings: RunSettings, target: TargetTask) -> dict[str, Any]:
-    if target.kind is TargetKind.EXTERNAL:
-        return dict(settings.extra.get(target.name, {}))
     return recipe_json(settings.recipe(target.name))
 
 
@@ -263,7 +263,7 @@ def _units(
 
 
 def _execute(plan: _Plan, progress: ProgressCallback) -> RunSummary:
-    from xretrieve.xtreme.grid import write_reports
+    from xretrieve.xtreme.grid import write_grid_reports
 
     out_dir = Path(plan.request.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +285,7 @@ def _execute(plan: _Plan, progress: ProgressCallback) -> RunSummary:
         records.append(record)
         progress("units", done, len(plan.units))
     _write_submissions(plan, out_dir / SUBMISSIONS_DIR)
-    grid, files = write_reports(out_dir, plan_json(plan), records)
+    grid, files = write_grid_reports(out_dir, plan_json(plan), records)
     return RunSummary(out_dir, tuple(ran), tuple(kept), grid, tuple(files))
 
 
@@ -326,8 +326,12 @@ def _write_labels(plan: _Plan, labels_root: Path) -> None:
             continue
         for split in SCORED_SPLITS:
             shutil.rmtree(labels_root / split.value / target.name, ignore_errors=True)
-        writer = finetune if target.kind is TargetKind.FINE_TUNED else retrieval
-        writer.write_gold(target.xtreme, plan.files[target.name], labels_root)
+        write_gold = (
+            finetune.write_finetuned_gold
+            if target.kind is TargetKind.FINE_TUNED
+            else retrieval.write_retrieval_gold
+        )
+        write_gold(target.xtreme, plan.files[target.name], labels_root)
 
 
 def _finished(unit: Unit) -> dict[str, Any] | None:
@@ -374,6 +378,8 @@ def _run_unit(plan: _Plan, unit: Unit, progress: ProgressCallback) -> dict[str, 
         record.update(_external_unit(plan, unit, report))
     record["seconds"] = {**record.get("seconds", {}), "total": time.perf_counter() - started}
     write_json(directory / UNIT_FILE, record)
+    # Only a resumed attempt of this unit needs the runner's folder (its training run).
+    shutil.rmtree(directory / RUNNER_DIR, ignore_errors=True)
     return record
 
 
@@ -458,18 +464,52 @@ def _retrieval_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[s
 
 
 def _external_unit(plan: _Plan, unit: Unit, report: ProgressCallback) -> dict[str, Any]:
-    runner = unit.target.load_runner()
-    per_language = runner(
+    """Call the task's runner in ``UNIT/runner`` (removed once the unit is recorded); keep the
+    target checkpoint it selected as ``UNIT/model`` (without optimizer state), its prediction
+    files as ``UNIT/predictions/SPLIT/TASK/`` and its per-language scores as the splits'."""
+    from xretrieve.xtreme.finetune import keep_model
+
+    target = unit.target
+    work = unit.directory / RUNNER_DIR
+    started = time.perf_counter()
+    outcome = target.load_runner()(
         unit.checkpoint.path,
         Path(plan.request.data_dir),
-        unit.directory,
+        work,
         seed=unit.seed if unit.seed is not None else plan.settings.seed,
-        recipe=plan.settings.extra.get(unit.target.name, {}),
-        device=plan.request.device.value,
+        recipe=plan.settings.recipe(target.name),
+        device=plan.request.device,
         progress=report,
     )
-    scores: SplitScores = external_scores(unit.target, per_language)
-    return {"scores": {Split.DEV.value: None, Split.TEST.value: scores.to_json()}}
+    scores: SplitScores = external_scores(target, outcome.scores)
+    dev = external_scores(target, outcome.dev_scores) if outcome.dev_scores else None
+    shutil.rmtree(unit.directory / PREDICTIONS_DIR, ignore_errors=True)
+    for split in SCORED_SPLITS:
+        source = None if outcome.predictions is None else Path(outcome.predictions) / split.value
+        if source is not None and source.is_dir():
+            shutil.copytree(source, unit.directory / PREDICTIONS_DIR / split.value / target.name)
+    fine_tuned = outcome.fine_tuned
+    kept = fine_tuned is not None and plan.request.keep_models
+    if kept:
+        keep_model(fine_tuned, unit.directory / MODEL_DIR)
+    selected = None if fine_tuned is None else _relative(Path(fine_tuned), work)
+    return {
+        # the runner's record, its target checkpoint named within the runner's folder
+        "outcome": {**outcome.to_json(), "fine_tuned": selected},
+        "model": MODEL_DIR if kept else None,
+        "seconds": {"run": time.perf_counter() - started},
+        "scores": {
+            Split.DEV.value: None if dev is None else dev.to_json(),
+            Split.TEST.value: scores.to_json(),
+        },
+    }
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
 
 
 def _write_submissions(plan: _Plan, root: Path) -> None:

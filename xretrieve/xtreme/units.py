@@ -8,7 +8,6 @@ finished unit only when all of them are unchanged."""
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 from collections.abc import Mapping
@@ -54,15 +53,10 @@ def locate_task_files(root: Path, target: TargetTask) -> TaskFiles:
     """The files of ``target`` under the XTREME data folder ``root``. A fine-tuned task needs its
     English training file and, to be predicted, at least one test file; a retrieval task at
     least one test file (BUCC: with its dev file, on which the threshold is tuned). Missing
-    languages are left out (and reported as such)."""
+    languages are left out (and reported as such). An external task's files are those its
+    locator returns (read and checked by it)."""
     if target.kind is TargetKind.EXTERNAL:
-        paths = sorted(
-            Path(path)
-            for pattern in target.data
-            for path in glob.glob(str(root / pattern), recursive=True)
-            if Path(path).is_file()
-        )
-        return TaskFiles(task=target.name, extra=tuple(paths))
+        return TaskFiles(task=target.name, extra=target.locate_files(root))
     name = target.name
     found = xtreme_files(root, name)
     splits = {split: dict(found.get(split, {})) for split in SCORED_SPLITS if split in found}

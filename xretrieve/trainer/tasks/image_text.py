@@ -12,7 +12,6 @@ multimodal intermediate training), else fresh.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from torch import nn
 
 from exporters.checkpoint import PROJECTION_INFO, PROJECTION_WEIGHTS
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 from xretrieve.evaluation.metrics import recall_at_1
 from xretrieve.formats.image_text import read_image_gallery
 from xretrieve.trainer.config import TaskConfig
@@ -110,9 +110,9 @@ class ImageTextTask(Task):
 
         try:
             tensors = load_file(str(weights))
-            info = json.loads((Path(source) / PROJECTION_INFO).read_text(encoding="utf-8"))
         except (SafetensorError, OSError, ValueError) as error:
             raise InputError(weights, f"cannot read the projection head: {error}") from None
+        info = read_json_object(Path(source) / PROJECTION_INFO)
         layer = self.head.projection
         shape = tuple(tensors.get("weight", torch.empty(0)).shape)
         fits = (

@@ -8,7 +8,6 @@ zero and needs many steps to recover."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xretrieve.core.errors import InputError
+from xretrieve.core.readers import read_json_object
 from xretrieve.trainer.config import TaskConfig
 from xretrieve.trainer.readers import TaskData, TextExample
 from xretrieve.trainer.tasks.base import (
@@ -71,7 +71,11 @@ def _safetensors_names(source: Path) -> dict[str, Path]:
 
     index = source / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        weight_map = read_json_object(index).get("weight_map", {})
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(file, str) for file in weight_map.values()
+        ):
+            raise InputError(index, "'weight_map' must map tensor names to file names")
         return {name: source / file for name, file in weight_map.items()}
     single = source / "model.safetensors"
     if not single.is_file():
