@@ -15,19 +15,32 @@ load that comes and goes hits every configuration alike) and the fastest round c
     python benchmarks/bench_embed.py --model large-random --sentences 50000 \
         --device cuda --dtypes fp16 --batch-tokens 32768                     # H100 target
 
+The CPU default path against sentence-transformers (issue 21), on the real sentences bundled
+with xretrieve (each distinct line once: 2,088 in about 60 languages):
+
+    python benchmarks/bench_embed.py --model default --device cpu --dtypes fp32,auto \
+        --cpu-settings now,before --sentences-file tests/data/default_model_sentences.txt \
+        --sentences-file xretrieve/sample_data/bucc2018/de-en.sample.de \
+        --sentences-file xretrieve/sample_data/bucc2018/de-en.sample.en \
+        --sentences-file exporters/data/heldout_parallel.tsv --sentences 2000 --rounds 3 --quality 2048
+
 ``--model`` is a checkpoint directory, ``default`` (multilingual-e5-small, converted offline,
 with its "query: " prefix) or a random XLM-R size (tiny: 256 wide, 4 layers; base-random:
 XLM-R base shape; large-random: XLM-R large shape). Sentences come from ``--sentences-file``
 (one per line, cycled up to ``--sentences``) or are generated: lengths log-normal with median
-~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. Dtypes: fp32, fp16, int8 (per-channel
+~20 tokens (BUCC/Tatoeba-like), clipped to [3, 128]. Dtypes: fp32, fp16, auto (what a checkpoint gets on the CPU by default: ``export --dtype
+auto``'s held-out choice, int8 or fp32), int8 (per-channel
 weight scales, per-token or calibrated activation scales: what ``xretrieve export --dtype int8``
 makes), int8-tensor (one weight scale per matrix), int8-matmul (the fused Attention left fp32)
 and int8-batch (ONNX Runtime's dynamic quantisation unchanged: one activation scale per batch,
 what ``export`` made before); int8 runs on ORT only. ``--quality B`` adds, per CPU export, how
 far embeddings move between ``--batch-tokens`` and B, held-out accuracy per language (``export
 --dtype auto``'s set) and one-thread CPU seconds (``export_quality``). Backends: ort, torch, st
-(sentence-transformers with mean pooling + Normalize, batch ``--st-batch-size``; skipped with a
-note when the package is not installed). GPU levers for ORT: ``--packed`` adds an fp16 export in
+(sentence-transformers with mean pooling + Normalize, batch ``--st-batch-size``, 32 as its own
+``encode``; skipped with a note when the package is not installed; without ``--backends`` it
+runs on the CPU whenever installed). ``--cpu-settings now,before,unbucketed,spinning`` crosses
+the ORT runs with the CPU session and batching settings (``CPU_SETTINGS``: "before" is the CPU
+path before issue 21), labelled ``dtype/setting``; every run gets ``speedup_vs_st_fp32``. GPU levers for ORT: ``--packed`` adds an fp16 export in
 packed mode (RemovePadding + PackedAttention), ``--seq-bucket N`` pads batches to multiples of N
 tokens, ``--sdpa-kernel flash,efficient,...`` restricts the CUDA attention kernels. The
 measuring code is ``xretrieve.bench.run`` (shared with ``xretrieve bench``); this script adds
@@ -97,7 +110,9 @@ def worker(spec: dict) -> dict:
     ort_options = None
     if spec["backend"] == "ort":
         ort_options = OrtOptions(
-            seq_bucket=spec["seq_bucket"], sdpa_kernel=tuple(spec["sdpa_kernel"])
+            seq_bucket=spec["seq_bucket"],
+            sdpa_kernel=tuple(spec["sdpa_kernel"]),
+            **CPU_SETTINGS[spec["cpu_setting"]],
         )
     # An export directory carries its own dtype; torch takes the one asked for.
     dtype = "auto" if spec["backend"] == "ort" else spec["dtype"]
@@ -216,6 +231,8 @@ def attention_cells(
 EXPORTS = {
     "fp32": {"dtype": "fp32"},
     "fp16": {"dtype": "fp16"},
+    # What a checkpoint gets on the CPU by default: int8 if it passes the held-out check.
+    "auto": {"dtype": "auto", "device": "cpu"},
     "int8": {"dtype": "int8", "int8_per_channel": True},
     "int8-tensor": None,
     "int8-matmul": None,
@@ -228,6 +245,16 @@ QUANTISED_HERE = {
     "int8-batch": {"per_channel": True, "batch_independent": False},
 }
 TORCH_DTYPES = ("fp32", "fp16")
+# ``--cpu-settings``: the ONNX Runtime CPU settings a run uses (``OrtOptions`` fields). "now" is
+# the library's default; "before" the session and batches of the CPU path before issue 21
+# (spinning intra-op threads, batches cut by the token budget alone); the other two change one
+# of those levers at a time.
+CPU_SETTINGS = {
+    "now": {},
+    "before": {"cpu_buckets": None, "cpu_spinning": True},
+    "unbucketed": {"cpu_buckets": None},
+    "spinning": {"cpu_spinning": True},
+}
 
 
 def export_once(
@@ -241,11 +268,19 @@ def export_once(
         export_checkpoint(
             checkpoint, out_dir, ExportConfig(text_prefix=text_prefix, **EXPORTS[label])
         )
-        figures = read_manifest(out_dir).validation
-        return out_dir, {
+        manifest = read_manifest(out_dir)
+        figures = manifest.validation
+        found = {
+            "graph_dtype": manifest.dtype.value,
             "validation_mean_cosine": round(figures.mean_cosine, 6),
             "validation_min_cosine": round(figures.min_cosine, 6),
         }
+        if manifest.dtype_choice is not None:
+            found["dtype_choice"] = {
+                key: manifest.dtype_choice[key]
+                for key in ("chosen", "worst_language", "worst_drop")
+            }
+        return out_dir, found
     import shutil
 
     from exporters import quantize_int8, validate_export
@@ -291,8 +326,9 @@ def export_quality(
     export_dir: Path, texts: list[str], batch_tokens: tuple[int, int], reference: dict | None
 ) -> dict:
     """What a dtype costs besides time, for ``--quality``: (1) batch independence: ``texts``
-    embedded by the library at two token budgets, the lowest per-row cosine and the largest
-    difference between the two; (2) top-1 accuracy per language of ``export --dtype auto``'s
+    embedded by the library with its CPU default batches (``batch_tokens[0]``, length buckets)
+    and with the budget ``batch_tokens[1]`` alone (no buckets), the lowest per-row cosine and
+    the largest difference between the two; (2) top-1 accuracy per language of ``export --dtype auto``'s
     held-out set (``exporters.dtype_choice``), and against ``reference`` (fp32's figures) the
     language that loses most; (3) CPU seconds to embed ``texts`` in one ONNX Runtime thread
     (process time, batches of 64 in input order: a measure of work that other load on the
@@ -304,10 +340,13 @@ def export_quality(
     from exporters import read_manifest
     from exporters.dtype_choice import embed_texts, heldout_accuracy, read_parallel_set
     from xretrieve.encoding import load_encoder
+    from xretrieve.encoding.ort_backend import OrtOptions
 
     first, second = (
-        load_encoder(export_dir, device="cpu", batch_tokens=budget).encode(texts)
-        for budget in batch_tokens
+        load_encoder(export_dir, device="cpu", batch_tokens=budget, ort_options=options).encode(
+            texts
+        )
+        for budget, options in zip(batch_tokens, (None, OrtOptions(cpu_buckets=None)), strict=True)
     )
     cosines = (first * second).sum(1) / (
         np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
@@ -356,28 +395,39 @@ def qualities(
 
 
 def load_texts(args: argparse.Namespace) -> list[str]:
-    """``--sentences`` texts: the lines of ``--sentences-file`` cycled, or generated ones."""
+    """``--sentences`` texts: the lines of the ``--sentences-file`` files in turn, each distinct
+    line once (a line with tabs counts its last field: BUCC's ``id<TAB>text``, the held-out
+    set's ``language<TAB>English<TAB>translation``; ``#`` lines are comments), cycled when more
+    are asked for; or generated ones."""
     from xretrieve.bench.data import make_sentences
 
-    if args.sentences_file is None:
+    if not args.sentences_file:
         return make_sentences(args.sentences, args.seed, args.median_tokens, args.sigma)
-    lines = [
-        line
-        for line in args.sentences_file.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    lines = list(
+        dict.fromkeys(
+            line.split("\t")[-1]
+            for path in args.sentences_file
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        )
+    )
     count = args.sentences or len(lines)
     return [lines[i % len(lines)] for i in range(count)]
 
 
 def configurations(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[dict]]:
-    """``(backend, dtype label)`` pairs to run, and notes on the ones skipped."""
-    backends, dtypes = args.backends.split(","), args.dtypes.split(",")
+    """``(backend, dtype label, cpu setting)`` runs, and notes on the ones skipped. Without
+    ``--backends``: ort and torch, and on the CPU sentence-transformers too when installed."""
+    backends = (args.backends or default_backends(args.device)).split(",")
+    dtypes = args.dtypes.split(",")
+    settings = args.cpu_settings.split(",")
     if args.packed:
         dtypes.append("fp16-packed")
-    unknown = [d for d in dtypes if d not in EXPORTS] + [
-        b for b in backends if b not in ("ort", "torch", "st")
-    ]
+    unknown = (
+        [d for d in dtypes if d not in EXPORTS]
+        + [b for b in backends if b not in ("ort", "torch", "st")]
+        + [c for c in settings if c not in CPU_SETTINGS]
+    )
     if unknown:
         raise SystemExit(f"unknown backend or dtype {unknown[0]!r}")
     runs, skipped = [], []
@@ -394,17 +444,31 @@ def configurations(args: argparse.Namespace) -> tuple[list[tuple[str, str]], lis
                     }
                 )
                 continue
-            runs.append((backend, dtype))
+            for setting in settings if backend == "ort" else ["now"]:
+                runs.append((backend, dtype, setting))
     return runs, skipped
 
 
+def default_backends(device: str) -> str:
+    """ort,torch; on the CPU (the device asked for, or no GPU here) also st when installed."""
+    import torch
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return "ort,torch,st" if on_cpu and st_installed() else "ort,torch"
+
+
+def run_label(dtype: str, setting: str) -> str:
+    """A run's ``dtype`` label in the report: the dtype, and the CPU setting unless "now"."""
+    return dtype if setting == "now" else f"{dtype}/{setting}"
+
+
 def add_ratios(results: list[dict]) -> None:
-    """Speed-ups against torch of the same dtype, ORT fp32, and sentence-transformers of the
-    same dtype, where those ran."""
+    """Speed-ups against torch of the same dtype, ORT fp32, sentence-transformers of the same
+    dtype and sentence-transformers fp32, where those ran."""
     ok = [r for r in results if "error" not in r and "skipped" not in r]
     rates = {(r["backend"], r["dtype"]): r["sentences_per_s"] for r in ok}
     for result in ok:
-        base = result["dtype"].split("-")[0]
+        base = result["dtype"].split("/")[0].split("-")[0]
         for key, peer in (
             ("speedup_vs_torch_same_dtype", ("torch", base if base in TORCH_DTYPES else "")),
             ("speedup_vs_ort_fp32", ("ort", "fp32")),
@@ -412,6 +476,11 @@ def add_ratios(results: list[dict]) -> None:
         ):
             if peer in rates and (result["backend"], result["dtype"]) != peer:
                 result[key] = round(result["sentences_per_s"] / rates[peer], 3)
+        # The issue-21 goal: any configuration against sentence-transformers fp32.
+        if ("st", "fp32") in rates and result["backend"] != "st":
+            result["speedup_vs_st_fp32"] = round(
+                result["sentences_per_s"] / rates[("st", "fp32")], 3
+            )
 
 
 def main() -> None:
@@ -420,21 +489,33 @@ def main() -> None:
         "--model", default="tiny", help="checkpoint dir, or " + "|".join(RANDOM_SIZES)
     )
     parser.add_argument("--sentences", type=int, default=2000)
-    parser.add_argument("--backends", default="ort,torch", help="ort,torch,st")
+    parser.add_argument(
+        "--backends", help="ort,torch,st (default: ort,torch, and st on the CPU when installed)"
+    )
     parser.add_argument(
         "--dtypes",
         default="fp32,fp16",
-        help="fp32,fp16,int8,int8-tensor,int8-matmul,int8-batch",
+        help="fp32,fp16,auto,int8,int8-tensor,int8-matmul,int8-batch",
+    )
+    parser.add_argument(
+        "--cpu-settings",
+        default="now",
+        help="ORT CPU settings to cross with the dtypes: " + ",".join(CPU_SETTINGS),
     )
     parser.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     parser.add_argument("--batch-tokens", type=int, default=16384)
-    parser.add_argument("--sentences-file", type=Path, help="real sentences, one per line")
+    parser.add_argument(
+        "--sentences-file",
+        type=Path,
+        action="append",
+        help="real sentences, one per line (repeat for several files)",
+    )
     parser.add_argument("--median-tokens", type=float, default=20.0)
     parser.add_argument("--sigma", type=float, default=0.6, help="log-normal shape of the lengths")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="run every configuration R times")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--st-batch-size", type=int, default=256)
+    parser.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers'")
     parser.add_argument("--packed", action="store_true", help="add an fp16 packed-mode ORT run")
     parser.add_argument("--seq-bucket", type=int, default=1, help="ORT: pad batches to N tokens")
     parser.add_argument("--sdpa-kernel", default="", help="ORT CUDA: e.g. flash,efficient")
@@ -442,8 +523,9 @@ def main() -> None:
         "--quality",
         type=int,
         metavar="BATCH_TOKENS",
-        help="also, per ORT export on the CPU: batch independence (--batch-tokens against this "
-        "budget), held-out accuracy per language and one-thread CPU seconds (export_quality)",
+        help="also, per ORT export on the CPU: batch independence (the CPU's length buckets "
+        "against this budget without them), held-out accuracy per language and one-thread CPU "
+        "seconds (export_quality)",
     )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -482,16 +564,17 @@ def main() -> None:
         texts_path.write_text(json.dumps(texts), encoding="utf-8")
         cells = attention_cells(checkpoint, texts, args.batch_tokens, text_prefix)
         exports: dict[str, tuple[Path, dict]] = {}
-        for backend, dtype in runs:
+        for backend, dtype, _ in runs:
             if backend == "ort" and dtype not in exports:
                 exports[dtype] = export_once(checkpoint, tmp_dir, dtype, text_prefix, exports)
 
         from xretrieve.encoding.tokenize import TextTokenizer
 
         tokenizer = TextTokenizer.from_directory(checkpoint, text_prefix=text_prefix)
-        rounds: dict[tuple[str, str], list[dict]] = {run: [] for run in runs}
+        rounds: dict[tuple[str, str, str], list[dict]] = {run: [] for run in runs}
         for _ in range(args.rounds):
-            for backend, dtype in runs:
+            for backend, dtype, cpu_setting in runs:
+                label = run_label(dtype, cpu_setting)
                 spec = {
                     "model": str(
                         exports[dtype][0] if backend == "ort" else (torch_model or checkpoint)
@@ -499,7 +582,8 @@ def main() -> None:
                     "checkpoint": str(checkpoint),
                     "backend": backend,
                     "dtype": dtype,
-                    "label": dtype,
+                    "label": label,
+                    "cpu_setting": cpu_setting,
                     "device": device,
                     "batch_tokens": args.batch_tokens,
                     "repeats": args.repeats,
@@ -521,14 +605,14 @@ def main() -> None:
                 )
                 if run.returncode != 0:
                     tail = run.stderr.strip().splitlines()[-3:]
-                    rounds[(backend, dtype)].append(
-                        {"backend": backend, "dtype": dtype, "error": " | ".join(tail)}
+                    rounds[(backend, dtype, cpu_setting)].append(
+                        {"backend": backend, "dtype": label, "error": " | ".join(tail)}
                     )
                 else:
                     result = json.loads(run.stdout.strip().splitlines()[-1])
                     if backend == "ort":
                         result.update(exports[dtype][1])
-                    rounds[(backend, dtype)].append(result)
+                    rounds[(backend, dtype, cpu_setting)].append(result)
         results = []
         for tries in rounds.values():
             good = [r for r in tries if "error" not in r]
@@ -557,7 +641,9 @@ def main() -> None:
             },
             "workload": {
                 "sentences": len(texts),
-                "source": str(args.sentences_file) if args.sentences_file else "generated",
+                "source": [str(path) for path in args.sentences_file]
+                if args.sentences_file
+                else "generated",
                 "distinct_sentences": len(set(texts)),
                 "batch_tokens": args.batch_tokens,
                 "token_length_median": float(np.median(lengths)),

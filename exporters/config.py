@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xretrieve.core.errors import XRetrieveError
-from xretrieve.core.settings import Dtype, Pooling, parse_dtype, parse_pooling
+from xretrieve.core.settings import Device, Dtype, Pooling, parse_device, parse_dtype, parse_pooling
 
 # ONNX opset of exported graphs: 17 has LayerNormalization as one operator and is what ONNX
 # Runtime's transformer optimizer fuses (Attention, SkipLayerNormalization, BiasGelu).
@@ -56,6 +56,10 @@ class ExportConfig:
     # PackedAttention instead of Attention, RestorePadding after the last layer, so that no
     # compute is spent on padding tokens. ONNX Runtime has these operators on CUDA only.
     packed: bool = False
+    # Where the graph will run, for dtype AUTO: CPU settles AUTO between int8 and fp32 by the
+    # held-out check even where a GPU is usable (an encoder asked to run on the CPU); AUTO and
+    # CUDA take fp16 where ONNX Runtime can use a GPU here.
+    device: Device = Device.AUTO
 
     def __post_init__(self) -> None:
         # Accept plain strings/lists from callers but store the typed values.
@@ -63,6 +67,7 @@ class ExportConfig:
         if self.pooling is not None:
             object.__setattr__(self, "pooling", parse_pooling(self.pooling))
         object.__setattr__(self, "dtype", parse_dtype(self.dtype))
+        object.__setattr__(self, "device", parse_device(self.device))
         if not self.layers:
             raise XRetrieveError("at least one layer is needed")
         if not 14 <= self.opset <= 23:

@@ -53,7 +53,7 @@ from xretrieve.core.integrity import DIRECTORY_RECORD
 from xretrieve.core.outputs import OutputOwner
 from xretrieve.core.positions import usable_positions
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.core.settings import Dtype, Pooling
+from xretrieve.core.settings import Device, Dtype, Pooling
 
 if TYPE_CHECKING:
     import torch
@@ -314,10 +314,11 @@ class _GraphSettings:
     layers_run: int
 
 
-def resolve_dtype(dtype: Dtype) -> Dtype:
-    """AUTO becomes FP16 where ONNX Runtime can use a CUDA GPU; on the CPU it stays AUTO, which
-    ``build_graph`` settles between INT8 and FP32 on the held-out parallel set."""
-    if dtype is Dtype.AUTO and ort_cuda_available():
+def resolve_dtype(dtype: Dtype, device: Device = Device.AUTO) -> Dtype:
+    """AUTO becomes FP16 where ONNX Runtime can use a CUDA GPU, unless the graph is for the
+    ``device`` CPU; on the CPU it stays AUTO, which ``build_graph`` settles between INT8 and
+    FP32 on the held-out parallel set."""
+    if dtype is Dtype.AUTO and device is not Device.CPU and ort_cuda_available():
         return Dtype.FP16
     return dtype
 
@@ -339,7 +340,7 @@ def build_graph(
     from exporters.int8_activations import calibration_feeds, calibration_texts
     from exporters.optimize import convert_to_packed, optimize_graph, quantize_int8
 
-    dtype = resolve_dtype(config.dtype)
+    dtype = resolve_dtype(config.dtype, config.device)
     settings = dict(
         model_type=graph.model_type,
         num_heads=graph.num_heads,

@@ -70,9 +70,13 @@ def test_settings_are_str_members_whose_value_is_what_json_holds() -> None:
 
 
 def test_the_one_device_to_dtype_rule() -> None:
-    assert dtype_on(Device.CUDA) is Dtype.FP16 and dtype_on(Device.CPU) is Dtype.FP32
-    assert dtype_on(Device.CUDA, Dtype.FP32) is Dtype.FP32
-    assert dtype_on(Device.CPU, Dtype.FP16) is Dtype.FP16
+    for backend in Backend:
+        assert dtype_on(Device.CUDA, backend) is Dtype.FP16
+        assert dtype_on(Device.CUDA, backend, Dtype.FP32) is Dtype.FP32
+        assert dtype_on(Device.CPU, backend, Dtype.FP16) is Dtype.FP16
+    # On the CPU torch runs fp32; ONNX Runtime leaves AUTO to the export's held-out check.
+    assert dtype_on(Device.CPU, Backend.TORCH) is Dtype.FP32
+    assert dtype_on(Device.CPU, Backend.ORT) is Dtype.AUTO
 
 
 def test_exporters_use_the_same_enums() -> None:

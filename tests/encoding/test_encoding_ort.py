@@ -39,7 +39,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.mark.parametrize("arch", ["xlmr", "bert"])
 def test_ort_matches_torch_on_cpu(arch: str, request: pytest.FixtureRequest) -> None:
     checkpoint = request.getfixturevalue(f"tiny_{arch}_checkpoint")
-    ort_encoder = load_encoder(checkpoint, batch_tokens=256)
+    ort_encoder = load_encoder(checkpoint, batch_tokens=256, dtype="fp32")
     torch_encoder = load_encoder(checkpoint, backend="torch", batch_tokens=256)
     assert ort_encoder.provider == "CPUExecutionProvider"
     assert torch_encoder.provider == "torch-cpu-fp32-sdpa"
@@ -55,7 +55,7 @@ def test_checkpoint_is_exported_once_and_reused(
 ) -> None:
     first = load_encoder(tiny_xlmr_checkpoint)
     exports = sorted(path.name for path in (cache / "exports").iterdir() if path.is_dir())
-    assert any(name.endswith("-L2-mean-fp32") for name in exports)
+    assert any(name.endswith("-L2-mean-auto") for name in exports)  # the CPU's default
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
@@ -128,7 +128,7 @@ def test_export_directory_is_used_as_is_and_its_settings_are_fixed(
 
 
 def test_multi_layer_export_gives_layer_rows(tiny_bert_checkpoint: Path) -> None:
-    ort_encoder = load_encoder(tiny_bert_checkpoint, layers=[1, -1])
+    ort_encoder = load_encoder(tiny_bert_checkpoint, layers=[1, -1], dtype="fp32")
     torch_encoder = load_encoder(tiny_bert_checkpoint, backend="torch", layers=[1, -1])
     assert ort_encoder.layers == torch_encoder.layers == (1, 2)
     layer_rows = ort_encoder.encode_layers(TEXTS)
@@ -223,6 +223,68 @@ def test_ort_cuda_fp16_matches_torch(arch: str, request: pytest.FixtureRequest) 
     assert np.sum(ort_emb * torch_emb, axis=1).min() > 0.999
 
 
+# ---------------------------------------------------------------- the CPU's default dtype
+
+
+@pytest.mark.parametrize(("max_drop", "expected"), [(100.0, "int8"), (-100.0, "fp32")])
+def test_cpu_default_is_int8_only_where_every_language_keeps_its_accuracy(
+    tiny_xlmr_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    max_drop: float,
+    expected: str,
+) -> None:
+    """The held-out check of ``export --dtype auto`` decides; -100 points is a check no graph
+    passes (int8 would have to gain 100 points in every language), so fp32 it is."""
+    import exporters.dtype_choice
+    from exporters import read_manifest
+
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path))
+    monkeypatch.setattr(exporters.dtype_choice, "MAX_ACCURACY_DROP", max_drop)
+    encoder = load_encoder(tiny_xlmr_checkpoint, device="cpu")
+    (export_dir,) = [path for path in (tmp_path / "exports").iterdir() if path.is_dir()]
+    manifest = read_manifest(export_dir)
+    assert manifest.dtype.value == expected
+    assert manifest.dtype_choice["chosen"] == expected
+    assert manifest.dtype_choice["max_drop"] == max_drop
+    fp32 = load_encoder(tiny_xlmr_checkpoint, device="cpu", dtype="fp32").encode(TEXTS)
+    difference = np.abs(encoder.encode(TEXTS) - fp32).max()
+    if expected == "fp32":
+        assert difference < 1e-6
+    else:  # a real int8 graph: close to fp32, not equal
+        assert 1e-6 < difference < 0.05
+
+
+def test_default_export_dtype_per_device(
+    tiny_xlmr_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a checkpoint is exported as by default: fp16 for CUDA, the held-out choice (AUTO,
+    settled on the CPU even where a GPU is usable) for the CPU; torch on the CPU runs fp32."""
+    from xretrieve.core.settings import Dtype, Pooling, SourceKind
+
+    monkeypatch.setenv("XRETRIEVE_CACHE", str(tmp_path))
+    configs = []
+
+    def record(checkpoint, out_dir, config, progress):
+        configs.append(config)
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr("exporters.export_checkpoint", record)
+    source = load_module.ModelSource(SourceKind.CHECKPOINT, tiny_xlmr_checkpoint, "tiny")
+    settings = load_module._Settings(None, Pooling.MEAN, Dtype.AUTO, None, 256, 100)
+    for device in (Device.CUDA, Device.CPU):
+        with pytest.raises(RuntimeError, match="recorded"):
+            load_module.ensure_export(source, settings, device, None)
+    assert [(c.dtype, c.device) for c in configs] == [
+        (Dtype.FP16, Device.CUDA),
+        (Dtype.AUTO, Device.CPU),
+    ]
+    assert load_module.export_key(source, settings, Device.CUDA).endswith("-fp16")
+    assert load_module.export_key(source, settings, Device.CPU).endswith("-auto")
+    torch_encoder = load_encoder(tiny_xlmr_checkpoint, backend="torch", device="cpu")
+    assert torch_encoder.provider == "torch-cpu-fp32-sdpa"
+
+
 # ---------------------------------------------------------------- ORT tuning options
 
 
@@ -290,3 +352,60 @@ def test_ort_cuda_attention_kernels_and_buckets_match_cpu(
     assert cuda.provider == "CUDAExecutionProvider"
     cosines = (cuda.encode(TEXTS) * cpu).sum(axis=1)
     assert cosines.mean() > 0.999
+
+
+def test_cpu_session_options_are_applied(tiny_xlmr_checkpoint: Path) -> None:
+    """Read back from the session ONNX Runtime made, not from the options we passed."""
+    import onnxruntime as ort
+
+    from xretrieve.encoding.ort_backend import ALLOW_SPINNING, OrtOptions, physical_cores
+
+    encoder = load_encoder(tiny_xlmr_checkpoint, device="cpu")
+    applied = encoder.backend.session.get_session_options()
+    assert applied.intra_op_num_threads == physical_cores()
+    assert applied.inter_op_num_threads == 1
+    assert applied.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert applied.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert applied.enable_cpu_mem_arena and applied.enable_mem_pattern
+    assert applied.get_session_config_entry(ALLOW_SPINNING) == "0"
+    spinning = load_encoder(
+        tiny_xlmr_checkpoint, device="cpu", ort_options=OrtOptions(cpu_spinning=True)
+    )
+    assert (
+        spinning.backend.session.get_session_options().get_session_config_entry(ALLOW_SPINNING)
+        == "1"
+    )
+
+
+def test_cpu_length_buckets_do_not_change_embeddings(tiny_xlmr_checkpoint: Path) -> None:
+    from xretrieve.encoding.batching import LengthBuckets
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    texts = TEXTS * 3
+    default = load_encoder(tiny_xlmr_checkpoint, device="cpu")
+    assert default.buckets == LengthBuckets()  # the CPU's default
+    unbucketed = load_encoder(
+        tiny_xlmr_checkpoint, device="cpu", ort_options=OrtOptions(cpu_buckets=None)
+    )
+    assert unbucketed.buckets is None
+    narrow = load_encoder(
+        tiny_xlmr_checkpoint,
+        device="cpu",
+        ort_options=OrtOptions(cpu_buckets=LengthBuckets(max_tokens=40, max_padding=0.0)),
+    )
+    expected = unbucketed.encode(texts)
+    for encoder in (default, narrow):
+        np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-6)
+    # Only equal lengths share a batch: no padding at all; without buckets there is some.
+    assert narrow.last_stats.padding_efficiency == 1.0
+    assert unbucketed.last_stats.padding_efficiency < 1.0
+    assert narrow.last_stats.batches > unbucketed.last_stats.batches
+
+
+def test_ort_options_check_the_cpu_settings() -> None:
+    from xretrieve.encoding.ort_backend import OrtOptions
+
+    with pytest.raises(XRetrieveError, match="cpu_buckets"):
+        OrtOptions(cpu_buckets=2048)  # type: ignore[arg-type]
+    with pytest.raises(XRetrieveError, match="cpu_spinning"):
+        OrtOptions(cpu_spinning="no")  # type: ignore[arg-type]

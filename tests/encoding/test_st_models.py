@@ -77,7 +77,7 @@ def test_hub_id_goes_through_the_hub_cache(st_folder, isolated) -> None:
     out = isolated / "emb.npy"
     result = runner.invoke(
         app, ["embed", "tiny-org/tiny-labse", str(texts), "--out", str(out), "--device", "cpu",
-              "--no-progress"],
+              "--dtype", "fp32", "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(
@@ -102,7 +102,7 @@ def test_cli_embed_and_mine_take_a_prompt(st_folder, isolated) -> None:
     out = isolated / "emb.npy"
     result = runner.invoke(
         app, ["embed", str(folder), str(texts), "--out", str(out), "--device", "cpu",
-              "--prompt", "passage", "--no-progress"],
+              "--dtype", "fp32", "--prompt", "passage", "--no-progress"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     reference = _reference(folder, "prompt-excluded", "passage")

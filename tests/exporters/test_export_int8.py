@@ -22,6 +22,7 @@ from exporters.dtype_choice import (
     top1_accuracy,
 )
 from xretrieve.core.errors import InputError, XRetrieveError
+from xretrieve.core.settings import Device
 
 
 def _run(export_dir: Path, texts: list[str]) -> np.ndarray:
@@ -317,6 +318,9 @@ def test_cli_auto_shows_the_choice(tiny_bert_checkpoint, tmp_path, cpu_only):
 def test_auto_with_a_gpu_is_fp16(monkeypatch):
     monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: True)
     assert exporters.onnx_export.resolve_dtype(Dtype.AUTO) is Dtype.FP16
+    # ... unless the graph is for the CPU (an encoder asked to run there): the held-out check.
+    assert exporters.onnx_export.resolve_dtype(Dtype.AUTO, Device.CPU) is Dtype.AUTO
+    assert exporters.onnx_export.resolve_dtype(Dtype.AUTO, Device.CUDA) is Dtype.FP16
     monkeypatch.setattr(exporters.onnx_export, "ort_cuda_available", lambda: False)
     assert exporters.onnx_export.resolve_dtype(Dtype.AUTO) is Dtype.AUTO
     assert exporters.onnx_export.resolve_dtype(Dtype.FP32) is Dtype.FP32

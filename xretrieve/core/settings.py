@@ -5,7 +5,8 @@ Plain values, no heavy imports. A user's string (a CLI option, a config file, an
 the Python API) becomes a member once, at the edge, through ``parse_setting`` (or its shorthands
 ``parse_backend``, ``parse_device``, ``parse_dtype``, ``parse_pooling``); library code compares
 members. The members are ``str`` subclasses whose ``.value`` is what JSON files, manifests and
-cache ids hold. ``dtype_on`` is the one rule from a device to the precision an encoder runs in."""
+cache ids hold. ``dtype_on`` is the one rule from a device and backend to the precision an encoder
+runs in."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class Dtype(str, enum.Enum):
     INT8 = "int8"
     # Chosen at export: fp16 where a CUDA GPU is usable, else int8 when it keeps the held-out
     # retrieval accuracy of fp32 (``exporters.dtype_choice``), else fp32. Never in a manifest.
-    # For an encoder: ``dtype_on`` its device.
+    # For an encoder: ``dtype_on`` its device and backend.
     AUTO = "auto"
 
 
@@ -123,9 +124,14 @@ def parse_pooling(value: Pooling | str, argument: str = "pooling") -> Pooling:
     return parse_setting(argument, Pooling, value)
 
 
-def dtype_on(device: Device, dtype: Dtype = Dtype.AUTO) -> Dtype:
-    """The precision an encoder runs in on ``device`` (CUDA or CPU): ``dtype`` itself unless it
-    is AUTO, which is FP16 on CUDA and FP32 on the CPU."""
+def dtype_on(device: Device, backend: Backend, dtype: Dtype = Dtype.AUTO) -> Dtype:
+    """The precision an encoder of ``backend`` runs in on ``device`` (CUDA or CPU): ``dtype``
+    itself unless it is AUTO. AUTO is FP16 on CUDA; on the CPU it is FP32 for torch and stays
+    AUTO for ONNX Runtime, whose export of a checkpoint then settles it: INT8 where int8 keeps
+    the held-out retrieval accuracy of fp32 in every language, else FP32
+    (``exporters.dtype_choice``)."""
     if dtype is not Dtype.AUTO:
         return dtype
-    return Dtype.FP16 if device is Device.CUDA else Dtype.FP32
+    if device is Device.CUDA:
+        return Dtype.FP16
+    return Dtype.AUTO if backend is Backend.ORT else Dtype.FP32

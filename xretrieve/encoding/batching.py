@@ -10,6 +10,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xretrieve.core.errors import XRetrieveError
+
+
+@dataclass(frozen=True)
+class LengthBuckets:
+    """Batches for a device where every padded token costs its full compute and small batches
+    run as fast per token as large ones (a CPU): at most ``max_tokens`` padded tokens (or the
+    token budget, if smaller), and no sentence padded by more than ``max_padding`` of its batch's
+    length (``plan_batches``). The defaults were measured with ONNX Runtime on a 2-core CPU
+    (benchmarks/RESULTS.md, "CPU default path")."""
+
+    max_tokens: int = 1024
+    max_padding: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):
+            raise XRetrieveError(f"max_tokens must be an integer, not {self.max_tokens!r}")
+        if self.max_tokens < 1:
+            raise XRetrieveError(f"max_tokens must be positive, not {self.max_tokens}")
+        if not 0 <= self.max_padding < 1:
+            raise XRetrieveError(f"max_padding must be in [0, 1), not {self.max_padding}")
+
 
 @dataclass(frozen=True)
 class BatchPlan:
@@ -30,12 +52,20 @@ class BatchPlan:
         return self.order[self.bounds[b] : self.bounds[b + 1]]
 
 
-def plan_batches(lengths: np.ndarray, batch_tokens: int) -> BatchPlan:
+def plan_batches(
+    lengths: np.ndarray, batch_tokens: int, buckets: LengthBuckets | None = None
+) -> BatchPlan:
     """Group sentences with token ``lengths`` (int ``(n,)``, special tokens included) into
     batches of ``batch_size * max_length_in_batch <= batch_tokens`` padded tokens, longest
-    first. A sentence longer than the budget on its own gets a batch of its own."""
+    first. A sentence longer than the budget on its own gets a batch of its own.
+
+    With ``buckets``, the budget is at most ``buckets.max_tokens``, and a batch also ends before
+    the first sentence that would be padded by more than ``buckets.max_padding`` of the batch's
+    length (0: only equal lengths share a batch)."""
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens must be positive, got {batch_tokens}")
+    if buckets is not None:
+        batch_tokens = min(batch_tokens, buckets.max_tokens)
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
     sorted_lengths = np.maximum(lengths[order], 1)
@@ -44,8 +74,15 @@ def plan_batches(lengths: np.ndarray, batch_tokens: int) -> BatchPlan:
     n = len(order)
     while start < n:
         # Sorted longest first, so the first sentence fixes the padded length of the batch.
-        size = max(1, int(batch_tokens // sorted_lengths[start]))
-        start = min(n, start + size)
+        first = int(sorted_lengths[start])
+        end = min(n, start + max(1, batch_tokens // first))
+        if buckets is not None:
+            # The bucket ends before the first length under the shortest one allowed (searched
+            # in the negated lengths, which ascend along the sorted order).
+            shortest = int(np.ceil(first * (1 - buckets.max_padding)))
+            kept = np.searchsorted(-sorted_lengths[start:end], -shortest, side="right")
+            end = start + max(1, int(kept))
+        start = end
         bounds.append(start)
     return BatchPlan(order=order, bounds=np.asarray(bounds, dtype=np.int64))
 

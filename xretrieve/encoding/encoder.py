@@ -17,7 +17,7 @@ import numpy as np
 
 from xretrieve.core.errors import XRetrieveError
 from xretrieve.core.progress import ProgressCallback, no_progress
-from xretrieve.encoding.batching import plan_batches, restore_order
+from xretrieve.encoding.batching import LengthBuckets, plan_batches, restore_order
 from xretrieve.encoding.tokenize import TextTokenizer
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,8 @@ class SentenceEncoder:
     """Sentence embeddings from a ``EncoderBackend`` and a ``TextTokenizer``; satisfies ``Encoder``.
 
     ``batch_tokens`` bounds ``batch_size * padded_length`` of each batch; ``window`` is how
-    many sentences are length-sorted together (and the streaming unit)."""
+    many sentences are length-sorted together (and the streaming unit); ``buckets`` cuts
+    batches into length buckets (``plan_batches``; None: the budget alone cuts them)."""
 
     def __init__(
         self,
@@ -154,6 +155,7 @@ class SentenceEncoder:
         batch_tokens: int = 16384,
         window: int = DEFAULT_WINDOW,
         mining_threshold: Mapping[str, Any] | None = None,
+        buckets: LengthBuckets | None = None,
     ) -> None:
         if batch_tokens < 1 or window < 1:
             raise XRetrieveError("batch_tokens and window must be positive")
@@ -164,6 +166,7 @@ class SentenceEncoder:
         self.dim = backend.dim
         self.batch_tokens = batch_tokens
         self.window = window
+        self.buckets = buckets
         # The model's calibrated margin threshold ({margin, k, threshold, ...}), if it has one.
         self.mining_threshold = mining_threshold
         self.last_stats: EncodeStats | None = None
@@ -300,7 +303,7 @@ class SentenceEncoder:
                 if texts is None:
                     break
                 tokenized = self.tokenizer.tokenize(texts)
-                plan = plan_batches(tokenized.lengths, self.batch_tokens)
+                plan = plan_batches(tokenized.lengths, self.batch_tokens, self.buckets)
                 items.put(_Window(start, plan.order, len(plan), tokenized.truncated))
                 for b in range(len(plan)):
                     if stop.is_set():

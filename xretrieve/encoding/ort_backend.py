@@ -1,5 +1,6 @@
 """ONNX Runtime backend: CUDA execution provider with IO binding when a GPU is usable, the CPU
-execution provider (one intra-op thread per physical core) otherwise."""
+execution provider (one intra-op thread per physical core, threads that sleep rather than spin
+while they wait, batches cut into length buckets) otherwise."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from xretrieve.core.devices import CUDA_PROVIDER
 from xretrieve.core.errors import MissingDependencyError, XRetrieveError
 from xretrieve.core.settings import Device
+from xretrieve.encoding.batching import LengthBuckets
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -42,7 +44,7 @@ SDPA_KERNELS = {
 
 @dataclass(frozen=True)
 class OrtOptions:
-    """Tuning of the ONNX Runtime backend; the defaults are ONNX Runtime's own behaviour.
+    """Tuning of the ONNX Runtime backend.
 
     ``seq_bucket``: pad every batch's sequence axis up to a multiple of this many tokens (1 =
     off). Padding is masked, so the embeddings do not change; on a GPU fewer distinct shapes
@@ -50,13 +52,28 @@ class OrtOptions:
     ``sdpa_kernel``: names from ``SDPA_KERNELS`` the CUDA provider may use for attention
     (empty = ONNX Runtime's choice). ``cuda_provider_options``: further CUDA execution provider
     options as ``(name, value)`` pairs, passed as given (ONNX Runtime rejects unknown names
-    when the session is made). Both CUDA settings are ignored on the CPU."""
+    when the session is made). Both CUDA settings are ignored on the CPU.
+
+    On the CPU only: ``cpu_buckets``, how the encoder cuts batches there (``LengthBuckets``:
+    small batches of near-equal lengths, since every padded token costs its full compute; None
+    = the token budget alone, as on a GPU). ``cpu_spinning``: whether idle intra-op threads spin
+    (ONNX Runtime's default) or sleep; spinning threads take the cores from whatever else runs,
+    the encoder's own tokenising thread included. The defaults were measured on a 2-core CPU
+    (benchmarks/RESULTS.md, "CPU default path")."""
 
     seq_bucket: int = 1
     sdpa_kernel: tuple[str, ...] = ()
     cuda_provider_options: tuple[tuple[str, str], ...] = ()
+    cpu_buckets: LengthBuckets | None = LengthBuckets()
+    cpu_spinning: bool = False
 
     def __post_init__(self) -> None:
+        if self.cpu_buckets is not None and not isinstance(self.cpu_buckets, LengthBuckets):
+            raise XRetrieveError(
+                f"cpu_buckets must be a LengthBuckets or None, not {self.cpu_buckets!r}"
+            )
+        if not isinstance(self.cpu_spinning, bool):
+            raise XRetrieveError(f"cpu_spinning must be True or False, not {self.cpu_spinning!r}")
         if self.seq_bucket < 1:
             raise XRetrieveError(f"seq_bucket must be at least 1, not {self.seq_bucket}")
         wrong = [name for name in self.sdpa_kernel if name not in SDPA_KERNELS]
@@ -94,6 +111,23 @@ def pad_to_bucket(
         np.pad(input_ids, widths, constant_values=pad_token_id),
         np.pad(attention_mask, widths, constant_values=0),
     )
+
+
+# Session config keys of ONNX Runtime (onnxruntime_session_options_config_keys.h).
+ALLOW_SPINNING = "session.intra_op.allow_spinning"
+
+
+def cpu_session_options(session_options: object, threads: int, options: OrtOptions) -> None:
+    """Set ``session_options`` (an ``onnxruntime.SessionOptions``) up for the CPU execution
+    provider: ``threads`` intra-op threads and one inter-op thread (the encoder graphs are one
+    chain of layers: nothing to run side by side), sequential execution, and spinning as
+    ``options.cpu_spinning`` says. Graph optimisation (all levels) and the memory arena and
+    pattern planner (ONNX Runtime's defaults, kept) are set for every device."""
+    ort = import_onnxruntime()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.add_session_config_entry(ALLOW_SPINNING, "1" if options.cpu_spinning else "0")
 
 
 class CudaProviderUnavailable(XRetrieveError):
@@ -164,9 +198,7 @@ class OrtBackend:
             ]
         elif device is Device.CPU:
             providers = [CPU_PROVIDER]
-            session_options.intra_op_num_threads = threads or physical_cores()
-            session_options.inter_op_num_threads = 1
-            session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            cpu_session_options(session_options, threads or physical_cores(), self.options)
         else:
             raise ValueError(f"an ONNX Runtime session runs on cuda or cpu, not {device}")
         self.session = _create_session(ort, Path(model_path), session_options, providers)
@@ -193,6 +225,12 @@ class OrtBackend:
             if device is Device.CUDA
             else f"{session_options.intra_op_num_threads} threads",
         )
+
+    @property
+    def buckets(self) -> LengthBuckets | None:
+        """How the encoder should cut batches for this session (``OrtOptions.cpu_buckets`` on
+        the CPU, None on CUDA)."""
+        return self.options.cpu_buckets if self.device is Device.CPU else None
 
     def run(
         self, input_ids: np.ndarray, attention_mask: np.ndarray

@@ -239,7 +239,7 @@ def _plan_checkpoint(
         "kind": SourceKind.CHECKPOINT.value,
         "pooling": Pooling.MEAN.value,
         "normalize": True,
-        "dtype": dtype_on(resolved_device).value,
+        "dtype": dtype_on(resolved_device, backend).value,
         "prefix": source.text_prefix if text_prefix is None else text_prefix,
         "backend": backend.value,
     }
