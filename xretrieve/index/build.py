@@ -181,9 +181,9 @@ def _estimate(index, job: dict, count: int) -> TrainingEstimate:
     ivf = faiss.try_extract_index_ivf(index)
     inner = faiss.downcast_index(ivf) if ivf is not None else index
     pq = getattr(inner, "pq", None)
-    dsub = int(pq.dsub) if pq is not None else max(job["dim"] // pq_subquantizers(job["dim"]), 1)
+    subquantizers = int(pq.M) if pq is not None else pq_subquantizers(int(index.d))
     lists = int(ivf.nlist) if ivf is not None else 256
-    rates = measure_rates(int(index.d), lists, dsub, job["gpu"])
+    rates = measure_rates(int(index.d), lists, subquantizers, job["gpu"])
     return estimate_training(index, job["factory"], job["train_size"], count, rates, job["gpu"])
 
 

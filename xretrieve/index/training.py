@@ -263,10 +263,11 @@ class MachineRates:
     """Measured here: seconds per floating-point operation of an exhaustive inner-product
     search of dimension ``dim`` (GEMM-shaped: k-means assignment, coarse quantisation) and of
     one 256-centroid k-means iteration of the PQ's sub-vector size (low-dimensional, far slower
-    per operation)."""
+    per operation); seconds to PQ-encode one row (``encode``; 0 without a PQ)."""
 
     gemm: float
     pq: float
+    encode: float = 0.0
 
 
 def _timed(work: Callable[[], Any]) -> float:
@@ -275,10 +276,14 @@ def _timed(work: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def measure_rates(dim: int, lists: int, dsub: int, gpu: bool, seed: int = 0) -> MachineRates:
+def measure_rates(
+    dim: int, lists: int, subquantizers: int, gpu: bool, seed: int = 0
+) -> MachineRates:
     """Probe the machine for ``MachineRates`` with random data: an inner-product search of
-    ``PROBE_FLOPS`` against ``lists`` centroids (on the GPU when ``gpu``), and two iterations of
-    a 256-centroid k-means on sub-vectors of ``dsub`` dimensions."""
+    ``PROBE_FLOPS`` against ``lists`` centroids (on the GPU when ``gpu``), two iterations of a
+    256-centroid k-means on sub-vectors of ``dim / subquantizers`` dimensions, and encoding
+    rows with a PQ of ``subquantizers`` x 8 bits (random codebooks: the cost does not depend
+    on them)."""
     faiss = faiss_module()
     rng = np.random.default_rng(seed)
     centroids = max(lists, 256)
@@ -288,6 +293,7 @@ def measure_rates(dim: int, lists: int, dsub: int, gpu: bool, seed: int = 0) -> 
     index.add(data[:centroids])
     index.search(data[centroids : centroids + 64], 1)  # warm-up (GPU initialisation)
     gemm = _timed(lambda: index.search(data[centroids:], 1)) / (2 * queries * centroids * dim)
+    dsub = dim // subquantizers
     points = 65_536
     sub = rng.standard_normal((points, dsub), dtype=np.float32)
     params = faiss.ClusteringParameters()
@@ -295,7 +301,12 @@ def measure_rates(dim: int, lists: int, dsub: int, gpu: bool, seed: int = 0) -> 
     clustering = faiss.Clustering(dsub, 256, params)
     seconds = _timed(lambda: clustering.train(sub, faiss.IndexFlatL2(dsub)))
     pq = seconds / (2 * 2 * points * 256 * dsub)
-    return MachineRates(gemm, pq)
+    quantizer = faiss.ProductQuantizer(dim, subquantizers, 8)
+    codebooks = rng.standard_normal(subquantizers * 256 * dsub, dtype=np.float32)
+    faiss.copy_array_to_vector(codebooks, quantizer.centroids)
+    rows = min(queries, 4096)
+    encode = _timed(lambda: quantizer.compute_codes(data[centroids : centroids + rows])) / rows
+    return MachineRates(gemm, pq, encode)
 
 
 def estimate_training(
@@ -326,15 +337,15 @@ def estimate_training(
         flops = 2 * int(parts.ivf.cp.niter) * n * lists * coarse_dim
         phases.append((TrainingPhase.KMEANS, flops * rates.gemm))
     pq = getattr(parts.encoder, "pq", None)
-    encode_flops = 0.0
+    encode = 0.0
     if parts.last is TrainingPhase.PQ and pq is not None:
         n = min(train_size, int(pq.cp.max_points_per_centroid) * int(pq.ksub))
         flops = 2 * int(pq.cp.niter) * int(pq.M) * n * int(pq.ksub) * int(pq.dsub)
         phases.append((TrainingPhase.PQ, flops * rates.pq))
-        encode_flops = 2.0 * int(pq.ksub) * int(pq.dsub) * int(pq.M)
+        encode = rates.encode
     elif parts.last is TrainingPhase.ENCODER:
         phases.append((TrainingPhase.ENCODER, 2 * train_size * dim * 256 * rates.gemm))
-    add = rows * (2 * lists * coarse_dim * rates.gemm + encode_flops * rates.pq)
+    add = rows * (2 * lists * coarse_dim * rates.gemm + encode)
     return TrainingEstimate(factory, train_size, rows, gpu, tuple(phases), add)
 
 
