@@ -362,7 +362,10 @@ def _flat_index(dim: int, metric: int, gpu: bool):
     faiss = faiss_module()
     if gpu:
         resources = faiss.StandardGpuResources()
-        index = faiss.GpuIndexFlat(resources, dim, metric)
+        kind = (
+            faiss.GpuIndexFlatIP if metric == faiss.METRIC_INNER_PRODUCT else faiss.GpuIndexFlatL2
+        )
+        index = kind(resources, dim)
         index.referenced_resources = resources  # kept alive as long as the index
         return index
     return faiss.IndexFlat(dim, metric)
