@@ -4,8 +4,11 @@ Two measurements, each printing one JSON document:
 
 - ``recall``: ``--rows`` source and target rows of planted synthetic data (clustered, see
   ``make_rows``; half the targets are noisy copies of sources), stored as float16 ``.npy``; an
-  index over the targets with the size-based default factory (or ``--factory``) built by
-  ``xretrieve.index.build_index`` (train and add timed apart); ``--queries`` sampled sources
+  index over the targets with the device's default factory (or ``--factory``) built by
+  ``xretrieve.index.build_index``, each phase timed (sample, OPQ, coarse k-means, PQ, adding)
+  beside its estimate and beside FAISS alone (``index_factory`` + ``train`` on the same seeded
+  sample + ``add`` of every row, same training settings; ``--no-peer`` skips it), the
+  difference being xretrieve's overhead; ``--queries`` sampled sources
   searched through it at each ``--nprobe``, k = 16: in index order, re-scored exactly, and
   re-scored from 4 x k candidates keeping the best k (the default), against
   exact FAISS ``IndexFlatIP`` ground truth. Reports recall@1, recall@k (|ANN top k & exact
@@ -22,20 +25,36 @@ Two measurements, each printing one JSON document:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+# Before FAISS loads: the same OpenMP wait policy as the training process of an xretrieve build
+# on a CPU (``xretrieve.index.build._training_environment``), so that xretrieve's adding and the
+# FAISS-alone peer run like for like.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from xretrieve.bench.machine import peak_rss_bytes
-from xretrieve.index import BuildConfig, SearchConfig, build_index, open_index
-from xretrieve.index.search import search_in_process
-from xretrieve.index.sources import unit_rows
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from xretrieve.bench.machine import peak_rss_bytes  # noqa: E402
+from xretrieve.index import (  # noqa: E402
+    BuildConfig,
+    SearchConfig,
+    TrainingEstimate,
+    TrainingPhase,
+    build_index,
+    open_index,
+)
+from xretrieve.index.search import search_in_process  # noqa: E402
+from xretrieve.index.sources import unit_rows  # noqa: E402
+
+ADD_STAGE = "add to index"
 
 
 def make_rows(n_src: int, n_tgt: int, dim: int, planted: int, seed: int, clusters: int = 2000):
@@ -71,21 +90,96 @@ def exact_topk(queries: np.ndarray, database: np.ndarray, k: int):
 
 
 class StageClock:
-    """A ProgressCallback that records when each stage starts and last advances."""
+    """A ProgressCallback that records when each stage starts and last advances, and the
+    training estimate given before training (``on_estimate``)."""
 
     def __init__(self) -> None:
         self.start: dict[str, float] = {}
         self.last: dict[str, float] = {}
+        self.estimate: TrainingEstimate | None = None
+        self.estimated_at: float | None = None
 
     def __call__(self, stage: str, done: int, total: int | None) -> None:
         now = time.perf_counter()
         self.start.setdefault(stage, now)
         self.last[stage] = now
 
+    def on_estimate(self, estimate: TrainingEstimate) -> None:
+        self.estimate, self.estimated_at = estimate, time.perf_counter()
+
     def seconds(self, stage: str) -> float | None:
         if stage not in self.start:
             return None
         return round(self.last[stage] - self.start[stage], 3)
+
+    def training_seconds(self) -> float | None:
+        """From the estimate (the training process has started) to the last training phase's
+        end: probes, sample, phases."""
+        phases = [p.value for p in TrainingPhase if p.value in self.last]
+        if self.estimated_at is None or not phases:
+            return None
+        return round(max(self.last[p] for p in phases) - self.estimated_at, 3)
+
+    def report(self) -> dict:
+        """Each stage's seconds in the order they ran, with the estimate beside them."""
+        estimated = dict(self.estimate.phases) if self.estimate else {}
+        stages = {}
+        for stage in sorted(self.start, key=self.start.get):
+            entry = {"seconds": self.seconds(stage)}
+            phase = next((p for p in TrainingPhase if p.value == stage), None)
+            if phase in estimated:
+                entry["estimated_seconds"] = round(estimated[phase], 1)
+            if stage == ADD_STAGE and self.estimate:
+                entry["estimated_seconds"] = round(self.estimate.add_seconds, 1)
+            stages[stage] = entry
+        return {
+            "stages": stages,
+            "training_seconds": self.training_seconds(),
+            "estimate": self.estimate.describe() if self.estimate else None,
+            "estimated_training_seconds": round(self.estimate.training_seconds, 1)
+            if self.estimate
+            else None,
+        }
+
+
+def faiss_alone(path: Path, factory: str, train_size: int, seed: int) -> dict:
+    """FAISS without xretrieve on the rows of ``path``: ``index_factory``, ``train`` on the
+    sample ``build_index`` draws (same seed, same unit rows), ``add`` of every row in blocks of
+    65536; polysemous PQ training off, as xretrieve trains. Seconds of each step."""
+    import faiss
+
+    data = np.load(path, mmap_mode="r")
+    t0 = time.perf_counter()
+    index = faiss.index_factory(data.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.try_extract_index_ivf(index)
+    encoder = faiss.downcast_index(ivf) if ivf is not None else faiss.downcast_index(index)
+    if hasattr(encoder, "do_polysemous_training"):
+        encoder.do_polysemous_training = False
+    if train_size:
+        rng = np.random.default_rng(seed)
+        ids = np.sort(rng.choice(data.shape[0], size=train_size, replace=False))
+        sample = unit_rows(np.asarray(data[ids], dtype=np.float32))
+        t1 = time.perf_counter()
+        index.train(sample)
+    else:
+        t1 = time.perf_counter()
+    t2 = time.perf_counter()
+    for a in range(0, data.shape[0], 65_536):
+        index.add(unit_rows(np.asarray(data[a : a + 65_536], dtype=np.float32)))
+    t3 = time.perf_counter()
+    return {
+        "sample_seconds": round(t1 - t0, 3),
+        "train_seconds": round(t2 - t1, 3),
+        "add_seconds": round(t3 - t2, 3),
+        "total_seconds": round(t3 - t0, 3),
+    }
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 def machine() -> dict:
@@ -113,11 +207,20 @@ def run_recall(args: argparse.Namespace, work: Path) -> dict:
 
     clock = StageClock()
     config = BuildConfig(
-        factory=args.factory, train_size=args.train_size, shard_rows=args.shard_rows, seed=args.seed
-    )
+        factory=args.factory, train_size=args.train_size, shard_rows=args.shard_rows,
+        seed=args.seed, device=args.device,
+    )  # fmt: skip
+    load_at_build = loadavg()
     t0 = time.perf_counter()
-    manifest = build_index([work / "tgt.npy"], work / "index", config, progress=clock)
+    manifest = build_index(
+        [work / "tgt.npy"], work / "index", config, progress=clock, on_estimate=clock.on_estimate
+    )
     build_seconds = time.perf_counter() - t0
+    peer = None
+    if args.peer:
+        peer = faiss_alone(work / "tgt.npy", manifest.factory, manifest.train_size, args.seed)
+        peer["loadavg_at_start"] = loadavg()
+        peer["xretrieve_overhead"] = round(build_seconds / peer["total_seconds"] - 1, 4)
     index = open_index(work / "index")
     from xretrieve.index.search import SearchRequest, search_direction
     from xretrieve.index.sources import EmbeddingRows
@@ -171,9 +274,10 @@ def run_recall(args: argparse.Namespace, work: Path) -> dict:
         "factory_note": manifest.factory_note,
         "train_size": manifest.train_size,
         "shards": len(manifest.shards),
-        "train_seconds": clock.seconds("train index"),
-        "add_seconds": clock.seconds("add to index"),
+        "loadavg_at_build": load_at_build,
+        "build": clock.report(),
         "build_seconds": round(build_seconds, 3),
+        "faiss_alone": peer,
         "index_bytes": shard_bytes,
         "index_bytes_per_row": round(shard_bytes / args.rows, 2),
         "exact_search_seconds": round(exact_seconds, 3),
@@ -222,14 +326,18 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
             continue  # thresholds from exact mining: no training-split indexes needed
         clock = StageClock()
         t0 = time.perf_counter()
-        config = BuildConfig(factory=args.factory, train_size=args.train_size, seed=args.seed)
+        config = BuildConfig(
+            factory=args.factory, train_size=args.train_size, seed=args.seed, device=args.device
+        )
         src_index, tgt_index = work / f"{split}.de.index", work / f"{split}.en.index"
         if args.keep and (tgt_index / "manifest.json").is_file():
             # --keep: the data are regenerated identically (seeded), so are the indexes.
             manifest = open_index(src_index).manifest
             build[split] = (manifest, None, clock)
             continue
-        manifest = build_index([src_npy], src_index, config, progress=clock)
+        manifest = build_index(
+            [src_npy], src_index, config, progress=clock, on_estimate=clock.on_estimate
+        )
         build_index([tgt_npy], tgt_index, config)
         build[split] = (manifest, time.perf_counter() - t0, clock)
 
@@ -311,8 +419,7 @@ def run_bucc(args: argparse.Namespace, work: Path) -> dict:
         "factory_note": manifest.factory_note,
         "train_size": manifest.train_size,
         "test_build_seconds_both_sides": None if build_seconds is None else round(build_seconds, 3),
-        "test_train_seconds_one_side": clock.seconds("train index"),
-        "test_add_seconds_one_side": clock.seconds("add to index"),
+        "test_build_one_side": clock.report(),
         "peak_rss_bytes": peak_rss_bytes(),
         "machine": machine(),
         "results": results,
@@ -328,6 +435,12 @@ def main() -> None:
     recall.add_argument("--nprobe", type=int, nargs="+", default=[16, 64, 128, 256])
     recall.add_argument("--k", type=int, default=16)
     recall.add_argument("--shard-rows", type=int, default=1_000_000)
+    recall.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time FAISS alone (index_factory + train + add) on the same sample",
+    )
     bucc = sub.add_parser("bucc", help="mining F1 against exact mining")
     bucc.add_argument("--pairs", type=int, default=5_000)
     bucc.add_argument("--noise", type=int, default=45_000)
@@ -350,11 +463,15 @@ def main() -> None:
     )
     for command in (recall, bucc):
         command.add_argument("--dim", type=int, default=384)
-        command.add_argument("--factory", default=None, help="default: by size, as stopes")
+        command.add_argument(
+            "--factory", default=None, help="default: the device's (xretrieve.index.training)"
+        )
+        command.add_argument("--device", default="auto", help="auto, cpu or cuda")
         command.add_argument("--seed", type=int, default=0)
         command.add_argument("--train-size", type=int, default=None, help="default: by size")
         command.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
+    print(f"loadavg at start: {loadavg()}", file=sys.stderr, flush=True)
     run = run_recall if args.what == "recall" else run_bucc
     if getattr(args, "keep", None):
         args.keep.mkdir(parents=True, exist_ok=True)
@@ -362,6 +479,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         print(json.dumps(run(args, Path(tmp)), indent=2))
+    print(f"loadavg at end: {loadavg()}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -417,3 +417,16 @@ def test_bad_streaming_options_exit_2_with_one_line(planted: Path) -> None:
         invoke(*index_mine_args(planted, src_dir, tgt_dir, "--stream", "sometimes")).exit_code == 2
     )
     assert not (planted / "w").exists()
+
+
+def test_build_prints_the_training_estimate_and_refuses_a_bad_device(tmp_path: Path) -> None:
+    rows = np.random.default_rng(0).standard_normal((2000, 8)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    args = ["index", "build", str(tmp_path / "rows.npy"), "--no-progress", "--device"]
+    result = invoke(*args, "cpu", "--out", str(tmp_path / "i"), "--factory", "IVF16,Flat")
+    assert result.exit_code == 0, result.output
+    assert "training IVF16,Flat on 2,000 rows (CPU): estimated " in result.stderr
+    assert "coarse k-means" in result.stderr and "adding 2,000 rows: estimated" in result.stderr
+    line = one_line_error(invoke(*args, "gpu", "--out", str(tmp_path / "j")))
+    assert line == "error: unknown device 'gpu'; --device must be one of auto, cuda, cpu"
+    assert not (tmp_path / "j").exists()

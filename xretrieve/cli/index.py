@@ -15,6 +15,7 @@ from xretrieve.cli.common import (
     print_table,
     progress_bars,
     reports_errors,
+    stderr,
     stdout,
 )
 
@@ -47,19 +48,28 @@ def build(
     factory: Annotated[
         str | None,
         typer.Option(
-            help="FAISS index_factory string (default: Flat up to 10k rows, else "
-            "OPQ64,IVF{N},PQ64 with N by size, as stopes)."
+            help="FAISS index_factory string (default: Flat up to 10k rows, else on a GPU "
+            "OPQ64,IVF{N},PQ64 with N by size, as stopes; on a CPU IVF{N},PQ64 with N at most "
+            "4096, no OPQ)."
         ),
     ] = None,
     train_size: Annotated[
         int | None,
-        typer.Option(min=1, help="Rows in the training sample (default: ~100 per IVF list)."),
+        typer.Option(
+            min=1,
+            help="Rows in the training sample (default: ~100 per IVF list on a GPU, ~40 on a "
+            "CPU; at least 65536, at most all rows).",
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the training sample.")] = 0,
     shard_rows: Annotated[int, typer.Option(min=1, help="Rows per shard file.")] = 1_000_000,
     block_rows: Annotated[int, typer.Option(min=1, help="Rows converted per step.")] = 65_536,
     device: Annotated[
-        str, typer.Option(help="auto (GPU when FAISS sees one), cpu or cuda.")
+        str,
+        typer.Option(
+            help="auto (GPU when FAISS sees one), cpu or cuda: where FAISS trains and adds, and "
+            "which defaults apply."
+        ),
     ] = "auto",
     ray: Annotated[
         str | None,
@@ -80,7 +90,8 @@ def build(
     ] = True,
 ) -> None:
     """Build a sharded index over EMB.npy... into --out (written atomically; an interrupted
-    build resumes)."""
+    build resumes). Before training, the time it should take here is printed (estimated from
+    short probes of this machine); progress shows each training phase."""
     from xretrieve.index import BuildConfig, build_index
 
     config = BuildConfig(
@@ -94,7 +105,9 @@ def build(
         resume=resume,
     )
     with progress_bars(show_progress) as progress:
-        manifest = build_index(embeddings, out, config, progress=progress)
+        manifest = build_index(
+            embeddings, out, config, progress=progress, on_estimate=_print_estimate
+        )
     if json_output:
         print_json(manifest.to_json())
         return
@@ -127,6 +140,10 @@ def verify(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _print_estimate(estimate) -> None:
+    stderr.print(estimate.describe(), highlight=False, soft_wrap=True)
 
 
 def _print_summary(directory: Path, manifest) -> None:

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ from xretrieve.core.errors import ArgumentError, InputError, XRetrieveError
 from xretrieve.core.integrity import file_sha256
 from xretrieve.core.outputs import check_output_path
 from xretrieve.core.progress import ProgressCallback, no_progress
+from xretrieve.core.settings import Device, parse_device
 from xretrieve.formats.embedding_shards import SourceFile, expand_shard_directories
 from xretrieve.index.factory import faiss_module, faiss_reason, inverted_lists, new_index
 from xretrieve.index.manifest import (
@@ -55,40 +57,35 @@ from xretrieve.index.partial import (
     work_directory,
 )
 from xretrieve.index.sources import EmbeddingRows
-from xretrieve.knn.exact import check_device
+from xretrieve.index.training import (
+    FAISS_ADVISED_PER_CENTROID,
+    EstimateCallback,
+    TrainingEstimate,
+    TrainingPhase,
+    default_factory,
+    default_train_size,
+    estimate_training,
+    measure_rates,
+    pq_subquantizers,
+    train_in_phases,
+)
 
 logger = logging.getLogger(__name__)
 
-# stopes' mining_utils.determine_faiss_index_type: IVF lists by sentence count; Flat at or below
-# 10k sentences (IVF k-means fails or is pointless with so few points).
-FLAT_MAX_ROWS = 10_000
-IVF_LISTS_BY_ROWS = (
-    (500_000_000, 262_144),
-    (100_000_000, 131_072),
-    (10_000_000, 65_536),
-    (4_000_000, 32_768),
-    (700_000, 16_384),
-    (250_000, 8_192),
-    (160_000, 4_096),
-    (80_000, 2_048),
-    (FLAT_MAX_ROWS, 1_024),
-)
-STOPES_PQ = 64
-# FAISS warns below 39 training points per centroid; the default sample gives ~100 per list
-# (FAISS's k-means subsamples above 256 per centroid anyway), at least 2^16 rows.
-TRAIN_POINTS_PER_LIST = 100
-MIN_DEFAULT_TRAIN = 1 << 16
-FAISS_ADVISED_PER_CENTROID = 39
+__all__ = ["BuildConfig", "build_index", "default_factory", "pq_subquantizers"]
+
 # Seconds the training process is given to end after SIGTERM before it is killed.
 TRAINING_STOP_WAIT = 5.0
 
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """``factory``: a FAISS ``index_factory`` string, or None for ``default_factory``;
-    ``train_size``: rows in the training sample (None: ``default_train_size``), drawn with
-    ``seed``; ``shard_rows``: database rows per shard file; ``block_rows``: rows converted and
-    added per step; ``device``: auto (GPU when FAISS sees one), cpu or cuda; ``ray``: populate
+    """``factory``: a FAISS ``index_factory`` string, or None for ``default_factory`` of the
+    device (stopes' table on a GPU, a bounded one on a CPU); ``train_size``: rows in the
+    training sample (None: ``default_train_size`` of the device), drawn with ``seed``;
+    ``shard_rows``: database rows per shard file; ``block_rows``: rows converted and added per
+    step; ``device``: a ``Device`` or its value, auto (GPU when FAISS sees one), cpu or cuda
+    (parsed here: ``ArgumentError`` for another); ``ray``: populate
     the shards as Ray tasks (``local``, ``auto`` or an address; the output directory must be on
     storage every node sees), None in this process; ``resume``: continue the build an earlier
     run of the same settings left unfinished (``xretrieve.index.partial``)."""
@@ -98,47 +95,22 @@ class BuildConfig:
     seed: int = 0
     shard_rows: int = 1_000_000
     block_rows: int = 65_536
-    device: str = "auto"
+    device: Device = Device.AUTO
     ray: str | None = None
     resume: bool = True
 
-
-def pq_subquantizers(dim: int) -> int:
-    """stopes' 64 sub-quantizers when 64 divides ``dim``, else the largest divisor of ``dim``
-    not above 64 (PQ and OPQ need ``dim % M == 0``)."""
-    return max(m for m in range(1, min(dim, STOPES_PQ) + 1) if dim % m == 0)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))
 
 
-def default_factory(count: int, dim: int) -> tuple[str, str]:
-    """``(factory, note)`` for ``count`` rows of dimension ``dim``, as stopes chooses:
-    ``Flat`` up to 10k rows, else ``OPQ64,IVF{N},PQ64`` with N from the row count. ``note``
-    explains an adapted sub-quantizer count (empty when stopes' 64 fits)."""
-    if count <= FLAT_MAX_ROWS:
-        return "Flat", ""
-    lists = next(n for rows, n in IVF_LISTS_BY_ROWS if count > rows)
-    m = pq_subquantizers(dim)
-    note = ""
-    if m != STOPES_PQ:
-        note = (
-            f"PQ{m} instead of stopes' PQ64: 64 does not divide dimension {dim}; "
-            f"{m} is its largest divisor up to 64"
-        )
-    return f"OPQ{m},IVF{lists},PQ{m}", note
-
-
-def default_train_size(count: int, lists: int) -> int:
-    """Training sample: ~100 rows per inverted list, at least 2^16, at most the corpus."""
-    return min(count, max(TRAIN_POINTS_PER_LIST * lists, MIN_DEFAULT_TRAIN))
-
-
-def _use_gpu(device: str) -> bool:
-    device = check_device(device)
+def _use_gpu(device: Device) -> bool:
+    """Whether FAISS trains and adds on a GPU for ``device`` (AUTO: when FAISS sees one)."""
     faiss = faiss_module()
     gpus = int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
-    if device == "cpu":
+    if device is Device.CPU:
         return False
-    if device.startswith("cuda") and gpus == 0:
-        raise XRetrieveError(f"device {device!r} requested, but FAISS sees no GPU")
+    if device is Device.CUDA and gpus == 0:
+        raise XRetrieveError(f"device {device.value!r} requested, but FAISS sees no GPU")
     return gpus > 0
 
 
@@ -157,38 +129,62 @@ def min_training_points(index) -> int:
     return max(needed, 1)
 
 
-def _train(index, rows: EmbeddingRows, train_size: int, seed: int, gpu: bool) -> None:
-    faiss = faiss_module()
+# Rows read per step of the training sample.
+SAMPLE_BLOCK = 16_384
+
+
+def _sample(rows: EmbeddingRows, train_size: int, seed: int, report) -> np.ndarray:
+    """The seeded training sample, (train_size, d) float32 unit rows, read in blocks."""
     rng = np.random.default_rng(seed)
     sample_ids = np.sort(rng.choice(rows.count, size=train_size, replace=False))
-    sample = rows.rows(sample_ids)
-    ivf = faiss.try_extract_index_ivf(index)
-    if gpu and ivf is not None:
-        # The costly part of training is the coarse k-means; FAISS lets a GPU index assign.
-        resources = faiss.StandardGpuResources()
-        ivf.clustering_index = faiss.GpuIndexFlatIP(resources, ivf.d)
-    index.train(sample)
-    if ivf is not None:
-        ivf.clustering_index = None
+    sample = np.empty((train_size, rows.dim), dtype=np.float32)
+    report(TrainingPhase.SAMPLE, 0, train_size)
+    for a in range(0, train_size, SAMPLE_BLOCK):
+        b = min(a + SAMPLE_BLOCK, train_size)
+        sample[a:b] = rows.rows(sample_ids[a:b])
+        report(TrainingPhase.SAMPLE, b, train_size)
+    return sample
 
 
 def training_main(job: dict) -> None:
-    """The child process of ``_train_to_file`` (``job`` as it writes it): train an empty index on
-    the sample and write it to ``job["target"]`` through a staging file; write nothing, or the
-    reason it failed, to the file descriptor ``job["report_fd"]``."""
-    with os.fdopen(job["report_fd"], "w", encoding="utf-8") as report:
+    """The child process of ``_train_to_file`` (``job`` as it writes it): estimate the training
+    time, draw the sample, train an empty index in phases and write it to ``job["target"]``
+    through a staging file. Reports go to the file descriptor ``job["report_fd"]``, one JSON
+    object a line: ``{"estimate": ...}`` first, then ``{"stage", "done", "total"}`` as training
+    advances, and ``{"error": reason}`` when it fails."""
+    with os.fdopen(job["report_fd"], "w", encoding="utf-8", buffering=1) as report:
+
+        def send(**message) -> None:
+            report.write(json.dumps(message) + "\n")
+
+        def phase(step: TrainingPhase, done: int, total: int) -> None:
+            send(stage=step.value, done=done, total=total)
+
         try:
             index = new_index(job["factory"], job["dim"])
             rows = EmbeddingRows([Path(p) for p in job["sources"]])
-            _train(index, rows, job["train_size"], job["seed"], job["gpu"])
+            send(estimate=_estimate(index, job, rows.count).to_json())
+            sample = _sample(rows, job["train_size"], job["seed"], phase)
+            train_in_phases(index, sample, job["gpu"], phase)
             staging = f"{job['target']}.tmp"
             faiss_module().write_index(index, staging)
             os.replace(staging, job["target"])
         except XRetrieveError as error:
-            report.write(str(error))
+            send(error=str(error))
         except Exception as error:  # noqa: BLE001 - FAISS's RuntimeError, MemoryError: one line
             reason = faiss_reason(error) or type(error).__name__
-            report.write(f"training {job['factory']} failed: {reason}")
+            send(error=f"training {job['factory']} failed: {reason}")
+
+
+def _estimate(index, job: dict, count: int) -> TrainingEstimate:
+    faiss = faiss_module()
+    ivf = faiss.try_extract_index_ivf(index)
+    inner = faiss.downcast_index(ivf) if ivf is not None else index
+    pq = getattr(inner, "pq", None)
+    subquantizers = int(pq.M) if pq is not None else pq_subquantizers(int(index.d))
+    lists = int(ivf.nlist) if ivf is not None else 256
+    rates = measure_rates(int(index.d), lists, subquantizers, job["gpu"])
+    return estimate_training(index, job["factory"], job["train_size"], count, rates, job["gpu"])
 
 
 _TRAINING_COMMAND = (
@@ -197,15 +193,33 @@ _TRAINING_COMMAND = (
 )
 
 
+def _training_environment(gpu: bool) -> dict[str, str]:
+    """The training process's environment: on a CPU, OpenMP threads that sleep rather than spin
+    while they wait (unless the user chose): on a machine whose cores other work shares,
+    spinning threads made FAISS's PQ training 3 to 5 times slower (benchmarks/RESULTS.md)."""
+    environment = dict(os.environ)
+    if not gpu:
+        environment.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return environment
+
+
 def _train_to_file(
-    factory: str, rows: EmbeddingRows, train_size: int, seed: int, gpu: bool, target: Path
+    factory: str,
+    rows: EmbeddingRows,
+    train_size: int,
+    seed: int,
+    gpu: bool,
+    target: Path,
+    progress: ProgressCallback = no_progress,
+    on_estimate: EstimateCallback | None = None,
 ) -> None:
     """Train an empty ``factory`` index on ``train_size`` rows of ``rows`` drawn with ``seed``
     and write it to ``target``, in a child process: FAISS's training holds its thread for
-    minutes without letting Python handle a signal, and a child can be stopped at once. Ctrl-C
-    or SIGTERM here (``KeyboardInterrupt``) stops the child and removes its staging file;
-    ``XRetrieveError`` when training fails. (A plain interpreter, not ``multiprocessing``: it
-    would import the caller's main script again.)"""
+    minutes without letting Python handle a signal, and a child can be stopped at once. The
+    child's estimate goes to ``on_estimate`` (and the log) before training starts, its phases to
+    ``progress`` as they advance. Ctrl-C or SIGTERM here (``KeyboardInterrupt``) stops the child
+    and removes its staging file; ``XRetrieveError`` when training fails. (A plain interpreter,
+    not ``multiprocessing``: it would import the caller's main script again.)"""
     read_end, write_end = os.pipe()
     job = {
         "sys_path": sys.path, "factory": factory, "dim": rows.dim,
@@ -217,28 +231,69 @@ def _train_to_file(
             [sys.executable, "-c", _TRAINING_COMMAND, json.dumps(job)],
             pass_fds=(write_end,),
             stdin=subprocess.DEVNULL,
+            env=_training_environment(gpu),
             start_new_session=True,  # Ctrl-C reaches this process only, which stops the child
         )
     finally:
         os.close(write_end)
-    with os.fdopen(read_end, encoding="utf-8") as report:
-        try:
-            _wait_interruptibly(process)
-        finally:
-            Path(f"{target}.tmp").unlink(missing_ok=True)
-        failure = report.read()
-    if failure or process.returncode != 0:
+    reports = _Reports(read_end, progress, on_estimate)
+    try:
+        _wait_interruptibly(process, reports)
+    finally:
+        reports.close()
+        Path(f"{target}.tmp").unlink(missing_ok=True)
+    if reports.failure or process.returncode != 0:
         raise XRetrieveError(
-            failure
+            reports.failure
             or f"training {factory} failed: its process ended with code "
             f"{process.returncode} (out of memory?)"
         )
 
 
-def _wait_interruptibly(process: subprocess.Popen) -> None:
-    """Wait for ``process``, handling signals between short waits; on ``KeyboardInterrupt``
-    (or any error) stop it (SIGTERM, then SIGKILL after ``TRAINING_STOP_WAIT`` s)."""
+class _Reports:
+    """The parent's end of the training process's report pipe: lines passed on as they come."""
+
+    def __init__(
+        self, fd: int, progress: ProgressCallback, on_estimate: EstimateCallback | None
+    ) -> None:
+        self.fd, self.progress, self.on_estimate = fd, progress, on_estimate
+        self.pending = b""
+        self.failure = ""
+
+    def read(self, timeout: float) -> bool:
+        """Handle what arrives within ``timeout`` seconds; False once the pipe is closed."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return True
+        chunk = os.read(self.fd, 1 << 16)
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        for line in lines:
+            self._handle(json.loads(line))
+        return bool(chunk)
+
+    def _handle(self, message: dict) -> None:
+        if "estimate" in message:
+            estimate = TrainingEstimate.from_json(message["estimate"])
+            logger.info("%s", estimate.describe())
+            if self.on_estimate is not None:
+                self.on_estimate(estimate)
+        elif "error" in message:
+            self.failure = message["error"]
+        else:
+            self.progress(message["stage"], message["done"], message["total"])
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _wait_interruptibly(process: subprocess.Popen, reports: _Reports) -> None:
+    """Wait for ``process``, passing on its reports and handling signals between short waits;
+    on ``KeyboardInterrupt`` (or any error) stop it (SIGTERM, then SIGKILL after
+    ``TRAINING_STOP_WAIT`` s)."""
     try:
+        while reports.read(timeout=0.5):
+            pass
         while True:
             try:
                 process.wait(timeout=0.5)
@@ -337,11 +392,18 @@ def build_index(
     config: BuildConfig = BuildConfig(),
     *,
     progress: ProgressCallback | None = None,
+    on_estimate: EstimateCallback | None = None,
 ) -> IndexManifest:
     """Build an index over the rows of ``sources`` (``.npy`` float16/32, one dimension, or a
     finished ``embed --ray`` directory, read as its shard files in order) into ``out_dir``. It
     appears complete or not at all; an interrupted build resumes (see
     ``xretrieve.index.partial``; ``config.resume``).
+
+    ``progress`` sees the stages in order: ``check sources``, ``hash sources``, the training
+    phases (``TrainingPhase`` values: ``sample`` in rows, ``OPQ`` and ``coarse k-means`` in
+    iterations, ``PQ``), then ``add to index`` in rows. ``on_estimate`` gets the estimate of the
+    training (and adding) time, measured on this machine, before training starts (not called
+    when nothing is trained: a ``Flat`` index, or a resumed build that had trained).
 
     Raises ``InputError`` for an output that may not be written (``check_build_output``),
     unreadable, non-finite or mismatched sources, or another build of ``out_dir`` running, and
@@ -361,7 +423,7 @@ def build_index(
         progress("check sources", 1, 1)
         records = _hashed_sources(files, rows, progress)
         partial = open_partial(out_dir, _settings(plan, config, records), config.resume)
-        trained = _trained(plan, rows, config.seed, partial, progress)
+        trained = _trained(plan, rows, config.seed, partial, progress, on_estimate)
         ranges = [
             (start, min(start + config.shard_rows, rows.count))
             for start in range(0, rows.count, config.shard_rows)
@@ -391,7 +453,7 @@ def build_index(
 class _Plan:
     """What a build does, decided and checked before anything is written: the ``factory`` (and
     the ``note`` on how it differs from stopes'), its ``empty`` index, the training sample size
-    (0: no training) and whether FAISS uses a GPU."""
+    (0: no training) and whether FAISS uses a GPU (which chooses the defaults)."""
 
     factory: str
     note: str
@@ -401,14 +463,14 @@ class _Plan:
 
 
 def _plan(rows: EmbeddingRows, config: BuildConfig) -> _Plan:
+    gpu = _use_gpu(config.device)
     factory, note = (
-        (config.factory, "") if config.factory else default_factory(rows.count, rows.dim)
+        (config.factory, "") if config.factory else default_factory(rows.count, rows.dim, gpu)
     )
     if note:
-        logger.warning("%s", note)
+        logger.info("%s", note)
     empty = new_index(factory, rows.dim)
-    gpu = _use_gpu(config.device)
-    train_size = _check_train_size(empty, factory, rows.count, config.train_size)
+    train_size = _check_train_size(empty, factory, rows.count, config.train_size, gpu)
     return _Plan(factory, note, empty, train_size, gpu)
 
 
@@ -422,6 +484,9 @@ def _settings(plan: _Plan, config: BuildConfig, records: list[SourceRecord]) -> 
         "seed": config.seed,
         "shard_rows": config.shard_rows,
         "gpu": plan.gpu,
+        # Trained in phases without polysemous PQ training: a trained index an earlier version
+        # left is not reused.
+        "training": "phases-1",
         "sources": [_settings_record(record) for record in records],
     }
 
@@ -450,7 +515,12 @@ def _hashed_sources(
 
 
 def _trained(
-    plan: _Plan, rows: EmbeddingRows, seed: int, partial: PartialBuild, progress: ProgressCallback
+    plan: _Plan,
+    rows: EmbeddingRows,
+    seed: int,
+    partial: PartialBuild,
+    progress: ProgressCallback,
+    on_estimate: EstimateCallback | None,
 ):
     """The empty index of ``plan`` trained (or the trained index an interrupted build saved in
     ``partial``; a damaged one is discarded with a warning and trained again)."""
@@ -471,9 +541,10 @@ def _trained(
         os.replace(staging, partial.trained_path)
         return plan.empty
     logger.info("training %s on %d rows (seed %d)", plan.factory, plan.train_size, seed)
-    progress("train index", 0, 1)
-    _train_to_file(plan.factory, rows, plan.train_size, seed, plan.gpu, partial.trained_path)
-    progress("train index", 1, 1)
+    _train_to_file(
+        plan.factory, rows, plan.train_size, seed, plan.gpu, partial.trained_path, progress,
+        on_estimate,
+    )  # fmt: skip
     return faiss.read_index(str(partial.trained_path))
 
 
@@ -510,13 +581,14 @@ def _shards(
     return [done[number] for number in range(len(ranges))]  # type: ignore[misc]
 
 
-def _check_train_size(index, factory: str, count: int, train_size: int | None) -> int:
-    """The sample size to train with (0: no training), or ``XRetrieveError`` when too small."""
+def _check_train_size(index, factory: str, count: int, train_size: int | None, gpu: bool) -> int:
+    """The sample size to train with (0: no training; None: the device's default), or
+    ``XRetrieveError`` when too small."""
     needed = min_training_points(index)
     if not needed:
         return 0
     lists = inverted_lists(index)
-    size = train_size if train_size is not None else default_train_size(count, max(lists, 1))
+    size = train_size if train_size is not None else default_train_size(count, max(lists, 1), gpu)
     if size > count:
         raise ArgumentError("train_size", f"{size} exceeds the {count} rows of the sources")
     if size < needed:
