@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 import xretrieve.index.build as build
 from xretrieve.cli.app import app
 from xretrieve.core.errors import XRetrieveError
-from xretrieve.index.partial import lock_path, work_directory
+from xretrieve.core.outputs import lock_path
+from xretrieve.index.partial import work_directory
 
 runner = CliRunner()
 

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from xretrieve.cli.app import app
-from xretrieve.index.partial import lock_path, work_directory
+from xretrieve.core.outputs import lock_path
+from xretrieve.index.partial import work_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 # Seconds a signalled build may take to exit (the training it interrupts takes far longer).

@@ -232,6 +232,24 @@ def test_the_work_directory_goes_through_the_output_guard(indexes, tmp_path) -> 
         mine_streamed(*requests, Margin.RATIO, Mode.MAX, search, work)
 
 
+def test_a_second_run_in_the_same_work_directory_fails_at_once(indexes, tmp_path) -> None:
+    """Two runs writing one work directory would overwrite each other's parts: the second is
+    refused before any search while the first holds the directory's lock."""
+    from xretrieve.core.outputs import lock_path, output_lock
+
+    src, tgt = indexes
+    requests = direction_requests(src, tgt, 3, SearchConfig(block_rows=32))
+    search = PlantedLists(lists_for(requests))
+    work = StreamConfig(tmp_path / "work")
+    with output_lock(work.directory, job="streamed mining", option="work_dir"):
+        with pytest.raises(InputError, match="another streamed mining of this") as error:
+            mine_streamed(*requests, Margin.RATIO, Mode.MAX, search, work)
+    assert error.value.arguments == ("work_dir",) and not search.searched
+    assert not lock_path(work.directory).exists()
+    done = mine_streamed(*requests, Margin.RATIO, Mode.MAX, search, work)
+    assert done.complete and not lock_path(work.directory).exists()
+
+
 def test_bad_stream_settings_name_their_argument(indexes) -> None:
     src, tgt = indexes
     with pytest.raises(ArgumentError, match="part_rows"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,3 +153,61 @@ def _check_directory_output(path: Path, output: _Output, owner: OutputOwner | No
             f"({reason}): give a new or empty directory",
             owner,
         )
+
+
+def lock_path(out_dir: Path) -> Path:
+    """The file a command writing ``out_dir`` holds locked while it runs (``output_lock``)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.lock")
+
+
+class _Replaced(Exception):
+    """The lock file was removed or replaced between opening and locking it."""
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path, *, job: str, option: str) -> Iterator[None]:
+    """Hold ``lock_path(out_dir)`` for the block, so that two runs of ``job`` never write the
+    same ``out_dir`` (the parameter ``option``) at once: ``InputError`` at once when another
+    run holds it. The file is removed on the way out (while still held, so a run that opened it
+    meanwhile sees it replaced and reports the run that just finished as running), and so are
+    the folders above ``out_dir`` it had to create when the block fails."""
+    from filelock import FileLock, Timeout
+
+    out_dir, path = Path(out_dir), lock_path(out_dir)
+    if os.path.lexists(path) and (not path.is_file() or path.stat().st_size > 0):
+        raise InputError(path, f"is in the way of the {job}'s lock file: move it away")
+    created = [parent for parent in out_dir.parents if not parent.exists()]
+
+    def still_the_lock_file(fd: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return
+        raise _Replaced
+
+    lock = FileLock(str(path), timeout=0, on_acquired=still_the_lock_file)
+    finished = False
+    try:
+        try:
+            lock.acquire()  # creates the missing folders above it
+        except (Timeout, _Replaced):
+            raise InputError(
+                out_dir,
+                f"another {job} of this {{{option}}} is running (it holds {path.name}): "
+                f"wait for it to finish, or choose another {{{option}}}",
+                arguments=(option,),
+            ) from None
+        except OSError as error:
+            raise InputError(path, f"cannot create the {job}'s lock file: {error}") from None
+        try:
+            yield
+            finished = True
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            lock.release()
+    finally:
+        if not finished:
+            for folder in created:  # deepest first; one holding anything stays
+                with contextlib.suppress(OSError):
+                    folder.rmdir()

@@ -21,9 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from typing import Any
 from xretrieve.core.errors import InputError
 from xretrieve.core.files import atomic_write, replace_directory
 from xretrieve.core.integrity import file_matches
-from xretrieve.core.outputs import OutputOwner
+from xretrieve.core.outputs import OutputOwner, output_lock
 from xretrieve.core.readers import read_json_object
 from xretrieve.index.manifest import ShardRecord, is_index_file
 
@@ -57,12 +55,6 @@ def work_directory(out_dir: Path) -> Path:
     return out_dir.with_name(f".{out_dir.name}.partial")
 
 
-def lock_path(out_dir: Path) -> Path:
-    """The file a build of ``out_dir`` holds locked while it runs."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(f".{out_dir.name}.lock")
-
-
 def partial_disowns(directory: Path) -> str | None:
     """None when the non-empty ``directory`` holds only what a build writes into its work
     directory, else why not. The ``OutputOwner`` of the work directory beside ``--out``."""
@@ -82,55 +74,9 @@ def partial_disowns(directory: Path) -> str | None:
 PARTIAL_OUTPUT = OutputOwner("index build work directory", partial_disowns)
 
 
-class _Replaced(Exception):
-    """The lock file was removed or replaced between opening and locking it."""
-
-
-@contextlib.contextmanager
-def build_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``lock_path(out_dir)`` for the block; ``InputError`` at once when another build
-    holds it. The file is removed on the way out (while still held, so a build that opened it
-    meanwhile sees it replaced and reports the build that just finished as running), and so are
-    the folders above ``out_dir`` it had to create when the block fails."""
-    from filelock import FileLock, Timeout
-
-    out_dir, path = Path(out_dir), lock_path(out_dir)
-    if os.path.lexists(path) and (not path.is_file() or path.stat().st_size > 0):
-        raise InputError(path, "is in the way of the index build's lock file: move it away")
-    created = [parent for parent in out_dir.parents if not parent.exists()]
-
-    def still_the_lock_file(fd: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return
-        raise _Replaced
-
-    lock = FileLock(str(path), timeout=0, on_acquired=still_the_lock_file)
-    finished = False
-    try:
-        try:
-            lock.acquire()  # creates the missing folders above it
-        except (Timeout, _Replaced):
-            raise InputError(
-                out_dir,
-                f"another index build of this {{out_dir}} is running (it holds {path.name}): "
-                "wait for it to finish, or choose another {out_dir}",
-                arguments=("out_dir",),
-            ) from None
-        except OSError as error:
-            raise InputError(path, f"cannot create the build's lock file: {error}") from None
-        try:
-            yield
-            finished = True
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
-            lock.release()
-    finally:
-        if not finished:
-            for folder in created:  # deepest first; one holding anything stays
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+def build_lock(out_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """``output_lock`` of an index build's ``out_dir``: a second build of it fails at once."""
+    return output_lock(out_dir, job="index build", option="out_dir")
 
 
 def index_shard_name(number: int) -> str:

@@ -43,7 +43,7 @@ import numpy as np
 from xretrieve.core.errors import ArgumentError, InputError
 from xretrieve.core.files import atomic_write
 from xretrieve.core.integrity import file_sha256
-from xretrieve.core.outputs import OutputOwner, check_output_path
+from xretrieve.core.outputs import OutputOwner, check_output_path, output_lock
 from xretrieve.core.progress import ProgressCallback, no_progress
 from xretrieve.core.readers import read_json_object
 from xretrieve.index.manifest import MANIFEST
@@ -289,14 +289,30 @@ def mine_streamed(
     among the target rows) and ``backward`` (the reverse), written in parts in
     ``stream.directory`` (see the module doc); pair positions index ``forward.query_rows`` and
     ``backward.query_rows``, and each request's ``allowed`` rows are the other one's query rows
-    (None: all rows). ``search`` finds the neighbours (``InProcessSearch``, ``RaySearch``)."""
-    from xretrieve.index.search import block_finish
-
+    (None: all rows). ``search`` finds the neighbours (``InProcessSearch``, ``RaySearch``).
+    Two runs never share the work directory (``output_lock``)."""
     directory = Path(stream.directory)
     inputs = [r.database.directory for r in (forward, backward)]
     check_output_path(
         directory, directory=True, option="work_dir", inputs=inputs, owner=STREAM_OUTPUT
     )
+    with output_lock(directory, job="streamed mining", option="work_dir"):
+        return _mine_streamed(directory, forward, backward, margin, mode, search, stream, progress)
+
+
+def _mine_streamed(
+    directory: Path,
+    forward: SearchRequest,
+    backward: SearchRequest,
+    margin: Margin,
+    mode: Mode,
+    search: StreamingSearch,
+    stream: StreamConfig,
+    progress: ProgressCallback,
+) -> PairParts:
+    """``mine_streamed`` in its checked and locked work ``directory``."""
+    from xretrieve.index.search import block_finish
+
     wanted = [block_finish(r).wanted for r in (forward, backward)]
     _start(directory, _settings(forward, backward, wanted, margin, mode, stream))
     plans = [
