@@ -56,6 +56,13 @@ EmbDirOption = Annotated[
 KnnDeviceOption = Annotated[str, typer.Option(help="kNN device: auto, cpu or cuda.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON on stdout.")]
 ProgressOption = Annotated[bool, typer.Option("--progress/--no-progress", help=PROGRESS_HELP)]
+PromptOption = Annotated[
+    str | None,
+    typer.Option(
+        help="One of the model's prompts, by name, instead of its default (e.g. query, "
+        "passage: a sentence-transformers folder's prompts, E5's)."
+    ),
+]
 EXIT_INTERRUPTED = 130
 
 

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from xretrieve.cli.common import PROGRESS_HELP, print_json, progress_bars, reports_errors, stderr
+from xretrieve.cli.common import (
+    PROGRESS_HELP,
+    PromptOption,
+    print_json,
+    progress_bars,
+    reports_errors,
+    stderr,
+)
 from xretrieve.encoding.encoder import EncodeStats
 from xretrieve.encoding.layers import parse_layer_indices
 from xretrieve.encoding.streaming import OutputDtype
@@ -48,19 +55,17 @@ def embed_command(
     device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
     backend: Annotated[str, typer.Option(help="ort (ONNX Runtime) or torch.")] = "ort",
     dtype: Annotated[
-        str, typer.Option(help="auto (fp16 on CUDA, fp32 on CPU), fp16 or fp32.")
+        str,
+        typer.Option(
+            help="auto (fp16 on CUDA; on the CPU int8 where it keeps every held-out language "
+            "within 1 point of fp32, else fp32; torch: fp32), fp16, fp32 or int8."
+        ),
     ] = "auto",
     layers: Annotated[
         str | None,
         typer.Option(help="Hidden layers of a checkpoint, comma-separated (-1 = last)."),
     ] = None,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            help="One of the model's prompts, by name, instead of its default (e.g. query, "
-            "passage: a sentence-transformers folder's prompts, E5's)."
-        ),
-    ] = None,
+    prompt: PromptOption = None,
     all_layers: Annotated[
         bool,
         typer.Option(help="Write (lines, n_layers, dim): one vector per listed layer."),

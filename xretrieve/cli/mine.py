@@ -17,6 +17,7 @@ import typer
 
 from xretrieve.cli.common import (
     PROGRESS_HELP,
+    PromptOption,
     finite_float,
     print_json,
     print_table,
@@ -100,13 +101,7 @@ def mine_command(
         str | None,
         typer.Option(help="Prepended to every text (default: the model's own prefix)."),
     ] = None,
-    prompt: Annotated[
-        str | None,
-        typer.Option(
-            help="One of the model's prompts, by name, instead of its default (e.g. query, "
-            "passage: a sentence-transformers folder's prompts, E5's)."
-        ),
-    ] = None,
+    prompt: PromptOption = None,
     src_emb: Annotated[Path | None, typer.Option(help="Source embeddings (.npy).")] = None,
     tgt_emb: Annotated[Path | None, typer.Option(help="Target embeddings (.npy).")] = None,
     emb_dir: Annotated[
