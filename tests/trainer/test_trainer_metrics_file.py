@@ -10,20 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import trainer_data
 
 from xretrieve.trainer import Trainer, config_from_dict
 from xretrieve.trainer.config import SamplingStrategy
 from xretrieve.trainer.sampling import TaskSampler, task_probabilities
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(checkpoint: Path, out: Path, tasks: list[dict], log_every: int, **evaluation):

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from xtreme_fixtures import IMAGE_NOUNS, IMAGE_TEST_FILLERS, write_captions, write_image_text
 
 from xretrieve.core.errors import InputError
@@ -25,12 +24,7 @@ RECIPE = ImageTextRecipe(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_planted_alignment_scores_r1_100_in_every_language_and_group(
